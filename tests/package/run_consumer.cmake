@@ -1,0 +1,70 @@
+# cmake -DMODE=<find_package|add_subdirectory|fetchcontent|pkg-config> ... -P run_consumer.cmake
+# Builds tests/package/consumer against mproc the way MODE says and runs it.
+cmake_minimum_required(VERSION 3.25)
+
+foreach(var MODE MPROC_SOURCE_DIR MPROC_BINARY_DIR WORK_DIR GENERATOR CXX EXPECTED_VERSION)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "run_consumer.cmake: ${var} is not set")
+  endif()
+endforeach()
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    string(REPLACE ";" " " cmd "${ARGN}")
+    message(FATAL_ERROR "failed (${rc}): ${cmd}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+set(prefix "${WORK_DIR}/prefix")
+set(consumer "${MPROC_SOURCE_DIR}/tests/package/consumer")
+
+if(MODE STREQUAL "find_package" OR MODE STREQUAL "pkg-config")
+  run("${CMAKE_COMMAND}" --install "${MPROC_BINARY_DIR}" --prefix "${prefix}")
+  foreach(f include/mproc/mproc.hpp include/mproc/version.hpp share/cmake/mproc/mprocConfig.cmake
+            share/cmake/mproc/mprocConfigVersion.cmake share/cmake/mproc/mprocTargets.cmake
+            share/pkgconfig/mproc.pc)
+    if(NOT EXISTS "${prefix}/${f}")
+      message(FATAL_ERROR "install is missing ${f}")
+    endif()
+  endforeach()
+endif()
+
+if(MODE STREQUAL "pkg-config")
+  find_program(PKG_CONFIG pkg-config)
+  if(NOT PKG_CONFIG)
+    message(STATUS "SKIP: pkg-config is not installed")
+    cmake_language(EXIT 77)
+  endif()
+  set(ENV{PKG_CONFIG_PATH} "${prefix}/share/pkgconfig")
+  run("${PKG_CONFIG}" --modversion mproc)
+  string(STRIP "${last_output}" version)
+  if(NOT version STREQUAL EXPECTED_VERSION)
+    message(FATAL_ERROR "pkg-config reports version '${version}', expected '${EXPECTED_VERSION}'")
+  endif()
+  run("${PKG_CONFIG}" --cflags --libs mproc)
+  string(STRIP "${last_output}" flags)
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  run("${CXX}" -std=c++20 ${flags} "${consumer}/main.cpp" -o "${WORK_DIR}/consumer")
+  set(exe "${WORK_DIR}/consumer")
+else()
+  set(args -S "${consumer}" -B "${WORK_DIR}/build" -G "${GENERATOR}"
+           -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release
+           -DCONSUMER_MODE=${MODE} -DMPROC_SOURCE_DIR=${MPROC_SOURCE_DIR}
+           -DEXPECTED_VERSION=${EXPECTED_VERSION})
+  if(MODE STREQUAL "find_package")
+    list(APPEND args "-DCMAKE_PREFIX_PATH=${prefix}")
+  endif()
+  run("${CMAKE_COMMAND}" ${args})
+  run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
+  set(exe "${WORK_DIR}/build/consumer")
+endif()
+
+run("${exe}")
+if(NOT last_output MATCHES "mproc ${EXPECTED_VERSION} ok")
+  message(FATAL_ERROR "consumer printed:\n${last_output}")
+endif()
+message(STATUS "consumer via ${MODE}: ${last_output}")

@@ -1,0 +1,13 @@
+// With other.cpp: a program of two translation units that both include every
+// mproc header. It links only if no header defines a non-inline entity.
+#include <mproc/mproc.hpp>
+
+#include <cstdio>
+
+int other_cpu_count();
+
+int main() {
+  if (other_cpu_count() != mproc::cpu_count()) return 1;
+  std::puts("two_tu ok");
+  return 0;
+}
