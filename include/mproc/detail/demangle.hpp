@@ -1,0 +1,51 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Human-readable type names, for errors that cross process boundaries.
+#pragma once
+
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <string>
+#include <typeinfo>
+
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define MPROC_DETAIL_HAS_CXXABI 1
+#endif
+
+namespace mproc::detail {
+
+// "std::invalid_argument" for typeid(std::invalid_argument).
+inline std::string demangle(const std::type_info& type) {
+#ifdef MPROC_DETAIL_HAS_CXXABI
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(
+      abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+  if (status == 0 && name) return name.get();
+#endif
+  return type.name();
+}
+
+// Type name and message of the exception in flight, for reporting it in
+// another process. Call only inside a catch block.
+struct ExceptionInfo {
+  std::string type_name;
+  std::string message;
+};
+
+inline ExceptionInfo describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return {demangle(typeid(e)), e.what()};
+  } catch (...) {
+#ifdef MPROC_DETAIL_HAS_CXXABI
+    if (const std::type_info* t = abi::__cxa_current_exception_type()) return {demangle(*t), ""};
+#endif
+    return {"unknown exception", ""};
+  }
+}
+
+}  // namespace mproc::detail
