@@ -6,7 +6,9 @@
 // its workers and to its template process through channels.
 //
 // A frame is a 16-byte header {payload size, type, fd count, id} and the
-// payload. Sending is buffered: put() queues, flush() writes what the socket
+// payload, padded to a multiple of 16 bytes so that every payload starts
+// 16-byte aligned in the receiver's buffer (encoded arrays can be viewed in
+// place). Sending is buffered: put() queues, flush() writes what the socket
 // takes. Receiving: fill() reads what is available, next() parses one frame.
 // The peer is untrusted: oversized or malformed frames are reported as
 // protocol errors, never acted on.
@@ -38,6 +40,11 @@ static_assert(sizeof(FrameHeader) == 16);
 
 // A received frame. `payload` points into the channel's buffer and stays
 // valid until the next fill() on that channel.
+// Bytes a frame with `size` payload bytes occupies on the stream.
+constexpr std::size_t frame_span(std::size_t size) noexcept {
+  return sizeof(FrameHeader) + ((size + 15) & ~std::size_t{15});
+}
+
 struct Frame {
   FrameHeader header{};
   std::span<const std::byte> payload;
@@ -78,7 +85,7 @@ class Channel {
     compact_out();
     const FrameHeader h{static_cast<std::uint32_t>(size), type, 0, id};
     const std::size_t at = out_.size();
-    out_.resize(at + sizeof h + size);
+    out_.resize(at + frame_span(size));
     std::memcpy(out_.data() + at, &h, sizeof h);
     return {out_.data() + at + sizeof h, size};
   }
@@ -90,8 +97,8 @@ class Channel {
     auto dst = put_begin(type, id, payload.size());
     if (!payload.empty()) std::memcpy(dst.data(), payload.data(), payload.size());
     if (fd_to_send.valid()) {
-      // put_begin may have compacted: the frame starts size+16 bytes from the end.
-      const std::size_t start = out_.size() - payload.size() - sizeof(FrameHeader);
+      // put_begin may have compacted: locate the frame from the end.
+      const std::size_t start = out_.size() - frame_span(payload.size());
       FrameHeader h;
       std::memcpy(&h, out_.data() + start, sizeof h);
       h.nfds = 1;
@@ -176,7 +183,7 @@ class Channel {
     if (in_end_ >= sizeof(FrameHeader)) {
       FrameHeader h;
       std::memcpy(&h, in_.data(), sizeof h);
-      const std::size_t frame = sizeof h + std::size_t{h.size};
+      const std::size_t frame = frame_span(h.size);
       if (h.size <= max_payload && frame > in_end_) want = std::max(want, frame - in_end_);
     }
     if (in_.size() < in_end_ + want) in_.resize(in_end_ + want);
@@ -211,7 +218,7 @@ class Channel {
     if (h.size > max_payload || h.nfds > 1)
       throw ProcessError("mproc: malformed frame from peer process (size " + std::to_string(h.size) +
                          ", fds " + std::to_string(h.nfds) + ")");
-    if (in_end_ - in_pos_ < sizeof h + h.size) return false;
+    if (in_end_ - in_pos_ < frame_span(h.size)) return false;
     out.header = h;
     out.payload = {in_.data() + in_pos_ + sizeof h, h.size};
     out.fd.reset();
@@ -220,12 +227,20 @@ class Channel {
       out.fd = std::move(in_fds_.front());
       in_fds_.pop_front();
     }
-    in_pos_ += sizeof h + h.size;
+    in_pos_ += frame_span(h.size);
     return true;
   }
 
   // Whether unparsed bytes remain (a frame may be partially received).
   bool has_input() const noexcept { return in_end_ > in_pos_; }
+
+  // Whether a complete frame is buffered (next() would return it).
+  bool has_frame() const noexcept {
+    if (in_end_ - in_pos_ < sizeof(FrameHeader)) return false;
+    FrameHeader h;
+    std::memcpy(&h, in_.data() + in_pos_, sizeof h);
+    return in_end_ - in_pos_ >= frame_span(h.size);
+  }
 
   // Blocks until a whole frame is available or the peer closes. Returns
   // false at end of stream. Throws ProcessError on errors.
