@@ -261,7 +261,7 @@ constexpr bool associative_ok() {
 enum class kind {
   unsupported,
   boolean,      // bool: one byte, validated
-  empty,        // std::monostate: no bytes
+  empty,        // std::monostate: one zero byte (so containers of it are bounded by bytes)
   bitwise,      // arithmetic, enum, trivially copyable class, std::array of bitwise
   bit_vector,   // std::vector<bool>: size + packed bits
   optional,     // flag byte + value
@@ -654,8 +654,8 @@ class Reader {
  public:
   // Nesting limit of user-type reads (recursive types), against stack exhaustion.
   static constexpr unsigned default_max_depth = 256;
-  // Elements of containers whose element encodes to zero bytes (std::monostate,
-  // std::tuple<>, ...) allowed in one reader, against endless loops.
+  // Elements of containers whose element encodes to zero bytes (std::tuple<>,
+  // empty user types) allowed in one reader, against endless loops.
   static constexpr std::size_t max_empty_elements = std::size_t{1} << 20;
 
   explicit Reader(std::span<const std::byte> data) noexcept
@@ -770,13 +770,13 @@ struct reader_access {
    private:
     Reader& r_;
   };
-  // Counts one element that consumed no bytes; throws when too many did.
-  static void charge_empty_element(Reader& r, std::string_view container) {
-    if (r.empty_budget_ == 0)
+  // Counts n elements that consumed no bytes; throws when too many did.
+  static void charge_empty_elements(Reader& r, std::string_view container, std::size_t n = 1) {
+    if (n > r.empty_budget_)
       r.fail(readable_type_name(container) + " holds more than " +
              std::to_string(Reader::max_empty_elements) +
              " elements that encode to zero bytes (limit per frame)");
-    --r.empty_budget_;
+    r.empty_budget_ -= n;
   }
 };
 
@@ -861,7 +861,7 @@ void read_element(Reader& r, std::string_view container, Add&& add) {
   if constexpr (min_size_v<E> == 0) {
     const std::size_t before = r.position();
     add();
-    if (r.position() == before) reader_access::charge_empty_element(r, container);
+    if (r.position() == before) reader_access::charge_empty_elements(r, container);
   } else {
     add();
   }
@@ -930,9 +930,17 @@ struct builtin_impl<kind::boolean, T> : builtin_tag {
 
 template <class T>
 struct builtin_impl<kind::empty, T> : builtin_tag {
-  static constexpr std::size_t min_size = 0;
-  static void write(Writer&, const T&) noexcept {}
-  static T read(Reader&) noexcept { return T{}; }
+  static constexpr std::size_t min_size = 1;
+  static void write(Writer& w, const T&) {
+    const std::uint8_t zero = 0;
+    w.write_bytes(&zero, 1);
+  }
+  static T read(Reader& r) {
+    std::uint8_t b;
+    r.read_bytes(&b, 1, type_name_v<T>);
+    if (b != 0) r.fail("invalid " + readable_type_name(type_name_v<T>) + " byte " + std::to_string(b) + " (must be 0)");
+    return T{};
+  }
 };
 
 template <class T>
@@ -1107,6 +1115,11 @@ struct builtin_impl<kind::sequence, T> : builtin_tag {
   static T read(Reader& r) {
     const std::size_t n = read_count<E>(r, type_name_v<T>);
     T value;
+    if constexpr (std::is_same_v<E, std::tuple<>> && requires { value.resize(n); }) {
+      reader_access::charge_empty_elements(r, type_name_v<T>, n);  // nothing to read
+      value.resize(n);
+      return value;
+    }
     if constexpr (requires { value.reserve(n); }) value.reserve(reserve_hint<E>(r, n));
     for (std::size_t i = 0; i < n; ++i)
       read_element<E>(r, type_name_v<T>, [&] { value.push_back(r.read<E>()); });
@@ -1157,7 +1170,7 @@ struct builtin_impl<kind::associative, T> : builtin_tag {
       if (value.size() == before)
         r.fail("duplicate key in " + readable_type_name(type_name_v<T>));
       if (element_min == 0 && r.position() == before_bytes)
-        reader_access::charge_empty_element(r, type_name_v<T>);
+        reader_access::charge_empty_elements(r, type_name_v<T>);
     }
     return value;
   }
