@@ -232,7 +232,7 @@ TEST_CASE("imap rethrows an item's exception at that item and continues") {
   CHECK_FALSE(results.next().has_value());
 }
 
-TEST_CASE("a crashing task fails with WorkerCrashed; the pool replaces the worker", "[tsan-skip]") {
+TEST_CASE("a crashing task fails with WorkerCrashed; the pool replaces the worker") {
   DefaultCrashSignals plain;
   mp::Pool pool(2);
   struct Case {
@@ -270,7 +270,7 @@ TEST_CASE("a crashing task fails with WorkerCrashed; the pool replaces the worke
   CHECK(crashed == 1);
 }
 
-TEST_CASE("R1: SIGKILL of a worker mid-map fails only its task, within 1 s, 100 times", "[tsan-skip]") {
+TEST_CASE("R1: SIGKILL of a worker mid-map fails only its task, within 1 s, 100 times") {
   mp::Pool pool(2);
   for (int round = 0; round < 100; ++round) {
     // Two long tasks occupy both workers; short ones queue behind them.
@@ -306,7 +306,7 @@ TEST_CASE("R1: SIGKILL of a worker mid-map fails only its task, within 1 s, 100 
   CHECK(pool.map(square, iota_vec(10)) == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49, 64, 81});
 }
 
-TEST_CASE("R1: a map whose worker is killed throws WorkerCrashed and the pool keeps serving", "[tsan-skip]") {
+TEST_CASE("R1: a map whose worker is killed throws WorkerCrashed and the pool keeps serving") {
   mp::Pool pool(2);
   std::thread killer([&] {
     std::this_thread::sleep_for(100ms);
@@ -320,7 +320,7 @@ TEST_CASE("R1: a map whose worker is killed throws WorkerCrashed and the pool ke
   CHECK(pool.map(square, iota_vec(4)) == std::vector<int>{0, 1, 4, 9});
 }
 
-TEST_CASE("R3: killing the pool's owner takes every worker down within 1 s", "[tsan-skip]") {
+TEST_CASE("R3: killing the pool's owner takes every worker down within 1 s") {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
   mp::detail::UniqueFd rd(fds[0]), wr(fds[1]);
@@ -428,7 +428,7 @@ TEST_CASE("close, join and terminate") {
   }
 }
 
-TEST_CASE("a pool created while other threads run stays healthy", "[tsan-skip]") {
+TEST_CASE("a pool created while other threads run stays healthy") {
   // Threads churning the allocator and stdio while pools fork.
   std::atomic<bool> stop{false};
   std::vector<std::thread> churn;
@@ -456,7 +456,7 @@ int lock_and_square(int x) {
 }
 }  // namespace
 
-TEST_CASE("forkserver: workers do not inherit a lock another thread holds", "[tsan-skip]") {
+TEST_CASE("forkserver: workers do not inherit a lock another thread holds") {
   // As a program would at the top of main(), before starting threads.
   mp::set_start_method(mp::StartMethod::forkserver);
   CHECK(mp::get_start_method() == mp::StartMethod::forkserver);

@@ -119,7 +119,7 @@ TEST_CASE("thread_count sees this process's threads") {
   std::thread t([&] {
     while (!stop) std::this_thread::yield();
   });
-  CHECK(d::thread_count() == before + 1);
+  CHECK(d::thread_count() >= before + 1);  // TSan may add its own helper thread
   stop = true;
   t.join();
 }
@@ -140,7 +140,7 @@ TEST_CASE("exit codes follow Python's convention") {
   CHECK(d::exitcode_from_status(status) == -SIGKILL);
 }
 
-TEST_CASE("a template forks workers, reports their exits, and takes them down with it", "[tsan-skip]") {
+TEST_CASE("a template forks workers, reports their exits, and takes them down with it") {
   const auto method = GENERATE(mproc::StartMethod::fork, mproc::StartMethod::forkserver);
   DefaultCrashSignals plain_crashes;
   if (method == mproc::StartMethod::forkserver) mproc::set_start_method(mproc::StartMethod::forkserver);
@@ -197,7 +197,7 @@ TEST_CASE("a template forks workers, reports their exits, and takes them down wi
   CHECK(process_gone(p4));
 }
 
-TEST_CASE("killing the owner takes the template and its workers down within 1 s", "[tsan-skip]") {
+TEST_CASE("killing the owner takes the template and its workers down within 1 s") {
   DefaultCrashSignals plain_crashes;
   int pids[2];
   REQUIRE(::pipe(pids) == 0);

@@ -282,8 +282,9 @@ inline int pool_worker_main(int channel_fd, std::span<const std::byte> config) {
     out.clear();
     reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
     ch.put(pm_result, f.header.id, out);
-    // Batch replies while more tasks are already waiting.
-    if (!ch.has_frame() && !ch.flush_blocking()) return 0;
+    // Every result leaves before the next task starts: if that task crashes
+    // this worker, the results of the finished ones are not lost with it.
+    if (!ch.flush_blocking()) return 0;
   }
 }
 
