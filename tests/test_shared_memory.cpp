@@ -385,6 +385,8 @@ TEST_CASE("1000 create/use/destroy cycles leak no fd, /dev/shm entry, memory or 
   CHECK(mproc_mappings() == mappings);
   const long growth = shm_test::rss_kib() - rss;
   INFO("RSS grew by " << growth << " KiB");
-  CHECK(growth < 2048);
+  // Under ASan, freed heap memory sits in its quarantine (RSS grows by
+  // design); LeakSanitizer checks the heap there instead.
+  if (std::string(MPROC_TEST_SANITIZE) != "address") CHECK(growth < 2048);
   CHECK_FALSE(shm_test::has_zombie_children());
 }

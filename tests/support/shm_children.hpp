@@ -100,10 +100,16 @@ inline std::size_t open_fd_count() {
   return n;
 }
 
-// Names in /dev/shm.
+// Names in /dev/shm, leaving out the named blocks that other test
+// processes running in parallel create ("mproc_test_<tag>_<their pid>...").
 inline std::set<std::string> dev_shm_entries() {
+  const std::string mine = "_" + std::to_string(::getpid());
   std::set<std::string> names;
-  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) names.insert(entry.path().filename());
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    std::string name = entry.path().filename();
+    if (name.rfind("mproc_test_", 0) == 0 && name.find(mine) == std::string::npos) continue;
+    names.insert(std::move(name));
+  }
   return names;
 }
 
