@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "catch.hpp"
@@ -35,6 +36,12 @@ unsigned mode_of_fd(int fd) {
   struct stat st {};
   REQUIRE(::fstat(fd, &st) == 0);
   return st.st_mode & 07777;
+}
+
+long minor_faults() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
 }
 
 // Lines of /proc/self/maps that map one of mproc's memfd segments.
@@ -304,27 +311,46 @@ TEST_CASE("Retention cache keeps received segments mapped, bounded by count") {
   CHECK(d::retained_segment_count() == 0);
 }
 
-TEST_CASE("A long-lived receiver's mappings stay bounded over 200 distinct arrays") {
+TEST_CASE("A long-lived receiver reuses retained mappings and stays bounded over 200 arrays") {
   shm_test::Pipe to_child, acks;
   const pid_t child = shm_test::spawn([&] {
-    for (int i = 0; i < 200; ++i) {
+    d::set_auto_retain(true);  // as a pool worker does
+    long refaults = 0;  // page faults touching the persistent array after its first round
+    for (int i = 0; i < 400; ++i) {
+      const auto h = shm_test::recv<d::ShmHandle>(to_child.r.get());
+      const long before = minor_faults();
       {
-        auto a = mp::Array<double>::from_handle(shm_test::recv<d::ShmHandle>(to_child.r.get()));
+        auto a = mp::Array<double>::from_handle(h);
         a[0] += 1.0;
-        d::retain_segment(d::open_segment(a.handle()));  // as a pool worker does
+        double sum = 0;
+        for (double x : a) sum += x;  // touch every page
+        if (sum < 0) return 6;
       }
+      if (i % 2 == 0 && i > 0) refaults += minor_faults() - before;
       shm_test::send(acks.w.get(), 'k');
+    }
+    // Without retention each of the 199 later rounds re-maps the 40 pages.
+    if (refaults > 100) {
+      std::fprintf(stderr, "child: %ld page faults re-touching a retained array\n", refaults);
+      return 5;
     }
     if (d::retained_segment_count() > 64) return 3;
     if (mproc_mappings() > 64 + 4) return 4;  // retained ones, plus the inherited arena
     return 0;
   });
-  for (int i = 0; i < 200; ++i) {
-    mp::Array<double> a(20000);  // 160 KB: a segment of its own, freed each round
-    shm_test::send(to_child.w.get(), a.handle());
-    shm_test::recv<char>(acks.r.get());
-    CHECK(a[0] == 1.0);
+  mp::Array<double> persistent(20000);
+  for (int i = 0; i < 400; ++i) {
+    if (i % 2 == 0) {
+      shm_test::send(to_child.w.get(), persistent.handle());
+      shm_test::recv<char>(acks.r.get());
+    } else {
+      mp::Array<double> a(20000);  // 160 KB: a segment of its own, freed after the round
+      shm_test::send(to_child.w.get(), a.handle());
+      shm_test::recv<char>(acks.r.get());
+      REQUIRE(a[0] == 1.0);
+    }
   }
+  CHECK(persistent[0] == 200.0);
   CHECK(shm_test::join(child).exitcode == 0);
 }
 

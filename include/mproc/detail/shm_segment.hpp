@@ -197,6 +197,7 @@ struct ShmState {
   std::size_t retained_bytes = 0;
   std::size_t retain_max_count = 64;
   std::size_t retain_max_bytes = std::size_t{1} << 30;
+  bool auto_retain = false;  // retain every segment open_segment() resolves
   // Arena chunks this process allocates from (never inherited ones).
   std::vector<std::shared_ptr<ArenaChunk>> chunks;
 };
@@ -266,6 +267,24 @@ inline std::shared_ptr<Mapping> create_segment(std::size_t size, const char* lab
   return mapping;
 }
 
+// Puts `mapping` at the front of the retention cache and evicts beyond the
+// limits (caller holds the mutex; evicted mappings unmap here, which takes
+// no lock).
+inline void retain_locked(ShmState& st, std::shared_ptr<Mapping> mapping) {
+  auto it = std::find(st.retained.begin(), st.retained.end(), mapping);
+  if (it != st.retained.end()) {
+    st.retained.splice(st.retained.begin(), st.retained, it);
+    return;
+  }
+  st.retained_bytes += mapping->size();
+  st.retained.push_front(std::move(mapping));
+  while (!st.retained.empty() &&
+         (st.retained.size() > st.retain_max_count || st.retained_bytes > st.retain_max_bytes)) {
+    st.retained_bytes -= st.retained.back()->size();
+    st.retained.pop_back();
+  }
+}
+
 // Checks the fields of a received handle that do not need the segment.
 // Throws ProcessError naming `what` and the fault.
 inline void validate_handle(const ShmHandle& h, const std::string& what) {
@@ -301,6 +320,7 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
       if (mapping->size() != h.segment_size)
         throw ProcessError("mproc: invalid handle for " + what + ": segment size " + std::to_string(h.segment_size) +
                            " does not match the mapped segment's " + std::to_string(mapping->size()));
+      if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
       return mapping;
     }
   }
@@ -321,6 +341,7 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
     throw ProcessError(gone);
   auto mapping = map_fd(std::move(fd), static_cast<std::size_t>(h.segment_size), st, h.pid, h.fd, false, {}, what);
   register_mapping_locked(state, mapping);
+  if (state.auto_retain) retain_locked(state, mapping);
   return mapping;
 }
 
@@ -330,46 +351,36 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
 // unmap and re-fault them; freed segments age out. Thread-safe, non-blocking.
 inline void retain_segment(std::shared_ptr<Mapping> mapping) {
   if (!mapping) return;
-  std::vector<std::shared_ptr<Mapping>> evicted;  // destroyed after unlocking
   ShmState& st = shm_state();
-  {
-    std::lock_guard guard(st.mutex);
-    auto it = std::find(st.retained.begin(), st.retained.end(), mapping);
-    if (it != st.retained.end()) {
-      st.retained.splice(st.retained.begin(), st.retained, it);
-      return;
-    }
-    st.retained_bytes += mapping->size();
-    st.retained.push_front(std::move(mapping));
-    while (!st.retained.empty() &&
-           (st.retained.size() > st.retain_max_count || st.retained_bytes > st.retain_max_bytes)) {
-      st.retained_bytes -= st.retained.back()->size();
-      evicted.push_back(std::move(st.retained.back()));
-      st.retained.pop_back();
-    }
-  }
+  std::lock_guard guard(st.mutex);
+  retain_locked(st, std::move(mapping));
+}
+
+// Makes open_segment() retain every segment it resolves (for long-lived
+// receivers such as pool workers: call once at start). Thread-safe.
+inline void set_auto_retain(bool on) {
+  ShmState& st = shm_state();
+  std::lock_guard guard(st.mutex);
+  st.auto_retain = on;
 }
 
 // Bounds the retention cache (defaults: 64 segments, 1 GiB); evicts as needed.
 inline void set_retention_limits(std::size_t max_count, std::size_t max_bytes) {
-  std::list<std::shared_ptr<Mapping>> evicted;
   ShmState& st = shm_state();
   std::lock_guard guard(st.mutex);
   st.retain_max_count = max_count;
   st.retain_max_bytes = max_bytes;
   while (!st.retained.empty() && (st.retained.size() > max_count || st.retained_bytes > max_bytes)) {
     st.retained_bytes -= st.retained.back()->size();
-    evicted.splice(evicted.begin(), st.retained, std::prev(st.retained.end()));
+    st.retained.pop_back();
   }
-  // `evicted` dies after `guard`: declared first, destroyed last.
 }
 
 // Drops every retained segment, keeping the limits. Thread-safe.
 inline void release_retained_segments() {
-  std::list<std::shared_ptr<Mapping>> evicted;
   ShmState& st = shm_state();
   std::lock_guard guard(st.mutex);
-  evicted.swap(st.retained);
+  st.retained.clear();
   st.retained_bytes = 0;
 }
 
