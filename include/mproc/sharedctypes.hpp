@@ -178,7 +178,7 @@ class Value {
   T& get_obj() const noexcept { return *data_; }
 
   // The handle that identifies this value to another process.
-  detail::ShmHandle handle() const noexcept { return block()->handle(detail::ShmKind::value); }
+  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::value); }
   // The value a handle from another process describes. Throws ProcessError
   // if the handle is malformed, its creator is gone, or its type is not T.
   static Value from_handle(const detail::ShmHandle& h) {
@@ -190,7 +190,6 @@ class Value {
       : lock_(detail::LockCore(tb.block, detail::kEmbeddedLockOffset, detail::ShmKind::rlock, fresh)),
         block_(std::move(tb.block)),
         data_(tb.data) {}
-  const std::shared_ptr<detail::ShmBlock>& block() const noexcept { return block_; }
 
   mutable RLock lock_;
   std::shared_ptr<detail::ShmBlock> block_;
@@ -232,47 +231,71 @@ class RawValue {
   T* data_;
 };
 
-// The element access shared by Array and RawArray (std::span-like,
-// shallow const).
-#define MPROC_DETAIL_ARRAY_ACCESS(Class)                                                                       \
-  using value_type = T;                                                                                        \
-  using size_type = std::size_t;                                                                               \
-  using iterator = T*;                                                                                         \
-  using reference = T&;                                                                                        \
-  /* Number of elements. */                                                                                    \
-  std::size_t size() const noexcept { return size_; }                                                          \
-  bool empty() const noexcept { return size_ == 0; }                                                           \
-  /* Element i, unchecked (the caller synchronizes). */                                                        \
-  T& operator[](std::size_t i) const noexcept { return data_[i]; }                                             \
-  /* Element i; throws ProcessError if i >= size(). */                                                         \
-  T& at(std::size_t i) const {                                                                                 \
-    if (i >= size_)                                                                                            \
-      throw ProcessError(std::string("mproc: " #Class ".at(") + std::to_string(i) + "): index out of range (size " + \
-                         std::to_string(size_) + ")");                                                         \
-    return data_[i];                                                                                           \
-  }                                                                                                            \
-  T* begin() const noexcept { return data_; }                                                                  \
-  T* end() const noexcept { return data_ + size_; }                                                            \
-  T* data() const noexcept { return data_; }                                                                   \
-  /* The elements as a span (Python: get_obj()). An lvalue array also converts to */                          \
-  /* std::span<T> directly, being a contiguous sized range. */                                                  \
+namespace detail {
+
+// The element access Array and RawArray share: std::span-like, with
+// shallow const. Unsynchronized: the caller coordinates writers.
+template <class T>
+class ArrayAccess {
+ public:
+  using value_type = T;
+  using size_type = std::size_t;
+  using iterator = T*;
+  using reference = T&;
+
+  // Number of elements.
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  // Element i, unchecked.
+  T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  // Element i; throws ProcessError if i >= size().
+  T& at(std::size_t i) const {
+    if (i >= size_)
+      throw ProcessError(std::string("mproc: ") + shm_kind_name(kind_) + ".at(" + std::to_string(i) +
+                         "): index out of range (size " + std::to_string(size_) + ")");
+    return data_[i];
+  }
+  T* begin() const noexcept { return data_; }
+  T* end() const noexcept { return data_ + size_; }
+  T* data() const noexcept { return data_; }
+  // The elements as a span (Python: get_obj()). An lvalue array also
+  // converts to std::span<T> directly, being a contiguous sized range.
   std::span<T> get_obj() const noexcept { return {data_, size_}; }
+
+  // The handle that identifies this array to another process (from_handle).
+  ShmHandle handle() const noexcept { return block_->handle(kind_); }
+
+ protected:
+  ArrayAccess(ShmKind kind, TypedBlock<T> tb) noexcept
+      : block_(std::move(tb.block)), data_(tb.data), size_(tb.count), kind_(kind) {}
+  ~ArrayAccess() = default;
+  ArrayAccess(const ArrayAccess&) = default;
+  ArrayAccess& operator=(const ArrayAccess&) = default;
+
+  std::shared_ptr<ShmBlock> block_;
+  T* data_;
+  std::size_t size_;
+  ShmKind kind_;
+};
+
+}  // namespace detail
 
 // n Ts in shared memory with an RLock (Python: multiprocessing.Array).
 // Element access is unsynchronized: hold get_lock() when processes write
 // the same elements.
 template <class T>
-class Array {
+class Array : public detail::ArrayAccess<T> {
   static_assert(detail::SharedCType<T>,
                 "mproc::Array<T>: T must be trivially copyable (it lives in shared memory seen by other "
                 "processes), not const or volatile, and aligned to at most 4096");
 
  public:
-  // `n` value-initialized (zero) elements. Throws ProcessError if n < 0 or
-  // too large.
+  // `n` value-initialized (zero) elements. Non-blocking. Throws
+  // ProcessError if n < 0 or too large, or when out of memory.
   template <std::integral I>
-  explicit Array(I n) : Array(detail::create_typed<T>(detail::ShmKind::array, true, detail::checked_count("Array", n)), true) {
-    detail::value_construct(data_, size_);
+  explicit Array(I n)
+      : Array(detail::create_typed<T>(detail::ShmKind::array, true, detail::checked_count("Array", n)), true) {
+    detail::value_construct(this->data_, this->size_);
   }
   // A copy of the elements of `r` (e.g. std::views::iota(0, 10), a vector).
   template <class R>
@@ -282,41 +305,36 @@ class Array {
   Array(const Array&) = default;
   Array& operator=(const Array&) = default;
 
-  MPROC_DETAIL_ARRAY_ACCESS(Array)
-
   // The lock guarding the array (recursive; usable with std::lock_guard).
   RLock& get_lock() const noexcept { return lock_; }
 
-  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::array); }
+  // The array a handle from another process describes. Throws ProcessError
+  // if the handle is malformed, its creator is gone, or its type is not T.
   static Array from_handle(const detail::ShmHandle& h) {
     return Array(detail::open_typed<T>(h, detail::ShmKind::array, true, false), false);
   }
 
  private:
   Array(detail::TypedBlock<T> tb, bool fresh)
-      : lock_(detail::LockCore(tb.block, detail::kEmbeddedLockOffset, detail::ShmKind::rlock, fresh)),
-        block_(std::move(tb.block)),
-        data_(tb.data),
-        size_(tb.count) {}
+      : detail::ArrayAccess<T>(detail::ShmKind::array, tb),
+        lock_(detail::LockCore(this->block_, detail::kEmbeddedLockOffset, detail::ShmKind::rlock, fresh)) {}
 
   mutable RLock lock_;
-  std::shared_ptr<detail::ShmBlock> block_;
-  T* data_;
-  std::size_t size_;
 };
 
 // n Ts in shared memory without a lock (Python: sharedctypes.RawArray).
 template <class T>
-class RawArray {
+class RawArray : public detail::ArrayAccess<T> {
   static_assert(detail::SharedCType<T>,
                 "mproc::RawArray<T>: T must be trivially copyable (it lives in shared memory seen by other "
                 "processes), not const or volatile, and aligned to at most 4096");
 
  public:
+  // Same constructors as Array.
   template <std::integral I>
   explicit RawArray(I n)
       : RawArray(detail::create_typed<T>(detail::ShmKind::raw_array, false, detail::checked_count("RawArray", n))) {
-    detail::value_construct(data_, size_);
+    detail::value_construct(this->data_, this->size_);
   }
   template <class R>
     requires detail::ElementRange<R, RawArray, T>
@@ -325,21 +343,12 @@ class RawArray {
   RawArray(const RawArray&) = default;
   RawArray& operator=(const RawArray&) = default;
 
-  MPROC_DETAIL_ARRAY_ACCESS(RawArray)
-
-  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::raw_array); }
   static RawArray from_handle(const detail::ShmHandle& h) {
     return RawArray(detail::open_typed<T>(h, detail::ShmKind::raw_array, false, false));
   }
 
  private:
-  explicit RawArray(detail::TypedBlock<T> tb) : block_(std::move(tb.block)), data_(tb.data), size_(tb.count) {}
-
-  std::shared_ptr<detail::ShmBlock> block_;
-  T* data_;
-  std::size_t size_;
+  explicit RawArray(detail::TypedBlock<T> tb) : detail::ArrayAccess<T>(detail::ShmKind::raw_array, std::move(tb)) {}
 };
-
-#undef MPROC_DETAIL_ARRAY_ACCESS
 
 }  // namespace mproc

@@ -166,82 +166,99 @@ class LockCore {
 
 }  // namespace detail
 
-// Shared members of Lock and RLock: acquire/release plus the standard
-// Lockable/TimedLockable names.
-#define MPROC_DETAIL_LOCK_MEMBERS(Class)                                                                          \
-  /* Blocks until acquired; returns true (Python's acquire()). Thread- and process-safe. */                      \
-  bool acquire() { return core_.acquire(detail::Clock::time_point::max()); }                                    \
-  /* Blocks up to `timeout`; returns whether acquired. A timeout <= 0 only tries once. */                         \
-  template <class Rep, class Period>                                                                            \
-  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {                                      \
-    return core_.acquire_for(timeout);                                                                          \
-  }                                                                                                             \
-  /* Acquires if free, without blocking and without checking for a dead holder. */                              \
-  [[nodiscard]] bool try_acquire() { return core_.try_acquire(); }                                              \
-  /* Whether the holder took this lock over from a thread that died holding it: the data it */                  \
-  /* guards may be half-updated. Meaningful while the lock is held; cleared by release(). */                    \
-  bool recovered() const noexcept { return core_.recovered(); }                                                 \
-  void lock() { core_.acquire(detail::Clock::time_point::max()); }                                              \
-  void unlock() { release(); }                                                                                  \
-  bool try_lock() { return core_.try_acquire(); }                                                               \
-  template <class Rep, class Period>                                                                            \
-  bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {                                               \
-    return core_.acquire_for(timeout);                                                                          \
-  }                                                                                                             \
-  template <class C, class D>                                                                                   \
-  bool try_lock_until(std::chrono::time_point<C, D> tp) {                                                       \
-    return core_.acquire(detail::steady_deadline(tp));                                                          \
-  }                                                                                                             \
-  /* The handle that identifies this object to another process (see from_handle). */                            \
-  detail::ShmHandle handle() const noexcept { return core_.handle(); }                                          \
-  /* Whether two objects are the same shared lock. */                                                           \
-  friend bool operator==(const Class& a, const Class& b) noexcept { return a.core_.same_as(b.core_); }
+namespace detail {
+
+// What Lock and RLock have in common: acquire/release, the standard
+// Lockable/TimedLockable names (std::lock_guard, std::unique_lock,
+// std::scoped_lock), owner-death reporting and the handle.
+class LockBase {
+ public:
+  // Blocks until acquired; returns true (as Python's acquire()). Takes the
+  // lock over if its holder died (see recovered()). Thread- and process-safe.
+  bool acquire() { return core_.acquire(Clock::time_point::max()); }
+  // Blocks up to `timeout`; returns whether acquired. A timeout <= 0 tries
+  // once, like try_acquire().
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return core_.acquire_for(timeout);
+  }
+  // Acquires if free, without blocking (and without checking whether the
+  // holder died). Returns whether acquired.
+  [[nodiscard]] bool try_acquire() { return core_.try_acquire(); }
+  // Releases (one level, for an RLock). Non-blocking. Throws ProcessError
+  // naming the misuse if the lock is not held (for an RLock: by this thread).
+  void release() { core_.release(); }
+  // True while the lock is held by an acquirer that took it over from a
+  // thread that died holding it: the data it guards may be half-updated.
+  // Cleared by the release. Non-blocking.
+  bool recovered() const noexcept { return core_.recovered(); }
+
+  // Lockable / TimedLockable.
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return core_.try_acquire(); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return core_.acquire_for(timeout);
+  }
+  template <class C, class D>
+  bool try_lock_until(std::chrono::time_point<C, D> tp) {
+    return core_.acquire(steady_deadline(tp));
+  }
+
+  // The handle that identifies this lock to another process (from_handle).
+  ShmHandle handle() const noexcept { return core_.handle(); }
+
+ protected:
+  explicit LockBase(LockCore core) : core_(std::move(core)) {}
+  ~LockBase() = default;
+  LockBase(const LockBase&) = default;
+  LockBase& operator=(const LockBase&) = default;
+
+  LockCore core_;
+};
+
+}  // namespace detail
 
 // A non-recursive process-shared lock (Python: multiprocessing.Lock).
 // Any thread of any process may release it while it is held (as in Python);
 // acquiring it twice from one thread blocks.
-class Lock {
+class Lock : public detail::LockBase {
  public:
   // Creates an unlocked lock in shared memory. Throws ProcessError.
-  Lock() : core_(detail::ShmKind::lock) {}
+  Lock() : LockBase(detail::LockCore(detail::ShmKind::lock)) {}
   Lock(const Lock&) = default;
   Lock& operator=(const Lock&) = default;
-
-  MPROC_DETAIL_LOCK_MEMBERS(Lock)
-
-  // Releases the lock. Non-blocking. Throws ProcessError("release of an
-  // unheld Lock") if it is not held.
-  void release() { core_.release(); }
 
   // The lock a handle from another process describes. Throws ProcessError
   // if the handle is malformed or its creator is gone.
   static Lock from_handle(const detail::ShmHandle& h) { return Lock(detail::LockCore::open(h, detail::ShmKind::lock)); }
 
+  // Whether two objects are the same shared lock.
+  friend bool operator==(const Lock& a, const Lock& b) noexcept { return a.core_.same_as(b.core_); }
+
  private:
   friend class Condition;
-  explicit Lock(detail::LockCore core) : core_(std::move(core)) {}
-  detail::LockCore core_;
+  explicit Lock(detail::LockCore core) : LockBase(std::move(core)) {}
 };
 
 // A recursive process-shared lock (Python: multiprocessing.RLock): the
-// owning thread may acquire it again; it is free after as many releases.
+// owning thread may acquire it again and must release it as many times.
 // Only the owner may release it.
-class RLock {
+class RLock : public detail::LockBase {
  public:
   // Creates an unlocked recursive lock in shared memory. Throws ProcessError.
-  RLock() : core_(detail::ShmKind::rlock) {}
+  RLock() : LockBase(detail::LockCore(detail::ShmKind::rlock)) {}
   RLock(const RLock&) = default;
   RLock& operator=(const RLock&) = default;
 
-  MPROC_DETAIL_LOCK_MEMBERS(RLock)
-
-  // Releases one level. Non-blocking. Throws ProcessError if the calling
-  // thread does not hold the lock.
-  void release() { core_.release(); }
-
+  // The lock a handle from another process describes (also the lock of a
+  // Value or Array sent alone). Throws ProcessError.
   static RLock from_handle(const detail::ShmHandle& h) {
     return RLock(detail::LockCore::open(h, detail::ShmKind::rlock));
   }
+
+  friend bool operator==(const RLock& a, const RLock& b) noexcept { return a.core_.same_as(b.core_); }
 
  private:
   friend class Condition;
@@ -249,11 +266,8 @@ class RLock {
   friend class Value;
   template <class>
   friend class Array;
-  explicit RLock(detail::LockCore core) : core_(std::move(core)) {}
-  detail::LockCore core_;
+  explicit RLock(detail::LockCore core) : LockBase(std::move(core)) {}
 };
-
-#undef MPROC_DETAIL_LOCK_MEMBERS
 
 // A process-shared counting semaphore (Python: multiprocessing.Semaphore).
 // Not owned: any thread or process may release it.
