@@ -156,6 +156,10 @@ TEST_CASE("Array: zero-filled, from a range, element access") {
   CHECK(std::vector<int>(odds.begin(), odds.end()) == std::vector<int>{1, 3, 5});
   mp::Array<Defaulted> defaulted(3);
   CHECK(defaulted[2].a == 7);
+  // Array data starts on a cache line (vector loads), small or large.
+  CHECK(reinterpret_cast<std::uintptr_t>(from_vec.data()) % 64 == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(mp::RawArray<char>(3).data()) % 64 == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(mp::Array<float>(100000).data()) % 64 == 0);
 }
 
 TEST_CASE("Array: copies share elements, construction from an Array copies them") {

@@ -41,9 +41,17 @@ namespace detail {
 // share a cache line).
 inline constexpr std::size_t kLockedDataBase = kEmbeddedLockOffset + LockCore::kSize;
 
+constexpr bool has_lock(ShmKind kind) noexcept { return kind == ShmKind::value || kind == ShmKind::array; }
+constexpr bool is_array(ShmKind kind) noexcept { return kind == ShmKind::array || kind == ShmKind::raw_array; }
+
+// Alignment of the data: T's, and a cache line for arrays (vector loads).
 template <class T>
-constexpr std::size_t data_offset(bool locked) noexcept {
-  return round_up(locked ? kLockedDataBase : kObjectStateOffset, alignof(T));
+constexpr std::size_t data_align(ShmKind kind) noexcept {
+  return is_array(kind) && alignof(T) < kArenaMinBlock ? kArenaMinBlock : alignof(T);
+}
+template <class T>
+constexpr std::size_t data_offset(ShmKind kind) noexcept {
+  return round_up(has_lock(kind) ? kLockedDataBase : kObjectStateOffset, data_align<T>(kind));
 }
 
 template <class T>
@@ -62,32 +70,33 @@ inline std::string count_text(const char* what, std::size_t n) {
   return std::string("mproc: ") + what + "(" + std::to_string(n) + ")";
 }
 
-// Allocates zero-filled room for `count` Ts (plus the embedded lock if
-// `locked`, constructed here). Throws ProcessError if it is too large.
+// Allocates zero-filled room for `count` Ts of a `kind` object (the
+// embedded lock, if any, is built by the caller). Throws ProcessError if it
+// is too large.
 template <class T>
-TypedBlock<T> create_typed(ShmKind kind, bool locked, std::size_t count) {
+TypedBlock<T> create_typed(ShmKind kind, std::size_t count) {
   if (count > (kMaxSegmentSize - 2 * kArenaMinBlock) / sizeof(T))
     throw ProcessError(count_text(shm_kind_name(kind), count) + ": too large (" + std::to_string(count) + " x " +
                        std::to_string(sizeof(T)) + " bytes)");
-  auto block = allocate_object(kind, locked ? kLockedDataBase : kObjectStateOffset, count * sizeof(T), alignof(T),
-                               type_fingerprint<T>(), static_cast<std::uint32_t>(sizeof(T)),
+  auto block = allocate_object(kind, has_lock(kind) ? kLockedDataBase : kObjectStateOffset, count * sizeof(T),
+                               data_align<T>(kind), type_fingerprint<T>(), static_cast<std::uint32_t>(sizeof(T)),
                                static_cast<std::uint32_t>(alignof(T)), count);
-  T* data = std::launder(reinterpret_cast<T*>(block->data() + data_offset<T>(locked)));
+  T* data = std::launder(reinterpret_cast<T*>(block->data() + data_offset<T>(kind)));
   return {std::move(block), data, count};
 }
 
 // Opens a received Value/Array of T and checks its element type and size
 // against the block. Throws ProcessError naming the object and the fault.
 template <class T>
-TypedBlock<T> open_typed(const ShmHandle& h, ShmKind kind, bool locked, bool single) {
-  const std::size_t offset = data_offset<T>(locked);
+TypedBlock<T> open_typed(const ShmHandle& h, ShmKind kind) {
+  const std::size_t offset = data_offset<T>(kind);
   auto [block, header] = open_object(h, kind, offset);
   const std::string what = shm_kind_name(kind);
   if (header.type_hash != type_fingerprint<T>() || header.elem_size != sizeof(T) || header.elem_align != alignof(T))
     throw ProcessError("mproc: invalid handle for " + what + ": its element type differs from this one (the sender's is " +
                        std::to_string(header.elem_size) + " bytes, aligned to " + std::to_string(header.elem_align) +
                        "; this one " + std::to_string(sizeof(T)) + ", aligned to " + std::to_string(alignof(T)) + ")");
-  if (single && header.count != 1)
+  if (!is_array(kind) && header.count != 1)
     throw ProcessError("mproc: invalid handle for " + what + ": it holds " + std::to_string(header.count) +
                        " elements, not 1");
   if (header.count > (block->length() - offset) / sizeof(T))
@@ -119,16 +128,16 @@ void value_construct(T* p, std::size_t n) {
 
 // Copies a range into a new block of `kind`.
 template <class T, class R>
-TypedBlock<T> create_from_range(ShmKind kind, bool locked, R&& r) {
+TypedBlock<T> create_from_range(ShmKind kind, R&& r) {
   if constexpr (std::ranges::sized_range<R> && std::ranges::forward_range<R>) {
-    auto tb = create_typed<T>(kind, locked, static_cast<std::size_t>(std::ranges::size(r)));
+    auto tb = create_typed<T>(kind, static_cast<std::size_t>(std::ranges::size(r)));
     std::size_t i = 0;
     for (auto&& x : r) ::new (static_cast<void*>(tb.data + i++)) T(static_cast<T>(std::forward<decltype(x)>(x)));
     return tb;
   } else {
     std::vector<T> tmp;
     for (auto&& x : r) tmp.push_back(static_cast<T>(std::forward<decltype(x)>(x)));
-    auto tb = create_typed<T>(kind, locked, tmp.size());
+    auto tb = create_typed<T>(kind, tmp.size());
     if (!tmp.empty()) std::memcpy(static_cast<void*>(tb.data), tmp.data(), tmp.size() * sizeof(T));
     return tb;
   }
@@ -155,7 +164,7 @@ class Value {
 
   // Creates a value holding `init`. Throws ProcessError (out of memory or
   // descriptors).
-  explicit Value(const T& init = T{}) : Value(detail::create_typed<T>(detail::ShmKind::value, true, 1), true) {
+  explicit Value(const T& init = T{}) : Value(detail::create_typed<T>(detail::ShmKind::value, 1), true) {
     ::new (static_cast<void*>(data_)) T(init);
   }
   Value(const Value&) = default;
@@ -182,7 +191,7 @@ class Value {
   // The value a handle from another process describes. Throws ProcessError
   // if the handle is malformed, its creator is gone, or its type is not T.
   static Value from_handle(const detail::ShmHandle& h) {
-    return Value(detail::open_typed<T>(h, detail::ShmKind::value, true, true), false);
+    return Value(detail::open_typed<T>(h, detail::ShmKind::value), false);
   }
 
  private:
@@ -208,7 +217,7 @@ class RawValue {
 
   // Creates a value holding `init`. Throws ProcessError.
   explicit RawValue(const T& init = T{})
-      : RawValue(detail::create_typed<T>(detail::ShmKind::raw_value, false, 1)) {
+      : RawValue(detail::create_typed<T>(detail::ShmKind::raw_value, 1)) {
     ::new (static_cast<void*>(data_)) T(init);
   }
   RawValue(const RawValue&) = default;
@@ -221,7 +230,7 @@ class RawValue {
 
   detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::raw_value); }
   static RawValue from_handle(const detail::ShmHandle& h) {
-    return RawValue(detail::open_typed<T>(h, detail::ShmKind::raw_value, false, true));
+    return RawValue(detail::open_typed<T>(h, detail::ShmKind::raw_value));
   }
 
  private:
@@ -294,14 +303,14 @@ class Array : public detail::ArrayAccess<T> {
   // ProcessError if n < 0 or too large, or when out of memory.
   template <std::integral I>
   explicit Array(I n)
-      : Array(detail::create_typed<T>(detail::ShmKind::array, true, detail::checked_count("Array", n)), true) {
+      : Array(detail::create_typed<T>(detail::ShmKind::array, detail::checked_count("Array", n)), true) {
     detail::value_construct(this->data_, this->size_);
   }
   // A copy of the elements of `r` (e.g. std::views::iota(0, 10), a vector).
   template <class R>
     requires detail::ElementRange<R, Array, T>
   explicit Array(R&& r)
-      : Array(detail::create_from_range<T>(detail::ShmKind::array, true, std::forward<R>(r)), true) {}
+      : Array(detail::create_from_range<T>(detail::ShmKind::array, std::forward<R>(r)), true) {}
   Array(const Array&) = default;
   Array& operator=(const Array&) = default;
 
@@ -311,7 +320,7 @@ class Array : public detail::ArrayAccess<T> {
   // The array a handle from another process describes. Throws ProcessError
   // if the handle is malformed, its creator is gone, or its type is not T.
   static Array from_handle(const detail::ShmHandle& h) {
-    return Array(detail::open_typed<T>(h, detail::ShmKind::array, true, false), false);
+    return Array(detail::open_typed<T>(h, detail::ShmKind::array), false);
   }
 
  private:
@@ -333,18 +342,18 @@ class RawArray : public detail::ArrayAccess<T> {
   // Same constructors as Array.
   template <std::integral I>
   explicit RawArray(I n)
-      : RawArray(detail::create_typed<T>(detail::ShmKind::raw_array, false, detail::checked_count("RawArray", n))) {
+      : RawArray(detail::create_typed<T>(detail::ShmKind::raw_array, detail::checked_count("RawArray", n))) {
     detail::value_construct(this->data_, this->size_);
   }
   template <class R>
     requires detail::ElementRange<R, RawArray, T>
   explicit RawArray(R&& r)
-      : RawArray(detail::create_from_range<T>(detail::ShmKind::raw_array, false, std::forward<R>(r))) {}
+      : RawArray(detail::create_from_range<T>(detail::ShmKind::raw_array, std::forward<R>(r))) {}
   RawArray(const RawArray&) = default;
   RawArray& operator=(const RawArray&) = default;
 
   static RawArray from_handle(const detail::ShmHandle& h) {
-    return RawArray(detail::open_typed<T>(h, detail::ShmKind::raw_array, false, false));
+    return RawArray(detail::open_typed<T>(h, detail::ShmKind::raw_array));
   }
 
  private:

@@ -33,6 +33,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "detail/deadline.hpp"
@@ -163,10 +164,6 @@ class LockCore {
   ShmKind kind_;
   MutexState* state_ = nullptr;
 };
-
-}  // namespace detail
-
-namespace detail {
 
 // What Lock and RLock have in common: acquire/release, the standard
 // Lockable/TimedLockable names (std::lock_guard, std::unique_lock,
