@@ -79,7 +79,7 @@ TypedBlock<T> create_typed(ShmKind kind, std::size_t count) {
     throw ProcessError(count_text(shm_kind_name(kind), count) + ": too large (" + std::to_string(count) + " x " +
                        std::to_string(sizeof(T)) + " bytes)");
   auto block = allocate_object(kind, has_lock(kind) ? kLockedDataBase : kObjectStateOffset, count * sizeof(T),
-                               data_align<T>(kind), type_fingerprint<T>(), static_cast<std::uint32_t>(sizeof(T)),
+                               data_align<T>(kind), element_fingerprint<T>(), static_cast<std::uint32_t>(sizeof(T)),
                                static_cast<std::uint32_t>(alignof(T)), count);
   T* data = std::launder(reinterpret_cast<T*>(block->data() + data_offset<T>(kind)));
   return {std::move(block), data, count};
@@ -92,7 +92,7 @@ TypedBlock<T> open_typed(const ShmHandle& h, ShmKind kind) {
   const std::size_t offset = data_offset<T>(kind);
   auto [block, header] = open_object(h, kind, offset);
   const std::string what = shm_kind_name(kind);
-  if (header.type_hash != type_fingerprint<T>() || header.elem_size != sizeof(T) || header.elem_align != alignof(T))
+  if (header.type_hash != element_fingerprint<T>() || header.elem_size != sizeof(T) || header.elem_align != alignof(T))
     throw ProcessError("mproc: invalid handle for " + what + ": its element type differs from this one (the sender's is " +
                        std::to_string(header.elem_size) + " bytes, aligned to " + std::to_string(header.elem_align) +
                        "; this one " + std::to_string(sizeof(T)) + ", aligned to " + std::to_string(alignof(T)) + ")");

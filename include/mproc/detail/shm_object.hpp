@@ -27,7 +27,7 @@ struct ObjectHeader {
   std::uint32_t magic;
   std::uint16_t kind;       // ShmKind
   std::uint16_t reserved;
-  std::uint64_t type_hash;  // type_fingerprint<T>() of the element type; 0 for sync objects
+  std::uint64_t type_hash;  // element_fingerprint<T>() of the element type; 0 for sync objects
   std::uint32_t elem_size;
   std::uint32_t elem_align;
   std::uint64_t count;      // number of elements (1 for a Value)
@@ -53,7 +53,7 @@ inline void write_header(std::byte* where, ShmKind kind, std::uint64_t type_hash
 // program: FNV-1a of the compiler's spelling of T, mixed with size and
 // alignment. Needs no RTTI.
 template <class T>
-std::uint64_t type_fingerprint() noexcept {
+std::uint64_t element_fingerprint() noexcept {
   static const std::uint64_t hash = [] {
     const std::string_view name = __PRETTY_FUNCTION__;
     std::uint64_t h = 0xcbf29ce484222325ull;
