@@ -424,3 +424,26 @@ TEST_CASE("1000 create/use/destroy cycles leak no fd, /dev/shm entry, memory or 
   if (std::string(MPROC_TEST_SANITIZE) != "address") CHECK(growth < 2048);
   CHECK_FALSE(shm_test::has_zombie_children());
 }
+
+TEST_CASE("SharedMemory crosses dumps/loads into a child started before it") {
+  shm_test::Pipe to_child;
+  const pid_t child = shm_test::spawn([&] {
+    auto anon = mp::loads<mp::SharedMemory>(shm_test::recv_frame(to_child.r.get()));
+    auto named = mp::loads<mp::SharedMemory>(shm_test::recv_frame(to_child.r.get()));
+    if (anon.size() != 1000 || named.size() != 2000 || !named.named()) return 3;
+    anon.buf()[999] = std::byte{5};
+    named.buf()[1999] = std::byte{6};
+    return 0;
+  });
+  mp::SharedMemory anon(1000);
+  const std::string name = unique_name("frame");
+  mp::SharedMemory named(name, true, 2000);
+  shm_test::send_frame(to_child.w.get(), mp::dumps(anon));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(named));
+  CHECK(shm_test::join(child).exitcode == 0);
+  CHECK(anon.buf()[999] == std::byte{5});
+  CHECK(named.buf()[1999] == std::byte{6});
+  named.unlink();
+  auto frame = mp::dumps(named);
+  REQUIRE_THROWS_MATCHES(mp::loads<mp::SharedMemory>(frame), mp::ProcessError, MessageContains("does not exist"));
+}

@@ -271,3 +271,53 @@ TEST_CASE("Value/Array handles whose creator exited fail cleanly") {
                          MessageContains("the shared memory segment no longer exists"));
   REQUIRE_THROWS_MATCHES(mp::Array<double>::from_handle(bh), mp::ProcessError, MessageContains("exited or freed it"));
 }
+
+TEST_CASE("Value and Array cross dumps/loads by handle into a child started before them") {
+  shm_test::Pipe to_child;
+  const pid_t child = shm_test::spawn([&] {
+    auto v = mp::loads<mp::Value<double>>(shm_test::recv_frame(to_child.r.get()));
+    auto a = mp::loads<mp::Array<int>>(shm_test::recv_frame(to_child.r.get()));
+    auto big = mp::loads<mp::Array<double>>(shm_test::recv_frame(to_child.r.get()));
+    auto [rv, ra] = mp::loads<std::pair<mp::RawValue<int>, mp::RawArray<char>>>(shm_test::recv_frame(to_child.r.get()));
+    v.set(3.1415927);
+    for (auto& x : a) x = -x;
+    big[99999] = 2.5;
+    rv.set(rv.get() + 1);
+    ra[2] = 'z';
+    return 0;
+  });
+  mp::Value<double> v(0.0);
+  mp::Array<int> a(std::views::iota(0, 10));
+  mp::Array<double> big(100000);
+  mp::RawValue<int> rv(41);
+  mp::RawArray<char> ra(3);
+  const auto big_frame = mp::dumps(big);
+  CHECK(big_frame.size() < 200);  // a handle, not 800 KB of doubles
+  shm_test::send_frame(to_child.w.get(), mp::dumps(v));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(a));
+  shm_test::send_frame(to_child.w.get(), big_frame);
+  shm_test::send_frame(to_child.w.get(), mp::dumps(std::pair(rv, ra)));
+  CHECK(shm_test::join(child).exitcode == 0);
+  CHECK(v.get() == 3.1415927);
+  CHECK(std::vector<int>(a.begin(), a.end()) == std::vector<int>{0, -1, -2, -3, -4, -5, -6, -7, -8, -9});
+  CHECK(big[99999] == 2.5);
+  CHECK(rv.get() == 42);
+  CHECK(ra[2] == 'z');
+}
+
+TEST_CASE("Value/Array frames: wrong type, truncation and a dead creator throw ProcessError") {
+  mp::Value<int> v(1);
+  REQUIRE_THROWS_AS(mp::loads<mp::Value<float>>(mp::dumps(v)), mp::ProcessError);  // frame fingerprint
+  auto frame = mp::dumps(v);
+  frame.resize(frame.size() - 8);
+  REQUIRE_THROWS_AS(mp::loads<mp::Value<int>>(frame), mp::ProcessError);
+  shm_test::Pipe pipe;
+  const pid_t child = shm_test::spawn([&] {
+    mp::Array<double> mine(10);
+    shm_test::send_frame(pipe.w.get(), mp::dumps(mine));
+    return 0;
+  });
+  const auto dead = shm_test::recv_frame(pipe.r.get());
+  CHECK(shm_test::join(child).exitcode == 0);
+  REQUIRE_THROWS_MATCHES(mp::loads<mp::Array<double>>(dead), mp::ProcessError, MessageContains("no longer exists"));
+}

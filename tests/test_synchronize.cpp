@@ -671,3 +671,63 @@ TEST_CASE("Sync handles from a creator that exited fail cleanly") {
   CHECK(shm_test::join(child).exitcode == 0);
   REQUIRE_THROWS_MATCHES(mp::Lock::from_handle(h), mp::ProcessError, MessageContains("no longer exists"));
 }
+
+TEST_CASE("Sync objects cross dumps/loads by handle into a child started before them") {
+  shm_test::Pipe to_child;
+  const pid_t child = shm_test::spawn([&] {
+    auto [lock, rlock] = mp::loads<std::pair<mp::Lock, mp::RLock>>(shm_test::recv_frame(to_child.r.get()));
+    auto sem = mp::loads<mp::Semaphore>(shm_test::recv_frame(to_child.r.get()));
+    auto bsem = mp::loads<mp::BoundedSemaphore>(shm_test::recv_frame(to_child.r.get()));
+    auto event = mp::loads<mp::Event>(shm_test::recv_frame(to_child.r.get()));
+    auto cond = mp::loads<mp::Condition>(shm_test::recv_frame(to_child.r.get()));
+    auto barrier = mp::loads<mp::Barrier>(shm_test::recv_frame(to_child.r.get()));
+    if (!lock.acquire(10s) || !rlock.acquire(10s)) return 3;  // the parent releases them
+    lock.release();
+    rlock.release();
+    sem.release();
+    bsem.acquire();
+    if (!event.wait(10s)) return 4;
+    {
+      std::lock_guard guard(cond);
+      cond.notify();
+    }
+    return barrier.wait(10s) <= 1 ? 0 : 5;
+  });
+  mp::Lock lock;
+  mp::RLock rlock;
+  mp::Semaphore sem(0);
+  mp::BoundedSemaphore bsem(1);
+  mp::Event event;
+  mp::Condition cond(lock);
+  mp::Barrier barrier(2);
+  lock.acquire();
+  rlock.acquire();
+  shm_test::send_frame(to_child.w.get(), mp::dumps(std::pair(lock, rlock)));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(sem));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(bsem));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(event));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(cond));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(barrier));
+  lock.release();
+  rlock.release();
+  REQUIRE(sem.acquire(10s));
+  const auto until = Clock::now() + 10s;
+  while (bsem.get_value() != 0 && Clock::now() < until) std::this_thread::sleep_for(1ms);  // polling, not settling
+  CHECK(bsem.get_value() == 0);
+  cond.acquire();  // the condition's lock is `lock`: the child notifies once we wait
+  event.set();
+  CHECK(cond.wait(10s));
+  cond.release();
+  CHECK(barrier.wait(10s) <= 1);
+  CHECK(shm_test::join(child).exitcode == 0);
+  bsem.release();  // the child's permit, returned by the parent: allowed, within the bound
+  CHECK(bsem.get_value() == 1);
+}
+
+TEST_CASE("Sync frames: a kind mismatch is rejected") {
+  mp::Lock lock;
+  auto frame = mp::dumps(lock);
+  REQUIRE_THROWS_AS(mp::loads<mp::RLock>(frame), mp::ProcessError);  // frame fingerprint differs
+  frame.resize(frame.size() - 1);
+  REQUIRE_THROWS_AS(mp::loads<mp::Lock>(frame), mp::ProcessError);
+}

@@ -29,6 +29,7 @@
 #include <sys/mman.h>
 
 #include "detail/shm_segment.hpp"
+#include "detail/shm_serialize.hpp"
 #include "errors.hpp"
 
 namespace mproc {
@@ -114,6 +115,29 @@ class SharedMemory {
   std::size_t offset_ = 0;
   std::size_t length_ = 0;
   std::string name_;  // "/name" for a named block
+};
+
+// A SharedMemory crosses processes (Pipe, Queue, Pool arguments) as a
+// handle (anonymous) or its name (named); the receiver maps the same block.
+// Reading throws ProcessError if the block is gone or the bytes are bad.
+template <>
+struct serializer<SharedMemory> {
+  static constexpr std::size_t min_size = 1;
+  static void write(Writer& w, const SharedMemory& shm) {
+    const std::uint8_t named = shm.named() ? 1 : 0;
+    w.write_bytes(&named, 1);
+    if (named)
+      w.write(shm.name());
+    else
+      detail::write_shm_handle(w, shm.handle());
+  }
+  static SharedMemory read(Reader& r) {
+    std::uint8_t named = 0;
+    r.read_bytes(&named, 1, "mproc::SharedMemory");
+    if (named > 1) throw ProcessError("mproc: invalid SharedMemory in frame: bad kind byte " + std::to_string(named));
+    if (named) return SharedMemory(r.read<std::string>());
+    return SharedMemory::from_handle(detail::read_shm_handle(r, "mproc::SharedMemory"));
+  }
 };
 
 }  // namespace mproc

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "detail/shm_object.hpp"
+#include "detail/shm_serialize.hpp"
 #include "errors.hpp"
 #include "synchronize.hpp"
 
@@ -359,5 +360,16 @@ class RawArray : public detail::ArrayAccess<T> {
  private:
   explicit RawArray(detail::TypedBlock<T> tb) : detail::ArrayAccess<T>(detail::ShmKind::raw_array, std::move(tb)) {}
 };
+
+// Value, Array, RawValue and RawArray cross processes (Pipe, Queue, Pool
+// arguments) by handle: the receiver sees the same shared memory.
+template <class T>
+struct serializer<Value<T>> : detail::handle_serializer<Value<T>> {};
+template <class T>
+struct serializer<RawValue<T>> : detail::handle_serializer<RawValue<T>> {};
+template <class T>
+struct serializer<Array<T>> : detail::handle_serializer<Array<T>> {};
+template <class T>
+struct serializer<RawArray<T>> : detail::handle_serializer<RawArray<T>> {};
 
 }  // namespace mproc

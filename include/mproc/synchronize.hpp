@@ -38,6 +38,7 @@
 
 #include "detail/deadline.hpp"
 #include "detail/shm_object.hpp"
+#include "detail/shm_serialize.hpp"
 #include "detail/sync_state.hpp"
 #include "errors.hpp"
 
@@ -706,6 +707,35 @@ class Barrier {
   std::shared_ptr<detail::ShmBlock> block_;
   detail::BarrierState* state_ = nullptr;
   std::size_t parties_ = 0;
+};
+
+// The synchronization objects cross processes (Pipe, Queue, Pool arguments)
+// by handle: the receiver uses the same lock, semaphore, event or barrier.
+template <>
+struct serializer<Lock> : detail::handle_serializer<Lock> {};
+template <>
+struct serializer<RLock> : detail::handle_serializer<RLock> {};
+template <>
+struct serializer<Semaphore> : detail::handle_serializer<Semaphore> {};
+template <>
+struct serializer<BoundedSemaphore> : detail::handle_serializer<BoundedSemaphore> {};
+template <>
+struct serializer<Event> : detail::handle_serializer<Event> {};
+template <>
+struct serializer<Barrier> : detail::handle_serializer<Barrier> {};
+// A Condition travels as its own handle and its lock's.
+template <>
+struct serializer<Condition> {
+  static constexpr std::size_t min_size = 2 * sizeof(detail::ShmHandle);
+  static void write(Writer& w, const Condition& c) {
+    detail::write_shm_handle(w, c.handle());
+    detail::write_shm_handle(w, c.lock_handle());
+  }
+  static Condition read(Reader& r) {
+    const auto h = detail::read_shm_handle(r, "mproc::Condition");
+    const auto lock = detail::read_shm_handle(r, "mproc::Condition's lock");
+    return Condition::from_handle(h, lock);
+  }
 };
 
 }  // namespace mproc

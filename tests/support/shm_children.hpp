@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -91,6 +92,18 @@ T recv(int fd, std::chrono::milliseconds timeout = 30s) {
   T value;
   if (mproc::detail::read_full(fd, &value, sizeof value) != sizeof value) throw std::runtime_error("pipe closed early");
   return value;
+}
+
+// Sends / receives a byte frame (e.g. mproc::dumps output), size first.
+inline void send_frame(int fd, const std::vector<std::byte>& frame) {
+  send(fd, frame.size());
+  if (!mproc::detail::write_all(fd, frame.data(), frame.size())) throw std::runtime_error("pipe closed");
+}
+inline std::vector<std::byte> recv_frame(int fd, std::chrono::milliseconds timeout = 30s) {
+  std::vector<std::byte> frame(recv<std::size_t>(fd, timeout));
+  if (mproc::detail::read_full(fd, frame.data(), frame.size()) != frame.size())
+    throw std::runtime_error("pipe closed early");
+  return frame;
 }
 
 // Number of open descriptors of this process.

@@ -17,6 +17,7 @@
 
 #include "../errors.hpp"
 #include "shm_segment.hpp"
+#include "type_name.hpp"
 
 namespace mproc::detail {
 
@@ -50,21 +51,12 @@ inline void write_header(std::byte* where, ShmKind kind, std::uint64_t type_hash
 }
 
 // A fingerprint of T that is identical in every process running the same
-// program: FNV-1a of the compiler's spelling of T, mixed with size and
-// alignment. Needs no RTTI.
+// program: the hash of the compiler's spelling of T, mixed with its size
+// and alignment. Needs no RTTI.
 template <class T>
-std::uint64_t element_fingerprint() noexcept {
-  static const std::uint64_t hash = [] {
-    const std::string_view name = __PRETTY_FUNCTION__;
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (const char c : name) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 0x100000001b3ull;
-    }
-    h ^= (std::uint64_t{sizeof(T)} << 32) ^ std::uint64_t{alignof(T)};
-    return h == 0 ? 1 : h;
-  }();
-  return hash;
+constexpr std::uint64_t element_fingerprint() noexcept {
+  const std::uint64_t h = fnv1a(type_name_v<T>) ^ (std::uint64_t{sizeof(T)} << 32) ^ std::uint64_t{alignof(T)};
+  return h == 0 ? 1 : h;
 }
 
 constexpr std::size_t round_up(std::size_t n, std::size_t align) noexcept { return (n + align - 1) / align * align; }
