@@ -1,0 +1,741 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Process-shared synchronization (Python: multiprocessing.synchronize):
+// Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier.
+//
+// Each object lives in shared memory and works between processes and
+// between threads. Objects created before fork() are inherited (the child
+// uses the same object); objects created later reach another process
+// through a Pipe or Queue (they travel as a handle, never as bytes).
+//
+// Copies are handles: copying a Lock (or moving it: moves copy) gives
+// another reference to the same lock, like a second Python reference.
+// An object is never empty. The process that created an object owns its
+// memory: its copies elsewhere keep the mapping alive, but the creator must
+// outlive their use (as in Python); a handle received from a creator that
+// exited fails with ProcessError, never a crash.
+//
+// Every blocking call has a timed variant taking a std::chrono duration.
+// Locks are recoverable: when the thread holding a Lock or RLock dies (its
+// process was killed, or it exited holding the lock), the next acquirer
+// takes it over within about 20 ms of blocking, acquire() returns true as
+// usual, and recovered() tells the new holder that the data it protects may
+// be inconsistent. Locks satisfy Lockable/TimedLockable, so std::lock_guard,
+// std::unique_lock and std::scoped_lock work.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "detail/deadline.hpp"
+#include "detail/shm_object.hpp"
+#include "detail/shm_serialize.hpp"
+#include "detail/sync_state.hpp"
+#include "errors.hpp"
+
+namespace mproc {
+
+class Condition;
+
+namespace detail {
+
+// A steady-clock deadline for a time_point of any clock.
+template <class C, class D>
+Clock::time_point steady_deadline(std::chrono::time_point<C, D> tp) {
+  if constexpr (std::is_same_v<C, Clock>) {
+    if (tp >= std::chrono::time_point<C, D>::max()) return Clock::time_point::max();
+  }
+  return deadline_after(tp - C::now());
+}
+
+// A State constructed at `offset` of `block` (fresh object) or found there
+// (object received by handle).
+template <class State>
+State* construct_state(ShmBlock& block, std::size_t offset) {
+  return ::new (static_cast<void*>(block.data() + offset)) State{};
+}
+template <class State>
+State* existing_state(ShmBlock& block, std::size_t offset) {
+  return std::launder(reinterpret_cast<State*>(block.data() + offset));
+}
+
+// The machinery shared by Lock, RLock and the lock of a Condition, Value or
+// Array: a MutexState sub-object (header + state) at `offset` of a block.
+class LockCore {
+ public:
+  static constexpr std::size_t kSize = kObjectStateOffset + sizeof(MutexState);
+
+  // A new lock of `kind` (lock or rlock) in a block of its own.
+  explicit LockCore(ShmKind kind)
+      : LockCore(allocate_object(kind, kObjectStateOffset, sizeof(MutexState), alignof(MutexState)), 0, kind,
+                 true) {}
+
+  // The lock sub-object at `offset` of `block`; `construct` writes a fresh one.
+  LockCore(std::shared_ptr<ShmBlock> block, std::size_t offset, ShmKind kind, bool construct)
+      : block_(std::move(block)), offset_(offset), kind_(kind) {
+    if (construct) {
+      write_header(block_->data() + offset, kind);
+      state_ = construct_state<MutexState>(*block_, offset + kObjectStateOffset);
+    } else {
+      state_ = existing_state<MutexState>(*block_, offset + kObjectStateOffset);
+    }
+  }
+
+  // The lock a received handle describes. Throws ProcessError.
+  static LockCore open(const ShmHandle& h, ShmKind kind) {
+    auto opened = open_object(h, kind, kSize);
+    return LockCore(std::move(opened.first), 0, kind, false);
+  }
+
+  bool recursive() const noexcept { return kind_ == ShmKind::rlock; }
+  const char* name() const noexcept { return shm_kind_name(kind_); }
+
+  bool try_acquire() {
+    const std::uint32_t me = current_tid();
+    if (recursive() && state_->owner() == me) return bump();
+    if (!state_->try_lock(me)) return false;
+    if (recursive()) state_->count = 1;
+    return true;
+  }
+
+  bool acquire(Clock::time_point deadline) {
+    const std::uint32_t me = current_tid();
+    if (recursive() && state_->owner() == me) return bump();
+    if (!state_->lock(me, deadline)) return false;
+    if (recursive()) state_->count = 1;
+    return true;
+  }
+
+  template <class Rep, class Period>
+  bool acquire_for(std::chrono::duration<Rep, Period> timeout) {
+    if (timeout <= timeout.zero()) return try_acquire();
+    return acquire(deadline_after(timeout));
+  }
+
+  void release() {
+    const std::uint32_t owner = state_->owner();
+    if (owner == 0)
+      throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
+    if (recursive()) {
+      if (owner != current_tid())
+        throw ProcessError("mproc: RLock.release(): the RLock is held by another thread (tid " +
+                           std::to_string(owner) + "); only its owner may release it");
+      if (--state_->count > 0) return;
+    }
+    if ((state_->unlock() & MutexState::kOwnerMask) == 0)
+      throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
+  }
+
+  bool held_by_caller() const noexcept { return state_->owner() == current_tid(); }
+  bool recovered() const noexcept { return state_->recovered(); }
+
+  // For Condition::wait: release completely, then take back at the same depth.
+  std::uint32_t release_all() {
+    const std::uint32_t saved = recursive() ? state_->count : 1;
+    if (recursive()) state_->count = 0;
+    state_->unlock();
+    return saved;
+  }
+  void reacquire(std::uint32_t saved) {
+    state_->lock(current_tid(), Clock::time_point::max());
+    if (recursive()) state_->count = saved;
+  }
+
+  ShmHandle handle() const noexcept { return block_->handle(kind_, offset_, kSize); }
+  bool same_as(const LockCore& other) const noexcept { return state_ == other.state_; }
+
+ private:
+  bool bump() {
+    if (state_->count == UINT32_MAX) throw ProcessError("mproc: RLock.acquire(): recursion too deep");
+    ++state_->count;
+    return true;
+  }
+
+  std::shared_ptr<ShmBlock> block_;
+  std::size_t offset_ = 0;
+  ShmKind kind_;
+  MutexState* state_ = nullptr;
+};
+
+// What Lock and RLock have in common: acquire/release, the standard
+// Lockable/TimedLockable names (std::lock_guard, std::unique_lock,
+// std::scoped_lock), owner-death reporting and the handle.
+class LockBase {
+ public:
+  // Blocks until acquired; returns true (as Python's acquire()). Takes the
+  // lock over if its holder died (see recovered()). Thread- and process-safe.
+  bool acquire() { return core_.acquire(Clock::time_point::max()); }
+  // Blocks up to `timeout`; returns whether acquired. A timeout <= 0 tries
+  // once, like try_acquire().
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return core_.acquire_for(timeout);
+  }
+  // Acquires if free, without blocking (and without checking whether the
+  // holder died). Returns whether acquired.
+  [[nodiscard]] bool try_acquire() { return core_.try_acquire(); }
+  // Releases (one level, for an RLock). Non-blocking. Throws ProcessError
+  // naming the misuse if the lock is not held (for an RLock: by this thread).
+  void release() { core_.release(); }
+  // True while the lock is held by an acquirer that took it over from a
+  // thread that died holding it: the data it guards may be half-updated.
+  // Cleared by the release. Non-blocking.
+  bool recovered() const noexcept { return core_.recovered(); }
+
+  // Lockable / TimedLockable.
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return core_.try_acquire(); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return core_.acquire_for(timeout);
+  }
+  template <class C, class D>
+  bool try_lock_until(std::chrono::time_point<C, D> tp) {
+    return core_.acquire(steady_deadline(tp));
+  }
+
+  // The handle that identifies this lock to another process (from_handle).
+  ShmHandle handle() const noexcept { return core_.handle(); }
+
+ protected:
+  explicit LockBase(LockCore core) : core_(std::move(core)) {}
+  ~LockBase() = default;
+  LockBase(const LockBase&) = default;
+  LockBase& operator=(const LockBase&) = default;
+
+  LockCore core_;
+};
+
+}  // namespace detail
+
+// A non-recursive process-shared lock (Python: multiprocessing.Lock).
+// Any thread of any process may release it while it is held (as in Python);
+// acquiring it twice from one thread blocks.
+class Lock : public detail::LockBase {
+ public:
+  // Creates an unlocked lock in shared memory. Throws ProcessError.
+  Lock() : LockBase(detail::LockCore(detail::ShmKind::lock)) {}
+  Lock(const Lock&) = default;
+  Lock& operator=(const Lock&) = default;
+
+  // The lock a handle from another process describes. Throws ProcessError
+  // if the handle is malformed or its creator is gone.
+  static Lock from_handle(const detail::ShmHandle& h) { return Lock(detail::LockCore::open(h, detail::ShmKind::lock)); }
+
+  // Whether two objects are the same shared lock.
+  friend bool operator==(const Lock& a, const Lock& b) noexcept { return a.core_.same_as(b.core_); }
+
+ private:
+  friend class Condition;
+  explicit Lock(detail::LockCore core) : LockBase(std::move(core)) {}
+};
+
+// A recursive process-shared lock (Python: multiprocessing.RLock): the
+// owning thread may acquire it again and must release it as many times.
+// Only the owner may release it.
+class RLock : public detail::LockBase {
+ public:
+  // Creates an unlocked recursive lock in shared memory. Throws ProcessError.
+  RLock() : LockBase(detail::LockCore(detail::ShmKind::rlock)) {}
+  RLock(const RLock&) = default;
+  RLock& operator=(const RLock&) = default;
+
+  // The lock a handle from another process describes (also the lock of a
+  // Value or Array sent alone). Throws ProcessError.
+  static RLock from_handle(const detail::ShmHandle& h) {
+    return RLock(detail::LockCore::open(h, detail::ShmKind::rlock));
+  }
+
+  friend bool operator==(const RLock& a, const RLock& b) noexcept { return a.core_.same_as(b.core_); }
+
+ private:
+  friend class Condition;
+  template <class>
+  friend class Value;
+  template <class>
+  friend class Array;
+  explicit RLock(detail::LockCore core) : LockBase(std::move(core)) {}
+};
+
+// A process-shared counting semaphore (Python: multiprocessing.Semaphore).
+// Not owned: any thread or process may release it.
+class Semaphore {
+ public:
+  // Largest value a semaphore can hold (SEM_VALUE_MAX).
+  static constexpr int kMaxValue = INT_MAX;
+
+  // Creates a semaphore with `value` permits. Throws ProcessError if value < 0.
+  explicit Semaphore(int value = 1) : Semaphore(detail::ShmKind::semaphore, value, kMaxValue) {}
+  Semaphore(const Semaphore&) = default;
+  Semaphore& operator=(const Semaphore&) = default;
+
+  // Blocks until a permit is available and takes it; returns true.
+  bool acquire() { return state_->acquire(detail::Clock::time_point::max()); }
+  // Blocks up to `timeout`; returns whether a permit was taken.
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    if (timeout <= timeout.zero()) return state_->try_acquire();
+    return state_->acquire(detail::deadline_after(timeout));
+  }
+  // Takes a permit if one is available, without blocking.
+  [[nodiscard]] bool try_acquire() { return state_->try_acquire(); }
+  // Returns `n` permits (n >= 1), waking up to n waiters. Non-blocking.
+  // Throws ProcessError if n < 1 or the value would pass its bound (for a
+  // BoundedSemaphore: its initial value).
+  void release(int n = 1) {
+    if (n < 1) throw ProcessError(std::string("mproc: ") + name() + ".release(): n must be one or more");
+    if (!state_->release(static_cast<std::uint32_t>(n))) {
+      if (kind_ == detail::ShmKind::bounded_semaphore)
+        throw ProcessError("mproc: BoundedSemaphore.release(): released too many times (its value would exceed " +
+                           std::to_string(state_->bound) + ")");
+      throw ProcessError("mproc: Semaphore.release(): the value would exceed SEM_VALUE_MAX (" +
+                         std::to_string(kMaxValue) + ")");
+    }
+  }
+  // The current number of permits (a snapshot). Non-blocking.
+  int get_value() const noexcept { return static_cast<int>(state_->value.load(std::memory_order_relaxed)); }
+
+  // Lockable / TimedLockable, so std::lock_guard<Semaphore> works.
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return state_->try_acquire(); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return acquire(timeout);
+  }
+  template <class C, class D>
+  bool try_lock_until(std::chrono::time_point<C, D> tp) {
+    return state_->acquire(detail::steady_deadline(tp));
+  }
+
+  detail::ShmHandle handle() const noexcept { return block_->handle(kind_); }
+  static Semaphore from_handle(const detail::ShmHandle& h) { return Semaphore(h, detail::ShmKind::semaphore); }
+
+ protected:
+  Semaphore(detail::ShmKind kind, int value, int bound) : kind_(kind) {
+    if (value < 0)
+      throw ProcessError(std::string("mproc: ") + detail::shm_kind_name(kind) + "(" + std::to_string(value) +
+                         "): the initial value must be >= 0");
+    block_ = detail::allocate_object(kind, detail::kObjectStateOffset, sizeof(detail::SemaphoreState),
+                                     alignof(detail::SemaphoreState));
+    state_ = detail::construct_state<detail::SemaphoreState>(*block_, detail::kObjectStateOffset);
+    state_->value.store(static_cast<std::uint32_t>(value), std::memory_order_relaxed);
+    state_->bound = static_cast<std::uint32_t>(bound);
+  }
+  Semaphore(const detail::ShmHandle& h, detail::ShmKind kind) : kind_(kind) {
+    auto opened = detail::open_object(h, kind, detail::kObjectStateOffset + sizeof(detail::SemaphoreState));
+    block_ = std::move(opened.first);
+    state_ = detail::existing_state<detail::SemaphoreState>(*block_, detail::kObjectStateOffset);
+  }
+
+ private:
+  const char* name() const noexcept { return detail::shm_kind_name(kind_); }
+
+  std::shared_ptr<detail::ShmBlock> block_;
+  detail::SemaphoreState* state_ = nullptr;
+  detail::ShmKind kind_;
+};
+
+// A semaphore whose value may never exceed its initial value (Python:
+// multiprocessing.BoundedSemaphore): release() past it throws ProcessError.
+class BoundedSemaphore : public Semaphore {
+ public:
+  explicit BoundedSemaphore(int value = 1) : Semaphore(detail::ShmKind::bounded_semaphore, value, value) {}
+  static BoundedSemaphore from_handle(const detail::ShmHandle& h) { return BoundedSemaphore(h); }
+
+ private:
+  explicit BoundedSemaphore(const detail::ShmHandle& h) : Semaphore(h, detail::ShmKind::bounded_semaphore) {}
+};
+
+// A process-shared flag threads and processes can wait for (Python:
+// multiprocessing.Event).
+class Event {
+ public:
+  // Creates a cleared event. Throws ProcessError.
+  Event() {
+    block_ = detail::allocate_object(detail::ShmKind::event, detail::kObjectStateOffset, sizeof(detail::EventState),
+                                     alignof(detail::EventState));
+    state_ = detail::construct_state<detail::EventState>(*block_, detail::kObjectStateOffset);
+  }
+  Event(const Event&) = default;
+  Event& operator=(const Event&) = default;
+
+  // Sets the flag and wakes every waiter. Non-blocking.
+  void set() { state_->set(); }
+  // Clears the flag. Non-blocking.
+  void clear() noexcept { state_->clear(); }
+  // Whether the flag is set. Non-blocking.
+  bool is_set() const noexcept { return state_->is_set(); }
+  // Blocks until the flag is set; returns true.
+  bool wait() { return state_->wait(detail::Clock::time_point::max()); }
+  // Blocks up to `timeout`; returns whether the flag was set (a set()
+  // during the wait counts even if clear() followed).
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return state_->wait(detail::deadline_after(timeout));
+  }
+
+  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::event); }
+  static Event from_handle(const detail::ShmHandle& h) { return Event(h); }
+
+ private:
+  explicit Event(const detail::ShmHandle& h) {
+    auto opened =
+        detail::open_object(h, detail::ShmKind::event, detail::kObjectStateOffset + sizeof(detail::EventState));
+    block_ = std::move(opened.first);
+    state_ = detail::existing_state<detail::EventState>(*block_, detail::kObjectStateOffset);
+  }
+
+  std::shared_ptr<detail::ShmBlock> block_;
+  detail::EventState* state_ = nullptr;
+};
+
+// A process-shared condition variable (Python: multiprocessing.Condition),
+// over an RLock of its own or a given Lock or RLock. wait() and notify()
+// require the calling thread to hold that lock. notify(n) wakes at most n
+// waiters; wait() has no spurious wake-ups visible to the caller.
+// A process that dies inside wait() may absorb one notify(); notify_all()
+// is unaffected.
+class Condition {
+ public:
+  // A condition over a new RLock. Throws ProcessError.
+  Condition() : Condition(RLock()) {}
+  // A condition over `lock` (shared with the caller's copy).
+  explicit Condition(Lock lock) : lock_(std::move(lock.core_)) { create(); }
+  explicit Condition(RLock lock) : lock_(std::move(lock.core_)) { create(); }
+  Condition(const Condition&) = default;
+  Condition& operator=(const Condition&) = default;
+
+  // The underlying lock's operations (Lockable / TimedLockable).
+  bool acquire() { return lock_.acquire(detail::Clock::time_point::max()); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return lock_.acquire_for(timeout);
+  }
+  void release() { lock_.release(); }
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return lock_.try_acquire(); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return lock_.acquire_for(timeout);
+  }
+  template <class C, class D>
+  bool try_lock_until(std::chrono::time_point<C, D> tp) {
+    return lock_.acquire(detail::steady_deadline(tp));
+  }
+
+  // Releases the lock (all recursion levels), blocks until notified, then
+  // re-acquires it at the same depth. Returns true. Throws ProcessError if
+  // the calling thread does not hold the lock.
+  bool wait() { return wait_until_steady(detail::Clock::time_point::max()); }
+  // As wait(), for at most `timeout`; returns false on timeout (the lock is
+  // re-acquired either way).
+  template <class Rep, class Period>
+  bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until_steady(detail::deadline_after(timeout));
+  }
+  // Waits until pred() is true (checked first, then after each wake-up);
+  // returns pred()'s last result. Python: wait_for(predicate, timeout).
+  template <class Pred>
+  bool wait_for(Pred pred) {
+    while (!pred()) wait();
+    return true;
+  }
+  template <class Pred, class Rep, class Period>
+  bool wait_for(Pred pred, std::chrono::duration<Rep, Period> timeout) {
+    const auto deadline = detail::deadline_after(timeout);
+    bool result = pred();
+    while (!result) {
+      if (detail::Clock::now() >= deadline) break;
+      wait_until_steady(deadline);
+      result = pred();
+    }
+    return result;
+  }
+
+  // Wakes up to `n` waiting threads (n >= 0). Non-blocking. Throws
+  // ProcessError if the calling thread does not hold the lock.
+  void notify(int n = 1) {
+    check_held("notify");
+    if (n < 0) throw ProcessError("mproc: Condition.notify(): n must be >= 0");
+    const std::uint32_t k = std::min(static_cast<std::uint32_t>(n), state_->waiters);
+    if (k == 0) return;
+    state_->waiters -= k;
+    state_->signals += k;
+    state_->seq.fetch_add(1, std::memory_order_release);
+    detail::futex_wake(state_->seq, static_cast<int>(k));
+  }
+  // Wakes every waiting thread. Same rules as notify().
+  void notify_all() { notify(INT_MAX); }
+
+  // The condition's own handle and its lock's; both are needed to rebuild
+  // it in another process (from_handle).
+  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::condition); }
+  detail::ShmHandle lock_handle() const noexcept { return lock_.handle(); }
+  static Condition from_handle(const detail::ShmHandle& h, const detail::ShmHandle& lock) {
+    if (lock.kind != static_cast<std::uint16_t>(detail::ShmKind::lock) &&
+        lock.kind != static_cast<std::uint16_t>(detail::ShmKind::rlock))
+      throw ProcessError("mproc: invalid handle for Condition: its lock handle describes a " +
+                         std::string(detail::shm_kind_name(static_cast<detail::ShmKind>(lock.kind))));
+    return Condition(h, detail::LockCore::open(lock, static_cast<detail::ShmKind>(lock.kind)));
+  }
+
+ private:
+  Condition(const detail::ShmHandle& h, detail::LockCore lock) : lock_(std::move(lock)) {
+    auto opened = detail::open_object(h, detail::ShmKind::condition,
+                                      detail::kObjectStateOffset + sizeof(detail::ConditionState));
+    block_ = std::move(opened.first);
+    state_ = detail::existing_state<detail::ConditionState>(*block_, detail::kObjectStateOffset);
+  }
+  void create() {
+    block_ = detail::allocate_object(detail::ShmKind::condition, detail::kObjectStateOffset,
+                                     sizeof(detail::ConditionState), alignof(detail::ConditionState));
+    state_ = detail::construct_state<detail::ConditionState>(*block_, detail::kObjectStateOffset);
+  }
+  void check_held(const char* what) const {
+    if (!lock_.held_by_caller())
+      throw ProcessError(std::string("mproc: Condition.") + what +
+                         "(): the condition's lock is not held by this thread");
+  }
+
+  bool wait_until_steady(detail::Clock::time_point deadline) {
+    check_held("wait");
+    detail::ConditionState& c = *state_;
+    ++c.waiters;
+    std::uint32_t seq = c.seq.load(std::memory_order_relaxed);
+    std::uint32_t saved = lock_.release_all();
+    for (;;) {
+      detail::futex_wait(c.seq, seq, deadline);
+      const bool timed_out = detail::Clock::now() >= deadline;
+      if (!timed_out && c.seq.load(std::memory_order_acquire) == seq) continue;  // spurious
+      lock_.reacquire(saved);
+      if (c.signals > 0) {
+        --c.signals;
+        return true;
+      }
+      if (timed_out) {
+        --c.waiters;
+        return false;
+      }
+      // Woken, but the notification went to another waiter: sleep again.
+      seq = c.seq.load(std::memory_order_relaxed);
+      saved = lock_.release_all();
+    }
+  }
+
+  detail::LockCore lock_;
+  std::shared_ptr<detail::ShmBlock> block_;
+  detail::ConditionState* state_ = nullptr;
+};
+
+// A process-shared barrier for a fixed number of parties (Python:
+// multiprocessing.Barrier, without the action callable). wait() returns a
+// distinct index in [0, parties) per round. A wait that times out breaks
+// the barrier: every waiter, present and future, gets BrokenBarrierError
+// until reset(). A process that dies holding the barrier's internal lock
+// breaks it too; one that dies while waiting is only noticed through the
+// others' timeouts.
+class Barrier {
+ public:
+  // Creates a barrier for `parties` (>= 1) and an optional default timeout
+  // for wait(). Throws ProcessError for parties < 1.
+  explicit Barrier(std::size_t parties) : Barrier(parties, -1) {}
+  template <class Rep, class Period>
+  Barrier(std::size_t parties, std::chrono::duration<Rep, Period> timeout)
+      : Barrier(parties, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::max(timeout, std::chrono::duration<Rep, Period>::zero()))
+                             .count()) {}
+  Barrier(const Barrier&) = default;
+  Barrier& operator=(const Barrier&) = default;
+
+  // Blocks until all parties have called wait() (for at most the default
+  // timeout, if any); returns this caller's index in [0, parties).
+  // Throws BrokenBarrierError if the barrier is or becomes broken (a
+  // timeout breaks it).
+  std::size_t wait() {
+    const std::int64_t ns = state_->default_timeout_ns;
+    return wait_until_steady(ns < 0 ? detail::Clock::time_point::max()
+                                    : detail::deadline_after(std::chrono::nanoseconds(ns)));
+  }
+  template <class Rep, class Period>
+  std::size_t wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until_steady(detail::deadline_after(timeout));
+  }
+
+  // Returns the barrier to its initial state; current waiters get
+  // BrokenBarrierError. Blocks only on the internal lock.
+  void reset() {
+    Guard g(*this);
+    auto& st = *state_;
+    if (st.count > 0) {
+      if (st.state == detail::BarrierState::kFilling || st.state == detail::BarrierState::kBroken)
+        st.state = detail::BarrierState::kResetting;
+    } else {
+      st.state = detail::BarrierState::kFilling;
+    }
+    broadcast();
+  }
+  // Breaks the barrier: current and future waiters get BrokenBarrierError
+  // until reset().
+  void abort() {
+    Guard g(*this);
+    state_->state = detail::BarrierState::kBroken;
+    broadcast();
+  }
+  // Whether the barrier is broken.
+  bool broken() const {
+    Guard g(*this);
+    return state_->state == detail::BarrierState::kBroken;
+  }
+  // Number of parties currently waiting.
+  std::size_t n_waiting() const {
+    Guard g(*this);
+    return state_->state == detail::BarrierState::kFilling ? state_->count : 0;
+  }
+  // Number of parties needed to pass the barrier.
+  std::size_t parties() const noexcept { return parties_; }
+
+  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::barrier); }
+  static Barrier from_handle(const detail::ShmHandle& h) { return Barrier(h); }
+
+ private:
+  Barrier(std::size_t parties, std::int64_t timeout_ns) {
+    if (parties < 1 || parties > UINT32_MAX)
+      throw ProcessError("mproc: Barrier(" + std::to_string(parties) + "): parties must be between 1 and " +
+                         std::to_string(UINT32_MAX));
+    block_ = detail::allocate_object(detail::ShmKind::barrier, detail::kObjectStateOffset,
+                                     sizeof(detail::BarrierState), alignof(detail::BarrierState));
+    state_ = detail::construct_state<detail::BarrierState>(*block_, detail::kObjectStateOffset);
+    state_->parties = static_cast<std::uint32_t>(parties);
+    state_->default_timeout_ns = timeout_ns;
+    parties_ = parties;
+  }
+  explicit Barrier(const detail::ShmHandle& h) {
+    auto opened = detail::open_object(h, detail::ShmKind::barrier,
+                                      detail::kObjectStateOffset + sizeof(detail::BarrierState));
+    block_ = std::move(opened.first);
+    state_ = detail::existing_state<detail::BarrierState>(*block_, detail::kObjectStateOffset);
+    parties_ = state_->parties;
+    if (parties_ == 0) throw ProcessError("mproc: invalid handle for Barrier: it has 0 parties");
+  }
+
+  // Holds the internal lock; a recovered lock (a party died holding it)
+  // breaks the barrier.
+  class Guard {
+   public:
+    explicit Guard(const Barrier& b) : b_(b) { b_.lock_internal(); }
+    ~Guard() { b_.state_->mutex.unlock(); }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    const Barrier& b_;
+  };
+
+  void lock_internal() const {
+    state_->mutex.lock(detail::current_tid(), detail::Clock::time_point::max());
+    if (state_->mutex.recovered() && state_->state != detail::BarrierState::kBroken) {
+      state_->state = detail::BarrierState::kBroken;
+      broadcast();
+    }
+  }
+  void broadcast() const {
+    state_->seq.fetch_add(1, std::memory_order_release);
+    detail::futex_wake(state_->seq);
+  }
+  // Releases the internal lock, sleeps until a broadcast or `deadline`,
+  // re-locks. Returns false on timeout.
+  bool sleep(detail::Clock::time_point deadline) const {
+    const std::uint32_t seq = state_->seq.load(std::memory_order_relaxed);
+    state_->mutex.unlock();
+    while (state_->seq.load(std::memory_order_acquire) == seq && detail::Clock::now() < deadline)
+      detail::futex_wait(state_->seq, seq, deadline);
+    lock_internal();
+    return detail::Clock::now() < deadline;
+  }
+  void leave() const {
+    auto& st = *state_;
+    --st.count;
+    if (st.count == 0 && (st.state == detail::BarrierState::kResetting || st.state == detail::BarrierState::kDraining)) {
+      st.state = detail::BarrierState::kFilling;
+      broadcast();
+    }
+  }
+
+  std::size_t wait_until_steady(detail::Clock::time_point deadline) {
+    Guard g(*this);
+    auto& st = *state_;
+    while (st.state == detail::BarrierState::kDraining || st.state == detail::BarrierState::kResetting)
+      sleep(detail::Clock::time_point::max());
+    if (st.state == detail::BarrierState::kBroken)
+      throw BrokenBarrierError("mproc: Barrier.wait(): the barrier is broken");
+    const std::uint32_t index = st.count++;
+    try {
+      if (index + 1 == st.parties) {
+        st.state = detail::BarrierState::kDraining;
+        broadcast();
+      } else {
+        while (st.state == detail::BarrierState::kFilling) {
+          if (detail::Clock::now() >= deadline) {
+            st.state = detail::BarrierState::kBroken;
+            broadcast();
+            throw BrokenBarrierError("mproc: Barrier.wait(): timed out; the barrier is now broken");
+          }
+          sleep(deadline);
+        }
+        if (st.state < 0) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was broken or reset");
+      }
+    } catch (...) {
+      leave();
+      throw;
+    }
+    leave();
+    return index;
+  }
+
+  std::shared_ptr<detail::ShmBlock> block_;
+  detail::BarrierState* state_ = nullptr;
+  std::size_t parties_ = 0;
+};
+
+// The synchronization objects cross processes (Pipe, Queue, Pool arguments)
+// by handle: the receiver uses the same lock, semaphore, event or barrier.
+template <>
+struct serializer<Lock> : detail::handle_serializer<Lock> {};
+template <>
+struct serializer<RLock> : detail::handle_serializer<RLock> {};
+template <>
+struct serializer<Semaphore> : detail::handle_serializer<Semaphore> {};
+template <>
+struct serializer<BoundedSemaphore> : detail::handle_serializer<BoundedSemaphore> {};
+template <>
+struct serializer<Event> : detail::handle_serializer<Event> {};
+template <>
+struct serializer<Barrier> : detail::handle_serializer<Barrier> {};
+// A Condition travels as its own handle and its lock's.
+template <>
+struct serializer<Condition> {
+  static constexpr std::size_t min_size = 2 * sizeof(detail::ShmHandle);
+  static void write(Writer& w, const Condition& c) {
+    detail::write_shm_handle(w, c.handle());
+    detail::write_shm_handle(w, c.lock_handle());
+  }
+  static Condition read(Reader& r) {
+    const auto h = detail::read_shm_handle(r, "mproc::Condition");
+    const auto lock = detail::read_shm_handle(r, "mproc::Condition's lock");
+    return Condition::from_handle(h, lock);
+  }
+};
+
+}  // namespace mproc

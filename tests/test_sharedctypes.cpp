@@ -1,0 +1,323 @@
+// Value<T>, Array<T>, RawValue<T>, RawArray<T>: construction, access,
+// errors, sharing with forked children and with children started before
+// the object existed (by handle), element-type checks, and recovery of the
+// Value lock from a holder that died (R5).
+#include <mproc/sharedctypes.hpp>
+
+#include <chrono>
+#include <mutex>
+#include <numeric>
+#include <ranges>
+#include <span>
+#include <vector>
+
+#include <signal.h>
+
+#include "catch.hpp"
+#include "shm_children.hpp"
+
+namespace mp = mproc;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using mproc_test::MessageContains;
+
+namespace {
+
+struct Point {
+  double x;
+  double y;
+  int id;
+};
+
+struct Defaulted {  // value-initialization is not all-zero bytes
+  int a = 7;
+  float b = 1.5f;
+};
+
+}  // namespace
+
+TEST_CASE("Value: get, set, get_obj, defaults and struct types") {
+  mp::Value<int> v(41);
+  CHECK(v.get() == 41);
+  v.set(42);
+  CHECK(v.get() == 42);
+  v.get_obj() += 1;
+  CHECK(v.get() == 43);
+  CHECK(mp::Value<double>().get() == 0.0);
+  mp::Value<Point> p(Point{1.5, -2.5, 7});
+  CHECK(p.get().y == -2.5);
+  p.set({3, 4, 5});
+  CHECK(p.get_obj().id == 5);
+  CHECK(mp::RawValue<Defaulted>().get().a == 7);
+}
+
+TEST_CASE("Value: copies share the memory and the lock") {
+  mp::Value<long> a(1);
+  mp::Value<long> b = a;
+  b.set(2);
+  CHECK(a.get() == 2);
+  mp::Value<long> c(0);
+  c = a;
+  c.get_obj() = 3;
+  CHECK(a.get() == 3);
+  std::lock_guard guard(a.get_lock());
+  CHECK(c.get_lock().try_acquire());  // same RLock, same thread: recursion
+  c.get_lock().release();
+  CHECK(a.get() == 3);  // get() inside the held lock: recursive, no deadlock
+}
+
+TEST_CASE("Value: a forked child's writes are seen by the parent") {
+  mp::Value<double> num(0.0);
+  mp::RawValue<int> raw(0);
+  CHECK(mproc_test::run_in_child([&] {
+          num.set(3.1415927);
+          raw.set(-5);
+          return 0;
+        }).exitcode == 0);
+  CHECK(num.get() == 3.1415927);
+  CHECK(raw.get() == -5);
+}
+
+TEST_CASE("Value: increments under get_lock from several processes are exact") {
+  mp::Value<int> counter(0);
+  constexpr int kProcs = 4, kIters = 25000;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < kProcs; ++p)
+    pids.push_back(shm_test::spawn([&] {
+      for (int i = 0; i < kIters; ++i) {
+        std::lock_guard guard(counter.get_lock());
+        counter.get_obj() += 1;
+      }
+      return 0;
+    }));
+  for (int i = 0; i < kIters; ++i) {  // the parent too, through get/set under the (recursive) lock
+    std::lock_guard guard(counter.get_lock());
+    counter.set(counter.get() + 1);
+  }
+  for (pid_t pid : pids) CHECK(shm_test::join(pid).exitcode == 0);
+  CHECK(counter.get() == (kProcs + 1) * kIters);
+}
+
+TEST_CASE("Value: a process killed holding get_lock() is recovered within 100 ms (R5)") {
+  mp::Value<int> v(10);
+  shm_test::Pipe ready;
+  const pid_t pid = shm_test::spawn([&] {
+    v.get_lock().acquire();
+    v.get_obj() = 11;  // a half-done update
+    shm_test::send(ready.w.get(), 'h');
+    ::raise(SIGKILL);
+    return 0;
+  });
+  shm_test::recv<char>(ready.r.get());
+  bool got = false;
+  const auto start = Clock::now();
+  got = v.get_lock().acquire(5s);
+  const auto took = Clock::now() - start;
+  CHECK(got);
+  CHECK(took < 100ms);
+  CHECK(v.get_lock().recovered());
+  CHECK(v.get() == 11);
+  v.get_lock().release();
+  CHECK(shm_test::join(pid).exitcode == -SIGKILL);
+  v.set(12);  // usable as usual afterwards
+  CHECK(v.get() == 12);
+}
+
+TEST_CASE("Array: zero-filled, from a range, element access") {
+  mp::Array<int> zeros(5);
+  CHECK(zeros.size() == 5);
+  CHECK(std::all_of(zeros.begin(), zeros.end(), [](int x) { return x == 0; }));
+  mp::Array<int> empty(0);
+  CHECK(empty.empty());
+  CHECK(empty.begin() == empty.end());
+
+  mp::Array<int> arr(std::views::iota(0, 10));
+  REQUIRE(arr.size() == 10);
+  for (int i = 0; i < 10; ++i) CHECK(arr[static_cast<std::size_t>(i)] == i);
+  CHECK(std::accumulate(arr.begin(), arr.end(), 0) == 45);
+  arr.at(9) = -9;
+  CHECK(arr.data()[9] == -9);
+  REQUIRE_THROWS_MATCHES(arr.at(10), mp::ProcessError, MessageContains("Array.at(10): index out of range (size 10)"));
+
+  std::span<int> span = arr;
+  span[0] = 100;
+  CHECK(arr[0] == 100);
+  CHECK(arr.get_obj().size() == 10);
+  const mp::Array<int>& cref = arr;
+  std::span<const int> cspan = cref;
+  CHECK(cspan[0] == 100);
+
+  mp::Array<double> from_vec(std::vector<double>{1.5, 2.5});
+  CHECK(from_vec[1] == 2.5);
+  mp::RawArray<float> from_list(std::vector<int>{1, 2, 3});  // converting elements
+  CHECK(from_list[2] == 3.0f);
+  auto odd = std::views::iota(0, 6) | std::views::filter([](int x) { return x % 2 == 1; });  // not sized
+  mp::RawArray<int> odds(odd);
+  CHECK(std::vector<int>(odds.begin(), odds.end()) == std::vector<int>{1, 3, 5});
+  mp::Array<Defaulted> defaulted(3);
+  CHECK(defaulted[2].a == 7);
+  // Array data starts on a cache line (vector loads), small or large.
+  CHECK(reinterpret_cast<std::uintptr_t>(from_vec.data()) % 64 == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(mp::RawArray<char>(3).data()) % 64 == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(mp::Array<float>(100000).data()) % 64 == 0);
+}
+
+TEST_CASE("Array: copies share elements, construction from an Array copies them") {
+  mp::Array<int> a(3);
+  mp::Array<int> shared = a;
+  shared[1] = 5;
+  CHECK(a[1] == 5);
+  mp::RawArray<int> copied(a);  // a range of ints: a new array
+  copied[1] = 6;
+  CHECK(a[1] == 5);
+}
+
+TEST_CASE("Array: wrong sizes throw") {
+  REQUIRE_THROWS_MATCHES(mp::Array<int>(-1), mp::ProcessError, MessageContains("Array(-1): the size must be >= 0"));
+  REQUIRE_THROWS_MATCHES(mp::RawArray<double>(-5L), mp::ProcessError, MessageContains("RawArray(-5)"));
+  REQUIRE_THROWS_MATCHES(mp::Array<double>(std::size_t{1} << 62), mp::ProcessError, MessageContains("too large"));
+  REQUIRE_THROWS_MATCHES(mp::RawArray<char>(SIZE_MAX), mp::ProcessError, MessageContains("too large"));
+}
+
+TEST_CASE("Array: large arrays are shared with forked children") {
+  constexpr std::size_t kN = 1 << 20;  // 8 MiB: a segment of its own
+  mp::Array<double> big(kN);
+  mp::RawArray<std::uint8_t> bytes(300000);
+  CHECK(mproc_test::run_in_child([&] {
+          for (std::size_t i = 0; i < kN; ++i) big[i] = static_cast<double>(i);
+          bytes[299999] = 7;
+          return 0;
+        }).exitcode == 0);
+  CHECK(big[kN - 1] == static_cast<double>(kN - 1));
+  CHECK(std::accumulate(big.begin(), big.end(), 0.0) == static_cast<double>(kN) * (kN - 1) / 2);
+  CHECK(bytes[299999] == 7);
+}
+
+TEST_CASE("Value and Array made after a child started reach it by handle") {
+  shm_test::Pipe to_child;
+  const pid_t child = shm_test::spawn([&] {
+    auto v = mp::Value<double>::from_handle(shm_test::recv<mp::detail::ShmHandle>(to_child.r.get()));
+    auto a = mp::Array<int>::from_handle(shm_test::recv<mp::detail::ShmHandle>(to_child.r.get()));
+    auto big = mp::Array<double>::from_handle(shm_test::recv<mp::detail::ShmHandle>(to_child.r.get()));
+    auto rv = mp::RawValue<int>::from_handle(shm_test::recv<mp::detail::ShmHandle>(to_child.r.get()));
+    auto ra = mp::RawArray<char>::from_handle(shm_test::recv<mp::detail::ShmHandle>(to_child.r.get()));
+    if (a.size() != 10 || big.size() != 100000 || ra.size() != 3) return 3;
+    v.set(3.1415927);
+    for (auto& x : a) x = -x;
+    {
+      std::lock_guard guard(big.get_lock());
+      big[99999] = 2.5;
+    }
+    rv.set(rv.get() + 1);
+    ra[2] = 'z';
+    return 0;
+  });
+  mp::Value<double> v(0.0);
+  mp::Array<int> a(std::views::iota(0, 10));
+  mp::Array<double> big(100000);
+  mp::RawValue<int> rv(41);
+  mp::RawArray<char> ra(3);
+  for (const auto& h : {v.handle(), a.handle(), big.handle(), rv.handle(), ra.handle()})
+    shm_test::send(to_child.w.get(), h);
+  CHECK(shm_test::join(child).exitcode == 0);
+  CHECK(v.get() == 3.1415927);
+  CHECK(std::vector<int>(a.begin(), a.end()) == std::vector<int>{0, -1, -2, -3, -4, -5, -6, -7, -8, -9});
+  CHECK(big[99999] == 2.5);
+  CHECK(rv.get() == 42);
+  CHECK(ra[2] == 'z');
+}
+
+TEST_CASE("Value/Array handles: same memory in-process, type and kind checked") {
+  mp::Value<int> v(5);
+  auto again = mp::Value<int>::from_handle(v.handle());
+  CHECK(&again.get_obj() == &v.get_obj());
+  CHECK(again.get_lock() == v.get_lock());
+  auto lock_alone = mp::RLock::from_handle(v.get_lock().handle());  // the embedded lock can travel alone
+  CHECK(lock_alone == v.get_lock());
+
+  REQUIRE_THROWS_MATCHES(mp::Value<float>::from_handle(v.handle()), mp::ProcessError,
+                         MessageContains("its element type differs"));
+  REQUIRE_THROWS_MATCHES(mp::Value<unsigned>::from_handle(v.handle()), mp::ProcessError,
+                         MessageContains("invalid handle for Value"));
+  REQUIRE_THROWS_MATCHES(mp::Array<int>::from_handle(v.handle()), mp::ProcessError,
+                         MessageContains("invalid handle for Array: it describes a Value"));
+  REQUIRE_THROWS_MATCHES(mp::RawValue<int>::from_handle(v.handle()), mp::ProcessError,
+                         MessageContains("it describes a Value"));
+  mp::Array<int> arr(4);
+  auto h = arr.handle();
+  h.kind = static_cast<std::uint16_t>(mp::detail::ShmKind::value);  // lie about the kind
+  REQUIRE_THROWS_MATCHES(mp::Value<int>::from_handle(h), mp::ProcessError, MessageContains("no Value at offset"));
+  h = arr.handle();
+  h.length = 64;  // shorter than header + lock
+  REQUIRE_THROWS_MATCHES(mp::Array<int>::from_handle(h), mp::ProcessError, MessageContains("too small"));
+  h = arr.handle();
+  h.ino += 1;  // another segment
+  REQUIRE_THROWS_MATCHES(mp::Array<int>::from_handle(h), mp::ProcessError, MessageContains("no longer exists"));
+}
+
+TEST_CASE("Value/Array handles whose creator exited fail cleanly") {
+  shm_test::Pipe pipe;
+  const pid_t child = shm_test::spawn([&] {
+    mp::Value<int> v(1);
+    mp::Array<double> big(100000);
+    shm_test::send(pipe.w.get(), v.handle());
+    shm_test::send(pipe.w.get(), big.handle());
+    return 0;
+  });
+  const auto vh = shm_test::recv<mp::detail::ShmHandle>(pipe.r.get());
+  const auto bh = shm_test::recv<mp::detail::ShmHandle>(pipe.r.get());
+  CHECK(shm_test::join(child).exitcode == 0);
+  REQUIRE_THROWS_MATCHES(mp::Value<int>::from_handle(vh), mp::ProcessError,
+                         MessageContains("the shared memory segment no longer exists"));
+  REQUIRE_THROWS_MATCHES(mp::Array<double>::from_handle(bh), mp::ProcessError, MessageContains("exited or freed it"));
+}
+
+TEST_CASE("Value and Array cross dumps/loads by handle into a child started before them") {
+  shm_test::Pipe to_child;
+  const pid_t child = shm_test::spawn([&] {
+    auto v = mp::loads<mp::Value<double>>(shm_test::recv_frame(to_child.r.get()));
+    auto a = mp::loads<mp::Array<int>>(shm_test::recv_frame(to_child.r.get()));
+    auto big = mp::loads<mp::Array<double>>(shm_test::recv_frame(to_child.r.get()));
+    auto [rv, ra] = mp::loads<std::pair<mp::RawValue<int>, mp::RawArray<char>>>(shm_test::recv_frame(to_child.r.get()));
+    v.set(3.1415927);
+    for (auto& x : a) x = -x;
+    big[99999] = 2.5;
+    rv.set(rv.get() + 1);
+    ra[2] = 'z';
+    return 0;
+  });
+  mp::Value<double> v(0.0);
+  mp::Array<int> a(std::views::iota(0, 10));
+  mp::Array<double> big(100000);
+  mp::RawValue<int> rv(41);
+  mp::RawArray<char> ra(3);
+  const auto big_frame = mp::dumps(big);
+  CHECK(big_frame.size() < 200);  // a handle, not 800 KB of doubles
+  shm_test::send_frame(to_child.w.get(), mp::dumps(v));
+  shm_test::send_frame(to_child.w.get(), mp::dumps(a));
+  shm_test::send_frame(to_child.w.get(), big_frame);
+  shm_test::send_frame(to_child.w.get(), mp::dumps(std::pair(rv, ra)));
+  CHECK(shm_test::join(child).exitcode == 0);
+  CHECK(v.get() == 3.1415927);
+  CHECK(std::vector<int>(a.begin(), a.end()) == std::vector<int>{0, -1, -2, -3, -4, -5, -6, -7, -8, -9});
+  CHECK(big[99999] == 2.5);
+  CHECK(rv.get() == 42);
+  CHECK(ra[2] == 'z');
+}
+
+TEST_CASE("Value/Array frames: wrong type, truncation and a dead creator throw ProcessError") {
+  mp::Value<int> v(1);
+  REQUIRE_THROWS_AS(mp::loads<mp::Value<float>>(mp::dumps(v)), mp::ProcessError);  // frame fingerprint
+  auto frame = mp::dumps(v);
+  frame.resize(frame.size() - 8);
+  REQUIRE_THROWS_AS(mp::loads<mp::Value<int>>(frame), mp::ProcessError);
+  shm_test::Pipe pipe;
+  const pid_t child = shm_test::spawn([&] {
+    mp::Array<double> mine(10);
+    shm_test::send_frame(pipe.w.get(), mp::dumps(mine));
+    return 0;
+  });
+  const auto dead = shm_test::recv_frame(pipe.r.get());
+  CHECK(shm_test::join(child).exitcode == 0);
+  REQUIRE_THROWS_MATCHES(mp::loads<mp::Array<double>>(dead), mp::ProcessError, MessageContains("no longer exists"));
+}
