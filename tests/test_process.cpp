@@ -207,7 +207,7 @@ TEST_CASE("the child's buffered output is flushed, the parent's is not duplicate
 
 TEST_CASE("terminate() and kill() give -15 and -9") {
   mp::Connection parent_end, child_end;
-  std::tie(parent_end, child_end) = mp::Pipe();
+  std::tie(parent_end, child_end) = mp::Pipe(false);  // two writers: small pipe writes are atomic
   auto sleeper = [&child_end] {
     child_end.send_bytes("ready");
     for (;;) ::pause();
@@ -402,23 +402,25 @@ TEST_CASE("a copy of a Process in a child refuses to act on its sibling") {
 }
 
 TEST_CASE("active_children() lists live children in start order and reaps the rest") {
-  mp::Connection parent_end, child_end;
-  std::tie(parent_end, child_end) = mp::Pipe();
-  auto wait_for_message = [&parent_end, &child_end] {
-    parent_end.close();  // else this child's copy keeps the channel open
-    (void)child_end.poll(30s);
-    try {
-      return static_cast<int>(child_end.recv_bytes().size());
-    } catch (const mp::EOFError&) {
-      return 100;
-    }
-  };
+  // One simplex pipe per child: each child waits for its own message.
+  std::vector<mp::Connection> go(3), wait(3);
+  for (std::size_t i = 0; i < 3; ++i) std::tie(wait[i], go[i]) = mp::Pipe(false);
   std::vector<mp::Process> procs;
-  for (int i = 0; i < 3; ++i) procs.emplace_back(wait_for_message);
+  for (std::size_t i = 0; i < 3; ++i) {
+    procs.emplace_back([&go, &wait, i] {
+      for (auto& g : go) g.close();  // else this child's copies keep its channel open
+      (void)wait[i].poll(30s);
+      try {
+        return static_cast<int>(wait[i].recv_bytes().size());
+      } catch (const mp::EOFError&) {
+        return 100;
+      }
+    });
+  }
   procs[1].set_daemon(true);
   CHECK(mp::active_children().empty());
   for (auto& p : procs) p.start();
-  child_end.close();
+  for (auto& w : wait) w.close();
   auto children = mp::active_children();
   REQUIRE(children.size() == 3);
   for (std::size_t i = 0; i < 3; ++i) {
@@ -426,29 +428,24 @@ TEST_CASE("active_children() lists live children in start order and reaps the re
     CHECK(children[i].name == procs[i].name());
     CHECK(children[i].daemon == (i == 1));
   }
-  // One child exits; active_children() reaps it without join().
-  parent_end.send_bytes("xy");
+  // The middle child exits; active_children() reaps it without join().
+  go[1].send_bytes("xy");
   const auto deadline = Clock::now() + 10s;
   while (mp::active_children().size() != 2 && Clock::now() < deadline)
     std::this_thread::sleep_for(1ms);  // polling a child's exit
   children = mp::active_children();
   REQUIRE(children.size() == 2);
-  int exited = -1;
-  for (int i = 0; i < 3; ++i)
-    if (children[0].pid != *procs[static_cast<std::size_t>(i)].pid() &&
-        children[1].pid != *procs[static_cast<std::size_t>(i)].pid())
-      exited = i;
-  REQUIRE(exited >= 0);
-  auto& done = procs[static_cast<std::size_t>(exited)];
+  CHECK(children[0].pid == *procs[0].pid());
+  CHECK(children[1].pid == *procs[2].pid());
   errno = 0;
-  CHECK(::waitpid(*done.pid(), nullptr, WNOHANG) == -1);  // already reaped
+  CHECK(::waitpid(*procs[1].pid(), nullptr, WNOHANG) == -1);  // already reaped
   CHECK(errno == ECHILD);
-  CHECK_FALSE(done.is_alive());
-  CHECK(done.exitcode() == 2);  // the status reaped by active_children() is kept
-  parent_end.close();           // the others get EOF and exit 100
-  for (auto& p : procs) {
-    REQUIRE(p.join(10s));
-    CHECK(p.exitcode() == (&p == &done ? 2 : 100));
+  CHECK_FALSE(procs[1].is_alive());
+  CHECK(procs[1].exitcode() == 2);  // the status reaped by active_children() is kept
+  for (auto& g : go) g.close();     // the others get EOF and exit 100
+  for (std::size_t i = 0; i < 3; ++i) {
+    REQUIRE(procs[i].join(10s));
+    CHECK(procs[i].exitcode() == (i == 1 ? 2 : 100));
   }
   CHECK(mp::active_children().empty());
   CHECK(no_children());
@@ -527,6 +524,23 @@ TEST_CASE("destructor: a running daemon is terminated, or killed after 1 s") {
   const auto took = Clock::now() - t0;
   CHECK(took >= 1s);
   CHECK(took < 5s);
+  CHECK(no_children());
+}
+
+TEST_CASE("destructor during stack unwinding terminates instead of joining") {
+  mp::Connection parent_end, child_end;
+  std::tie(parent_end, child_end) = mp::Pipe();
+  const auto t0 = Clock::now();
+  try {
+    mp::Process p([&] {
+      parent_end.close();
+      (void)child_end.recv_bytes();  // waits for the parent, which fails first
+    });
+    p.start();
+    throw std::runtime_error("the parent failed before sending");
+  } catch (const std::runtime_error&) {
+  }
+  CHECK(Clock::now() - t0 < 900ms);  // SIGTERM, no join (which would hang)
   CHECK(no_children());
 }
 

@@ -19,12 +19,18 @@
 //
 // Lifetime: every started child is reaped — by join(), is_alive(), exitcode(),
 // close(), active_children() or the destructor — so no zombie is ever left.
-// Destroying a running non-daemon Process joins it (blocks, like
-// std::jthread, and like Python joining non-daemon children at exit); a
-// running daemon Process is terminated (SIGTERM, then SIGKILL after 1 s) and
-// reaped. When the program exits normally (exit() or return from main),
-// children still referenced by live Process objects are handled the same way,
-// as Python does: daemons terminated, the others joined.
+// Destroying a Process whose child still runs:
+//   - non-daemon: joins it (blocks until it exits, like std::jthread, and like
+//     Python joining non-daemon children at exit) — no work is lost;
+//   - daemon: terminates it (SIGTERM, then SIGKILL after 1 s) and reaps it;
+//   - during stack unwinding (an exception is propagating through the
+//     Process's scope): terminates it like a daemon, whatever the flag — the
+//     child may be waiting for this process, so joining could hang forever.
+// Hence, on the normal path, a child that waits for input from this process
+// needs that input (or EOF: close your Connection) before the Process dies.
+// When the program exits normally (exit() or return from main), children
+// still referenced by live Process objects are handled as Python does:
+// daemons terminated, the others joined.
 //
 // The exit status is lost if something else reaps the child first (SIGCHLD
 // set to SIG_IGN in the parent, or a waitpid(-1) elsewhere): the process then
@@ -35,6 +41,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -111,8 +118,9 @@ inline void unregister_locked(ProcessRegistry& reg, const ProcessRecord* record)
   std::erase_if(reg.live, [record](const auto& r) { return r.get() == record; });
 }
 
-// Signals a daemon child, waits up to `grace` for it, then kills it; reaps it.
-inline void stop_daemon(ProcessRegistry& reg, ProcessRecord& rec, Clock::duration grace) {
+// Sends SIGTERM, waits up to `grace`, then SIGKILL; reaps the child and drops
+// it from the registry. Blocks (briefly after SIGKILL). Throws ProcessError if poll() fails.
+inline void stop_child(ProcessRegistry& reg, ProcessRecord& rec, Clock::duration grace) {
   {
     std::lock_guard lock(reg.mutex);
     if (!rec.child.try_reap()) rec.child.send_signal(SIGTERM);
@@ -127,7 +135,8 @@ inline void stop_daemon(ProcessRegistry& reg, ProcessRecord& rec, Clock::duratio
   unregister_locked(reg, &rec);
 }
 
-inline constexpr auto daemon_grace = std::chrono::seconds(1);
+// How long a terminated child may take to exit before it is killed.
+inline constexpr auto stop_grace = std::chrono::seconds(1);
 
 // At normal exit: terminate daemons, join the rest (Python's _exit_function).
 inline void process_at_exit() noexcept {
@@ -140,7 +149,7 @@ inline void process_at_exit() noexcept {
   for (auto& rec : records) {
     try {
       if (rec->daemon) {
-        stop_daemon(reg, *rec, daemon_grace);
+        stop_child(reg, *rec, stop_grace);
       } else {
         rec->child.wait_exited(Clock::time_point::max());
         std::lock_guard lock(reg.mutex);
@@ -248,6 +257,7 @@ class Process {
       record_ = std::move(other.record_);
       identity_ = std::move(other.identity_);
       creator_ = other.creator_;
+      uncaught_ = other.uncaught_;
       started_ = other.started_;
       closed_ = other.closed_;
     }
@@ -256,9 +266,10 @@ class Process {
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
-  // A running non-daemon child is joined (blocks until it exits); a running
-  // daemon is sent SIGTERM, then SIGKILL after 1 s, and reaped. Nothing
-  // happens in a process other than the one that started it.
+  // A running child is joined if non-daemon; terminated (SIGTERM, SIGKILL
+  // after 1 s) and reaped if daemon or if an exception is unwinding the
+  // stack (see the file comment). Nothing happens in a process other than
+  // the one that started it.
   ~Process() { finish(); }
 
   // Forks the child, which runs the target and exits (see the file comment
@@ -441,8 +452,8 @@ class Process {
     if (started_ && !closed_ && creator_ == ::getpid()) {
       auto& reg = detail::process_registry();
       try {
-        if (record_->daemon) {
-          detail::stop_daemon(reg, *record_, detail::daemon_grace);
+        if (record_->daemon || std::uncaught_exceptions() > uncaught_) {
+          detail::stop_child(reg, *record_, detail::stop_grace);
         } else {
           join();
         }
@@ -459,6 +470,7 @@ class Process {
   std::shared_ptr<detail::ProcessRecord> record_;
   std::string identity_;
   pid_t creator_ = 0;
+  int uncaught_ = std::uncaught_exceptions();  // to detect destruction by unwinding
   bool started_ = false;
   bool closed_ = false;
 };
