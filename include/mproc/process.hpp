@@ -138,26 +138,33 @@ inline void stop_child(ProcessRegistry& reg, ProcessRecord& rec, Clock::duration
 // How long a terminated child may take to exit before it is killed.
 inline constexpr auto stop_grace = std::chrono::seconds(1);
 
-// At normal exit: terminate daemons, join the rest (Python's _exit_function).
+// At normal exit: terminate the daemons, then join the others (Python's
+// multiprocessing.util._exit_function).
 inline void process_at_exit() noexcept {
   auto& reg = process_registry();
-  std::vector<std::shared_ptr<ProcessRecord>> records;
-  {
-    std::lock_guard lock(reg.mutex);
-    records = reg.live;
-  }
-  for (auto& rec : records) {
-    try {
-      if (rec->daemon) {
-        stop_child(reg, *rec, stop_grace);
-      } else {
-        rec->child.wait_exited(Clock::time_point::max());
-        std::lock_guard lock(reg.mutex);
-        rec->child.try_reap();
-        unregister_locked(reg, rec.get());
-      }
-    } catch (...) {  // poll() failed: leave it to the Child's destructor
+  try {
+    std::vector<std::shared_ptr<ProcessRecord>> records;
+    {
+      std::lock_guard lock(reg.mutex);
+      records = reg.live;
     }
+    for (bool daemons : {true, false}) {
+      for (auto& rec : records) {
+        if (rec->daemon != daemons) continue;
+        try {
+          if (daemons) {
+            stop_child(reg, *rec, stop_grace);
+          } else {
+            rec->child.wait_exited(Clock::time_point::max());
+            std::lock_guard lock(reg.mutex);
+            rec->child.try_reap();
+            unregister_locked(reg, rec.get());
+          }
+        } catch (const ProcessError&) {  // poll() failed: the Child's destructor still reaps
+        }
+      }
+    }
+  } catch (...) {  // out of memory at exit: the children outlive us, as with a crash
   }
 }
 
