@@ -137,7 +137,7 @@ void BM_RawPipe_OneWay_1MiB(benchmark::State& state) {
     for (auto _ : state) read_exact(fds[0], buf.data(), MiB);
     ::close(fds[0]);
   }
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * MiB));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(MiB));
 }
 BENCHMARK(BM_RawPipe_OneWay_1MiB)->UseRealTime();
 
@@ -160,7 +160,7 @@ void BM_Connection_OneWay_1MiB(benchmark::State& state) {
   for (auto _ : state) r.recv_bytes_into(buf);
   r.close();
   producer.join();
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * MiB));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(MiB));
 }
 BENCHMARK(BM_Connection_OneWay_1MiB)->Arg(0)->Arg(1)->UseRealTime();
 
