@@ -14,6 +14,7 @@
 namespace mproc_test {
 template <class T>
 using MatcherBase = Catch::Matchers::MatcherBase<T>;
+using Approx = Catch::Approx;
 // Matches a std::string containing `s`.
 inline auto Contains(const std::string& s) { return Catch::Matchers::ContainsSubstring(s); }
 }  // namespace mproc_test
@@ -22,6 +23,7 @@ inline auto Contains(const std::string& s) { return Catch::Matchers::ContainsSub
 namespace mproc_test {
 template <class T>
 using MatcherBase = Catch::MatcherBase<T>;
+using Approx = Catch::Detail::Approx;
 // Matches a std::string containing `s`.
 inline auto Contains(const std::string& s) { return Catch::Matchers::Contains(s); }
 }  // namespace mproc_test

@@ -1,0 +1,573 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// The owner side of the process pool: a template process, the worker
+// processes forked from it, and one I/O thread that feeds tasks to workers,
+// collects results, notices deaths, replaces workers and shuts down.
+//
+// Threads that submit tasks never touch a socket: they queue tasks under the
+// engine's mutex and wake the I/O thread through an eventfd. Results and
+// failures are delivered to each task's TaskSink on the I/O thread.
+#pragma once
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+
+#include "pool_worker.hpp"
+#include "worker_template.hpp"
+
+namespace mproc::detail {
+
+// Receives the outcome of tasks. Called on the pool's I/O thread; must not block.
+class TaskSink {
+ public:
+  virtual ~TaskSink() = default;
+  // The task's results arrived: `results` holds `count` items.
+  virtual void complete(std::size_t chunk, Reader& results, std::uint64_t count) = 0;
+  // The task failed as a whole (its worker died, the pool was terminated or broke).
+  virtual void fail(std::size_t chunk, std::exception_ptr error) = 0;
+  // The task was handed to a worker.
+  virtual void dispatched() {}
+  // Whether the task's results are no longer wanted (undispatched tasks are dropped).
+  virtual bool cancelled() const { return false; }
+};
+
+struct PoolTask {
+  std::vector<std::byte> payload;  // TaskHeader + encoded arguments
+  std::uint64_t count = 1;
+  std::shared_ptr<TaskSink> sink;
+  std::size_t chunk = 0;
+  // Set by the engine.
+  std::uint64_t id = 0;
+  Clock::time_point sent{};
+};
+
+struct EngineConfig {
+  int processes = 1;
+  StartMethod method = StartMethod::automatic;
+  std::size_t maxtasksperchild = 0;   // 0: unlimited
+  std::vector<std::byte> worker_config;  // see pool_worker_main
+};
+
+class PoolEngine {
+ public:
+  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)) {
+    wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake_) throw_errno("eventfd (process pool)");
+    StartMethod method = cfg_.method;
+    if (method == StartMethod::automatic) {
+      method = thread_count() == 1 || !ForkServer::instance().running() ? StartMethod::fork
+                                                                       : StartMethod::forkserver;
+    }
+    if (method == StartMethod::forkserver) {
+      ForkServer::instance().start();
+      auto [pid, fd] = ForkServer::instance().make_template(&pool_worker_main, cfg_.worker_config);
+      template_pid_ = pid;
+      template_ch_ = Channel(std::move(fd));
+    } else {
+      auto [pid, fd] = fork_template(&pool_worker_main, cfg_.worker_config);
+      template_pid_ = pid;
+      template_is_child_ = true;
+      template_ch_ = Channel(std::move(fd));
+    }
+    slots_.resize(static_cast<std::size_t>(cfg_.processes));
+    for (std::size_t i = 0; i < slots_.size(); ++i) spawn(i);
+    io_ = std::thread([this] { io_main(); });
+  }
+
+  PoolEngine(const PoolEngine&) = delete;
+  PoolEngine& operator=(const PoolEngine&) = delete;
+
+  // Terminates if still running (the Pool decides close+join before this).
+  ~PoolEngine() {
+    terminate();
+    join_io();
+  }
+
+  int processes() const noexcept { return cfg_.processes; }
+
+  // Queues tasks. Non-blocking. Throws ProcessError if the pool is closed,
+  // terminated or broken.
+  void submit(std::vector<PoolTask>& tasks) {
+    {
+      std::lock_guard lock(mutex_);
+      check_accepting_locked();
+      outstanding_ += tasks.size();
+      for (auto& t : tasks) pending_.push_back(std::move(t));
+    }
+    tasks.clear();
+    wake();
+  }
+
+  void submit(PoolTask task) {
+    {
+      std::lock_guard lock(mutex_);
+      check_accepting_locked();
+      ++outstanding_;
+      pending_.push_back(std::move(task));
+    }
+    wake();
+  }
+
+  // Throws the reason if the pool cannot accept work. Non-blocking.
+  void check_accepting() {
+    std::lock_guard lock(mutex_);
+    check_accepting_locked();
+  }
+
+  // Stops accepting tasks; queued tasks still run. Non-blocking, idempotent.
+  void close() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+    }
+    wake();
+  }
+
+  // Fails every queued and running task and kills the workers. Non-blocking;
+  // join() waits for the teardown. Idempotent.
+  void terminate() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+      terminate_ = true;
+    }
+    wake();
+  }
+
+  // Blocks until every task has finished (or failed) and every process of the
+  // pool has exited and been reaped. Throws ProcessError if neither close()
+  // nor terminate() was called first.
+  void join() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!closed_) throw ProcessError("mproc: Pool.join() called while the pool is still running (call close() or terminate() first)");
+    }
+    join_io();
+  }
+
+  bool closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+
+  // Pids of the live workers, for diagnostics and tests. Thread-safe.
+  std::vector<pid_t> worker_pids() const {
+    std::lock_guard lock(mutex_);
+    return pids_;
+  }
+
+ private:
+  enum class State { spawning, starting, ready, retiring, stopping, dead };
+
+  struct Slot {
+    State state = State::dead;
+    pid_t pid = -1;
+    Channel ch;
+    std::deque<PoolTask> inflight;
+    std::size_t dispatched = 0;  // tasks sent since spawn (maxtasksperchild)
+    bool exited = false;
+    int exitcode = 0;
+    double ewma_ns = 1e6;  // mean service time of a task; seeded as slow (one at a time)
+    Clock::time_point last_done{};
+  };
+
+  void check_accepting_locked() const {
+    if (broken_) std::rethrow_exception(broken_);
+    if (terminate_) throw ProcessError("mproc: Pool has been terminated: it accepts no new tasks");
+    if (closed_) throw ProcessError("mproc: Pool is closed: it accepts no new tasks");
+  }
+
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto r = ::write(wake_.get(), &one, sizeof one);
+  }
+
+  void join_io() {
+    std::lock_guard lock(join_mutex_);
+    if (io_.joinable()) io_.join();
+  }
+
+  // ---------------------------------------------------------------- I/O thread
+
+  void spawn(std::size_t index) {
+    Slot& s = slots_[index];
+    auto [mine, theirs] = socket_pair();
+    set_nonblocking(mine.get());
+    s = Slot{};
+    s.state = State::spawning;
+    s.ch = Channel(std::move(mine));
+    template_ch_.put(tm_spawn, index, {}, std::move(theirs));
+  }
+
+  std::size_t inflight_limit(const Slot& s) const noexcept {
+    // Tasks sent ahead to a worker cover ~100 us of its work: many for tiny
+    // tasks (throughput), one for slow ones, so that a short task never waits
+    // behind a long one while another worker is idle, and a crash fails only
+    // the running task.
+    const double n = 1.0 + 100'000.0 / std::max(s.ewma_ns, 1.0);
+    return static_cast<std::size_t>(std::clamp(n, 1.0, 64.0));
+  }
+
+  void finish_task(PoolTask&) {
+    std::lock_guard lock(mutex_);
+    --outstanding_;
+  }
+
+  void fail_task(PoolTask& t, std::exception_ptr e) {
+    if (t.sink) t.sink->fail(t.chunk, e);
+    finish_task(t);
+  }
+
+  void dispatch() {
+    while (!queue_.empty()) {
+      if (queue_.front().sink && queue_.front().sink->cancelled()) {
+        finish_task(queue_.front());
+        queue_.pop_front();
+        continue;
+      }
+      Slot* best = nullptr;
+      for (auto& s : slots_) {
+        if (s.state != State::ready || s.inflight.size() >= inflight_limit(s)) continue;
+        if (best == nullptr || s.inflight.size() < best->inflight.size()) best = &s;
+      }
+      if (best == nullptr) return;
+      PoolTask t = std::move(queue_.front());
+      queue_.pop_front();
+      t.id = ++next_id_;
+      t.sent = Clock::now();
+      best->ch.put(pm_task, t.id, t.payload);  // the payload stays for a possible requeue
+      if (t.sink) t.sink->dispatched();
+      if (best->inflight.empty()) best->last_done = t.sent;
+      best->inflight.push_back(std::move(t));
+      if (cfg_.maxtasksperchild != 0 && ++best->dispatched >= cfg_.maxtasksperchild)
+        best->state = State::retiring;
+    }
+  }
+
+  void handle_worker_frames(std::size_t index) {
+    Slot& s = slots_[index];
+    Frame f;
+    for (;;) {
+      try {
+        if (!s.ch.next(f)) return;
+      } catch (const ProcessError&) {
+        kill_worker(s);  // malformed stream: the worker is broken
+        return;
+      }
+      switch (f.header.type) {
+        case pm_ready:
+          // May arrive before the template's tm_spawned: the pid comes later.
+          if (s.state == State::starting || s.state == State::spawning) s.state = State::ready;
+          startup_deaths_ = 0;
+          break;
+        case pm_init_failed: {
+          Reader r(f.payload);
+          std::string type, message;
+          try {
+            type = r.read<std::string>();
+            message = r.read<std::string>();
+          } catch (const ProcessError&) {
+            type = "unknown";
+          }
+          break_pool(std::make_exception_ptr(RemoteError(type, "in the pool initializer: " + message)));
+          break;
+        }
+        case pm_result: {
+          if (s.inflight.empty() || s.inflight.front().id != f.header.id) {
+            kill_worker(s);
+            return;
+          }
+          PoolTask t = std::move(s.inflight.front());
+          s.inflight.pop_front();
+          const auto now = Clock::now();
+          const double sample = static_cast<double>(std::chrono::nanoseconds(now - std::max(s.last_done, t.sent)).count());
+          s.ewma_ns = 0.75 * s.ewma_ns + 0.25 * sample;
+          s.last_done = now;
+          if (t.sink) {
+            Reader r(f.payload);
+            t.sink->complete(t.chunk, r, t.count);
+          }
+          finish_task(t);
+          break;
+        }
+        default:
+          kill_worker(s);
+          return;
+      }
+    }
+  }
+
+  void read_worker(std::size_t index) {
+    Slot& s = slots_[index];
+    for (;;) {
+      const auto io = s.ch.fill();
+      handle_worker_frames(index);
+      if (io == Channel::Io::would_block) return;
+      if (io == Channel::Io::closed || io == Channel::Io::error) {
+        s.ch.close();  // wait for the template's exit report
+        return;
+      }
+    }
+  }
+
+  void kill_worker(Slot& s) {
+    if (s.pid > 0 && !s.exited) {
+      const PidCode k{s.pid, SIGKILL};
+      template_ch_.put(tm_kill, 0, as_bytes_of(k));
+    }
+  }
+
+  void on_exited(pid_t pid, int code) {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      if (s.pid != pid || s.state == State::dead) continue;
+      // Results it sent before dying still count.
+      if (s.ch.valid()) read_worker(i);
+      s.exited = true;
+      s.exitcode = code;
+      const bool never_ready = s.state == State::starting || s.state == State::spawning;
+      if (!s.inflight.empty()) {
+        fail_task(s.inflight.front(), std::make_exception_ptr(WorkerCrashed(pid, code)));
+        s.inflight.pop_front();
+        // The rest never started: run them elsewhere, in order.
+        while (!s.inflight.empty()) {
+          queue_.push_front(std::move(s.inflight.back()));
+          s.inflight.pop_back();
+        }
+      }
+      s.ch.close();
+      s.state = State::dead;
+      s.pid = -1;
+      update_pids();
+      // Workers that keep dying before they are ready (a crashing
+      // initializer) would be respawned forever: give up after a few.
+      if (never_ready && !stopping_ && ++startup_deaths_ >= 3) {
+        break_pool(std::make_exception_ptr(ProcessError(
+            "mproc: Pool: workers keep dying while starting up (last: " + describe_exitcode(code) +
+            "), in the initializer or before it; the pool cannot run tasks")));
+      }
+      if (!stopping_ && !broken_local_) spawn(i);
+      return;
+    }
+  }
+
+  void update_pids() {
+    std::vector<pid_t> pids;
+    for (const auto& s : slots_)
+      if (s.pid > 0 && s.state != State::dead) pids.push_back(s.pid);
+    std::lock_guard lock(mutex_);
+    pids_ = std::move(pids);
+  }
+
+  void break_pool(std::exception_ptr reason) {
+    if (broken_local_) return;
+    broken_local_ = true;
+    {
+      std::lock_guard lock(mutex_);
+      broken_ = reason;
+    }
+    fail_everything(reason);
+    begin_stop(true);
+  }
+
+  void fail_everything(std::exception_ptr reason) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& t : pending_) queue_.push_back(std::move(t));
+      pending_.clear();
+    }
+    while (!queue_.empty()) {
+      fail_task(queue_.front(), reason);
+      queue_.pop_front();
+    }
+    for (auto& s : slots_) {
+      while (!s.inflight.empty()) {
+        fail_task(s.inflight.front(), reason);
+        s.inflight.pop_front();
+      }
+    }
+  }
+
+  // Stops every worker: politely (pm_stop once idle) or by SIGKILL.
+  void begin_stop(bool kill) {
+    stopping_ = true;
+    killing_ = killing_ || kill;
+    for (auto& s : slots_) {
+      if (s.state == State::dead) continue;
+      if (kill) {
+        kill_worker(s);
+      } else if (s.state != State::stopping && s.ch.valid()) {
+        s.ch.put(pm_stop, 0, {});
+      }
+      s.state = State::stopping;
+    }
+  }
+
+  void io_main() {
+    std::vector<pollfd> fds;
+    bool terminating = false;
+    for (;;) {
+      bool closed = false, terminate = false;
+      {
+        std::lock_guard lock(mutex_);
+        for (auto& t : pending_) queue_.push_back(std::move(t));
+        pending_.clear();
+        closed = closed_;
+        terminate = terminate_;
+      }
+      if (terminate && !terminating) {
+        terminating = true;
+        fail_everything(std::make_exception_ptr(
+            ProcessError("mproc: Pool was terminated before the task finished")));
+        begin_stop(true);
+      }
+      if (!stopping_) {
+        dispatch();
+        // Retiring workers (maxtasksperchild) leave once idle; a fresh one takes the slot.
+        for (auto& s : slots_) {
+          if (s.state == State::retiring && s.inflight.empty()) {
+            s.ch.put(pm_stop, 0, {});
+            s.state = State::stopping;
+          }
+        }
+        bool idle = queue_.empty();
+        for (const auto& s : slots_) idle = idle && s.inflight.empty();
+        if (closed && idle) begin_stop(false);
+      }
+      if (stopping_ && std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == State::dead; }))
+        break;
+
+      // Flush what is queued for the template and the workers.
+      if (template_ch_.flush() == Channel::Io::closed) {
+        template_died();
+        break;
+      }
+      for (auto& s : slots_)
+        if (s.ch.valid() && s.ch.flush() == Channel::Io::closed) s.ch.close();
+
+      fds.clear();
+      fds.push_back({wake_.get(), POLLIN, 0});
+      fds.push_back({template_ch_.fd(), static_cast<short>(POLLIN | (template_ch_.has_output() ? POLLOUT : 0)), 0});
+      for (auto& s : slots_) {
+        const short ev = s.ch.valid() ? static_cast<short>(POLLIN | (s.ch.has_output() ? POLLOUT : 0)) : 0;
+        fds.push_back({s.ch.valid() ? s.ch.fd() : -1, ev, 0});
+      }
+      if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) throw_errno("poll (process pool)");
+
+      if (fds[0].revents & POLLIN) {
+        std::uint64_t v;
+        [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
+      }
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        if (fds[i + 2].revents != 0 && slots_[i].ch.valid()) read_worker(i);
+      }
+      if (fds[1].revents != 0) {
+        const auto io = template_ch_.fill();
+        Frame f;
+        try {
+          while (template_ch_.next(f)) handle_template_frame(f);
+        } catch (const ProcessError&) {
+        }
+        if (io == Channel::Io::closed || io == Channel::Io::error) {
+          template_died();
+          break;
+        }
+      }
+    }
+    // Teardown: closing the channel makes the template exit.
+    template_ch_.close();
+    if (template_is_child_) {
+      while (::waitpid(template_pid_, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    update_pids();
+  }
+
+  void handle_template_frame(const Frame& f) {
+    switch (f.header.type) {
+      case tm_spawned: {
+        const auto pid = read_pod<std::int32_t>(f.payload);
+        if (!pid || f.header.id >= slots_.size()) return;
+        Slot& s = slots_[f.header.id];
+        s.pid = *pid;
+        if (s.state == State::spawning) {
+          s.state = State::starting;
+        } else if (s.state == State::stopping && killing_) {
+          kill_worker(s);  // spawned after the kill order
+        }
+        update_pids();
+        break;
+      }
+      case tm_spawn_failed: {
+        const auto err = read_pod<std::int32_t>(f.payload);
+        break_pool(std::make_exception_ptr(ProcessError(
+            std::string("mproc: Pool: cannot fork a worker: ") + std::strerror(err ? *err : 0))));
+        if (f.header.id < slots_.size()) slots_[f.header.id].state = State::dead;
+        break;
+      }
+      case tm_exited: {
+        if (const auto pc = read_pod<PidCode>(f.payload)) on_exited(pc->pid, pc->code);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  void template_died() {
+    broken_local_ = true;
+    auto reason = std::make_exception_ptr(
+        ProcessError("mproc: Pool: its template process died, and with it every worker"));
+    {
+      std::lock_guard lock(mutex_);
+      if (!broken_) broken_ = reason;
+    }
+    fail_everything(reason);
+    for (auto& s : slots_) {
+      s.ch.close();
+      s.state = State::dead;
+      s.pid = -1;
+    }
+  }
+
+  EngineConfig cfg_;
+  UniqueFd wake_;
+  pid_t template_pid_ = -1;
+  bool template_is_child_ = false;
+
+  // Shared with submitting threads, under mutex_.
+  mutable std::mutex mutex_;
+  std::deque<PoolTask> pending_;
+  std::size_t outstanding_ = 0;
+  bool closed_ = false;
+  bool terminate_ = false;
+  std::exception_ptr broken_;
+  std::vector<pid_t> pids_;
+
+  // Owned by the I/O thread (and the constructor before it starts).
+  Channel template_ch_;
+  std::vector<Slot> slots_;
+  std::deque<PoolTask> queue_;
+  std::uint64_t next_id_ = 0;
+  bool stopping_ = false;
+  bool killing_ = false;
+  bool broken_local_ = false;
+  int startup_deaths_ = 0;  // consecutive workers that died before becoming ready
+
+  std::mutex join_mutex_;
+  std::thread io_;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,397 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Template processes: the clean, single-threaded processes that a process
+// pool's workers are forked from, so that a worker never inherits a lock some
+// other thread of the pool's owner held at fork time.
+//
+// A pool owns one template. The template is forked either directly from the
+// pool's creator (StartMethod::fork, when the creator is single-threaded) or
+// by the process-wide fork server (StartMethod::forkserver), a template of
+// templates started early by set_start_method(). The owner talks to its
+// template over a Channel:
+//   owner -> template  spawn{slot} + worker's socket end;  kill{pid, signal}
+//   template -> owner  spawned{slot, pid};  spawn_failed{slot, errno};
+//                      exited{pid, exitcode}   (Python convention: -N = signal N)
+// When the owner closes the channel (or dies), the template SIGKILLs and
+// reaps its workers and exits. Every process in the chain has
+// PR_SET_PDEATHSIG = SIGKILL, so nothing outlives a SIGKILLed owner.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <csignal>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "channel.hpp"
+
+namespace mproc {
+
+// How a process pool starts its workers (Python: multiprocessing start methods).
+enum class StartMethod {
+  // fork when the creating process is single-threaded, else forkserver if it
+  // was started, else fork (see set_start_method).
+  automatic,
+  // Workers are forks of the pool's creator as it was when the pool was
+  // created: they see all its state. If other threads run at that moment, a
+  // lock one of them holds stays locked in the workers (as in Python).
+  fork,
+  // Workers are forks of the fork server, a process started by
+  // set_start_method(StartMethod::forkserver) — call it early in main(),
+  // before starting threads. They see the program's state as it was then;
+  // pass everything else as task arguments or through the initializer.
+  forkserver,
+};
+
+namespace detail {
+
+// The function a freshly forked worker runs: given its end of the worker
+// channel and the pool's configuration bytes, returns the exit code.
+using WorkerEntry = int (*)(int channel_fd, std::span<const std::byte> config);
+
+enum TemplateMsg : std::uint16_t {
+  tm_spawn = 1,      // owner -> template: fork a worker (fd: worker's channel end); id = slot
+  tm_kill,           // owner -> template: payload {pid, signal}
+  tm_spawned,        // template -> owner: id = slot, payload {pid}
+  tm_spawn_failed,   // template -> owner: id = slot, payload {errno}
+  tm_exited,         // template -> owner: payload {pid, exitcode}
+  tm_make_template,  // owner -> fork server: fork a template (fd: its channel end); payload config
+  tm_made_template,  // fork server -> owner: payload {pid} or {-errno}
+};
+
+struct PidCode {
+  std::int32_t pid;
+  std::int32_t code;
+};
+
+template <class T>
+std::span<const std::byte> as_bytes_of(const T& v) noexcept {
+  return {reinterpret_cast<const std::byte*>(&v), sizeof v};
+}
+
+// Reads a trivially copyable T from an untrusted payload of exactly sizeof(T).
+template <class T>
+std::optional<T> read_pod(std::span<const std::byte> payload) noexcept {
+  if (payload.size() != sizeof(T)) return std::nullopt;
+  T v;
+  std::memcpy(&v, payload.data(), sizeof v);
+  return v;
+}
+
+// Python's exit code for a waitpid() status: N for exit(N), -N for signal N.
+inline int exitcode_from_status(int status) noexcept {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 255;
+}
+
+// Number of threads in this process (1 when single-threaded), from procfs;
+// 0 if unknown.
+inline int thread_count() noexcept {
+  char buf[1024];
+  const int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // Fields after the command name, which ends at the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return 0;
+  // Field 3 (state) follows ") "; num_threads is field 20.
+  int field = 2;
+  for (++p; *p != '\0'; ++p) {
+    if (*p == ' ' && ++field == 20) return std::atoi(p + 1);
+  }
+  return 0;
+}
+
+// In a freshly forked child: die with the parent, and bail out if the parent
+// already died between fork() and prctl().
+inline void die_with_parent(pid_t expected_parent) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != expected_parent) ::_exit(1);
+}
+
+// SIGCHLD as a pollable fd, for the single-threaded template and fork-server
+// processes. Blocks SIGCHLD in the calling process.
+class ChildSignals {
+ public:
+  ChildSignals() {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+    fd_.reset(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!fd_) ::_exit(3);
+  }
+  int fd() const noexcept { return fd_.get(); }
+  void close() noexcept { fd_.reset(); }
+
+  // Drains the signalfd, then reaps every exited child, calling on_exit(pid, exitcode).
+  template <class F>
+  void reap(F&& on_exit) {
+    signalfd_siginfo info;
+    while (::read(fd_.get(), &info, sizeof info) > 0) {
+    }
+    for (;;) {
+      int status = 0;
+      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) break;
+      on_exit(pid, exitcode_from_status(status));
+    }
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+// Waits for every child of the calling process to exit.
+inline void reap_all_children() noexcept {
+  while (::waitpid(-1, nullptr, 0) > 0 || errno == EINTR) {
+  }
+}
+
+// Runs in the template process. Never returns.
+[[noreturn]] inline void template_main(UniqueFd session_fd, WorkerEntry entry,
+                                       std::vector<std::byte> config, sigset_t worker_mask) {
+  // SIGCHLD arrives through a signalfd; workers get the owner's mask back.
+  ChildSignals sigchld;
+  Channel session(std::move(session_fd));
+  std::unordered_set<pid_t> workers;
+  const pid_t self = ::getpid();
+
+  auto shutdown = [&](int code) {
+    for (pid_t pid : workers) ::kill(pid, SIGKILL);
+    reap_all_children();
+    ::_exit(code);
+  };
+
+  for (;;) {
+    if (session.flush() == Channel::Io::closed) shutdown(0);
+    pollfd fds[2] = {{session.fd(), static_cast<short>(POLLIN | (session.has_output() ? POLLOUT : 0)), 0},
+                     {sigchld.fd(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      shutdown(4);
+    }
+    if (fds[1].revents & POLLIN) {
+      sigchld.reap([&](pid_t pid, int code) {
+        workers.erase(pid);
+        const PidCode pc{pid, code};
+        session.put(tm_exited, 0, as_bytes_of(pc));
+      });
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      const auto io = session.fill();
+      Frame f;
+      try {
+        while (session.next(f)) {
+          if (f.header.type == tm_spawn && f.fd.valid()) {
+            std::fflush(nullptr);
+            const pid_t pid = ::fork();
+            if (pid == 0) {
+              die_with_parent(self);
+              ::sigprocmask(SIG_SETMASK, &worker_mask, nullptr);
+              sigchld.close();
+              const int channel = f.fd.release();
+              session.close();
+              ::_exit(entry(channel, config));
+            }
+            if (pid < 0) {
+              const std::int32_t err = errno;
+              session.put(tm_spawn_failed, f.header.id, as_bytes_of(err));
+            } else {
+              workers.insert(pid);
+              const std::int32_t p = pid;
+              session.put(tm_spawned, f.header.id, as_bytes_of(p));
+            }
+          } else if (f.header.type == tm_kill) {
+            const auto pc = read_pod<PidCode>(f.payload);
+            // Only signal our own, still unreaped children.
+            if (pc && workers.count(pc->pid) != 0) ::kill(pc->pid, pc->code);
+          }
+        }
+      } catch (const ProcessError&) {
+        shutdown(5);  // malformed request: the owner is broken
+      }
+      if (io == Channel::Io::closed || io == Channel::Io::error) shutdown(0);
+    }
+  }
+}
+
+// Forks a template process from the calling process. Returns its pid and
+// the owner's end of its channel. Call only while single-threaded.
+inline std::pair<pid_t, UniqueFd> fork_template(WorkerEntry entry, std::vector<std::byte> config) {
+  auto [owner_end, template_end] = socket_pair();
+  sigset_t mask;
+  ::sigprocmask(SIG_SETMASK, nullptr, &mask);
+  const pid_t parent = ::getpid();
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork (pool template process)");
+  if (pid == 0) {
+    die_with_parent(parent);
+    owner_end.reset();
+    template_main(std::move(template_end), entry, std::move(config), mask);
+  }
+  set_nonblocking(owner_end.get());
+  return {pid, std::move(owner_end)};
+}
+
+// ---------------------------------------------------------------- fork server
+
+// The process-wide fork server: a template of templates.
+class ForkServer {
+ public:
+  static ForkServer& instance() {
+    static ForkServer server;
+    return server;
+  }
+
+  // Starts the server from the calling process if not running. Call early,
+  // while single-threaded. Thread-safe. Throws ProcessError.
+  void start() {
+    std::lock_guard lock(mutex_);
+    if (running_locked()) return;
+    auto [owner_end, server_end] = socket_pair();
+    sigset_t mask;
+    ::sigprocmask(SIG_SETMASK, nullptr, &mask);
+    const pid_t parent = ::getpid();
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork (fork server)");
+    if (pid == 0) {
+      die_with_parent(parent);
+      owner_end.reset();
+      serve(std::move(server_end), mask);
+    }
+    pid_ = pid;
+    owner_pid_ = parent;
+    channel_ = Channel(std::move(owner_end));
+  }
+
+  // Whether this process has a running fork server. Thread-safe.
+  bool running() {
+    std::lock_guard lock(mutex_);
+    return running_locked();
+  }
+
+  // Asks the server to fork a template; returns its pid and the owner's
+  // channel end. Blocks for one round trip. Throws ProcessError.
+  std::pair<pid_t, UniqueFd> make_template(WorkerEntry entry, std::span<const std::byte> config) {
+    std::lock_guard lock(mutex_);
+    if (!running_locked()) throw ProcessError("mproc: the fork server is not running");
+    auto [owner_end, template_end] = socket_pair();
+    std::vector<std::byte> payload(sizeof entry + config.size());
+    std::memcpy(payload.data(), &entry, sizeof entry);
+    if (!config.empty()) std::memcpy(payload.data() + sizeof entry, config.data(), config.size());
+    channel_.put(tm_make_template, 0, payload, std::move(template_end));
+    Frame f;
+    if (!channel_.flush_blocking() || !channel_.receive_blocking(f) || f.header.type != tm_made_template)
+      throw ProcessError("mproc: the fork server died");
+    const auto pid = read_pod<std::int32_t>(f.payload);
+    if (!pid) throw ProcessError("mproc: malformed reply from the fork server");
+    if (*pid < 0) throw_errno("fork (pool template process, by the fork server)", -*pid);
+    set_nonblocking(owner_end.get());
+    return {*pid, std::move(owner_end)};
+  }
+
+  ForkServer(const ForkServer&) = delete;
+  ForkServer& operator=(const ForkServer&) = delete;
+
+ private:
+  ForkServer() = default;
+  ~ForkServer() {
+    if (owner_pid_ == ::getpid() && channel_.valid()) {
+      channel_.close();  // the server sees EOF and exits
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  bool running_locked() const { return channel_.valid() && owner_pid_ == ::getpid(); }
+
+  [[noreturn]] static void serve(UniqueFd fd, sigset_t owner_mask) {
+    ChildSignals sigchld;
+    Channel channel(std::move(fd));
+    const pid_t self = ::getpid();
+    for (;;) {
+      pollfd fds[2] = {{channel.fd(), POLLIN, 0}, {sigchld.fd(), POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        ::_exit(4);
+      }
+      if (fds[1].revents & POLLIN) sigchld.reap([](pid_t, int) {});  // templates that exited
+      if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      Frame f;
+      bool got = false;
+      try {
+        got = channel.receive_blocking(f);
+      } catch (const ProcessError&) {
+        got = false;
+      }
+      if (!got) {
+        // Owner gone or broken: templates notice through their own channels
+        // and PDEATHSIG.
+        ::_exit(0);
+      }
+      if (f.header.type != tm_make_template || !f.fd.valid() || f.payload.size() < sizeof(WorkerEntry))
+        ::_exit(5);
+      WorkerEntry entry;
+      std::memcpy(&entry, f.payload.data(), sizeof entry);
+      std::vector<std::byte> config(f.payload.begin() + sizeof entry, f.payload.end());
+      std::fflush(nullptr);
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        die_with_parent(self);
+        sigchld.close();
+        UniqueFd template_end(f.fd.release());
+        channel.close();
+        template_main(std::move(template_end), entry, std::move(config), owner_mask);
+      }
+      const std::int32_t reply = pid < 0 ? -errno : pid;
+      f.fd.reset();
+      channel.put(tm_made_template, 0, as_bytes_of(reply));
+      if (!channel.flush_blocking()) ::_exit(0);
+    }
+  }
+
+  std::mutex mutex_;
+  pid_t pid_ = -1;
+  pid_t owner_pid_ = -1;
+  Channel channel_;
+};
+
+inline std::atomic<StartMethod>& default_start_method() {
+  static std::atomic<StartMethod> method{StartMethod::automatic};
+  return method;
+}
+
+}  // namespace detail
+
+// Sets the default start method of pools created afterwards (Python:
+// multiprocessing.set_start_method). StartMethod::forkserver also starts the
+// fork server now, from the calling process: call it early in main(), before
+// any thread starts. Thread-safe. Throws ProcessError if the server cannot start.
+inline void set_start_method(StartMethod method) {
+  if (method == StartMethod::forkserver) detail::ForkServer::instance().start();
+  detail::default_start_method().store(method);
+}
+
+// The default start method of new pools. Non-blocking, thread-safe.
+inline StartMethod get_start_method() noexcept { return detail::default_start_method().load(); }
+
+}  // namespace mproc

@@ -1,0 +1,12 @@
+// A capturing lambda cannot run in a worker process: Pool says what to do instead.
+#include <mproc/pool.hpp>
+
+#include <vector>
+
+// expect-error: the task function must be a function pointer or a captureless lambda
+// expect-error: pass the state as a task argument
+int main() {
+  mproc::Pool pool(1);
+  int offset = 3;
+  return pool.map([offset](int x) { return x + offset; }, std::vector<int>{1, 2})[0];
+}

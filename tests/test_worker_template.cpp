@@ -1,0 +1,234 @@
+// The template processes pool workers are forked from (detail layer).
+#include <mproc/detail/worker_template.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <csignal>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "catch.hpp"
+#include "child.hpp"
+
+namespace d = mproc::detail;
+using namespace std::chrono_literals;
+
+namespace {
+
+enum : std::uint16_t { echo = 100, quit = 101, crash = 102 };
+
+// A worker that echoes frames back, prefixed with its config.
+int echo_entry(int fd, std::span<const std::byte> config) {
+  d::Channel ch{d::UniqueFd(fd)};
+  d::Frame f;
+  while (ch.receive_blocking(f)) {
+    if (f.header.type == quit) return static_cast<int>(f.header.id);
+    if (f.header.type == crash) ::raise(SIGSEGV);
+    std::vector<std::byte> reply(config.begin(), config.end());
+    reply.insert(reply.end(), f.payload.begin(), f.payload.end());
+    ch.put(echo, f.header.id, reply);
+    if (!ch.flush_blocking()) return 2;
+  }
+  return 0;
+}
+
+std::vector<std::byte> bytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data() + s.size())};
+}
+std::string text(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+// Receives the next frame on a non-blocking channel within `timeout`.
+bool receive(d::Channel& ch, d::Frame& f, std::chrono::milliseconds timeout = 5s) {
+  const auto deadline = d::deadline_after(timeout);
+  for (;;) {
+    if (ch.next(f)) return true;
+    const auto io = ch.fill();
+    if (io == d::Channel::Io::closed || io == d::Channel::Io::error) return ch.next(f);
+    if (io == d::Channel::Io::would_block && d::poll_until(ch.fd(), POLLIN, deadline) == 0) return false;
+  }
+}
+
+// Catch2's fatal-signal handlers would be inherited by the processes forked
+// here and report their deliberate crashes as test failures: use the default
+// dispositions while a test runs.
+struct DefaultCrashSignals {
+  DefaultCrashSignals() {
+    for (int i = 0; i < 3; ++i) saved[i] = std::signal(sigs[i], SIG_DFL);
+  }
+  ~DefaultCrashSignals() {
+    for (int i = 0; i < 3; ++i) std::signal(sigs[i], saved[i]);
+  }
+  static constexpr int sigs[3] = {SIGSEGV, SIGTERM, SIGABRT};
+  void (*saved[3])(int);
+};
+
+struct Template {
+  pid_t pid;
+  d::Channel ch;
+};
+
+Template start(mproc::StartMethod method) {
+  auto [pid, fd] = method == mproc::StartMethod::forkserver
+                       ? d::ForkServer::instance().make_template(&echo_entry, bytes("cfg:"))
+                       : d::fork_template(&echo_entry, bytes("cfg:"));
+  return {pid, d::Channel(std::move(fd))};
+}
+
+pid_t spawn(Template& t, std::uint64_t slot, d::Channel& worker) {
+  auto [mine, theirs] = d::socket_pair();
+  t.ch.put(d::tm_spawn, slot, {}, std::move(theirs));
+  REQUIRE(t.ch.flush_blocking());
+  d::Frame f;
+  REQUIRE(receive(t.ch, f));
+  REQUIRE(f.header.type == d::tm_spawned);
+  REQUIRE(f.header.id == slot);
+  worker = d::Channel(std::move(mine));
+  return *d::read_pod<std::int32_t>(f.payload);
+}
+
+d::PidCode next_exit(Template& t) {
+  d::Frame f;
+  REQUIRE(receive(t.ch, f));
+  REQUIRE(f.header.type == d::tm_exited);
+  return *d::read_pod<d::PidCode>(f.payload);
+}
+
+// Dead: no such process, or a zombie waiting for a reaper that is not us
+// (orphans are reaped by PID 1 at its own pace).
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return true;
+  char buf[512] = {};
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* p = std::strrchr(buf, ')');
+  return n == 0 || p == nullptr || p[1] == '\0' || p[2] == 'Z' || p[2] == 'X';
+}
+
+}  // namespace
+
+TEST_CASE("thread_count sees this process's threads") {
+  const int before = d::thread_count();
+  REQUIRE(before >= 1);
+  std::atomic<bool> stop{false};
+  std::thread t([&] {
+    while (!stop) std::this_thread::yield();
+  });
+  CHECK(d::thread_count() == before + 1);
+  stop = true;
+  t.join();
+}
+
+TEST_CASE("exit codes follow Python's convention") {
+  CHECK(mproc_test::run_in_child([] { return 0; }).exitcode == 0);
+  int status = 0;
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(42);
+  ::waitpid(pid, &status, 0);
+  CHECK(d::exitcode_from_status(status) == 42);
+  const pid_t pid2 = ::fork();
+  if (pid2 == 0) {
+    ::raise(SIGKILL);
+    ::_exit(0);
+  }
+  ::waitpid(pid2, &status, 0);
+  CHECK(d::exitcode_from_status(status) == -SIGKILL);
+}
+
+TEST_CASE("a template forks workers, reports their exits, and takes them down with it", "[tsan-skip]") {
+  const auto method = GENERATE(mproc::StartMethod::fork, mproc::StartMethod::forkserver);
+  DefaultCrashSignals plain_crashes;
+  if (method == mproc::StartMethod::forkserver) mproc::set_start_method(mproc::StartMethod::forkserver);
+  Template t = start(method);
+
+  d::Channel w1, w2;
+  const pid_t p1 = spawn(t, 1, w1);
+  const pid_t p2 = spawn(t, 2, w2);
+  CHECK(p1 != p2);
+
+  // Each worker runs the entry with the config and its own channel.
+  w1.put(echo, 7, bytes("hello"));
+  REQUIRE(w1.flush_blocking());
+  d::Frame f;
+  REQUIRE(receive(w1, f));
+  CHECK(f.header.id == 7);
+  CHECK(text(f.payload) == "cfg:hello");
+
+  // A worker's exit code and a crash's signal come back as exited{pid, code}.
+  w1.put(quit, 3, {});
+  REQUIRE(w1.flush_blocking());
+  auto e = next_exit(t);
+  CHECK(e.pid == p1);
+  CHECK(e.code == 3);
+  w2.put(crash, 0, {});
+  REQUIRE(w2.flush_blocking());
+  e = next_exit(t);
+  CHECK(e.pid == p2);
+  CHECK(e.code == -SIGSEGV);
+
+  // kill{pid, signal} is delivered to live workers only.
+  d::Channel w3;
+  const pid_t p3 = spawn(t, 3, w3);
+  const d::PidCode k{p3, SIGTERM};
+  t.ch.put(d::tm_kill, 0, d::as_bytes_of(k));
+  REQUIRE(t.ch.flush_blocking());
+  e = next_exit(t);
+  CHECK(e.pid == p3);
+  CHECK(e.code == -SIGTERM);
+
+  // Closing the channel: the template kills its workers and exits.
+  d::Channel w4;
+  const pid_t p4 = spawn(t, 4, w4);
+  t.ch.close();
+  if (method == mproc::StartMethod::fork) {
+    int status = 0;
+    REQUIRE(::waitpid(t.pid, &status, 0) == t.pid);
+    CHECK(d::exitcode_from_status(status) == 0);
+  }
+  // The worker's channel reports end of stream once it is gone.
+  CHECK_FALSE(w4.receive_blocking(f));
+  const auto deadline = d::deadline_after(2s);
+  while (!process_gone(p4) && d::Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  CHECK(process_gone(p4));
+}
+
+TEST_CASE("killing the owner takes the template and its workers down within 1 s", "[tsan-skip]") {
+  DefaultCrashSignals plain_crashes;
+  int pids[2];
+  REQUIRE(::pipe(pids) == 0);
+  d::UniqueFd rd(pids[0]), wr(pids[1]);
+  const pid_t owner = ::fork();
+  if (owner == 0) {
+    try {
+      rd.reset();
+      Template t = start(mproc::StartMethod::fork);
+      d::Channel w;
+      pid_t list[3] = {t.pid, spawn(t, 1, w), 0};
+      d::Channel w2;
+      list[2] = spawn(t, 2, w2);
+      d::write_all(wr.get(), list, sizeof list);
+      ::pause();
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  wr.reset();
+  pid_t list[3] = {};
+  REQUIRE(d::read_full(rd.get(), list, sizeof list) == sizeof list);
+  ::kill(owner, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(owner, &status, 0) == owner);
+  const auto start_time = d::Clock::now();
+  std::set<pid_t> alive(std::begin(list), std::end(list));
+  while (!alive.empty() && d::Clock::now() - start_time < 2s) {
+    std::erase_if(alive, process_gone);
+    std::this_thread::sleep_for(1ms);
+  }
+  CHECK(alive.empty());
+  CHECK(d::Clock::now() - start_time < 1s);
+}
