@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -434,4 +436,91 @@ TEST_CASE("R4: 1000 x Pipe create/use/close leaks no fd") {
     if (i % 3 == 0) a.close();
   }
   CHECK(open_fd_count() == before);
+}
+
+// ------------------------------------------------------------ typed send/recv
+
+namespace {
+struct Sample {
+  std::string label;
+  std::vector<float> features;
+  std::map<std::string, int> counts;
+  bool operator==(const Sample&) const = default;
+};
+struct Point {  // trivially copyable: copied bitwise
+  double x, y;
+  bool operator==(const Point&) const = default;
+};
+}  // namespace
+MPROC_SERIALIZE(Sample, label, features, counts);
+
+TEST_CASE("send/recv carry typed values across processes") {
+  const bool duplex = GENERATE(true, false);
+  CAPTURE(duplex);
+  mp::Connection r, w;
+  std::tie(r, w) = mp::Pipe(duplex);
+  const Sample sample{"cat", {0.5f, 1.5f}, {{"a", 1}, {"b", 2}}};
+  std::vector<double> big(1 << 20);  // 8 MiB: sent in place (gather), one writev
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<double>(i) * 0.5;
+  mp::Process p([&] {
+    r.close();
+    w.send(std::vector<int>{1, 2, 3});
+    w.send(std::string("hello"));
+    w.send(sample);
+    w.send(std::make_tuple(Point{1, 2}, std::optional<int>{}, std::int64_t{-7}));
+    w.send(big);
+    w.send(std::vector<double>{});
+  });
+  p.start();
+  w.close();
+  CHECK(r.recv<std::vector<int>>() == std::vector<int>{1, 2, 3});
+  CHECK(r.recv<std::string>() == "hello");
+  CHECK(r.recv<Sample>() == sample);
+  const auto t = r.recv<std::tuple<Point, std::optional<int>, std::int64_t>>();
+  CHECK(std::get<0>(t) == Point{1, 2});
+  CHECK_FALSE(std::get<1>(t).has_value());
+  CHECK(std::get<2>(t) == -7);
+  CHECK(r.recv<std::vector<double>>() == big);
+  CHECK(r.recv<std::vector<double>>().empty());
+  CHECK_THROWS_AS(r.recv<int>(), mp::EOFError);
+  REQUIRE(p.join(30s));
+  CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("recv<T> of another type or of raw bytes throws and the stream goes on") {
+  auto [a, b] = mp::Pipe();
+  a.send(std::vector<int>{1, 2, 3});
+  REQUIRE_THROWS_MATCHES(b.recv<std::vector<double>>(), mp::ProcessError,
+                         MessageContains("mproc: Connection.recv(): type mismatch: expected a frame of"));
+  a.send_bytes("not a frame at all, just bytes");
+  REQUIRE_THROWS_MATCHES(b.recv<std::string>(), mp::ProcessError,
+                         MessageContains("mproc: Connection.recv(): not an mproc frame"));
+  // A valid frame with a corrupted payload size.
+  auto frame = mp::dumps(std::string("abc"));
+  frame[16] = std::byte{99};
+  a.send_bytes(frame);
+  REQUIRE_THROWS_MATCHES(b.recv<std::string>(), mp::ProcessError,
+                         MessageContains("mproc: Connection.recv(): truncated frame"));
+  // Every mismatch consumed exactly its message: the next one is intact.
+  a.send(std::string("still in sync"));
+  CHECK(b.recv<std::string>() == "still in sync");
+  // send() and send_bytes(dumps()) are the same message.
+  a.send_bytes(mp::dumps(Point{3, 4}));
+  CHECK(b.recv<Point>() == Point{3, 4});
+}
+
+TEST_CASE("send on a closed or read-only end fails before encoding") {
+  auto [r, w] = mp::Pipe(false);
+  REQUIRE_THROWS_MATCHES(r.send(1), mp::ProcessError,
+                         MessageContains("Connection.send(): connection is read-only"));
+  REQUIRE_THROWS_MATCHES(w.recv<int>(), mp::ProcessError,
+                         MessageContains("Connection.recv(): connection is write-only"));
+  w.close();
+  REQUIRE_THROWS_MATCHES(w.send(1), mp::ProcessError,
+                         MessageContains("Connection.send() on a closed connection"));
+  w = mp::Connection();
+  auto [r2, w2] = mp::Pipe(false);
+  r2.close();
+  REQUIRE_THROWS_MATCHES(w2.send(std::vector<double>(1 << 20)), mp::EOFError,
+                         MessageContains("Connection.send(): broken pipe"));
 }

@@ -2,14 +2,18 @@
 // SPDX-License-Identifier: MIT
 //
 // mproc::Pipe and mproc::Connection (Python: multiprocessing.Pipe and
-// multiprocessing.connection.Connection): message-oriented byte channels
-// between processes, made before fork() and inherited by children.
+// multiprocessing.connection.Connection): message channels between
+// processes, made before fork() and inherited by children.
 //
 //   auto [a, b] = mp::Pipe();         // duplex: AF_UNIX stream socketpair
 //   auto [r, w] = mp::Pipe(false);    // simplex: pipe2(); r receives, w sends
+//   a.send(std::vector<int>{1, 2, 3});            // any serializable value
+//   auto v = b.recv<std::vector<int>>();          // type-checked
+//   a.send_bytes(bytes);  b.recv_bytes();         // raw bytes
 //
 // Wire format: each message is an 8-byte length (native byte order; both
-// ends run on the same machine) followed by the payload. Bytes read are
+// ends run on the same machine) followed by the payload; send() payloads are
+// mproc frames (see serialize.hpp), so recv<T>() checks the type. Bytes read are
 // untrusted: a length above max_message_size(), a truncated message or any
 // other framing fault throws, after which the receiving side is unusable
 // (the stream cannot be resynchronized) and says so.
@@ -50,6 +54,7 @@
 #include "detail/fd.hpp"
 #include "detail/sigpipe.hpp"
 #include "errors.hpp"
+#include "serialize.hpp"
 
 namespace mproc {
 
@@ -94,6 +99,41 @@ class Connection {
     send_pieces("send_bytes", pieces);
   }
   void send_bytes(std::string_view text) { send_bytes(std::as_bytes(std::span(text))); }
+
+  // Sends `value` serialized as one message (Python: send(obj)). Small parts
+  // are encoded into a buffer the Connection reuses; large contiguous blocks
+  // (a std::vector<double>'s data, ...) are written straight from `value`, in
+  // one writev with the rest. Blocks until written. Throws what send_bytes()
+  // throws; a value that cannot be serialized is a compile error.
+  template <class T>
+  void send(const T& value) {
+    check_writable("send");
+    send_pieces_.clear();
+    send_scratch_.clear();
+    Writer w(Writer::gather, send_scratch_);
+    write_frame(w, value);
+    w.for_each_piece([this](std::span<const std::byte> p) { send_pieces_.push_back(p); });
+    send_pieces("send", send_pieces_);
+  }
+
+  // Receives one message sent with send() and decodes it as a T. Blocks until
+  // a whole message has arrived. Throws EOFError as recv_bytes(); ProcessError
+  // if the message is not a T (type mismatch, or bytes from send_bytes()) or
+  // is malformed — the message is consumed and the next recv works as usual.
+  // A T holding views (std::string_view, std::span<const U>) points into the
+  // Connection's receive buffer: valid until the next recv<>() on it.
+  template <class T>
+  T recv() {
+    const std::size_t size = read_header("recv");
+    read_payload("recv", recv_buffer_, size);
+    try {
+      return loads<T>(recv_buffer_);
+    } catch (const ProcessError& e) {
+      std::string what = e.what();
+      if (what.rfind("mproc: ", 0) == 0) what.erase(0, 7);
+      throw ProcessError("mproc: Connection.recv(): " + what);
+    }
+  }
 
   // Receives one message. Blocks until a whole message has arrived. Throws
   // EOFError if the peer closed its end and everything was read (or closed
@@ -158,13 +198,17 @@ class Connection {
 
   // Writes one message made of `pieces` with a single writev/sendmsg where
   // the kernel allows it.
-  void send_pieces(const char* op, std::span<const std::span<const std::byte>> pieces) {
+  void check_writable(const char* op) const {
     check_open(op);
     if (!writable_)
       throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is read-only");
     if (write_broken_)
       throw ProcessError(std::string("mproc: Connection.") + op +
                          "(): connection is unusable after an earlier send failed mid-message");
+  }
+
+  void send_pieces(const char* op, std::span<const std::span<const std::byte>> pieces) {
+    check_writable(op);
     std::size_t total = 0;
     for (const auto& p : pieces) total += p.size();
     if (total > max_message_size_)
@@ -285,6 +329,11 @@ class Connection {
   bool read_broken_ = false;
   bool write_broken_ = false;
   std::size_t max_message_size_ = default_max_message_size;
+  // Reused by send() and recv<T>(): small encoded parts, the piece list, and
+  // the received frame.
+  std::vector<std::byte> send_scratch_;
+  std::vector<std::span<const std::byte>> send_pieces_;
+  std::vector<std::byte> recv_buffer_;
 };
 
 // Creates a connected pair of Connections (Python: multiprocessing.Pipe).
