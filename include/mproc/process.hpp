@@ -11,7 +11,8 @@
 //   p.exitcode();                // 0
 //
 // Children and signals: the child is a fork() of the caller (only the calling
-// thread is duplicated). It starts with an empty signal mask and default
+// thread is duplicated: a mutex another thread held at that moment stays
+// locked in the child, as with Python's fork start method). It starts with an empty signal mask and default
 // SIGTERM/SIGCHLD dispositions (see detail::reset_child_signals; signals are
 // blocked across fork() so none reaches a parent's handler in the child first);
 // other handlers are inherited. It ends with _exit(), never running the parent's
@@ -279,8 +280,8 @@ class Process {
   // the one that started it.
   ~Process() { finish(); }
 
-  // Forks the child, which runs the target and exits (see the file comment
-  // for exit codes). Non-blocking. After start() the parent drops its copy of
+  // Forks the child, which runs the target and exits (see exitcode()).
+  // Non-blocking. After start() the parent drops its copy of
   // the target and arguments (as Python does), closing e.g. a Connection
   // moved into them. Throws ProcessError on a second call ("Process-3:
   // start() called twice"), on a closed process, or if fork() fails.
