@@ -1,0 +1,360 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// mproc::Pipe and mproc::Connection (Python: multiprocessing.Pipe and
+// multiprocessing.connection.Connection): message channels between
+// processes, made before fork() and inherited by children.
+//
+//   auto [a, b] = mp::Pipe();         // duplex: AF_UNIX stream socketpair
+//   auto [r, w] = mp::Pipe(false);    // simplex: pipe2(); r receives, w sends
+//   a.send(std::vector<int>{1, 2, 3});            // any serializable value
+//   auto v = b.recv<std::vector<int>>();          // type-checked
+//   a.send_bytes(bytes);  b.recv_bytes();         // raw bytes
+//
+// Wire format: each message is an 8-byte length (native byte order; both
+// ends run on the same machine) followed by the payload; send() payloads are
+// mproc frames (see serialize.hpp), so recv<T>() checks the type. Bytes read are
+// untrusted: a length above max_message_size(), a truncated message or any
+// other framing fault throws, after which the receiving side is unusable
+// (the stream cannot be resynchronized) and says so.
+//
+// A vanished peer never raises SIGPIPE: sockets send with MSG_NOSIGNAL, and
+// pipe writes block SIGPIPE in the writing thread only (detail::SigpipeGuard).
+// Caveat inherited from fork(): a peer's end held open by another process
+// (for instance the parent's own copy of the end it gave a child) keeps the
+// channel open — close the ends you do not use, or recv() waits for them.
+//
+// Thread-safety: one thread may send while another receives on the same
+// Connection; concurrent sends (or concurrent receives), from threads or
+// processes sharing the fd, need external locking. Messages of up to
+// PIPE_BUF - 8 bytes are written atomically to a pipe.
+#pragma once
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <climits>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "detail/deadline.hpp"
+#include "detail/fd.hpp"
+#include "detail/sigpipe.hpp"
+#include "errors.hpp"
+#include "serialize.hpp"
+
+namespace mproc {
+
+// One end of a Pipe. Move-only; the destructor closes it.
+class Connection {
+ public:
+  // Default limit on a received message's size: 1 GiB.
+  static constexpr std::size_t default_max_message_size = std::size_t{1} << 30;
+
+  // A closed connection (every operation but close()/closed() throws).
+  Connection() noexcept = default;
+
+  // Takes ownership of `fd` (a pipe end or a stream socket). Throws
+  // ProcessError if `fd` is not open or neither direction is allowed.
+  explicit Connection(int fd, bool readable = true, bool writable = true)
+      : fd_(fd), readable_(readable), writable_(writable) {
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+      fd_.release();
+      throw ProcessError("mproc: Connection: " + std::to_string(fd) +
+                         " is not an open file descriptor");
+    }
+    if (!readable && !writable) {
+      fd_.release();
+      throw ProcessError("mproc: Connection: at least one of readable and writable must be true");
+    }
+    socket_ = S_ISSOCK(st.st_mode);
+  }
+
+  Connection(Connection&&) noexcept = default;
+  Connection& operator=(Connection&&) noexcept = default;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() = default;
+
+  // Sends `data` as one message. Blocks until it is all written (the peer
+  // may need to read for that). Throws EOFError ("broken pipe") if the peer
+  // has closed its end, ProcessError if this end is closed or read-only, or
+  // if the message exceeds max_message_size().
+  void send_bytes(std::span<const std::byte> data) {
+    const std::span<const std::byte> pieces[1] = {data};
+    send_pieces("send_bytes", pieces);
+  }
+  void send_bytes(std::string_view text) { send_bytes(std::as_bytes(std::span(text))); }
+
+  // Sends `value` serialized as one message (Python: send(obj)). Small parts
+  // are encoded into a buffer the Connection reuses; large contiguous blocks
+  // (a std::vector<double>'s data, ...) are written straight from `value`, in
+  // one writev with the rest. Blocks until written. Throws what send_bytes()
+  // throws; a value that cannot be serialized is a compile error.
+  template <class T>
+  void send(const T& value) {
+    check_writable("send");
+    send_pieces_.clear();
+    send_scratch_.clear();
+    Writer w(Writer::gather, send_scratch_);
+    write_frame(w, value);
+    w.for_each_piece([this](std::span<const std::byte> p) { send_pieces_.push_back(p); });
+    send_pieces("send", send_pieces_);
+  }
+
+  // Receives one message sent with send() and decodes it as a T. Blocks until
+  // a whole message has arrived. Throws EOFError as recv_bytes(); ProcessError
+  // if the message is not a T (type mismatch, or bytes from send_bytes()) or
+  // is malformed — the message is consumed and the next recv works as usual.
+  // A T holding views (std::string_view, std::span<const U>) points into the
+  // Connection's receive buffer: valid until the next recv<>() on it.
+  template <class T>
+  T recv() {
+    const std::size_t size = read_header("recv");
+    read_payload("recv", recv_buffer_, size);
+    try {
+      return loads<T>(recv_buffer_);
+    } catch (const ProcessError& e) {
+      std::string what = e.what();
+      if (what.rfind("mproc: ", 0) == 0) what.erase(0, 7);
+      throw ProcessError("mproc: Connection.recv(): " + what);
+    }
+  }
+
+  // Receives one message. Blocks until a whole message has arrived. Throws
+  // EOFError if the peer closed its end and everything was read (or closed
+  // it mid-message: "truncated"), ProcessError if this end is closed or
+  // write-only, or the message is malformed or above max_message_size().
+  std::vector<std::byte> recv_bytes() {
+    std::vector<std::byte> message;
+    recv_bytes_into(message);
+    return message;
+  }
+
+  // As recv_bytes(), into `buffer` (resized to the message's length, its
+  // capacity reused). Returns the length.
+  std::size_t recv_bytes_into(std::vector<std::byte>& buffer) {
+    const std::size_t size = read_header("recv_bytes");
+    read_payload("recv_bytes", buffer, size);
+    return size;
+  }
+
+  // True if recv would not block: a message (or part of one) is waiting, or
+  // the peer closed its end. Waits up to `timeout` (0: just checks; a huge
+  // timeout means forever). Throws ProcessError if closed or write-only.
+  template <class Rep, class Period>
+  bool poll(std::chrono::duration<Rep, Period> timeout) const {
+    check_open("poll");
+    if (!readable_) throw ProcessError("mproc: Connection.poll(): connection is write-only");
+    if (read_broken_) return true;
+    return detail::poll_until(fd_.get(), POLLIN, detail::deadline_after(timeout)) != 0;
+  }
+  bool poll() const { return poll(std::chrono::seconds(0)); }
+
+  // Closes this end (idempotent). The peer sees end of file once every other
+  // copy of this end (in forked processes) is closed too. Never throws.
+  void close() noexcept { fd_.reset(); }
+  bool closed() const noexcept { return !fd_.valid(); }
+
+  // The file descriptor (close-on-exec; inherited by fork()). Throws
+  // ProcessError if closed.
+  int fileno() const {
+    check_open("fileno");
+    return fd_.get();
+  }
+  bool readable() const noexcept { return readable_; }
+  bool writable() const noexcept { return writable_; }
+
+  // Largest message send_bytes() sends and recv_bytes() accepts; a received
+  // length above it is treated as corruption. Not thread-safe with
+  // concurrent sends or receives.
+  std::size_t max_message_size() const noexcept { return max_message_size_; }
+  void set_max_message_size(std::size_t limit) noexcept { max_message_size_ = limit; }
+
+ private:
+  using Header = std::uint64_t;
+  // recv allocates at most this much ahead of the bytes actually received,
+  // so a corrupted length cannot make it allocate gigabytes for nothing.
+  static constexpr std::size_t eager_allocation = std::size_t{16} << 20;
+
+  void check_open(const char* op) const {
+    if (!fd_.valid())
+      throw ProcessError(std::string("mproc: Connection.") + op + "() on a closed connection");
+  }
+
+  // Writes one message made of `pieces` with a single writev/sendmsg where
+  // the kernel allows it.
+  void check_writable(const char* op) const {
+    check_open(op);
+    if (!writable_)
+      throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is read-only");
+    if (write_broken_)
+      throw ProcessError(std::string("mproc: Connection.") + op +
+                         "(): connection is unusable after an earlier send failed mid-message");
+  }
+
+  void send_pieces(const char* op, std::span<const std::span<const std::byte>> pieces) {
+    check_writable(op);
+    std::size_t total = 0;
+    for (const auto& p : pieces) total += p.size();
+    if (total > max_message_size_)
+      throw ProcessError(std::string("mproc: Connection.") + op + "(): message of " +
+                         std::to_string(total) + " bytes exceeds max_message_size (" +
+                         std::to_string(max_message_size_) + ")");
+    Header header = total;
+    constexpr std::size_t inline_iov = 8;
+    iovec small[inline_iov];
+    std::vector<iovec> large;
+    iovec* iov = small;
+    if (pieces.size() + 1 > inline_iov) {
+      large.resize(pieces.size() + 1);
+      iov = large.data();
+    }
+    std::size_t count = 0;
+    iov[count++] = iovec{&header, sizeof header};
+    for (const auto& p : pieces)
+      if (!p.empty()) iov[count++] = iovec{const_cast<std::byte*>(p.data()), p.size()};
+    write_iov(op, iov, count);
+  }
+
+  void write_iov(const char* op, iovec* iov, std::size_t count) {
+    std::optional<detail::SigpipeGuard> guard;
+    if (!socket_) guard.emplace();
+    bool wrote = false;
+    while (count > 0) {
+      const std::size_t n = std::min<std::size_t>(count, IOV_MAX);
+      ssize_t w;
+      if (socket_) {
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = n;
+        w = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+      } else {
+        w = ::writev(fd_.get(), iov, static_cast<int>(n));
+      }
+      if (w < 0) {
+        const int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) {  // the user made the fd non-blocking
+          detail::poll_until(fd_.get(), POLLOUT, detail::Clock::time_point::max());
+          continue;
+        }
+        write_broken_ = wrote;
+        if (err == EPIPE || err == ECONNRESET) {
+          if (guard) guard->discard();
+          throw EOFError(std::string("mproc: Connection.") + op +
+                         "(): broken pipe (the other end was closed)");
+        }
+        detail::throw_errno(std::string("Connection.") + op + "()", err);
+      }
+      wrote = true;
+      auto left = static_cast<std::size_t>(w);
+      while (count > 0 && left >= iov->iov_len) {
+        left -= iov->iov_len;
+        ++iov;
+        --count;
+      }
+      if (count > 0) {
+        iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+        iov->iov_len -= left;
+      }
+    }
+  }
+
+  template <class E>
+  [[noreturn]] void read_failed_as(const std::string& what) {
+    read_broken_ = true;
+    throw E(what);
+  }
+
+  // Reads and validates a message header; returns the payload length.
+  std::size_t read_header(const char* op) {
+    check_open(op);
+    if (!readable_)
+      throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is write-only");
+    if (read_broken_)
+      throw ProcessError(std::string("mproc: Connection.") + op +
+                         "(): connection is unusable after an earlier malformed or truncated "
+                         "message");
+    Header header = 0;
+    const std::size_t got = detail::read_full(fd_.get(), &header, sizeof header);
+    if (got == 0)
+      throw EOFError(std::string("mproc: Connection.") + op +
+                     "(): end of file (the other end was closed)");
+    if (got < sizeof header)
+      read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
+                               "(): truncated message: end of file inside a message header");
+    if (header > max_message_size_)
+      read_failed_as<ProcessError>(std::string("mproc: Connection.") + op + "(): message of " +
+                                   std::to_string(header) + " bytes exceeds max_message_size (" +
+                                   std::to_string(max_message_size_) +
+                                   "): corrupted stream or oversized message");
+    return static_cast<std::size_t>(header);
+  }
+
+  // Reads `size` payload bytes into `buffer`, growing it as the bytes arrive.
+  void read_payload(const char* op, std::vector<std::byte>& buffer, std::size_t size) {
+    std::size_t got = 0;
+    buffer.resize(std::max(std::min(size, eager_allocation), std::min(size, buffer.capacity())));
+    while (got < size) {
+      if (got == buffer.size()) buffer.resize(std::min(size, buffer.size() * 2));
+      const std::size_t want = buffer.size() - got;
+      const std::size_t n = detail::read_full(fd_.get(), buffer.data() + got, want);
+      got += n;
+      if (n < want)
+        read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
+                                 "(): truncated message: end of file after " + std::to_string(got) +
+                                 " of " + std::to_string(size) + " bytes");
+    }
+  }
+
+  detail::UniqueFd fd_;
+  bool readable_ = false;
+  bool writable_ = false;
+  bool socket_ = false;
+  bool read_broken_ = false;
+  bool write_broken_ = false;
+  std::size_t max_message_size_ = default_max_message_size;
+  // Reused by send() and recv<T>(): small encoded parts, the piece list, and
+  // the received frame.
+  std::vector<std::byte> send_scratch_;
+  std::vector<std::span<const std::byte>> send_pieces_;
+  std::vector<std::byte> recv_buffer_;
+};
+
+// Creates a connected pair of Connections (Python: multiprocessing.Pipe).
+// duplex: both ends send and receive (an AF_UNIX stream socketpair);
+// simplex: `first` only receives and `second` only sends (a pipe). Both fds
+// are close-on-exec. Throws ProcessError if the system is out of fds.
+inline std::pair<Connection, Connection> Pipe(bool duplex = true) {
+  int fds[2];
+  if (duplex) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+      detail::throw_errno("Pipe(): socketpair()");
+    detail::UniqueFd a(fds[0]), b(fds[1]);
+    Connection first(a.release(), true, true);
+    Connection second(b.release(), true, true);
+    return {std::move(first), std::move(second)};
+  }
+  if (::pipe2(fds, O_CLOEXEC) != 0) detail::throw_errno("Pipe(): pipe2()");
+  detail::UniqueFd r(fds[0]), w(fds[1]);
+  Connection first(r.release(), true, false);
+  Connection second(w.release(), false, true);
+  return {std::move(first), std::move(second)};
+}
+
+}  // namespace mproc

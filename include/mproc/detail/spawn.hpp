@@ -1,0 +1,257 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Fork plumbing shared by Process and the process Pool: stdio flushing around
+// fork(), the child's run-then-_exit routine, Python exit codes, and `Child`,
+// a handle that reaps its process exactly once so no zombie is left behind.
+// Nothing here knows about Process names, registries or pools.
+#pragma once
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <functional>
+#include <iostream>  // std::cout/clog/cerr: flushed around fork() and before _exit()
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "deadline.hpp"
+#include "demangle.hpp"
+#include "fd.hpp"
+
+namespace mproc::detail {
+
+// Python exit code from the siginfo_t filled by waitid(WEXITED): N for
+// exit(N), -N for signal N. (The waitpid() status form,
+// exitcode_from_status, lives in worker_template.hpp.)
+inline int exitcode_from_siginfo(const siginfo_t& info) noexcept {
+  return info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+}
+
+// Flushes C stdio and std::cout/clog/cerr. Call before fork(), so the child
+// does not inherit (and write out a second time) what the parent buffered,
+// and in the child before _exit(). Never throws.
+inline void flush_stdio() noexcept {
+  try {
+    std::cout.flush();
+    std::clog.flush();
+    std::cerr.flush();
+  } catch (...) {  // a stream with exceptions() enabled; nothing useful to do
+  }
+  std::fflush(nullptr);
+}
+
+// Gives a freshly forked child predictable signal handling: default SIGTERM
+// and SIGCHLD dispositions, so that terminate() terminates and the child can
+// reap its own children, then an empty signal mask (the forking thread may
+// block signals that a dedicated signal thread, absent in the child, used to
+// take). Every other disposition and handler is inherited, as with fork().
+inline void reset_child_signals() noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGTERM, &dfl, nullptr);
+  ::sigaction(SIGCHLD, &dfl, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+}
+
+// fork() with stdio flushed first (see flush_stdio) and every signal blocked
+// across it, so the child cannot run one of the parent's handlers before it
+// has called reset_child_signals() — which it must, first thing. Returns the
+// child's pid in the parent (with the caller's signal mask restored) and 0 in
+// the child. Throws ProcessError naming `who` if fork() fails.
+inline pid_t fork_child(const std::string& who) {
+  flush_stdio();
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t pid = ::fork();
+  if (pid == 0) return 0;
+  const int err = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) throw_errno(who + ": fork()", err);
+  return pid;
+}
+
+// Calls `f()` and turns its result into an exit code: an integral result
+// (except bool) is the code, anything else (void included) gives 0 — Python
+// likewise ignores a target's return value. The OS keeps the low 8 bits.
+template <class F>
+int call_for_exit_code(F&& f) {
+  using R = std::invoke_result_t<F&&>;
+  if constexpr (std::is_integral_v<R> && !std::is_same_v<R, bool>) {
+    return static_cast<int>(std::invoke(std::forward<F>(f)));
+  } else {
+    std::invoke(std::forward<F>(f));
+    return 0;
+  }
+}
+
+// Child side of a fork: runs `body`, flushes stdio and ends the process with
+// _exit(), so the parent's atexit handlers and static destructors never run
+// in the child. Exit code: body's result as call_for_exit_code() maps it;
+// 1 if body throws, after printing "Process <label>: <type>: <message>" to
+// stderr (Python prints a traceback ending in that line). Never returns.
+template <class F>
+[[noreturn]] void run_child_and_exit(std::string_view label, F&& body) noexcept {
+  int code = 1;
+  try {
+    code = call_for_exit_code(std::forward<F>(body));
+  } catch (...) {
+    try {
+      const ExceptionInfo e = describe_current_exception();
+      std::string line = "Process " + std::string(label) + ": " + e.type_name;
+      if (!e.message.empty()) line += ": " + e.message;
+      line += '\n';
+      flush_stdio();  // keep the child's earlier output before the error line
+      std::fputs(line.c_str(), stderr);
+    } catch (...) {  // out of memory while reporting: the exit code still says it
+    }
+    code = 1;
+  }
+  flush_stdio();
+  ::_exit(code);
+}
+
+// One child process, owned by the process that forked it. Reaps it exactly
+// once (waitid) and keeps its exit code; waits and signals go through a pidfd
+// when the kernel has them (Linux >= 5.3), so a signal can never reach a
+// recycled pid, with a waitid(WNOWAIT) polling fallback elsewhere.
+//
+// Not thread-safe: callers serialize every member, except that wait_exited()
+// may run concurrently with anything but destruction and move. A copy of this
+// object inherited by a forked grandchild is inert (never signals or waits).
+class Child {
+ public:
+  Child() noexcept = default;
+
+  // Takes charge of `pid`, a child just forked by this process.
+  explicit Child(pid_t pid) noexcept : pid_(pid), owner_(::getpid()) {
+#if defined(SYS_pidfd_open)
+    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));  // O_CLOEXEC implied
+    if (pidfd_ < 0) pidfd_ = -1;  // ENOSYS, EMFILE, ...: fall back to polling
+#endif
+  }
+
+  Child(Child&& other) noexcept { swap(other); }
+  Child& operator=(Child&& other) noexcept {
+    if (this != &other) {
+      Child(std::move(other)).swap(*this);
+    }
+    return *this;
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // A child still unreaped is killed (SIGKILL) and reaped here: owners decide
+  // earlier whether to join or terminate it; this is the no-zombie backstop.
+  ~Child() {
+    if (pid_ > 0 && state_ == State::running && owned_here()) {
+      send_signal(SIGKILL);
+      siginfo_t info{};
+      while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED) < 0 && errno == EINTR) {
+      }
+    }
+    if (pidfd_ >= 0) ::close(pidfd_);
+  }
+
+  void swap(Child& other) noexcept {
+    std::swap(pid_, other.pid_);
+    std::swap(owner_, other.owner_);
+    std::swap(pidfd_, other.pidfd_);
+    std::swap(state_, other.state_);
+    std::swap(exitcode_, other.exitcode_);
+  }
+
+  // True if this handle refers to a child (it may have ended).
+  bool valid() const noexcept { return pid_ > 0; }
+  pid_t pid() const noexcept { return pid_; }
+  // The pidfd (readable once the child has exited), or -1 without one. Stays
+  // open until destruction, reaped or not.
+  int pidfd() const noexcept { return pidfd_; }
+  // True in the process that forked the child (false in a forked copy).
+  bool owned_here() const noexcept { return owner_ == ::getpid(); }
+
+  // The exit status was collected — by us, or lost to someone else.
+  bool reaped() const noexcept { return state_ != State::running; }
+  // Someone else collected the status (SIGCHLD set to SIG_IGN, or a
+  // waitpid(-1) elsewhere): the exit code is unknown.
+  bool lost() const noexcept { return state_ == State::lost; }
+  // Python exit code once reaped; nullopt while running or when lost.
+  std::optional<int> exitcode() const noexcept {
+    return state_ == State::reaped ? std::optional<int>(exitcode_) : std::nullopt;
+  }
+
+  // Collects the exit status if the child has ended. Non-blocking; returns
+  // reaped(). Never throws.
+  bool try_reap() noexcept {
+    if (state_ != State::running || !owned_here()) return reaped();
+    for (;;) {
+      siginfo_t info{};
+      if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG) == 0) {
+        if (info.si_pid == 0) return false;  // still running
+        exitcode_ = exitcode_from_siginfo(info);
+        state_ = State::reaped;
+        return true;
+      }
+      if (errno == EINTR) continue;
+      if (errno == ECHILD) state_ = State::lost;
+      return reaped();
+    }
+  }
+
+  // Blocks until the child has exited (it is not reaped here) or `deadline`
+  // passes; returns whether it has exited. Safe to call concurrently with
+  // every other member except destruction and move. Throws ProcessError if
+  // poll() fails.
+  bool wait_exited(Clock::time_point deadline) const {
+    if (pidfd_ >= 0) return poll_until(pidfd_, POLLIN, deadline) != 0;
+    // No pidfd: peek with WNOWAIT, backing off from 50 us to 5 ms.
+    for (auto pause = std::chrono::microseconds(50);;
+         pause = std::min(pause * 2, std::chrono::microseconds(5000))) {
+      siginfo_t info{};
+      const int rc =
+          ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+      if (rc == 0 && info.si_pid != 0) return true;
+      if (rc < 0 && errno == ECHILD) return true;  // already reaped
+      const auto left = remaining(deadline);
+      if (left == Clock::duration::zero()) return false;
+      std::this_thread::sleep_for(std::min<Clock::duration>(pause, left));
+    }
+  }
+
+  // Sends `sig` unless the child was already reaped. Returns false if it was
+  // (or is otherwise gone). Never throws.
+  bool send_signal(int sig) noexcept {
+    if (pid_ <= 0 || state_ != State::running || !owned_here()) return false;
+#if defined(SYS_pidfd_send_signal)
+    if (pidfd_ >= 0) return ::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0) == 0;
+#endif
+    return ::kill(pid_, sig) == 0;  // safe: an unreaped child's pid is not recycled
+  }
+
+ private:
+  enum class State { running, reaped, lost };
+  pid_t pid_ = -1;
+  pid_t owner_ = -1;
+  int pidfd_ = -1;
+  State state_ = State::running;
+  int exitcode_ = 0;
+};
+
+}  // namespace mproc::detail
