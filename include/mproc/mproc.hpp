@@ -7,6 +7,13 @@
 #pragma once
 
 #include "async_result.hpp"
+#include "connection.hpp"
 #include "errors.hpp"
+#include "pool.hpp"
+#include "process.hpp"
+#include "serialize.hpp"
+#include "shared_memory.hpp"
+#include "sharedctypes.hpp"
+#include "synchronize.hpp"
 #include "system.hpp"
 #include "version.hpp"

@@ -28,6 +28,7 @@
 #include "../serialize.hpp"
 #include "channel.hpp"
 #include "demangle.hpp"
+#include "shm_segment.hpp"
 
 namespace mproc::detail {
 
@@ -243,6 +244,9 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
 // The pool configuration a worker receives: [initializer trampoline][fn]
 // [encoded initializer arguments]. A zero trampoline means no initializer.
 inline int pool_worker_main(int channel_fd, std::span<const std::byte> config) {
+  // Shared memory handed to this worker task after task (Value/Array
+  // arguments) stays mapped between tasks instead of being re-faulted.
+  set_auto_retain(true);
   Channel ch{UniqueFd(channel_fd)};
   std::vector<std::byte> out;
   out.reserve(64 * 1024);

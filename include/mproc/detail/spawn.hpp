@@ -35,10 +35,16 @@
 namespace mproc::detail {
 
 // Python exit code from the siginfo_t filled by waitid(WEXITED): N for
-// exit(N), -N for signal N. (The waitpid() status form,
-// exitcode_from_status, lives in worker_template.hpp.)
+// exit(N), -N for signal N.
 inline int exitcode_from_siginfo(const siginfo_t& info) noexcept {
   return info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+}
+
+// The same from a waitpid() status.
+inline int exitcode_from_status(int status) noexcept {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 255;
 }
 
 // Flushes C stdio and std::cout/clog/cerr. Call before fork(), so the child

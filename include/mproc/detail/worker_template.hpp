@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "channel.hpp"
+#include "spawn.hpp"
 
 namespace mproc {
 
@@ -89,13 +90,6 @@ std::optional<T> read_pod(std::span<const std::byte> payload) noexcept {
   T v;
   std::memcpy(&v, payload.data(), sizeof v);
   return v;
-}
-
-// Python's exit code for a waitpid() status: N for exit(N), -N for signal N.
-inline int exitcode_from_status(int status) noexcept {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return -WTERMSIG(status);
-  return 255;
 }
 
 // Number of threads in this process (1 when single-threaded), from procfs;
@@ -201,7 +195,7 @@ inline void reap_all_children() noexcept {
       try {
         while (session.next(f)) {
           if (f.header.type == tm_spawn && f.fd.valid()) {
-            std::fflush(nullptr);
+            flush_stdio();
             const pid_t pid = ::fork();
             if (pid == 0) {
               die_with_parent(self);
@@ -240,7 +234,7 @@ inline std::pair<pid_t, UniqueFd> fork_template(WorkerEntry entry, std::vector<s
   sigset_t mask;
   ::sigprocmask(SIG_SETMASK, nullptr, &mask);
   const pid_t parent = ::getpid();
-  std::fflush(nullptr);
+  flush_stdio();
   const pid_t pid = ::fork();
   if (pid < 0) throw_errno("fork (pool template process)");
   if (pid == 0) {
@@ -271,7 +265,7 @@ class ForkServer {
     sigset_t mask;
     ::sigprocmask(SIG_SETMASK, nullptr, &mask);
     const pid_t parent = ::getpid();
-    std::fflush(nullptr);
+    flush_stdio();
     const pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork (fork server)");
     if (pid == 0) {
@@ -353,7 +347,7 @@ class ForkServer {
       WorkerEntry entry;
       std::memcpy(&entry, f.payload.data(), sizeof entry);
       std::vector<std::byte> config(f.payload.begin() + sizeof entry, f.payload.end());
-      std::fflush(nullptr);
+      flush_stdio();
       const pid_t pid = ::fork();
       if (pid == 0) {
         die_with_parent(self);

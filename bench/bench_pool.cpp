@@ -1,0 +1,160 @@
+// Process pool benchmarks, side by side with their peers (TARGETS.md P1, P1b,
+// P4, P8): the article's Pool(4).map(mean, 10 x 1,000,000 randn) with inputs
+// in shared memory (mp::Array) and copied (std::vector), against a serial
+// loop, the ThreadPool, and raw forked children over a shared mapping;
+// map(x*x) over 1M ints; and pool create + map + destroy.
+// Python's own figures: bench/article_python.py.
+#include <mproc/pool.hpp>
+#include <mproc/sharedctypes.hpp>
+#include <mproc/thread_pool.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <numeric>
+#include <random>
+#include <span>
+#include <vector>
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace mp = mproc;
+
+namespace {
+
+constexpr int kSets = 10;
+constexpr std::size_t kSize = 1'000'000;
+
+// Mean with four accumulators (the serial peer of TARGETS.md).
+double mean_of(std::span<const double> v) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  std::size_t i = 0;
+  for (; i + 4 <= v.size(); i += 4) {
+    s0 += v[i];
+    s1 += v[i + 1];
+    s2 += v[i + 2];
+    s3 += v[i + 3];
+  }
+  for (; i < v.size(); ++i) s0 += v[i];
+  return (s0 + s1 + s2 + s3) / static_cast<double>(v.size());
+}
+double analyze_array(const mp::Array<double>& a) { return mean_of(a); }
+double analyze_view(std::span<const double> v) { return mean_of(v); }
+int square(int x) { return x * x; }
+
+struct Data {
+  std::vector<std::vector<double>> vectors;
+  std::vector<mp::Array<double>> arrays;
+  Data() {
+    std::mt19937_64 rng(42);
+    std::normal_distribution<double> randn;
+    for (int s = 0; s < kSets; ++s) {
+      std::vector<double> v(kSize);
+      for (auto& x : v) x = randn(rng);
+      arrays.emplace_back(v);
+      vectors.push_back(std::move(v));
+    }
+  }
+};
+Data& data() {
+  static Data d;
+  return d;
+}
+mp::Pool& pool4() {
+  static mp::Pool pool(4);
+  return pool;
+}
+mp::Pool& pool2() {
+  static mp::Pool pool(2);
+  return pool;
+}
+
+void BM_Article_SerialLoop(benchmark::State& state) {
+  auto& d = data();
+  for (auto _ : state) {
+    std::vector<double> means;
+    for (const auto& v : d.vectors) means.push_back(mean_of(v));
+    benchmark::DoNotOptimize(means.data());
+  }
+}
+
+void BM_Article_PoolMap_Array(benchmark::State& state) {
+  auto& d = data();
+  auto& pool = pool4();
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(analyze_array, d.arrays).data());
+}
+
+void BM_Article_PoolMap_Vector(benchmark::State& state) {
+  auto& d = data();
+  auto& pool = pool4();
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(analyze_view, d.vectors).data());
+}
+
+void BM_Article_ThreadPoolMap(benchmark::State& state) {
+  auto& d = data();
+  static mp::ThreadPool threads(2);
+  for (auto _ : state)
+    benchmark::DoNotOptimize(threads.map([](const std::vector<double>& v) { return mean_of(v); }, d.vectors).data());
+}
+
+// Peer: 4 raw forked children over a shared anonymous mapping (fork cost dominates).
+void BM_Article_RawFork4(benchmark::State& state) {
+  auto& d = data();
+  const std::size_t bytes = kSets * kSize * sizeof(double);
+  auto* shared = static_cast<double*>(::mmap(nullptr, bytes + 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  for (int s = 0; s < kSets; ++s) std::copy(d.vectors[s].begin(), d.vectors[s].end(), shared + s * kSize);
+  auto* results = shared + kSets * kSize;
+  for (auto _ : state) {
+    pid_t pids[4];
+    for (int w = 0; w < 4; ++w) {
+      pids[w] = ::fork();
+      if (pids[w] == 0) {
+        for (int s = w; s < kSets; s += 4) results[s] = mean_of({shared + s * kSize, kSize});
+        ::_exit(0);
+      }
+    }
+    for (pid_t p : pids) ::waitpid(p, nullptr, 0);
+    benchmark::DoNotOptimize(results[0]);
+  }
+  ::munmap(shared, bytes + 4096);
+}
+
+void BM_MapSquares_DefaultChunksize(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<int> in(1'000'000);
+  std::iota(in.begin(), in.end(), 0);
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(square, in).data());
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(in.size()));
+}
+
+void BM_MapSquares_Chunksize1(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<int> in(100'000);
+  std::iota(in.begin(), in.end(), 0);
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(square, in, 1).data());
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(in.size()));
+}
+
+void BM_PoolLifecycle(benchmark::State& state) {
+  std::vector<int> in(100);
+  std::iota(in.begin(), in.end(), 0);
+  for (auto _ : state) {
+    mp::Pool pool(2);
+    benchmark::DoNotOptimize(pool.map(square, in).data());
+  }
+}
+
+}  // namespace
+
+BENCHMARK(BM_Article_SerialLoop)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Article_PoolMap_Array)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Article_PoolMap_Vector)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Article_ThreadPoolMap)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Article_RawFork4)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MapSquares_DefaultChunksize)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MapSquares_Chunksize1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PoolLifecycle)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+BENCHMARK_MAIN();
