@@ -139,6 +139,23 @@ TEST_CASE("chunks of unevenly sized arrays keep their alignment both ways") {
   for (std::size_t i = 0; i < ramps.size(); ++i) CHECK(sums[i] == sum_view(ramps[i]));
 }
 
+TEST_CASE("large arguments travel through shared memory, in every call form") {
+  mp::Pool pool(2);
+  std::vector<std::vector<double>> big;
+  for (int i = 0; i < 5; ++i) big.emplace_back(200'000 + static_cast<std::size_t>(i), static_cast<double>(i) + 0.25);
+  const auto means = pool.map(mean, big, 2);
+  for (int i = 0; i < 5; ++i) CHECK(means[static_cast<std::size_t>(i)] == mproc_test::Approx(i + 0.25));
+  CHECK(pool.apply(mean, big[3]) == mproc_test::Approx(3.25));
+  std::vector<double> seen;
+  for (double m : pool.imap(mean, big)) seen.push_back(m);
+  CHECK(seen == means);
+  std::vector<std::tuple<std::vector<double>, int>> pairs{{big[1], 2}, {big[4], 3}};
+  const auto scaled = pool.starmap([](const std::vector<double>& v, int k) { return v.back() * k; }, pairs);
+  CHECK(scaled == std::vector<double>{2.5, 12.75});
+  // Repeated large maps reuse the heap: nothing accumulates.
+  for (int round = 0; round < 20; ++round) REQUIRE(pool.map(mean, big).size() == 5);
+}
+
 TEST_CASE("starmap and apply unpack arguments") {
   mp::Pool pool(2);
   std::vector<std::tuple<int, int>> pairs{{1, 2}, {3, 4}, {10, -10}};
@@ -230,6 +247,18 @@ TEST_CASE("imap rethrows an item's exception at that item and continues") {
     }
   }
   CHECK_FALSE(results.next().has_value());
+
+  // The same inside chunks: the calls around the failing one keep their values.
+  for (std::size_t cs : {3u, 4u, 10u}) {
+    auto chunked = pool.imap(fail_on_seven, iota_vec(10), cs);
+    for (int i = 0; i < 10; ++i) {
+      if (i == 7) {
+        REQUIRE_THROWS_AS(chunked.next(), mp::RemoteError);
+      } else {
+        CHECK(chunked.next() == i);
+      }
+    }
+  }
 }
 
 TEST_CASE("a crashing task fails with WorkerCrashed; the pool replaces the worker") {

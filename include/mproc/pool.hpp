@@ -11,6 +11,7 @@
 // reaches the caller as RemoteError; no call hangs because a worker died.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -85,27 +86,57 @@ void write_as(Writer& w, const In& in) {
 }
 
 template <class F, class Arg, bool Star>
-void put_task_header(std::vector<std::byte>& payload, F f, std::uint64_t count) {
+void put_task_header(std::vector<std::byte>& payload, F f, std::uint64_t count, std::uint64_t flags = 0) {
   const TaskHeader h{reinterpret_cast<std::uint64_t>(&task_trampoline<F, Arg, Star>),
-                     static_cast<std::uint64_t>(callable_bits(f)), count, 0};
+                     static_cast<std::uint64_t>(callable_bits(f)), count, flags};
   const auto* p = reinterpret_cast<const std::byte*>(&h);
   payload.insert(payload.end(), p, p + sizeof h);
 }
 
+// Fills t.payload with the task header and the arguments `write(w)` writes:
+// inline when small, else in the transfer heap (`size` is their encoded size,
+// or 0 when unknown: inline).
+template <class F, class Arg, bool Star, class Write>
+void encode_task(PoolTask& t, TransferHeap& heap, F f, std::uint64_t count, std::size_t size, Write&& write) {
+  if (size >= TransferHeap::threshold) {
+    t.args = heap.allocate(size);
+    {
+      Writer w(t.args.bytes());
+      write(w);
+    }
+    put_task_header<F, Arg, Star>(t.payload, f, count, task_args_in_heap);
+    const ShmHandle where = t.args.handle();
+    const auto* p = reinterpret_cast<const std::byte*>(&where);
+    t.payload.insert(t.payload.end(), p, p + sizeof where);
+  } else {
+    put_task_header<F, Arg, Star>(t.payload, f, count);
+    Writer w(t.payload);
+    write(w);
+  }
+}
+
 // Encodes the next `n` inputs from `it` as one task.
 template <class F, class Arg, bool Star, class It>
-PoolTask encode_chunk(F f, It& it, std::size_t n, std::shared_ptr<TaskSink> sink, std::size_t chunk) {
+PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
+                      std::size_t chunk) {
   PoolTask t;
   t.count = n;
   t.sink = std::move(sink);
   t.chunk = chunk;
-  put_task_header<F, Arg, Star>(t.payload, f, n);
-  Writer w(t.payload);
-  for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+  std::size_t size = 0;
+  if constexpr (std::forward_iterator<It>) {
+    Writer counter(Writer::count_only);
+    It probe = it;
+    for (std::size_t k = 0; k < n; ++k, ++probe) write_as<Arg>(counter, *probe);
+    size = counter.size();
+  }
+  encode_task<F, Arg, Star>(t, heap, f, n, size, [&](Writer& w) {
+    for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+  });
   return t;
 }
 
-// Reads one item's outcome: the value, or throws RemoteError / ProcessError.
+// Reads one per-call item: the value, or throws RemoteError / ProcessError.
 template <class R>
 auto read_item(Reader& r) {
   const auto status = r.read<std::uint8_t>();
@@ -119,6 +150,40 @@ auto read_item(Reader& r) {
     return;
   } else {
     return r.read<R>();
+  }
+}
+
+// Reads the results of a task of `count` calls (results are untrusted
+// bytes): on_value(i, R&&) for each success (on_value(i) for void R),
+// on_error(i, exception_ptr) for each RemoteError. Throws ProcessError if the
+// results are malformed.
+template <class R, class OnValue, class OnError>
+void read_results(Reader& r, std::uint64_t count, OnValue&& on_value, OnError&& on_error) {
+  const auto form = r.read<std::uint8_t>();
+  if (form == results_values) {
+    if constexpr (std::is_void_v<R>) {
+      throw ProcessError("mproc: Pool: malformed result from a worker (values for a void task)");
+    } else {
+      auto values = r.read<std::vector<R>>();
+      if (values.size() != count)
+        throw ProcessError("mproc: Pool: malformed result from a worker (" + std::to_string(values.size()) +
+                           " values for " + std::to_string(count) + " calls)");
+      for (std::uint64_t i = 0; i < count; ++i) on_value(i, std::move(values[i]));
+    }
+    return;
+  }
+  if (form != results_items) throw ProcessError("mproc: Pool: malformed result from a worker (bad form byte)");
+  for (std::uint64_t i = 0; i < count; ++i) {
+    try {
+      if constexpr (std::is_void_v<R>) {
+        read_item<R>(r);
+        on_value(i);
+      } else {
+        on_value(i, read_item<R>(r));
+      }
+    } catch (const RemoteError&) {
+      on_error(i, std::current_exception());
+    }
   }
 }
 
@@ -146,10 +211,11 @@ class ApplySink final : public TaskSink {
   void complete(std::size_t, Reader& r, std::uint64_t) override {
     try {
       if constexpr (std::is_void_v<R>) {
-        read_item<R>(r);
-        state_->set_value();
+        read_results<R>(r, 1, [&](std::uint64_t) { state_->set_value(); },
+                        [&](std::uint64_t, std::exception_ptr e) { state_->set_exception(e); });
       } else {
-        state_->set_value(read_item<R>(r));
+        read_results<R>(r, 1, [&](std::uint64_t, R&& v) { state_->set_value(std::move(v)); },
+                        [&](std::uint64_t, std::exception_ptr e) { state_->set_exception(e); });
       }
     } catch (...) {
       state_->set_exception(std::current_exception());
@@ -182,14 +248,16 @@ class MapSink final : public TaskSink {
   void complete(std::size_t chunk, Reader& r, std::uint64_t count) override {
     std::exception_ptr error;
     try {
-      for (std::uint64_t i = 0; i < count; ++i) {
-        if constexpr (std::is_void_v<R>) {
-          read_item<R>(r);
-        } else {
-          const std::size_t at = chunk * chunksize_ + i;
-          if (at >= results_.size()) throw ProcessError("mproc: Pool: result index out of range");
-          results_[at].emplace(read_item<R>(r));
-        }
+      auto on_error = [&](std::uint64_t, std::exception_ptr e) {
+        if (!error) error = e;
+      };
+      if constexpr (std::is_void_v<R>) {
+        read_results<R>(r, count, [](std::uint64_t) {}, on_error);
+      } else {
+        const std::size_t base = chunk * chunksize_;
+        if (base + count > results_.size()) throw ProcessError("mproc: Pool: result index out of range");
+        read_results<R>(r, count, [&](std::uint64_t i, R&& v) { results_[base + i].emplace(std::move(v)); },
+                        on_error);
       }
     } catch (...) {
       error = std::current_exception();
@@ -200,20 +268,25 @@ class MapSink final : public TaskSink {
   void dispatched() override {
     std::lock_guard lock(mutex_);
     ++dispatched_;
-    cv_.notify_all();
+    if (room_waiter_ && dispatched_ >= room_at_) cv_.notify_all();
   }
-  bool cancelled() const override {
+  bool cancelled() const override { return failed_.load(std::memory_order_relaxed); }
+
+  // Whether `submitted` chunks are too far ahead of the workers. Non-blocking.
+  bool ahead(std::size_t submitted, std::size_t bytes_per_chunk, Window window) const {
     std::lock_guard lock(mutex_);
-    return error_ != nullptr;
+    return ahead_locked(submitted, bytes_per_chunk, window);
   }
 
   // Blocks while `submitted` chunks are too far ahead of the workers.
+  // Wakes when half the window has drained, not at every dispatch.
   void wait_for_room(std::size_t submitted, std::size_t bytes_per_chunk, Window window) {
     std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] {
-      const std::size_t waiting = submitted - dispatched_;
-      return error_ != nullptr || !window.full(waiting, waiting * bytes_per_chunk);
-    });
+    const std::size_t waiting = submitted - dispatched_;
+    room_at_ = dispatched_ + std::max<std::size_t>(1, waiting / 2);
+    room_waiter_ = true;
+    cv_.wait(lock, [&] { return error_ != nullptr || dispatched_ >= room_at_; });
+    room_waiter_ = false;
   }
 
   bool failed() const { return cancelled(); }
@@ -228,6 +301,11 @@ class MapSink final : public TaskSink {
   }
 
  private:
+  bool ahead_locked(std::size_t submitted, std::size_t bytes_per_chunk, Window window) const {
+    const std::size_t waiting = submitted - dispatched_;
+    return window.full(waiting, waiting * bytes_per_chunk);
+  }
+
   Out take_results() {
     if constexpr (!std::is_void_v<R>) {
       std::vector<R> out;
@@ -243,10 +321,13 @@ class MapSink final : public TaskSink {
       std::lock_guard lock(mutex_);
       ++done_;
       const bool was_over = over_;
-      if (error && !error_) error_ = std::move(error);
+      if (error && !error_) {
+        error_ = std::move(error);
+        failed_.store(true, std::memory_order_relaxed);
+      }
       over_ = error_ != nullptr || done_ == chunks_;
       publish_now = async_ && over_ && !was_over;
-      cv_.notify_all();
+      if (over_ && !was_over) cv_.notify_all();
     }
     if (publish_now) publish();
   }
@@ -269,7 +350,10 @@ class MapSink final : public TaskSink {
   std::condition_variable cv_;
   std::size_t done_ = 0;
   std::size_t dispatched_ = 0;
+  bool room_waiter_ = false;
+  std::size_t room_at_ = 0;  // dispatched_ count that wakes the room waiter
   bool over_ = false;
+  std::atomic<bool> failed_{false};
   std::exception_ptr error_;
   std::shared_ptr<ResultState<Out>> async_;
 };
@@ -287,15 +371,13 @@ class ImapSink final : public TaskSink {
 
   void complete(std::size_t chunk, Reader& r, std::uint64_t count) override {
     std::vector<Outcome> items(count);
-    for (std::uint64_t i = 0; i < count; ++i) {
-      try {
-        items[i].value.emplace(read_item<R>(r));
-      } catch (const RemoteError&) {
-        items[i].error = std::current_exception();
-      } catch (...) {
-        // Malformed results: this item and the rest of the chunk are lost.
-        for (; i < count; ++i) items[i].error = std::current_exception();
-      }
+    try {
+      read_results<R>(r, count, [&](std::uint64_t i, R&& v) { items[i].value.emplace(std::move(v)); },
+                      [&](std::uint64_t i, std::exception_ptr e) { items[i].error = e; });
+    } catch (...) {
+      // Malformed results: the items not yet read are lost.
+      for (auto& item : items)
+        if (!item.value && !item.error) item.error = std::current_exception();
     }
     deliver(chunk, std::move(items));
   }
@@ -637,11 +719,9 @@ class Pool {
     auto state = std::make_shared<detail::ResultState<R>>();
     detail::PoolTask task;
     task.sink = std::make_shared<detail::ApplySink<R>>(state);
-    detail::put_task_header<F, Arg, true>(task.payload, f, 1);
-    {
-      Writer w(task.payload);
-      w.write(Arg(std::forward<Args>(args)...));
-    }
+    const Arg packed(std::forward<Args>(args)...);
+    detail::encode_task<F, Arg, true>(task, engine_->heap(), f, 1, encoded_size(packed),
+                                      [&](Writer& w) { w.write(packed); });
     engine_->submit(std::move(task));
     return AsyncResult<R>(std::move(state));
   }
@@ -708,14 +788,27 @@ class Pool {
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     const detail::Window window{2 * static_cast<std::size_t>(size())};
     auto it = std::ranges::begin(inputs);
+    // Chunks are submitted in batches (one lock and at most one wake-up each),
+    // small enough that workers start while later chunks are being encoded.
     std::size_t bytes_per_chunk = 0;
+    std::size_t batch_bytes = 0;
+    std::vector<detail::PoolTask> batch;
     for (std::size_t c = 0; c < chunks; ++c) {
-      sink->wait_for_room(c, bytes_per_chunk, window);
+      if (sink->ahead(c, bytes_per_chunk, window)) {
+        engine_->submit(batch);
+        sink->wait_for_room(c, bytes_per_chunk, window);
+      }
       if (sink->failed()) break;
-      auto task = detail::encode_chunk<F, Arg, Star>(f, it, std::min(cs, n - c * cs), sink, c);
-      bytes_per_chunk = std::max(bytes_per_chunk, task.payload.size());
-      engine_->submit(std::move(task));
+      batch.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, std::min(cs, n - c * cs), sink, c));
+      const std::size_t bytes = batch.back().payload.size() + batch.back().args.bytes().size();
+      bytes_per_chunk = std::max(bytes_per_chunk, bytes);
+      batch_bytes += bytes;
+      if (batch.size() >= 64 || batch_bytes >= (256u << 10)) {
+        engine_->submit(batch);
+        batch_bytes = 0;
+      }
     }
+    engine_->submit(batch);
     return sink->wait_results();
   }
 
@@ -736,7 +829,7 @@ class Pool {
     tasks.reserve(chunks);
     auto it = std::ranges::begin(inputs);
     for (std::size_t c = 0; c < chunks; ++c)
-      tasks.push_back(detail::encode_chunk<F, Arg, Star>(f, it, std::min(cs, n - c * cs), sink, c));
+      tasks.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, std::min(cs, n - c * cs), sink, c));
     auto state = std::make_shared<detail::ResultState<typename detail::MapSink<R>::Out>>();
     sink->complete_into(state);
     engine_->submit(tasks);
@@ -776,6 +869,21 @@ class Pool {
           detail::write_as<Arg>(w, *source->it);
       }
       if (n == 0) return 0;
+      if (t.payload.size() - sizeof(detail::TaskHeader) >= detail::TransferHeap::threshold) {
+        // Large: move the arguments into the transfer heap (single-pass
+        // inputs cannot be measured before they are encoded).
+        const auto encoded = std::span<const std::byte>(t.payload).subspan(sizeof(detail::TaskHeader));
+        t.args = engine->heap().allocate(encoded.size());
+        std::memcpy(t.args.bytes().data(), encoded.data(), encoded.size());
+        t.payload.resize(sizeof(detail::TaskHeader));
+        const detail::ShmHandle where = t.args.handle();
+        const auto* p = reinterpret_cast<const std::byte*>(&where);
+        t.payload.insert(t.payload.end(), p, p + sizeof where);
+        detail::TaskHeader h;
+        std::memcpy(&h, t.payload.data(), sizeof h);
+        h.flags |= detail::task_args_in_heap;
+        std::memcpy(t.payload.data(), &h, sizeof h);
+      }
       // Patch the item count into the header.
       detail::TaskHeader h;
       std::memcpy(&h, t.payload.data(), sizeof h);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -24,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <sys/wait.h>
 
+#include "pool_heap.hpp"
 #include "pool_worker.hpp"
 #include "worker_template.hpp"
 
@@ -44,7 +46,8 @@ class TaskSink {
 };
 
 struct PoolTask {
-  std::vector<std::byte> payload;  // TaskHeader + encoded arguments
+  std::vector<std::byte> payload;  // TaskHeader + encoded arguments (or their heap handle)
+  TransferHeap::Block args;        // large arguments, freed with the task
   std::uint64_t count = 1;
   std::shared_ptr<TaskSink> sink;
   std::size_t chunk = 0;
@@ -97,9 +100,13 @@ class PoolEngine {
 
   int processes() const noexcept { return cfg_.processes; }
 
+  // Where submitters encode large arguments.
+  TransferHeap& heap() noexcept { return *heap_; }
+
   // Queues tasks. Non-blocking. Throws ProcessError if the pool is closed,
   // terminated or broken.
   void submit(std::vector<PoolTask>& tasks) {
+    if (tasks.empty()) return;
     {
       std::lock_guard lock(mutex_);
       check_accepting_locked();
@@ -107,7 +114,7 @@ class PoolEngine {
       for (auto& t : tasks) pending_.push_back(std::move(t));
     }
     tasks.clear();
-    wake();
+    wake_if_sleeping();
   }
 
   void submit(PoolTask task) {
@@ -117,7 +124,7 @@ class PoolEngine {
       ++outstanding_;
       pending_.push_back(std::move(task));
     }
-    wake();
+    wake_if_sleeping();
   }
 
   // Throws the reason if the pool cannot accept work. Non-blocking.
@@ -187,6 +194,13 @@ class PoolEngine {
     if (broken_) std::rethrow_exception(broken_);
     if (terminate_) throw ProcessError("mproc: Pool has been terminated: it accepts no new tasks");
     if (closed_) throw ProcessError("mproc: Pool is closed: it accepts no new tasks");
+  }
+
+  // The I/O thread raises io_sleeping_ before it looks at pending_ for the
+  // last time and sleeps; a submitter that queued after that look sees the
+  // flag (both go through mutex_), so no wake-up is lost and most are saved.
+  void wake_if_sleeping() noexcept {
+    if (io_sleeping_.load()) wake();
   }
 
   void wake() noexcept {
@@ -418,6 +432,7 @@ class PoolEngine {
   void io_main() {
     std::vector<pollfd> fds;
     bool terminating = false;
+    bool more_pending = false;  // submitted while the last poll ran: poll without sleeping
     for (;;) {
       bool closed = false, terminate = false;
       {
@@ -464,7 +479,14 @@ class PoolEngine {
         const short ev = s.ch.valid() ? static_cast<short>(POLLIN | (s.ch.has_output() ? POLLOUT : 0)) : 0;
         fds.push_back({s.ch.valid() ? s.ch.fd() : -1, ev, 0});
       }
-      if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) throw_errno("poll (process pool)");
+      io_sleeping_.store(true);
+      {
+        std::lock_guard lock(mutex_);
+        more_pending = !pending_.empty() || terminate_ != terminate || closed_ != closed;
+      }
+      const int rc = ::poll(fds.data(), fds.size(), more_pending ? 0 : -1);
+      io_sleeping_.store(false);
+      if (rc < 0 && errno != EINTR) throw_errno("poll (process pool)");
 
       if (fds[0].revents & POLLIN) {
         std::uint64_t v;
@@ -543,6 +565,7 @@ class PoolEngine {
   }
 
   EngineConfig cfg_;
+  std::shared_ptr<TransferHeap> heap_ = std::make_shared<TransferHeap>();
   UniqueFd wake_;
   pid_t template_pid_ = -1;
   bool template_is_child_ = false;
@@ -555,6 +578,7 @@ class PoolEngine {
   bool terminate_ = false;
   std::exception_ptr broken_;
   std::vector<pid_t> pids_;
+  std::atomic<bool> io_sleeping_{false};
 
   // Owned by the I/O thread (and the constructor before it starts).
   Channel template_ch_;

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <span>
@@ -51,8 +52,9 @@ struct TaskHeader {
   std::uint64_t trampoline;
   std::uint64_t fn;
   std::uint64_t count;
-  std::uint64_t reserved;
+  std::uint64_t flags;  // task_args_in_heap: a ShmHandle follows instead of the arguments
 };
+enum : std::uint64_t { task_args_in_heap = 1 };
 static_assert(sizeof(TaskHeader) == 32);
 
 enum : std::uint8_t { item_ok = 0, item_error = 1 };
@@ -216,26 +218,102 @@ void run_item(std::vector<std::byte>& out, Call&& call) {
   }
 }
 
+// The forms of a task's results.
+enum : std::uint8_t {
+  results_items = 0x10,   // per call: status byte, then value or error
+  results_values = 0x11,  // every call succeeded: one std::vector<R> (one copy for arithmetic R)
+};
+
 // The trampoline for map/imap (Star = false: one argument per call) and
-// starmap/apply (Star = true: Arg is a tuple of arguments).
+// starmap/apply (Star = true: Arg is a tuple of arguments). Results are
+// collected as values while every call succeeds; the first exception
+// switches to per-call items for the whole task.
 template <class F, class Arg, bool Star>
 void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::vector<std::byte>& out) {
   F f = callable_from_bits<F>(fn);
-  for (std::uint64_t i = 0; i < count; ++i) {
-    std::optional<Arg> arg;
+  auto call = [&f](Arg& a) -> decltype(auto) {
+    if constexpr (Star) {
+      return apply_with(f, a);
+    } else {
+      return call_with(f, a);
+    }
+  };
+  using R = std::remove_cvref_t<decltype(call(std::declval<Arg&>()))>;
+  const std::size_t start = out.size();
+  std::uint64_t i = 0;
+  std::exception_ptr error;   // of call i, when it threw
+  bool bad_input = false;     // argument i could not be decoded
+
+  if constexpr (!std::is_void_v<R>) {
+    std::vector<R> values;
+    values.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(count, 1u << 16)));
+    for (; i < count; ++i) {
+      std::optional<Arg> a;
+      try {
+        a.emplace(args.template read<Arg>());
+      } catch (...) {
+        error = std::current_exception();
+        bad_input = true;
+        break;
+      }
+      try {
+        values.push_back(call(*a));
+      } catch (...) {
+        error = std::current_exception();
+        break;
+      }
+    }
     try {
-      arg.emplace(args.template read<Arg>());
+      ItemWriter w(out);
+      if (!error) {
+        w.write(results_values);
+        w.write(values);
+        return;
+      }
+      w.write(results_items);
+      for (const auto& v : values) {
+        w.write(item_ok);
+        w.write(v);
+      }
+    } catch (...) {
+      // A value that cannot be encoded: report every call as failed.
+      out.resize(start);
+      ItemWriter w(out);
+      w.write(results_items);
+      const ExceptionInfo info = describe_current_exception();
+      for (std::uint64_t k = 0; k < count; ++k) write_item_error(out, info);
+      return;
+    }
+  } else {
+    ItemWriter w(out);
+    w.write(results_items);
+  }
+
+  if (error) {
+    // Call i failed (or its argument did): report it, then go on per item.
+    try {
+      std::rethrow_exception(error);
+    } catch (...) {
+      const ExceptionInfo info = describe_current_exception();
+      if (bad_input) {
+        for (; i < count; ++i) write_item_error(out, info);
+        return;
+      }
+      write_item_error(out, info);
+    }
+    ++i;
+  }
+  for (; i < count; ++i) {
+    std::optional<Arg> a;
+    try {
+      a.emplace(args.template read<Arg>());
     } catch (...) {
       // Arguments after a malformed one cannot be located: fail them all.
       const ExceptionInfo info = describe_current_exception();
       for (; i < count; ++i) write_item_error(out, info);
       return;
     }
-    if constexpr (Star) {
-      run_item(out, [&]() -> decltype(auto) { return apply_with(f, *arg); });
-    } else {
-      run_item(out, [&]() -> decltype(auto) { return call_with(f, *arg); });
-    }
+    run_item(out, [&]() -> decltype(auto) { return call(*a); });
   }
 }
 
@@ -258,9 +336,9 @@ inline int pool_worker_main(int channel_fd, std::span<const std::byte> config) {
     if (tramp != 0) {
       Reader args(config.subspan(2 * sizeof(std::uint64_t)));
       reinterpret_cast<Trampoline>(tramp)(static_cast<std::uintptr_t>(fn), args, 1, out);
-      Reader status(out);
-      if (status.read<std::uint8_t>() != item_ok) {
-        ch.put(pm_init_failed, 0, std::span<const std::byte>(out).subspan(1));
+      // [results_items][status][type, message when it threw]
+      if (out.size() < 2 || out[1] != std::byte{item_ok}) {
+        ch.put(pm_init_failed, 0, std::span<const std::byte>(out).subspan(2));
         ch.flush_blocking();
         return 1;
       }
@@ -282,9 +360,26 @@ inline int pool_worker_main(int channel_fd, std::span<const std::byte> config) {
     if (f.header.type != pm_task || f.payload.size() < sizeof(TaskHeader)) return 2;
     TaskHeader h;
     std::memcpy(&h, f.payload.data(), sizeof h);
-    Reader args(f.payload.subspan(sizeof h));
+    std::span<const std::byte> arg_bytes = f.payload.subspan(sizeof h);
     out.clear();
-    reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
+    std::shared_ptr<Mapping> heap;
+    if (h.flags & task_args_in_heap) {
+      // Large arguments wait in the owner's transfer heap.
+      ShmHandle where;
+      if (arg_bytes.size() != sizeof where) return 2;
+      std::memcpy(&where, arg_bytes.data(), sizeof where);
+      try {
+        heap = open_segment(where, "the arguments of a pool task");
+        arg_bytes = {heap->data() + where.offset, static_cast<std::size_t>(where.length)};
+      } catch (...) {
+        const ExceptionInfo info = describe_current_exception();
+        for (std::uint64_t i = 0; i < h.count; ++i) write_item_error(out, info);
+      }
+    }
+    if (out.empty()) {
+      Reader args(arg_bytes);
+      reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
+    }
     ch.put(pm_result, f.header.id, out);
     // Every result leaves before the next task starts: if that task crashes
     // this worker, the results of the finished ones are not lost with it.

@@ -203,7 +203,9 @@ inline void reap_all_children() noexcept {
               sigchld.close();
               const int channel = f.fd.release();
               session.close();
-              ::_exit(entry(channel, config));
+              const int code = entry(channel, config);
+              flush_stdio();  // what tasks printed is not lost with the worker
+              ::_exit(code);
             }
             if (pid < 0) {
               const std::int32_t err = errno;
