@@ -279,8 +279,9 @@ class MapSink final : public TaskSink {
   }
 
   // Blocks while `submitted` chunks are too far ahead of the workers.
-  // Wakes when half the window has drained, not at every dispatch.
-  void wait_for_room(std::size_t submitted, std::size_t bytes_per_chunk, Window window) {
+  // Blocks until half of the chunks submitted but not yet dispatched have
+  // been dispatched (waking at every dispatch would cost a context switch each).
+  void wait_for_room(std::size_t submitted) {
     std::unique_lock lock(mutex_);
     const std::size_t waiting = submitted - dispatched_;
     room_at_ = dispatched_ + std::max<std::size_t>(1, waiting / 2);
@@ -796,7 +797,7 @@ class Pool {
     for (std::size_t c = 0; c < chunks; ++c) {
       if (sink->ahead(c, bytes_per_chunk, window)) {
         engine_->submit(batch);
-        sink->wait_for_room(c, bytes_per_chunk, window);
+        sink->wait_for_room(c);
       }
       if (sink->failed()) break;
       batch.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, std::min(cs, n - c * cs), sink, c));
