@@ -11,6 +11,7 @@
 #include "errors.hpp"
 #include "pool.hpp"
 #include "process.hpp"
+#include "progress.hpp"
 #include "serialize.hpp"
 #include "shared_memory.hpp"
 #include "sharedctypes.hpp"
