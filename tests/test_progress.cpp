@@ -22,7 +22,7 @@ TEST_CASE("progress passes every element through and draws the final state") {
   std::vector<int> values{1, 2, 3, 4};
   int sum = 0;
   {
-    auto p = mp::progress(values, values.size(), {.label = "shards", .force = true, .stream = log, .width = 8});
+    auto p = mp::progress(values, values.size(), mp::ProgressOptions("shards").force().stream(log).width(8));
     for (int v : p) sum += v;
     CHECK(p.done() == 4);
   }
@@ -37,7 +37,7 @@ TEST_CASE("progress stays silent when the stream is not a terminal") {
   std::FILE* log = std::tmpfile();
   REQUIRE(log != nullptr);
   int n = 0;
-  for (int v : mp::progress(std::vector<int>{5, 6}, 2, {.label = "", .force = false, .stream = log, .width = 30})) n += v;
+  for (int v : mp::progress(std::vector<int>{5, 6}, 2, mp::ProgressOptions().stream(log))) n += v;
   CHECK(n == 11);
   CHECK(read_all(log).empty());
   std::fclose(log);

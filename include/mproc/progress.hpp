@@ -22,15 +22,41 @@
 
 namespace mproc {
 
-struct ProgressOptions {
-  // Text before the bar.
-  std::string label;
+namespace detail {
+class ProgressBar;
+}
+
+// How a progress bar looks and where it goes, set fluently:
+//   mp::ProgressOptions("shards").width(40)
+class ProgressOptions {
+ public:
+  ProgressOptions() = default;
+  // `label`: text before the bar.
+  explicit ProgressOptions(std::string label) : label_(std::move(label)) {}
+  ProgressOptions(const char* label) : label_(label) {}  // NOLINT: "label" converts implicitly
+
   // Draw even when the stream is not a terminal (e.g. into a log file).
-  bool force = false;
-  // Where to draw; nullptr means stderr.
-  std::FILE* stream = nullptr;
-  // Width of the bar in characters.
-  int width = 30;
+  ProgressOptions& force(bool on = true) {
+    force_ = on;
+    return *this;
+  }
+  // Where to draw (default stderr).
+  ProgressOptions& stream(std::FILE* f) {
+    stream_ = f;
+    return *this;
+  }
+  // Width of the bar in characters (default 30).
+  ProgressOptions& width(int columns) {
+    width_ = columns > 0 ? columns : 1;
+    return *this;
+  }
+
+ private:
+  friend class detail::ProgressBar;
+  std::string label_;
+  bool force_ = false;
+  std::FILE* stream_ = nullptr;
+  int width_ = 30;
 };
 
 namespace detail {
@@ -39,8 +65,8 @@ class ProgressBar {
  public:
   ProgressBar(std::size_t total, ProgressOptions options)
       : total_(total), options_(std::move(options)), start_(std::chrono::steady_clock::now()) {
-    if (options_.stream == nullptr) options_.stream = stderr;
-    enabled_ = options_.force || ::isatty(::fileno(options_.stream)) == 1;
+    if (options_.stream_ == nullptr) options_.stream_ = stderr;
+    enabled_ = options_.force_ || ::isatty(::fileno(options_.stream_)) == 1;
   }
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
@@ -60,8 +86,8 @@ class ProgressBar {
     if (!enabled_ || finished_) return;
     finished_ = true;
     draw(std::chrono::steady_clock::now());
-    std::fputc('\n', options_.stream);
-    std::fflush(options_.stream);
+    std::fputc('\n', options_.stream_);
+    std::fflush(options_.stream_);
   }
 
   std::size_t done() const noexcept { return done_; }
@@ -71,13 +97,13 @@ class ProgressBar {
     const double secs = std::chrono::duration<double>(now - start_).count();
     const double rate = secs > 0 ? static_cast<double>(done_) / secs : 0.0;
     const double frac = total_ > 0 ? static_cast<double>(done_) / static_cast<double>(total_) : 1.0;
-    const int filled = static_cast<int>(frac * options_.width + 0.5);
-    std::string bar(static_cast<std::size_t>(options_.width), ' ');
-    for (int i = 0; i < filled && i < options_.width; ++i) bar[static_cast<std::size_t>(i)] = '#';
+    const int filled = static_cast<int>(frac * options_.width_ + 0.5);
+    std::string bar(static_cast<std::size_t>(options_.width_), ' ');
+    for (int i = 0; i < filled && i < options_.width_; ++i) bar[static_cast<std::size_t>(i)] = '#';
     const double eta = rate > 0 && total_ > done_ ? static_cast<double>(total_ - done_) / rate : 0.0;
-    std::fprintf(options_.stream, "\r%s%s[%s] %zu/%zu %5.1f%% %.1f it/s eta %.1fs", options_.label.c_str(),
-                 options_.label.empty() ? "" : " ", bar.c_str(), done_, total_, frac * 100.0, rate, eta);
-    std::fflush(options_.stream);
+    std::fprintf(options_.stream_, "\r%s%s[%s] %zu/%zu %5.1f%% %.1f it/s eta %.1fs", options_.label_.c_str(),
+                 options_.label_.empty() ? "" : " ", bar.c_str(), done_, total_, frac * 100.0, rate, eta);
+    std::fflush(options_.stream_);
   }
 
   std::size_t total_;
