@@ -12,30 +12,14 @@
 //   print(num.value)   # 3.1415927
 //   print(arr[:])      # the article says [-1, -1, ..., -1]: wrong, negating
 //                      # range(10) gives [0, -1, -2, ..., -9], printed below.
+#include <mproc/process.hpp>
 #include <mproc/sharedctypes.hpp>
 
-#include <cstdio>
 #include <iomanip>
 #include <iostream>
 #include <ranges>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 namespace mp = mproc;
-
-// Runs `target` in a child process and waits for it: a stand-in for
-// mp::Process(target).start(); join().
-template <class F>
-void run_process(F target) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    target();
-    ::_exit(0);
-  }
-  ::waitpid(pid, nullptr, 0);
-}
 
 void f(const mp::Value<double>& n, const mp::Array<int>& a) {
   n.set(3.1415927);
@@ -48,7 +32,9 @@ int main() {
   mp::Value<double> num(0.0);
   mp::Array<int> arr(std::views::iota(0, 10));
 
-  run_process([&] { f(num, arr); });
+  mp::Process p(f, num, arr);
+  p.start();
+  p.join();
 
   std::cout << std::setprecision(8) << num.get() << "\n";
   std::cout << "[";
