@@ -185,6 +185,33 @@ TEST_CASE("poll() waits up to its timeout, sees data and end of file") {
   CHECK(no_children());
 }
 
+TEST_CASE("read-ahead: queued messages of mixed sizes arrive whole and in order") {
+  const bool duplex = GENERATE(true, false);
+  auto [r, w] = mp::Pipe(duplex);
+  // Small messages queue up in the kernel, so one read() takes several; a
+  // large one then starts inside the read-ahead buffer and ends past it.
+  const auto big = pattern(200 * 1024, 7);
+  mp::Process p([&, &w = w, &r = r] {
+    r.close();
+    for (unsigned i = 0; i < 20; ++i) w.send_bytes(pattern(i * 37, i));
+    w.send(std::string("typed"));
+    w.send_bytes(big);
+    for (unsigned i = 0; i < 3; ++i) w.send_bytes(pattern(5000, 100 + i));
+  });
+  p.start();
+  w.close();
+  for (unsigned i = 0; i < 20; ++i) {
+    CHECK(r.poll(10s));  // buffered, or in the kernel
+    CHECK(r.recv_bytes() == pattern(i * 37, i));
+  }
+  CHECK(r.recv<std::string>() == "typed");
+  CHECK(r.recv_bytes() == big);
+  for (unsigned i = 0; i < 3; ++i) CHECK(r.recv_bytes() == pattern(5000, 100 + i));
+  CHECK_THROWS_AS(r.recv_bytes(), mp::EOFError);
+  REQUIRE(p.join(30s));
+  CHECK(p.exitcode() == 0);
+}
+
 TEST_CASE("EOFError after the peer closed and the channel drained, every time") {
   const bool duplex = GENERATE(true, false);
   auto [r, w] = mp::Pipe(duplex);

@@ -24,6 +24,11 @@
 // (for instance the parent's own copy of the end it gave a child) keeps the
 // channel open — close the ends you do not use, or recv() waits for them.
 //
+// Receiving reads ahead: one read() takes whatever the kernel holds (up to
+// 64 KiB), so a small message costs one system call; bytes of later messages
+// stay buffered in this Connection object (a child forked meanwhile inherits
+// them, as it would a FILE*'s buffer).
+//
 // Thread-safety: one thread may send while another receives on the same
 // Connection; concurrent sends (or concurrent receives), from threads or
 // processes sharing the fd, need external locking. Messages of up to
@@ -35,6 +40,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -160,14 +166,17 @@ class Connection {
   bool poll(std::chrono::duration<Rep, Period> timeout) const {
     check_open("poll");
     if (!readable_) throw ProcessError("mproc: Connection.poll(): connection is write-only");
-    if (read_broken_) return true;
+    if (read_broken_ || buffered() > 0) return true;
     return detail::poll_until(fd_.get(), POLLIN, detail::deadline_after(timeout)) != 0;
   }
   bool poll() const { return poll(std::chrono::seconds(0)); }
 
   // Closes this end (idempotent). The peer sees end of file once every other
   // copy of this end (in forked processes) is closed too. Never throws.
-  void close() noexcept { fd_.reset(); }
+  void close() noexcept {
+    fd_.reset();
+    rpos_ = rend_ = 0;
+  }
   bool closed() const noexcept { return !fd_.valid(); }
 
   // The file descriptor (close-on-exec; inherited by fork()). Throws
@@ -290,14 +299,17 @@ class Connection {
       throw ProcessError(std::string("mproc: Connection.") + op +
                          "(): connection is unusable after an earlier malformed or truncated "
                          "message");
-    Header header = 0;
-    const std::size_t got = detail::read_full(fd_.get(), &header, sizeof header);
+    while (buffered() < sizeof(Header) && fill() > 0) {
+    }
+    const std::size_t got = buffered();
     if (got == 0)
       throw EOFError(std::string("mproc: Connection.") + op +
                      "(): end of file (the other end was closed)");
-    if (got < sizeof header)
+    if (got < sizeof(Header))
       read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
                                "(): truncated message: end of file inside a message header");
+    Header header = 0;
+    take(&header, sizeof header);
     if (header > max_message_size_)
       read_failed_as<ProcessError>(std::string("mproc: Connection.") + op + "(): message of " +
                                    std::to_string(header) + " bytes exceeds max_message_size (" +
@@ -307,20 +319,52 @@ class Connection {
   }
 
   // Reads `size` payload bytes into `buffer`, growing it as the bytes arrive.
+  // What is left of a small message goes through the read-ahead buffer; a
+  // large remainder is read straight into `buffer`, without reading past it.
   void read_payload(const char* op, std::vector<std::byte>& buffer, std::size_t size) {
-    std::size_t got = 0;
     buffer.resize(std::max(std::min(size, eager_allocation), std::min(size, buffer.capacity())));
+    std::size_t got = take(buffer.data(), std::min(size, buffered()));
     while (got < size) {
       if (got == buffer.size()) buffer.resize(std::min(size, buffer.size() * 2));
       const std::size_t want = buffer.size() - got;
-      const std::size_t n = detail::read_full(fd_.get(), buffer.data() + got, want);
+      const bool small = want < read_ahead / 2;
+      const std::size_t n = small ? (fill() > 0 ? take(buffer.data() + got, std::min(want, buffered())) : 0)
+                                  : detail::read_full(fd_.get(), buffer.data() + got, want);
       got += n;
-      if (n < want)
+      if (small ? n == 0 : n < want)
         read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
                                  "(): truncated message: end of file after " + std::to_string(got) +
                                  " of " + std::to_string(size) + " bytes");
     }
   }
+
+  std::size_t buffered() const noexcept { return rend_ - rpos_; }
+
+  // One read() into the read-ahead buffer, after the bytes it holds. Blocks
+  // until at least one byte arrives; returns the count, 0 at end of file.
+  std::size_t fill() {
+    if (rbuf_.empty()) rbuf_.resize(read_ahead);
+    if (rpos_ == rend_) {
+      rpos_ = rend_ = 0;
+    } else if (rend_ == rbuf_.size()) {  // only a message's head is left: move it to the front
+      std::copy(rbuf_.begin() + static_cast<std::ptrdiff_t>(rpos_), rbuf_.begin() + static_cast<std::ptrdiff_t>(rend_),
+                rbuf_.begin());
+      rend_ -= rpos_;
+      rpos_ = 0;
+    }
+    const std::size_t n = detail::read_some(fd_.get(), rbuf_.data() + rend_, rbuf_.size() - rend_);
+    rend_ += n;
+    return n;
+  }
+
+  // Moves `n` (<= buffered()) read-ahead bytes to `out`; returns `n`.
+  std::size_t take(void* out, std::size_t n) noexcept {
+    if (n > 0) std::memcpy(out, rbuf_.data() + rpos_, n);
+    rpos_ += n;
+    return n;
+  }
+
+  static constexpr std::size_t read_ahead = std::size_t{64} << 10;
 
   detail::UniqueFd fd_;
   bool readable_ = false;
@@ -334,6 +378,10 @@ class Connection {
   std::vector<std::byte> send_scratch_;
   std::vector<std::span<const std::byte>> send_pieces_;
   std::vector<std::byte> recv_buffer_;
+  // Read-ahead: rbuf_[rpos_, rend_) was received and not yet consumed.
+  std::vector<std::byte> rbuf_;
+  std::size_t rpos_ = 0;
+  std::size_t rend_ = 0;
 };
 
 // Creates a connected pair of Connections (Python: multiprocessing.Pipe).

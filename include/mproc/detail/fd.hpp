@@ -113,26 +113,34 @@ inline bool write_all(int fd, const void* data, std::size_t n) {
   return true;
 }
 
+// Reads at least one and up to `n` bytes (n > 0), waiting for them; retries
+// on EINTR and, for a non-blocking fd, waits in poll(). Returns the number
+// read, 0 only at end of file (or a reset connection). Throws ProcessError on
+// errors.
+inline std::size_t read_some(int fd, void* data, std::size_t n) {
+  for (;;) {
+    const ssize_t r = ::read(fd, data, n);
+    if (r >= 0) return static_cast<std::size_t>(r);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      poll_until(fd, POLLIN, Clock::time_point::max());
+    } else if (errno == ECONNRESET) {
+      return 0;
+    } else {
+      throw_errno("read");
+    }
+  }
+}
+
 // Reads exactly `n` bytes, retrying on EINTR and short reads. Returns the
 // number read: `n`, or fewer only at end of file. Throws ProcessError on errors.
 inline std::size_t read_full(int fd, void* data, std::size_t n) {
   auto* p = static_cast<char*>(data);
   std::size_t got = 0;
   while (got < n) {
-    const ssize_t r = ::read(fd, p + got, n - got);
-    if (r > 0) {
-      got += static_cast<std::size_t>(r);
-    } else if (r == 0) {
-      break;
-    } else if (errno == EINTR) {
-      continue;
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      poll_until(fd, POLLIN, Clock::time_point::max());
-    } else if (errno == ECONNRESET) {
-      break;
-    } else {
-      throw_errno("read");
-    }
+    const std::size_t r = read_some(fd, p + got, n - got);
+    if (r == 0) break;
+    got += r;
   }
   return got;
 }
