@@ -511,6 +511,7 @@ class PoolOptions {
   // How workers are started; default: get_start_method() when the pool is created.
   PoolOptions& start_method(StartMethod method) {
     method_ = method;
+    method_set_ = true;
     return *this;
   }
 
@@ -518,7 +519,10 @@ class PoolOptions {
   friend class Pool;
   std::vector<std::byte> config_;
   std::size_t maxtasks_ = 0;
-  std::optional<StartMethod> method_;
+  // Not a std::optional: GCC 12 with sanitizers warns maybe-uninitialized on
+  // a defaulted optional enum copied out of PoolOptions.
+  StartMethod method_ = StartMethod::automatic;
+  bool method_set_ = false;
 };
 
 // The lazily computed results of imap / imap_unordered: an input range whose
@@ -641,7 +645,7 @@ class Pool {
     if (processes < 0) throw ProcessError("mproc: Pool: the number of processes must be at least 1, not " + std::to_string(processes));
     detail::EngineConfig cfg;
     cfg.processes = processes == 0 ? cpu_count() : processes;
-    cfg.method = options.method_.value_or(get_start_method());
+    cfg.method = options.method_set_ ? options.method_ : get_start_method();
     cfg.maxtasksperchild = options.maxtasks_;
     cfg.worker_config = std::move(options.config_);
     engine_ = std::make_shared<detail::PoolEngine>(std::move(cfg));
