@@ -143,22 +143,22 @@ class Task {
         Fn* f = inline_ptr<Fn>(b);
         struct Destroy {
           Fn* f;
-          ~Destroy() { f->~Fn(); }
+          ~Destroy() { std::destroy_at(f); }
         } destroy{f};
         std::invoke(*f);
       },
       [](void* b) noexcept {
         Fn* f = inline_ptr<Fn>(b);
         notify_cancel(*f);
-        f->~Fn();
+        std::destroy_at(f);
       },
       std::is_trivially_copyable_v<Fn> ? nullptr
                                         : +[](void* dst, void* src) noexcept {
                                             Fn* s = inline_ptr<Fn>(src);
                                             ::new (dst) Fn(std::move(*s));
-                                            s->~Fn();
+                                            std::destroy_at(s);
                                           },
-      std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* b) noexcept { inline_ptr<Fn>(b)->~Fn(); }};
+      std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* b) noexcept { std::destroy_at(inline_ptr<Fn>(b)); }};
 
   template <class Fn>
   static constexpr Ops heap_ops{
@@ -719,7 +719,7 @@ class ThreadPool final : private detail::WaitHelper {
 
   // f(x) for every x of `inputs` (passed by reference, not copied), results
   // in input order (void if f returns void). Chunks of `chunksize` items
-  // (0: automatic) are spread over the workers and the calling thread.
+  // (0: automatic) are spread over the calling thread and size() - 1 workers.
   // Blocks. Rethrows the first exception f threw (remaining chunks are
   // skipped). Throws ProcessError if the pool is not running.
   template <class F, std::ranges::input_range Range>
@@ -765,8 +765,8 @@ class ThreadPool final : private detail::WaitHelper {
     return imap_impl(std::forward<F>(f), std::forward<Range>(inputs), chunksize, false);
   }
 
-  // f(i) for every i in [first, last), spread over the workers and the
-  // calling thread in chunks of an automatic size. Blocks. Rethrows the
+  // f(i) for every i in [first, last), spread over the calling thread and
+  // size() - 1 workers in chunks of an automatic size (8 per thread). Blocks. Rethrows the
   // first exception f threw (remaining chunks are skipped). Throws
   // ProcessError if the pool is not running.
   template <std::integral I, class F>
@@ -1131,10 +1131,10 @@ class ThreadPool final : private detail::WaitHelper {
       if (w->thread.joinable()) w->thread.join();
   }
 
-  // Chunk size: the given one, or about 8 chunks per thread (caller included).
+  // Chunk size: the given one, or about 8 chunks per thread.
   std::size_t grain_for(std::size_t n, std::size_t grain) const noexcept {
     if (grain != 0) return grain;
-    const std::size_t chunks = 8 * (size() + 1);
+    const std::size_t chunks = 8 * size();
     return std::max<std::size_t>(1, (n + chunks - 1) / chunks);
   }
 
@@ -1153,7 +1153,9 @@ class ThreadPool final : private detail::WaitHelper {
     };
     auto job = std::make_shared<Job>(n, grain, &body);
     const std::size_t chunks = (n + grain - 1) / grain;
-    push_runners(job, std::min(size(), chunks - 1));
+    // The calling thread is one of size() threads at work (as in TBB and
+    // OpenMP), so a loop never oversubscribes the cores the pool was sized for.
+    push_runners(job, std::min(size() - 1, chunks - 1));
     job->work();
     wait_job(*job);
     if (auto error = job->error()) std::rethrow_exception(error);
