@@ -73,7 +73,8 @@ TEST_CASE("ThreadPool: post + wait runs every task exactly once", "[thread_pool]
   within_10s([] {
     mp::ThreadPool pool(2);
     std::atomic<int> count{0};
-    for (int i = 0; i < 10000; ++i) pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
+    for (int i = 0; i < 10000; ++i)
+      pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
     pool.wait();
     CHECK(count.load() == 10000);
     CHECK(pool.pending() == 0);
@@ -81,14 +82,16 @@ TEST_CASE("ThreadPool: post + wait runs every task exactly once", "[thread_pool]
     // Tasks posting tasks: wait() covers them too.
     for (int i = 0; i < 100; ++i)
       pool.post([&] {
-        for (int j = 0; j < 10; ++j) pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
+        for (int j = 0; j < 10; ++j)
+          pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
       });
     pool.wait();
     CHECK(count.load() == 11000);
   });
 }
 
-TEST_CASE("ThreadPool: wait rethrows the first posted exception with its type, then clears it", "[thread_pool]") {
+TEST_CASE("ThreadPool: wait rethrows the first posted exception with its type, then clears it",
+          "[thread_pool]") {
   within_10s([] {
     mp::ThreadPool pool(1);  // one worker: tasks run in posting order
     std::atomic<int> ran{0};
@@ -107,7 +110,8 @@ TEST_CASE("ThreadPool: wait rethrows the first posted exception with its type, t
   });
 }
 
-TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, exceptions", "[thread_pool]") {
+TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, exceptions",
+          "[thread_pool]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     auto sum = pool.submit([](int a, int b) { return a + b; }, 2, 40);
@@ -116,13 +120,16 @@ TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, ex
     auto v = pool.submit([&] { side = 5; });
     v.get();
     CHECK(side.load() == 5);
-    auto moved = pool.submit([](std::unique_ptr<int> p) { return *p + 1; }, std::make_unique<int>(9));
+    auto moved =
+        pool.submit([](std::unique_ptr<int> p) { return *p + 1; }, std::make_unique<int>(9));
     CHECK(moved.get() == 10);
     std::string s = "copied";
-    auto copy = pool.submit([](std::string x) { return x += "!"; }, s);  // decay-copied like std::thread
+    auto copy =
+        pool.submit([](std::string x) { return x += "!"; }, s);  // decay-copied like std::thread
     CHECK(copy.get() == "copied!");
     CHECK(s == "copied");
-    auto big = pool.submit([pad = std::array<char, 200>{'x'}](int k) { return pad[0] + k; }, 1);  // heap-stored task
+    auto big = pool.submit([pad = std::array<char, 200>{'x'}](int k) { return pad[0] + k; },
+                           1);  // heap-stored task
     CHECK(big.get() == 'x' + 1);
     auto bad = pool.submit([]() -> int { throw Boom(3); });
     CHECK_THROWS_AS(bad.get(), Boom);
@@ -132,7 +139,8 @@ TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, ex
   });
 }
 
-TEST_CASE("ThreadPool: apply and apply_async, AsyncResult ready/successful/get(timeout)", "[thread_pool]") {
+TEST_CASE("ThreadPool: apply and apply_async, AsyncResult ready/successful/get(timeout)",
+          "[thread_pool]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     CHECK(pool.apply([](int x) { return x * 3; }, 7) == 21);
@@ -170,7 +178,8 @@ TEST_CASE("ThreadPool: apply and apply_async, AsyncResult ready/successful/get(t
 
 // ------------------------------------------------------------------ maps
 
-TEST_CASE("ThreadPool::map: input order for any chunk size, empty input, void results", "[thread_pool][map]") {
+TEST_CASE("ThreadPool::map: input order for any chunk size, empty input, void results",
+          "[thread_pool][map]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     std::vector<int> in(1000);
@@ -181,7 +190,8 @@ TEST_CASE("ThreadPool::map: input order for any chunk size, empty input, void re
       CHECK(pool.map([](int x) { return x * x; }, in, chunksize) == expect);
     CHECK(pool.map([](int x) { return x; }, std::vector<int>{}).empty());
     std::vector<std::atomic<int>> hits(100);
-    pool.map([&](int i) { hits[static_cast<std::size_t>(i)].fetch_add(1); }, std::views::iota(0, 100));
+    pool.map([&](int i) { hits[static_cast<std::size_t>(i)].fetch_add(1); },
+             std::views::iota(0, 100));
     CHECK(std::all_of(hits.begin(), hits.end(), [](const auto& h) { return h.load() == 1; }));
   });
 }
@@ -191,9 +201,12 @@ TEST_CASE("ThreadPool::map: inputs by reference (non-copyable, vectors, Array), 
   within_10s([] {
     mp::ThreadPool pool(2);
     std::vector<std::vector<double>> data(10, std::vector<double>(1000));
-    for (std::size_t i = 0; i < data.size(); ++i) std::fill(data[i].begin(), data[i].end(), static_cast<double>(i));
+    for (std::size_t i = 0; i < data.size(); ++i)
+      std::fill(data[i].begin(), data[i].end(), static_cast<double>(i));
     auto means = pool.map(
-        [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size()); },
+        [](const std::vector<double>& v) {
+          return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+        },
         data);
     REQUIRE(means.size() == 10);
     for (std::size_t i = 0; i < 10; ++i) CHECK(means[i] == static_cast<double>(i));
@@ -251,7 +264,8 @@ TEST_CASE("ThreadPool::starmap and starmap_async unpack tuples", "[thread_pool][
   });
 }
 
-TEST_CASE("ThreadPool::map_async: results, copies of the inputs, exceptions, empty", "[thread_pool][map]") {
+TEST_CASE("ThreadPool::map_async: results, copies of the inputs, exceptions, empty",
+          "[thread_pool][map]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     auto r = [&] {
@@ -304,8 +318,9 @@ TEST_CASE("ThreadPool::imap: input order, range-for, next() after the end", "[th
   });
 }
 
-TEST_CASE("ThreadPool::imap is lazy: nothing runs before iteration, then at most 2*size*chunksize ahead",
-          "[thread_pool][imap]") {
+TEST_CASE(
+    "ThreadPool::imap is lazy: nothing runs before iteration, then at most 2*size*chunksize ahead",
+    "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     std::atomic<int> calls{0};
@@ -346,7 +361,8 @@ TEST_CASE("ThreadPool::imap: an item's exception is thrown at that item, iterati
   });
 }
 
-TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs", "[thread_pool][imap]") {
+TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs",
+          "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     th::Event release;
@@ -362,7 +378,8 @@ TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item run
   });
 }
 
-TEST_CASE("ThreadPool::imap_unordered yields in completion order, imap in input order", "[thread_pool][imap]") {
+TEST_CASE("ThreadPool::imap_unordered yields in completion order, imap in input order",
+          "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     th::Event first_may_finish;
@@ -378,7 +395,8 @@ TEST_CASE("ThreadPool::imap_unordered yields in completion order, imap in input 
 
     first_may_finish.clear();
     auto ordered = pool.imap(f, std::vector<int>{0, 1});
-    CHECK_THROWS_AS(ordered.next(30ms), mp::TimeoutError);  // item 1 is done, but item 0 comes first
+    CHECK_THROWS_AS(ordered.next(30ms),
+                    mp::TimeoutError);  // item 1 is done, but item 0 comes first
     first_may_finish.set();
     CHECK(ordered.next(5s) == 0);
     CHECK(ordered.next(5s) == 1);
@@ -405,7 +423,8 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
     pool.parallel_for(5, 5, [&](int) { calls.fetch_add(1); });
     pool.parallel_for(5, 2, [&](int) { calls.fetch_add(1); });
     CHECK(calls.load() == 0);
-    pool.parallel_for(std::uint8_t{250}, std::uint8_t{255}, [&](std::uint8_t i) { calls.fetch_add(i); });
+    pool.parallel_for(std::uint8_t{250}, std::uint8_t{255},
+                      [&](std::uint8_t i) { calls.fetch_add(i); });
     CHECK(calls.load() == 250 + 251 + 252 + 253 + 254);
 
     std::vector<double> v(1'000'000, 1.5);
@@ -414,7 +433,8 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
   });
 }
 
-TEST_CASE("ThreadPool::parallel_for rethrows the first exception with its type", "[thread_pool][parallel_for]") {
+TEST_CASE("ThreadPool::parallel_for rethrows the first exception with its type",
+          "[thread_pool][parallel_for]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     CHECK_THROWS_AS(pool.parallel_for(0, 1000, 10,
@@ -422,7 +442,8 @@ TEST_CASE("ThreadPool::parallel_for rethrows the first exception with its type",
                                         if (i == 777) throw Boom(i);
                                       }),
                     Boom);
-    CHECK_THROWS_AS(pool.parallel_for(0, 1, [](int) { throw std::logic_error("single"); }), std::logic_error);
+    CHECK_THROWS_AS(pool.parallel_for(0, 1, [](int) { throw std::logic_error("single"); }),
+                    std::logic_error);
   });
 }
 
@@ -445,7 +466,8 @@ TEST_CASE("ThreadPool: nested map / parallel_for / wait / apply inside tasks do 
 
         // parallel_for inside parallel_for
         std::atomic<int> cells{0};
-        pool.parallel_for(0, 8, 1, [&](int) { pool.parallel_for(0, 100, 7, [&](int) { cells.fetch_add(1); }); });
+        pool.parallel_for(
+            0, 8, 1, [&](int) { pool.parallel_for(0, 100, 7, [&](int) { cells.fetch_add(1); }); });
         CHECK(cells.load() == 800);
 
         // apply_async(...).get() and wait() inside tasks
@@ -473,7 +495,8 @@ TEST_CASE("ThreadPool: nested map / parallel_for / wait / apply inside tasks do 
 
 // ------------------------------------------------------------------ shutdown
 
-TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'", "[thread_pool][shutdown]") {
+TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'",
+          "[thread_pool][shutdown]") {
   mp::ThreadPool pool(2);
   CHECK_THROWS_MATCHES(pool.join(), mp::ProcessError, MessageContains("close() or terminate()"));
   pool.close();
@@ -486,26 +509,30 @@ TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'"
   std::vector<int> in{1, 2};
   CHECK_THROWS_MATCHES(pool.map([](int x) { return x; }, in), mp::ProcessError, not_running);
   CHECK_THROWS_MATCHES(pool.map_async([](int x) { return x; }, in), mp::ProcessError, not_running);
-  CHECK_THROWS_MATCHES(pool.starmap([](int a) { return a; }, std::vector<std::tuple<int>>{{1}}), mp::ProcessError,
-                       not_running);
+  CHECK_THROWS_MATCHES(pool.starmap([](int a) { return a; }, std::vector<std::tuple<int>>{{1}}),
+                       mp::ProcessError, not_running);
   CHECK_THROWS_MATCHES(pool.imap([](int x) { return x; }, in), mp::ProcessError, not_running);
-  CHECK_THROWS_MATCHES(pool.imap_unordered([](int x) { return x; }, in), mp::ProcessError, not_running);
+  CHECK_THROWS_MATCHES(pool.imap_unordered([](int x) { return x; }, in), mp::ProcessError,
+                       not_running);
   CHECK_THROWS_MATCHES(pool.parallel_for(0, 10, [](int) {}), mp::ProcessError, not_running);
   pool.join();
 }
 
-TEST_CASE("ThreadPool: close + join runs all queued work, tasks may still add work", "[thread_pool][shutdown]") {
+TEST_CASE("ThreadPool: close + join runs all queued work, tasks may still add work",
+          "[thread_pool][shutdown]") {
   within_10s([] {
     mp::ThreadPool pool(1);
     th::Event gate;
     std::atomic<int> count{0};
     pool.post([&] { gate.wait(5s); });
     std::vector<std::future<int>> futures;
-    for (int i = 0; i < 100; ++i) futures.push_back(pool.submit([&count, i] {
-      count.fetch_add(1);
-      return i;
-    }));
-    pool.post([&] { pool.post([&] { count.fetch_add(1000); }); });  // a task adding work after close()
+    for (int i = 0; i < 100; ++i)
+      futures.push_back(pool.submit([&count, i] {
+        count.fetch_add(1);
+        return i;
+      }));
+    pool.post(
+        [&] { pool.post([&] { count.fetch_add(1000); }); });  // a task adding work after close()
     pool.close();
     gate.set();
     pool.join();
@@ -534,15 +561,20 @@ TEST_CASE("ThreadPool: terminate drops queued work, its futures, results and ima
       count.fetch_add(1);
       return 1;
     });
-    auto mapped = pool.map_async([&](int x) {
-      count.fetch_add(1);
-      return x;
-    }, std::vector<int>{1, 2, 3});
-    auto lazy = pool.imap([&](int x) {
-      count.fetch_add(1);
-      return x;
-    }, std::vector<int>{1, 2, 3});
-    auto first = std::async(std::launch::async, [&] { return lazy.next(8s); });  // queues the imap items
+    auto mapped = pool.map_async(
+        [&](int x) {
+          count.fetch_add(1);
+          return x;
+        },
+        std::vector<int>{1, 2, 3});
+    auto lazy = pool.imap(
+        [&](int x) {
+          count.fetch_add(1);
+          return x;
+        },
+        std::vector<int>{1, 2, 3});
+    auto first =
+        std::async(std::launch::async, [&] { return lazy.next(8s); });  // queues the imap items
     for (int i = 0; i < 5000 && pool.pending() < 105; ++i) std::this_thread::sleep_for(1ms);
     pool.terminate();
     gate.set();
@@ -574,7 +606,8 @@ TEST_CASE("ThreadPool: the destructor runs all queued work", "[thread_pool][shut
 
 // ------------------------------------------------------------------ stress
 
-TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits", "[thread_pool][stress]") {
+TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
+          "[thread_pool][stress]") {
   within_10s([] {
     mp::ThreadPool pool(3);
     std::atomic<long long> total{0};
@@ -586,12 +619,18 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits", "[thr
         std::vector<std::future<int>> fs;
         for (int i = 0; i < per; ++i) {
           switch (i % 4) {
-            case 0: pool.post([&] { total.fetch_add(1); }); break;
-            case 1: fs.push_back(pool.submit([i] { return i; })); break;
+            case 0:
+              pool.post([&] { total.fetch_add(1); });
+              break;
+            case 1:
+              fs.push_back(pool.submit([i] { return i; }));
+              break;
             case 2:
               pool.post([&] { pool.post([&] { total.fetch_add(1); }); });
               break;
-            default: pool.apply_async([&] { total.fetch_add(1); }); break;
+            default:
+              pool.apply_async([&] { total.fetch_add(1); });
+              break;
           }
           if (i % 500 == 0) pool.wait();
         }

@@ -75,8 +75,7 @@ class Task {
   Task() noexcept = default;
 
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, Task>)
-  explicit Task(F&& f) {
+  requires(!std::is_same_v<std::remove_cvref_t<F>, Task>) explicit Task(F&& f) {
     using Fn = std::decay_t<F>;
     if constexpr (fits<Fn>) {
       ::new (static_cast<void*>(buf_)) Fn(std::forward<F>(f));
@@ -119,8 +118,9 @@ class Task {
   };
 
   template <class Fn>
-  static constexpr bool fits = sizeof(Fn) <= inline_size && alignof(Fn) <= alignof(std::max_align_t) &&
-                               std::is_nothrow_move_constructible_v<Fn>;
+  static constexpr bool fits =
+      sizeof(Fn) <= inline_size &&
+      alignof(Fn) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<Fn>;
 
   template <class Fn>
   static Fn* inline_ptr(void* b) noexcept {
@@ -161,16 +161,15 @@ class Task {
       std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* b) noexcept { std::destroy_at(inline_ptr<Fn>(b)); }};
 
   template <class Fn>
-  static constexpr Ops heap_ops{
-      [](void* b) {
-        std::unique_ptr<Fn> f(heap_ptr<Fn>(b));
-        std::invoke(*f);
-      },
-      [](void* b) noexcept {
-        std::unique_ptr<Fn> f(heap_ptr<Fn>(b));
-        notify_cancel(*f);
-      },
-      nullptr, [](void* b) noexcept { delete heap_ptr<Fn>(b); }};
+  static constexpr Ops heap_ops{[](void* b) {
+                                  std::unique_ptr<Fn> f(heap_ptr<Fn>(b));
+                                  std::invoke(*f);
+                                },
+                                [](void* b) noexcept {
+                                  std::unique_ptr<Fn> f(heap_ptr<Fn>(b));
+                                  notify_cancel(*f);
+                                },
+                                nullptr, [](void* b) noexcept { delete heap_ptr<Fn>(b); }};
 
   void take(Task& other) noexcept {
     ops_ = other.ops_;
@@ -396,11 +395,13 @@ class MapInputs {
   }
 
  private:
-  static constexpr bool direct = std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
-  using Store = std::conditional_t<direct, std::monostate,
-                                   std::conditional_t<std::ranges::forward_range<Range>,
-                                                      std::vector<std::ranges::iterator_t<Range>>,
-                                                      std::vector<std::ranges::range_value_t<Range>>>>;
+  static constexpr bool direct =
+      std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
+  using Store =
+      std::conditional_t<direct, std::monostate,
+                         std::conditional_t<std::ranges::forward_range<Range>,
+                                            std::vector<std::ranges::iterator_t<Range>>,
+                                            std::vector<std::ranges::range_value_t<Range>>>>;
   std::conditional_t<direct, std::ranges::iterator_t<Range>, std::monostate> first_{};
   Store store_{};
   std::size_t size_ = 0;
@@ -594,7 +595,9 @@ class ThreadPool final : private detail::WaitHelper {
   // std::invalid_argument if threads == 0, std::system_error if a thread
   // cannot be started.
   explicit ThreadPool(std::size_t threads = static_cast<std::size_t>(cpu_count())) {
-    if (threads == 0) throw std::invalid_argument("mproc: ThreadPool: the number of threads must be at least 1, not 0");
+    if (threads == 0)
+      throw std::invalid_argument(
+          "mproc: ThreadPool: the number of threads must be at least 1, not 0");
     workers_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(i));
     try {
@@ -632,16 +635,14 @@ class ThreadPool final : private detail::WaitHelper {
   // exception is rethrown by the next wait(). Non-blocking. Throws
   // ProcessError if the pool is not running.
   template <class F>
-    requires std::invocable<std::decay_t<F>&>
-  void post(F&& f) {
-    push(detail::Task(std::forward<F>(f)), false);
-  }
+  requires std::invocable < std::decay_t<F>
+  & > void post(F&& f) { push(detail::Task(std::forward<F>(f)), false); }
 
   // Runs f(args...) on a worker; the future yields its result or rethrows
   // its exception (ProcessError if terminate() dropped it). Non-blocking.
   // Throws ProcessError if the pool is not running.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   auto submit(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     std::promise<R> promise;
@@ -670,10 +671,14 @@ class ThreadPool final : private detail::WaitHelper {
         }
       } leave{*this};
       for (;;) {
-        if (pending_.load(std::memory_order_seq_cst) <= inside_waiters_.load(std::memory_order_seq_cst)) break;
+        if (pending_.load(std::memory_order_seq_cst) <=
+            inside_waiters_.load(std::memory_order_seq_cst))
+          break;
         if (help_once(*w)) continue;
         const std::uint32_t seq = done_word_.load(std::memory_order_seq_cst);
-        if (pending_.load(std::memory_order_seq_cst) <= inside_waiters_.load(std::memory_order_seq_cst)) break;
+        if (pending_.load(std::memory_order_seq_cst) <=
+            inside_waiters_.load(std::memory_order_seq_cst))
+          break;
         detail::futex_wait(done_word_, seq, detail::Clock::now() + std::chrono::milliseconds(1));
       }
     } else {
@@ -697,7 +702,7 @@ class ThreadPool final : private detail::WaitHelper {
   // result or rethrows f's exception (ProcessError if terminate() dropped
   // it). Throws ProcessError if the pool is not running.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   auto apply_async(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     auto state = std::make_shared<detail::ResultState<R>>(static_cast<detail::WaitHelper*>(this));
@@ -710,7 +715,7 @@ class ThreadPool final : private detail::WaitHelper {
   // f(args...) on a worker; blocks for the result (Python: apply). Throws
   // what f throws, or ProcessError if the pool is not running.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   auto apply(F&& f, Args&&... args) {
     return apply_async(std::forward<F>(f), std::forward<Args>(args)...).get();
   }
@@ -770,21 +775,21 @@ class ThreadPool final : private detail::WaitHelper {
   // first exception f threw (remaining chunks are skipped). Throws
   // ProcessError if the pool is not running.
   template <std::integral I, class F>
-    requires std::invocable<F&, I>
-  void parallel_for(I first, I last, F&& f) {
-    parallel_for(first, last, 0, f);
-  }
+  requires std::invocable<F&, I>
+  void parallel_for(I first, I last, F&& f) { parallel_for(first, last, 0, f); }
 
   // As parallel_for(first, last, f), with chunks of `grain` indices (0: automatic).
   template <std::integral I, class F>
-    requires std::invocable<F&, I>
+  requires std::invocable<F&, I>
   void parallel_for(I first, I last, std::size_t grain, F&& f) {
     check_running();
     if (!(first < last)) return;
     using U = std::make_unsigned_t<I>;
-    const auto n = static_cast<std::size_t>(static_cast<U>(static_cast<U>(last) - static_cast<U>(first)));
+    const auto n =
+        static_cast<std::size_t>(static_cast<U>(static_cast<U>(last) - static_cast<U>(first)));
     auto body = [&](std::size_t b, std::size_t e) {
-      for (std::size_t i = b; i < e; ++i) f(static_cast<I>(static_cast<U>(static_cast<U>(first) + static_cast<U>(i))));
+      for (std::size_t i = b; i < e; ++i)
+        f(static_cast<I>(static_cast<U>(static_cast<U>(first) + static_cast<U>(i))));
     };
     run_loop(n, grain_for(n, grain), body);
   }
@@ -829,9 +834,12 @@ class ThreadPool final : private detail::WaitHelper {
   // called from one of the pool's own tasks.
   void join() {
     if (!closed_.load(std::memory_order_acquire))
-      throw ProcessError("mproc: ThreadPool::join: the pool is still running; call close() or terminate() first");
+      throw ProcessError(
+          "mproc: ThreadPool::join: the pool is still running; call close() or terminate() first");
     if (current_worker() != nullptr)
-      throw ProcessError("mproc: ThreadPool::join called from one of the pool's own tasks (it would wait for itself)");
+      throw ProcessError(
+          "mproc: ThreadPool::join called from one of the pool's own tasks (it would wait for "
+          "itself)");
     join_threads();
   }
 
@@ -915,7 +923,8 @@ class ThreadPool final : private detail::WaitHelper {
       if (terminated_.load(std::memory_order_acquire)) return 0;
       pending_.fetch_add(static_cast<std::int64_t>(count), std::memory_order_relaxed);
       std::lock_guard lock(w->mutex);
-      for (std::size_t i = 0; i < count; ++i) w->local.push_back(detail::Task(detail::LoopRunner{job}));
+      for (std::size_t i = 0; i < count; ++i)
+        w->local.push_back(detail::Task(detail::LoopRunner{job}));
       w->local_size.store(w->local.size(), std::memory_order_seq_cst);
     } else {
       std::lock_guard lock(inj_mutex_);
@@ -1034,7 +1043,8 @@ class ThreadPool final : private detail::WaitHelper {
   void retire(std::int64_t count) {
     if (count == 0) return;
     const std::int64_t left = pending_.fetch_sub(count, std::memory_order_seq_cst) - count;
-    if (waiters_.load(std::memory_order_seq_cst) != 0 && left <= inside_waiters_.load(std::memory_order_seq_cst)) {
+    if (waiters_.load(std::memory_order_seq_cst) != 0 &&
+        left <= inside_waiters_.load(std::memory_order_seq_cst)) {
       done_word_.fetch_add(1, std::memory_order_seq_cst);
       detail::futex_wake(done_word_);
     }
@@ -1068,7 +1078,8 @@ class ThreadPool final : private detail::WaitHelper {
       const bool ran = help_once(*w);
       lock.lock();
       if (ran) continue;
-      cv.wait_until(lock, std::min(deadline, detail::Clock::now() + std::chrono::milliseconds(1)), pred);
+      cv.wait_until(lock, std::min(deadline, detail::Clock::now() + std::chrono::milliseconds(1)),
+                    pred);
     }
   }
 
@@ -1104,7 +1115,8 @@ class ThreadPool final : private detail::WaitHelper {
     wake_pending_.store(false, std::memory_order_seq_cst);
     const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    if (!has_work() && !(closed_.load(std::memory_order_seq_cst) && pending_.load(std::memory_order_seq_cst) == 0))
+    if (!has_work() &&
+        !(closed_.load(std::memory_order_seq_cst) && pending_.load(std::memory_order_seq_cst) == 0))
       detail::futex_wait(epoch_, seen, detail::Clock::time_point::max());
     sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     wake_pending_.store(false, std::memory_order_seq_cst);
@@ -1185,7 +1197,8 @@ class ThreadPool final : private detail::WaitHelper {
     detail::MapOutput<R> out(n);
     if (n != 0) {
       auto body = [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) out.set(i, [&]() -> decltype(auto) { return detail::call_item<Star>(f, in[i]); });
+        for (std::size_t i = b; i < e; ++i)
+          out.set(i, [&]() -> decltype(auto) { return detail::call_item<Star>(f, in[i]); });
       };
       run_loop(n, grain_for(n, chunksize), body);
     }
@@ -1201,11 +1214,18 @@ class ThreadPool final : private detail::WaitHelper {
     using Out = typename detail::MapOutput<R>::Out;
 
     struct Job final : detail::LoopJob {
-      Job(std::size_t count, std::size_t g, Fn fn, std::vector<V> in, std::shared_ptr<detail::ResultState<Out>> st)
-          : LoopJob(count, g), f(std::move(fn)), inputs(std::move(in)), out(count), state(std::move(st)) {}
+      Job(std::size_t count, std::size_t g, Fn fn, std::vector<V> in,
+          std::shared_ptr<detail::ResultState<Out>> st)
+          : LoopJob(count, g),
+            f(std::move(fn)),
+            inputs(std::move(in)),
+            out(count),
+            state(std::move(st)) {}
       void run_range(std::size_t b, std::size_t e) override {
         for (std::size_t i = b; i < e; ++i)
-          out.set(i, [&]() -> decltype(auto) { return detail::call_item<Star>(f, std::as_const(inputs[i])); });
+          out.set(i, [&]() -> decltype(auto) {
+            return detail::call_item<Star>(f, std::as_const(inputs[i]));
+          });
       }
       void on_finish() noexcept override {
         try {
@@ -1233,7 +1253,8 @@ class ThreadPool final : private detail::WaitHelper {
     };
 
     std::vector<V> copied;
-    if constexpr (std::ranges::sized_range<Range>) copied.reserve(static_cast<std::size_t>(std::ranges::size(inputs)));
+    if constexpr (std::ranges::sized_range<Range>)
+      copied.reserve(static_cast<std::size_t>(std::ranges::size(inputs)));
     if constexpr (std::is_lvalue_reference_v<Range>) {
       for (auto&& x : inputs) copied.emplace_back(x);
     } else {
@@ -1342,8 +1363,8 @@ class ThreadImapResult {
   // size, 0 at the end of the input.
   using Produce = std::function<std::size_t(std::size_t first)>;
 
-  ThreadImapResult(ThreadPool* pool, std::shared_ptr<detail::ThreadImapSink<R>> sink, Produce produce,
-                   std::size_t window)
+  ThreadImapResult(ThreadPool* pool, std::shared_ptr<detail::ThreadImapSink<R>> sink,
+                   Produce produce, std::size_t window)
       : pool_(pool), sink_(std::move(sink)), produce_(std::move(produce)), window_(window) {}
 
   void top_up() {
@@ -1363,7 +1384,8 @@ class ThreadImapResult {
     detail::ImapOutcome<R> outcome;
     {
       std::unique_lock lock(sink_->mutex);
-      if (!pool_->wait_helping(lock, sink_->cv, [&] { return sink_->available(); }, deadline))
+      if (!pool_->wait_helping(
+              lock, sink_->cv, [&] { return sink_->available(); }, deadline))
         throw TimeoutError("mproc: ThreadPool.imap: no result within the timeout");
       outcome = sink_->take();
     }
@@ -1395,7 +1417,8 @@ auto ThreadPool::imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool
   using Fn = std::decay_t<F>;
   using V = std::ranges::range_value_t<Range>;
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, V&>>;
-  static_assert(!std::is_void_v<R>, "mproc::ThreadPool::imap: f returns void; use map or apply_async");
+  static_assert(!std::is_void_v<R>,
+                "mproc::ThreadPool::imap: f returns void; use map or apply_async");
   if (chunksize == 0) chunksize = 1;
 
   auto view = std::views::all(std::forward<Range>(inputs));
@@ -1415,7 +1438,8 @@ auto ThreadPool::imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool
     if (items.empty()) return 0;
     const std::size_t n = items.size();
     if (!push(detail::Task(detail::ImapTask<R, Fn, V>{f, sink, std::move(items), first}), true))
-      throw ProcessError("mproc: ThreadPool.imap: the pool is no longer running (terminated or joined)");
+      throw ProcessError(
+          "mproc: ThreadPool.imap: the pool is no longer running (terminated or joined)");
     return n;
   };
   return ThreadImapResult<R>(this, std::move(sink), std::move(produce), 2 * size() * chunksize);
