@@ -493,6 +493,50 @@ TEST_CASE("ThreadPool: nested map / parallel_for / wait / apply inside tasks do 
   }
 }
 
+TEST_CASE("ThreadPool::wait inside tasks: waits for all work but the waiting tasks themselves",
+          "[thread_pool][nested]") {
+  for (std::size_t threads : {1u, 2u}) {
+    DYNAMIC_SECTION(threads << " thread(s)") {
+      within_10s([threads] {
+        mp::ThreadPool pool(threads);
+        std::atomic<int> leaves{0};
+        std::vector<mp::AsyncResult<int>> waiting;
+        // Two tasks that each add five leaves and wait: with one thread the
+        // second runs inside the first one's wait(); both must return.
+        for (int t = 0; t < 2; ++t)
+          waiting.push_back(pool.apply_async([&] {
+            for (int i = 0; i < 5; ++i) pool.post([&] { leaves.fetch_add(1); });
+            pool.wait();
+            return leaves.load();
+          }));
+        int smallest = 100;
+        for (auto& r : waiting) smallest = std::min(smallest, r.get(8s));
+        CHECK(smallest >= 5);
+        pool.wait();
+        CHECK(leaves.load() == 10);
+      });
+    }
+  }
+}
+
+TEST_CASE("ThreadPool::join from one of its own tasks throws instead of deadlocking",
+          "[thread_pool][shutdown]") {
+  within_10s([] {
+    mp::ThreadPool pool(2);
+    auto r = pool.apply_async([&] {
+      pool.close();
+      try {
+        pool.join();
+      } catch (const mp::ProcessError& e) {
+        return std::string(e.what());
+      }
+      return std::string("no error");
+    });
+    CHECK_THAT(r.get(8s), mproc_test::Contains("own tasks"));
+    pool.join();
+  });
+}
+
 // ------------------------------------------------------------------ shutdown
 
 TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'",
