@@ -771,9 +771,9 @@ class ThreadPool final : private detail::WaitHelper {
   }
 
   // f(i) for every i in [first, last), spread over the calling thread and
-  // size() - 1 workers in chunks of an automatic size (8 per thread). Blocks. Rethrows the
-  // first exception f threw (remaining chunks are skipped). Throws
-  // ProcessError if the pool is not running.
+  // size() - 1 workers in chunks of an automatic size (8 per thread).
+  // Blocks. Rethrows the first exception f threw (remaining chunks are
+  // skipped). Throws ProcessError if the pool is not running.
   template <std::integral I, class F>
   requires std::invocable<F&, I>
   void parallel_for(I first, I last, F&& f) { parallel_for(first, last, 0, f); }
