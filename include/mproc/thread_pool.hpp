@@ -274,6 +274,13 @@ class LoopJob {
     return error_;
   }
 
+  // As error(), moving it out, so the exception's lifetime ends in the
+  // caller's thread rather than with the last runner holding the job.
+  std::exception_ptr take_error() {
+    std::lock_guard lock(error_mutex_);
+    return std::exchange(error_, nullptr);
+  }
+
   // A runner task of this job was dropped by terminate().
   virtual void cancel() noexcept {}
 
@@ -1170,7 +1177,7 @@ class ThreadPool final : private detail::WaitHelper {
     push_runners(job, std::min(size() - 1, chunks - 1));
     job->work();
     wait_job(*job);
-    if (auto error = job->error()) std::rethrow_exception(error);
+    if (auto error = job->take_error()) std::rethrow_exception(error);
   }
 
   void wait_job(detail::LoopJob& job) {
