@@ -1,7 +1,8 @@
 // Thread pool benchmarks, side by side with their peers (TARGETS.md P2, P3):
 //  P2  1M empty post()s + wait(): ThreadPool(2) vs tbb::task_group in a
 //      task_arena(2) vs boost::asio::thread_pool(2); std::async per task
-//      (1000 tasks, it starts a thread each) for scale; submit() with futures.
+//      (1000 tasks, it starts a thread each) for scale; submit() with futures
+//      and apply_async() with AsyncResults.
 //  P3  parallel_for over 1M doubles (v[i] *= c): ThreadPool vs
 //      tbb::parallel_for vs OpenMP vs a serial loop; map over 1M ints.
 //  The article's data analysis on threads: mean of each of 10 vectors of
@@ -115,6 +116,22 @@ void BM_Submit100k_ThreadPool(benchmark::State& state) {
     for (auto& f : fs) sum += f.get();
     benchmark::DoNotOptimize(sum);
     fs.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 100'000);
+}
+
+// The same through apply_async: AsyncResult instead of std::future (whose
+// set_value costs a pthread_once futex wake-up, a system call, per task).
+void BM_ApplyAsync100k_ThreadPool(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<mp::AsyncResult<int>> rs;
+  rs.reserve(100'000);
+  for (auto _ : state) {
+    for (int i = 0; i < 100'000; ++i) rs.push_back(pool.apply_async([i] { return i; }));
+    long long sum = 0;
+    for (auto& r : rs) sum += r.get();
+    benchmark::DoNotOptimize(sum);
+    rs.clear();
   }
   state.SetItemsProcessed(state.iterations() * 100'000);
 }
@@ -311,6 +328,7 @@ BENCHMARK(BM_Post1M_AsioThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime(
 BENCHMARK(BM_Post1000_ThreadPool)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Post1000_StdAsync)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Submit100k_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ApplyAsync100k_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Submit1000_StdAsync)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 BENCHMARK(BM_Scale1M_Serial)->Unit(benchmark::kMicrosecond)->UseRealTime();
