@@ -660,11 +660,12 @@ class ThreadPool final : private detail::WaitHelper {
     return future;
   }
 
-  // Blocks until every task posted or submitted so far (and the tasks they
-  // add) has finished, then rethrows (and forgets) the first exception a
-  // posted task threw since the last wait(). From inside one of the pool's
-  // tasks, waits for all work except the tasks that are themselves waiting,
-  // running queued tasks meanwhile.
+  // Blocks until no task is pending: every task posted or submitted so far,
+  // and the tasks they add, has finished (tasks other threads keep posting
+  // meanwhile extend the wait). Then rethrows (and forgets) the first
+  // exception a posted task threw since the last wait(). From inside one of
+  // the pool's tasks, waits for all work except the tasks that are
+  // themselves waiting, running queued tasks meanwhile.
   void wait() {
     if (Worker* w = current_worker()) {
       flush(*w);
