@@ -698,3 +698,30 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
     CHECK(pool.pending() == 0);
   });
 }
+
+TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several threads",
+          "[thread_pool][stress]") {
+  within_10s([] {
+    mp::ThreadPool pool(2);
+    std::vector<int> in(2000);
+    std::iota(in.begin(), in.end(), 0);
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 50; ++round) {
+          auto out =
+              pool.map([t](int x) { return x + t; }, in, static_cast<std::size_t>(1 + round % 7));
+          for (std::size_t i = 0; i < out.size(); ++i)
+            if (out[i] != static_cast<int>(i) + t) bad.fetch_add(1);
+          std::atomic<long long> sum{0};
+          pool.parallel_for(0, 1000, [&](int i) { sum.fetch_add(i, std::memory_order_relaxed); });
+          if (sum.load() != 499500) bad.fetch_add(1);
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(bad.load() == 0);
+    pool.wait();
+    CHECK(pool.pending() == 0);
+  });
+}
