@@ -1,0 +1,354 @@
+// Thread pool benchmarks, side by side with their peers (TARGETS.md P2, P3):
+//  P2  1M empty post()s + wait(): ThreadPool(2) vs tbb::task_group in a
+//      task_arena(2) vs boost::asio::thread_pool(2); std::async per task
+//      (1000 tasks, it starts a thread each) for scale; submit() with futures
+//      and apply_async() with AsyncResults.
+//  P3  parallel_for over 1M doubles (v[i] *= c): ThreadPool vs
+//      tbb::parallel_for vs OpenMP vs a serial loop; map over 1M ints.
+//  The article's data analysis on threads: mean of each of 10 vectors of
+//  1,000,000 doubles, ThreadPool.map vs tbb::parallel_for vs serial.
+// Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// and compare medians.
+#include <mproc/thread_pool.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstddef>
+#include <future>
+#include <numeric>
+#include <random>
+#include <span>
+#include <vector>
+
+#ifdef MPROC_BENCH_HAVE_TBB
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
+#endif
+#ifdef MPROC_BENCH_HAVE_BOOST
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#endif
+#ifdef MPROC_BENCH_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace mp = mproc;
+
+namespace {
+
+constexpr int kPosts = 1'000'000;
+constexpr std::size_t kItems = 1'000'000;
+constexpr int kThreads = 2;
+
+mp::ThreadPool& pool2() {
+  static mp::ThreadPool pool(kThreads);
+  return pool;
+}
+
+// ------------------------------------------------------------------ P2
+
+void BM_Post1M_ThreadPool(benchmark::State& state) {
+  auto& pool = pool2();
+  for (auto _ : state) {
+    for (int i = 0; i < kPosts; ++i) pool.post([] {});
+    pool.wait();
+  }
+  state.SetItemsProcessed(state.iterations() * kPosts);
+}
+
+#ifdef MPROC_BENCH_HAVE_TBB
+void BM_Post1M_TbbTaskGroup(benchmark::State& state) {
+  tbb::task_arena arena(kThreads);
+  tbb::task_group group;
+  for (auto _ : state) {
+    arena.execute([&] {
+      for (int i = 0; i < kPosts; ++i) group.run([] {});
+      group.wait();
+    });
+  }
+  state.SetItemsProcessed(state.iterations() * kPosts);
+}
+#endif
+
+#ifdef MPROC_BENCH_HAVE_BOOST
+// asio's pool can only be waited for by join(), which ends it: one pool per run.
+void BM_Post1M_AsioThreadPool(benchmark::State& state) {
+  for (auto _ : state) {
+    boost::asio::thread_pool pool(kThreads);
+    for (int i = 0; i < kPosts; ++i) boost::asio::post(pool, [] {});
+    pool.join();
+  }
+  state.SetItemsProcessed(state.iterations() * kPosts);
+}
+#endif
+
+// std::async starts a thread per task: 1000 tasks, compare per-item times.
+void BM_Post1000_StdAsync(benchmark::State& state) {
+  std::vector<std::future<void>> fs;
+  fs.reserve(1000);
+  for (auto _ : state) {
+    for (int i = 0; i < 1000; ++i) fs.push_back(std::async(std::launch::async, [] {}));
+    for (auto& f : fs) f.get();
+    fs.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 1000);
+}
+
+void BM_Post1000_ThreadPool(benchmark::State& state) {
+  auto& pool = pool2();
+  for (auto _ : state) {
+    for (int i = 0; i < 1000; ++i) pool.post([] {});
+    pool.wait();
+  }
+  state.SetItemsProcessed(state.iterations() * 1000);
+}
+
+void BM_Submit100k_ThreadPool(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<std::future<int>> fs;
+  fs.reserve(100'000);
+  for (auto _ : state) {
+    for (int i = 0; i < 100'000; ++i) fs.push_back(pool.submit([i] { return i; }));
+    long long sum = 0;
+    for (auto& f : fs) sum += f.get();
+    benchmark::DoNotOptimize(sum);
+    fs.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 100'000);
+}
+
+// The same through apply_async: AsyncResult instead of std::future (whose
+// set_value costs a pthread_once futex wake-up, a system call, per task).
+void BM_ApplyAsync100k_ThreadPool(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<mp::AsyncResult<int>> rs;
+  rs.reserve(100'000);
+  for (auto _ : state) {
+    for (int i = 0; i < 100'000; ++i) rs.push_back(pool.apply_async([i] { return i; }));
+    long long sum = 0;
+    for (auto& r : rs) sum += r.get();
+    benchmark::DoNotOptimize(sum);
+    rs.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 100'000);
+}
+
+void BM_Submit1000_StdAsync(benchmark::State& state) {
+  std::vector<std::future<int>> fs;
+  fs.reserve(1000);
+  for (auto _ : state) {
+    for (int i = 0; i < 1000; ++i) fs.push_back(std::async(std::launch::async, [i] { return i; }));
+    long long sum = 0;
+    for (auto& f : fs) sum += f.get();
+    benchmark::DoNotOptimize(sum);
+    fs.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 1000);
+}
+
+// ------------------------------------------------------------------ P3
+
+std::vector<double>& doubles() {
+  static std::vector<double> v(kItems, 1.0);
+  return v;
+}
+constexpr double kScale = 1.0000001;
+
+void BM_Scale1M_Serial(benchmark::State& state) {
+  auto& v = doubles();
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] *= kScale;
+    benchmark::ClobberMemory();
+  }
+}
+
+void BM_Scale1M_ThreadPoolParallelFor(benchmark::State& state) {
+  auto& pool = pool2();
+  auto& v = doubles();
+  double* p = v.data();
+  for (auto _ : state) {
+    pool.parallel_for(std::size_t{0}, v.size(), [p](std::size_t i) { p[i] *= kScale; });
+    benchmark::ClobberMemory();
+  }
+}
+
+#ifdef MPROC_BENCH_HAVE_TBB
+void BM_Scale1M_TbbParallelFor(benchmark::State& state) {
+  tbb::task_arena arena(kThreads);
+  auto& v = doubles();
+  double* p = v.data();
+  for (auto _ : state) {
+    arena.execute([&] {
+      tbb::parallel_for(std::size_t{0}, v.size(), [p](std::size_t i) { p[i] *= kScale; });
+    });
+    benchmark::ClobberMemory();
+  }
+}
+
+void BM_Scale1M_TbbParallelForRange(benchmark::State& state) {
+  tbb::task_arena arena(kThreads);
+  auto& v = doubles();
+  double* p = v.data();
+  for (auto _ : state) {
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, v.size()),
+                        [p](const tbb::blocked_range<std::size_t>& r) {
+                          for (std::size_t i = r.begin(); i != r.end(); ++i) p[i] *= kScale;
+                        });
+    });
+    benchmark::ClobberMemory();
+  }
+}
+#endif
+
+#ifdef MPROC_BENCH_HAVE_OPENMP
+void BM_Scale1M_OpenMP(benchmark::State& state) {
+  auto& v = doubles();
+  double* p = v.data();
+  const auto n = static_cast<long>(v.size());
+  for (auto _ : state) {
+#pragma omp parallel for num_threads(kThreads) schedule(static)
+    for (long i = 0; i < n; ++i) p[i] *= kScale;
+    benchmark::ClobberMemory();
+  }
+}
+#endif
+
+std::vector<int>& ints() {
+  static std::vector<int> v = [] {
+    std::vector<int> x(kItems);
+    std::iota(x.begin(), x.end(), 0);
+    return x;
+  }();
+  return v;
+}
+
+void BM_MapSquares1M_Serial(benchmark::State& state) {
+  auto& in = ints();
+  for (auto _ : state) {
+    std::vector<int> out(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) out[i] = in[i] * in[i];
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+
+void BM_MapSquares1M_ThreadPool(benchmark::State& state) {
+  auto& pool = pool2();
+  auto& in = ints();
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map([](int x) { return x * x; }, in).data());
+}
+
+#ifdef MPROC_BENCH_HAVE_TBB
+void BM_MapSquares1M_Tbb(benchmark::State& state) {
+  tbb::task_arena arena(kThreads);
+  auto& in = ints();
+  for (auto _ : state) {
+    std::vector<int> out(in.size());
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, in.size()),
+                        [&](const tbb::blocked_range<std::size_t>& r) {
+                          for (std::size_t i = r.begin(); i != r.end(); ++i) out[i] = in[i] * in[i];
+                        });
+    });
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+#endif
+
+// ------------------------------------------------------------------ the article's data analysis
+
+double mean_of(std::span<const double> v) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  std::size_t i = 0;
+  for (; i + 4 <= v.size(); i += 4) {
+    s0 += v[i];
+    s1 += v[i + 1];
+    s2 += v[i + 2];
+    s3 += v[i + 3];
+  }
+  for (; i < v.size(); ++i) s0 += v[i];
+  return (s0 + s1 + s2 + s3) / static_cast<double>(v.size());
+}
+
+const std::vector<std::vector<double>>& datasets() {
+  static const std::vector<std::vector<double>> d = [] {
+    std::mt19937_64 rng(42);
+    std::normal_distribution<double> randn;
+    std::vector<std::vector<double>> out(10, std::vector<double>(kItems));
+    for (auto& v : out)
+      for (auto& x : v) x = randn(rng);
+    return out;
+  }();
+  return d;
+}
+
+void BM_Article_Serial(benchmark::State& state) {
+  const auto& d = datasets();
+  for (auto _ : state) {
+    std::vector<double> means;
+    for (const auto& v : d) means.push_back(mean_of(v));
+    benchmark::DoNotOptimize(means.data());
+  }
+}
+
+void BM_Article_ThreadPoolMap(benchmark::State& state) {
+  auto& pool = pool2();
+  const auto& d = datasets();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(
+        pool.map([](const std::vector<double>& v) { return mean_of(v); }, d).data());
+}
+
+#ifdef MPROC_BENCH_HAVE_TBB
+void BM_Article_Tbb(benchmark::State& state) {
+  tbb::task_arena arena(kThreads);
+  const auto& d = datasets();
+  for (auto _ : state) {
+    std::vector<double> means(d.size());
+    arena.execute([&] {
+      tbb::parallel_for(std::size_t{0}, d.size(), [&](std::size_t i) { means[i] = mean_of(d[i]); });
+    });
+    benchmark::DoNotOptimize(means.data());
+  }
+}
+#endif
+
+}  // namespace
+
+BENCHMARK(BM_Post1M_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_TBB
+BENCHMARK(BM_Post1M_TbbTaskGroup)->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
+#ifdef MPROC_BENCH_HAVE_BOOST
+BENCHMARK(BM_Post1M_AsioThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
+BENCHMARK(BM_Post1000_ThreadPool)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Post1000_StdAsync)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Submit100k_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ApplyAsync100k_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Submit1000_StdAsync)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+BENCHMARK(BM_Scale1M_Serial)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Scale1M_ThreadPoolParallelFor)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_TBB
+BENCHMARK(BM_Scale1M_TbbParallelFor)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Scale1M_TbbParallelForRange)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#endif
+#ifdef MPROC_BENCH_HAVE_OPENMP
+BENCHMARK(BM_Scale1M_OpenMP)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#endif
+BENCHMARK(BM_MapSquares1M_Serial)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MapSquares1M_ThreadPool)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_TBB
+BENCHMARK(BM_MapSquares1M_Tbb)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#endif
+BENCHMARK(BM_Article_Serial)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Article_ThreadPoolMap)->Unit(benchmark::kMillisecond)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_TBB
+BENCHMARK(BM_Article_Tbb)->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
+
+BENCHMARK_MAIN();
