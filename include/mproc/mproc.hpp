@@ -17,4 +17,6 @@
 #include "sharedctypes.hpp"
 #include "synchronize.hpp"
 #include "system.hpp"
+#include "thread_pool.hpp"
+#include "threading.hpp"
 #include "version.hpp"
