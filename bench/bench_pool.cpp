@@ -147,6 +147,33 @@ void BM_PoolLifecycle(benchmark::State& state) {
   }
 }
 
+// Peer of the lifecycle: fork 2 children that square 50 ints each and send
+// them back through a pipe, then reap them (the floor any fork-based pool pays).
+void BM_RawFork2_Lifecycle(benchmark::State& state) {
+  for (auto _ : state) {
+    int fds[2];
+    if (::pipe(fds) != 0) state.SkipWithError("pipe");
+    pid_t pids[2];
+    for (int w = 0; w < 2; ++w) {
+      pids[w] = ::fork();
+      if (pids[w] == 0) {
+        int out[50];
+        for (int i = 0; i < 50; ++i) out[i] = square(w * 50 + i);
+        (void)!::write(fds[1], out, sizeof out);
+        ::_exit(0);
+      }
+    }
+    ::close(fds[1]);
+    int in[100];
+    std::size_t got = 0;
+    for (ssize_t r; got < sizeof in && (r = ::read(fds[0], reinterpret_cast<char*>(in) + got, sizeof in - got)) > 0;)
+      got += static_cast<std::size_t>(r);
+    ::close(fds[0]);
+    for (pid_t p : pids) ::waitpid(p, nullptr, 0);
+    benchmark::DoNotOptimize(in[0]);
+  }
+}
+
 }  // namespace
 
 BENCHMARK(BM_Article_SerialLoop)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -157,5 +184,6 @@ BENCHMARK(BM_Article_RawFork4)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MapSquares_DefaultChunksize)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MapSquares_Chunksize1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_PoolLifecycle)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_RawFork2_Lifecycle)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 BENCHMARK_MAIN();
