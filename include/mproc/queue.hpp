@@ -213,8 +213,8 @@ class Queue : protected detail::QueueBase<T> {
   // Queue<T>.
   static Queue from_handle(const detail::ShmHandle& h) { return Queue(h, detail::ShmKind::queue); }
 
-  // Tests only: the ring's bytes.
-  std::span<std::byte> ring_for_testing() const noexcept { return this->core_.ring_for_testing(); }
+  // Tests only: the shared-memory machinery.
+  const detail::QueueCore& core_for_testing() const noexcept { return this->core_; }
 
  protected:
   Queue(detail::ShmKind kind, int maxsize, std::size_t ring_bytes) : detail::QueueBase<T>(kind, maxsize, ring_bytes) {}

@@ -163,8 +163,10 @@ class QueueCore {
     return m > 0 && state_->count.load(std::memory_order_acquire) >= static_cast<std::uint64_t>(m);
   }
   bool closed() const noexcept { return state_->closed.load(std::memory_order_acquire) != 0; }
-  // The ring's bytes (tests only: to corrupt records).
+  // Tests only: the ring's bytes (to corrupt records), and taking the
+  // internal lock without releasing it (to die holding it).
   std::span<std::byte> ring_for_testing() const noexcept { return {ring_, ring_bytes_}; }
+  void lock_for_testing() const { state_->mutex.lock(current_tid(), Clock::time_point::max()); }
 
   // Bytes a record with a `len`-byte payload takes in the ring.
   static constexpr std::uint64_t record_bytes(std::uint64_t len) noexcept {
