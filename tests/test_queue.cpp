@@ -109,7 +109,7 @@ TEST_CASE("Queue: timed put and get wait their timeout, then throw Full and Empt
   CHECK(q.get(std::chrono::hours::max()) == 7);
 }
 
-TEST_CASE("Queue: a blocked put resumes when a getter makes room; a blocked get when an item arrives") {
+TEST_CASE("Queue: a blocked put resumes when a getter makes room, a blocked get when an item arrives") {
   mp::Queue<int> q(2);
   q.put(1);
   q.put(2);
@@ -491,29 +491,31 @@ TEST_CASE("Queue: a consumer killed while blocked in get, or while holding the i
     CHECK(q.get(5s) == 1);
     CHECK(q.get(5s) == 2);
   }
-  SECTION("killed while holding the lock (mid-get)") {
+  SECTION("a consumer killed while holding the consumers' lock (mid-get)") {
     q.put(5);
     shm_test::Pipe ready;
     const pid_t child = shm_test::spawn([q, &ready]() mutable {
-      q.core_for_testing().lock_for_testing();
+      q.core_for_testing().lock_for_testing(false);
       shm_test::send(ready.w.get(), 1);
       ::pause();
       return 0;
     });
     CHECK(shm_test::recv<int>(ready.r.get()) == 1);
+    std::thread getter([q]() mutable { CHECK(q.get(10s) == 5); });  // blocks on the lock
+    std::this_thread::sleep_for(30ms);  // let it block (the result is the same either way)
     ::kill(child, SIGKILL);
     CHECK(shm_test::join(child).exitcode == -SIGKILL);
+    getter.join();
+    q.put(6);
     int got = 0;
     const auto t = timed([&] { got = q.get(5s); });
-    CHECK(got == 5);
+    CHECK(got == 6);
     CHECK(t < 2s);
-    q.put(6);
-    CHECK(q.get(1s) == 6);
   }
-  SECTION("a holder killed while others wait for the lock") {
+  SECTION("a producer killed while holding the producers' lock (mid-put)") {
     shm_test::Pipe ready;
     const pid_t child = shm_test::spawn([q, &ready]() mutable {
-      q.core_for_testing().lock_for_testing();
+      q.core_for_testing().lock_for_testing(true);
       shm_test::send(ready.w.get(), 1);
       ::pause();
       return 0;
@@ -525,6 +527,7 @@ TEST_CASE("Queue: a consumer killed while blocked in get, or while holding the i
     CHECK(shm_test::join(child).exitcode == -SIGKILL);
     putter.join();
     CHECK(q.get(5s) == 77);
+    CHECK(q.empty());
   }
 }
 

@@ -3,43 +3,48 @@
 //
 // The shared-memory machinery of Queue, JoinableQueue and SimpleQueue: one
 // memfd segment per queue holding a control block and a byte ring of
-// variable-length records, guarded by a robust process-shared mutex, with
-// futex words for sleeping getters, putters and joiners. No pipe, no feeder
-// thread: put() copies the encoded item into the ring and returns.
+// variable-length records. No pipe, no feeder thread: put() copies the
+// encoded item into the ring and returns.
 //
-// The ring. A record is a 16-byte header {payload size, magic, check} and
-// the payload padded to 16 bytes; it always lies contiguously in the ring
-// (a record that does not fit before the end goes to offset 0, and the
-// control block remembers where the upper part ends: no marker in the
-// ring). The ring is large and sparse (default 256 MiB of address space;
-// memfd pages cost memory only once touched): the producer wraps back to
-// offset 0 as soon as it is past the first `hot` bytes (1 MiB) and there is
-// room there, so a queue with a small backlog stays within the hot region,
-// and only a large backlog of unread data touches pages beyond it; those
-// are given back (MADV_REMOVE) when the consumer has drained them. So an
-// "unbounded" queue accepts items until `ring_bytes` of unread encoded data
-// are queued (then put() waits, as for a bounded queue), and items of any
-// size up to `ring_bytes` go through the ring itself. Because the memory is
-// the queue's one segment (owned by its creator), an item stays readable
+// The ring. Positions (head, tail) count bytes since creation; a record
+// lies at position % ring_bytes, contiguously: a 16-byte header {payload
+// size, magic, check} and the payload padded to 16 bytes. When a record
+// does not fit before the end of the ring, a skip record fills the rest
+// and the record goes to offset 0. The ring is large and sparse (default
+// 256 MiB of address space; memfd pages cost memory only once touched), and
+// the producer wraps early — as soon as it is past the first `hot` bytes
+// (1 MiB) and there is room at offset 0 — so a queue with a small backlog
+// stays in the hot region; only a large backlog of unread items touches
+// pages beyond it, and those are given back (MADV_REMOVE) once drained. So
+// an "unbounded" queue accepts items until `ring_bytes` of unread encoded
+// data are queued (put() then waits, as for a full bounded queue), and items
+// of any size up to `ring_bytes` go through the ring itself. The memory is
+// the queue's one segment (owned by its creator): an item stays readable
 // after the process that put it exited.
 //
-// Locking. Every operation takes the mutex (MutexState: a holder that dies
-// is taken over by the next acquirer), copies its record in or out while
-// holding it, and publishes the new positions last, so a process killed
-// mid-operation leaves either the old or the new state; after a takeover
-// the positions are checked and an inconsistent queue is emptied. Sleepers
-// wait on sequence words in slices (kQueueWaitSlice) so a wake-up lost to a
-// process that died after being woken delays others by at most one slice.
+// Concurrency. Producers serialize on one robust mutex, consumers on
+// another (MutexState: a holder that dies is taken over by the next
+// acquirer), so a producer and a consumer never contend. Between the two
+// sides, the positions and counters are atomics: a producer writes its
+// record, then publishes the tail; a consumer reads the record, then
+// publishes the head. A process killed mid-operation has published nothing
+// (the record is ignored or stays queued). Sleepers use an eventcount:
+// announce themselves in a waiters count, re-check, then sleep on a sequence
+// word that the other side bumps (and wakes) only when someone waits; they
+// sleep in slices (kQueueWaitSlice) so a wake-up lost to a process that
+// died right after being woken delays others by at most one slice.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <utility>
@@ -60,16 +65,21 @@ namespace mproc::detail {
 inline constexpr std::size_t kQueueDefaultRingBytes = std::size_t{256} << 20;
 // The region a queue with a small backlog stays in.
 inline constexpr std::size_t kQueueHotBytes = std::size_t{1} << 20;
+// Drained pages beyond the hot region are given back once they exceed this.
+inline constexpr std::size_t kQueueColdSlack = std::size_t{8} << 20;
 // Smallest ring a caller may ask for.
 inline constexpr std::size_t kQueueMinRingBytes = 4096;
+// A producer that found the queue full spins until this many items fit.
+inline constexpr std::uint64_t kQueuePutBatch = 32;
 // Longest single sleep of a waiting getter/putter/joiner before it re-checks.
 inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
-// How long a getter or putter spins on the item count before sleeping.
-inline constexpr std::chrono::microseconds kQueueSpin{20};
+// How long a getter or putter spins before sleeping.
+inline constexpr std::chrono::microseconds kQueueSpin{5};
 
 // A record's header in the ring.
 struct QueueRecord {
-  static constexpr std::uint32_t kMagic = 0x7271706du;  // "mpqr"
+  static constexpr std::uint32_t kItem = 0x7271706du;  // "mpqr"
+  static constexpr std::uint32_t kSkip = 0x7371706du;  // "mpqs": filler up to the end of the ring
   std::uint64_t size;    // payload bytes
   std::uint32_t magic;
   std::uint32_t check;   // ~(low 32 bits of size)
@@ -77,35 +87,113 @@ struct QueueRecord {
 static_assert(sizeof(QueueRecord) == 16);
 inline constexpr std::size_t kQueueRecordAlign = 16;
 
-// The control block in shared memory (after the ObjectHeader).
+// The control block in shared memory (after the ObjectHeader), one cache
+// line per writer.
 struct QueueState {
-  MutexState mutex;
-  std::uint32_t reserved0 = 0;
+  // Fixed at creation.
   std::int64_t maxsize = 0;  // items; 0: unbounded
   std::uint64_t ring_bytes = 0;
   std::uint64_t hot_bytes = 0;
   std::uint64_t ring_offset = 0;  // of the ring from the block start (page aligned)
   std::atomic<std::uint32_t> closed{0};
-  std::uint32_t reserved1 = 0;
-  // Positions, under the mutex.
-  std::uint64_t head = 0;      // next record to read
-  std::uint64_t tail = 0;      // where the next record goes
-  std::uint64_t wrap_end = 0;  // end of the upper part while wrapped
-  std::uint32_t wrapped = 0;
-  std::uint32_t reserved2 = 0;
-  std::atomic<std::uint64_t> count{0};  // items; written under the mutex, read anywhere
-  // Sleepers (counts under the mutex, sequence words are the futexes).
-  alignas(64) std::atomic<std::uint32_t> items_seq{0};  // bumped by put and close
-  std::uint32_t getters_waiting = 0;
-  std::atomic<std::uint32_t> space_seq{0};  // bumped by get and close
-  std::uint32_t putters_waiting = 0;
+  // Producer side.
+  alignas(64) MutexState put_mutex;
+  std::atomic<std::uint64_t> tail{0};
+  std::atomic<std::uint64_t> put_count{0};
+  std::atomic<std::uint32_t> items_seq{0};  // bumped when getters wait
+  std::uint64_t high_water = 0;  // highest ring offset ever written; under put_mutex
+  std::uint64_t head_cache = 0;  // head and got_count as last read; under put_mutex
+  std::uint64_t got_cache = 0;
+  // Consumer side.
+  alignas(64) MutexState get_mutex;
+  std::atomic<std::uint64_t> head{0};
+  std::atomic<std::uint64_t> got_count{0};
+  std::atomic<std::uint32_t> space_seq{0};  // bumped when putters wait
+  std::uint64_t tail_cache = 0;  // tail as last read; under get_mutex
+  // Sleepers (written when going to sleep only).
+  alignas(64) std::atomic<std::uint32_t> getters_waiting{0};
+  std::atomic<std::uint32_t> putters_waiting{0};
+  std::atomic<std::uint32_t> joiners_waiting{0};
   // JoinableQueue: items put and not yet task_done().
-  alignas(64) std::atomic<std::uint32_t> done_seq{0};  // bumped when unfinished reaches 0
-  std::uint32_t joiners_waiting = 0;
-  std::uint64_t unfinished = 0;
+  alignas(64) std::atomic<std::uint64_t> unfinished{0};
+  std::atomic<std::uint32_t> done_seq{0};
 };
 
 inline constexpr std::size_t kQueueStateOffset = 64;
+
+// Holds a MutexState (robust: taken over from a dead holder).
+class QueueLock {
+ public:
+  explicit QueueLock(MutexState& m) : m_(m) { lock(); }
+  QueueLock(const QueueLock&) = delete;
+  QueueLock& operator=(const QueueLock&) = delete;
+  ~QueueLock() {
+    if (held_) m_.unlock();
+  }
+  void lock() {
+    m_.lock(current_tid(), Clock::time_point::max());
+    held_ = true;
+  }
+  void unlock() {
+    held_ = false;
+    m_.unlock();
+  }
+
+ private:
+  MutexState& m_;
+  bool held_ = false;
+};
+
+// Waits until ready() or `deadline`: checks, spins briefly, then sleeps on
+// `word` for at most a slice. `word` is an eventcount: its low bit says a
+// sleeper is armed; whoever makes ready() true stores with seq_cst and then
+// calls queue_notify(), which bumps and wakes `word` only if armed — one
+// system call per sleep, not per item. `waiting` counts sleepers (for
+// diagnostics and chained wake-ups). Returns false if the deadline passed
+// with ready() false; true otherwise (the caller re-checks under its lock).
+// While spinning it waits for spin_ready() (e.g. room for a batch of items,
+// so a producer facing a full queue does not advance in lockstep with the
+// consumer), which implies ready().
+template <class Ready, class SpinReady>
+bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
+                Ready&& ready, SpinReady&& spin_ready) {
+  if (ready()) {
+    if (spin_ready()) return true;
+  } else if (Clock::now() >= deadline) {
+    return false;
+  }
+  const auto spin_end = std::min(deadline, Clock::now() + kQueueSpin);
+  for (int i = 1; !spin_ready(); ++i) {
+    for (int k = 0; k < 8; ++k) cpu_relax();  // poll the other side's cache line gently
+    if ((i & 7) == 0 && Clock::now() >= spin_end) break;
+  }
+  if (ready()) return true;
+  auto now = Clock::now();
+  std::uint32_t armed = word.load(std::memory_order_seq_cst);
+  while (!(armed & 1u) && !word.compare_exchange_weak(armed, armed | 1u, std::memory_order_seq_cst)) {
+  }
+  armed |= 1u;
+  waiting.fetch_add(1, std::memory_order_seq_cst);
+  if (!ready()) {
+    if (now < deadline) futex_wait(word, armed, deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline);
+  }
+  waiting.fetch_sub(1, std::memory_order_seq_cst);
+  return true;
+}
+
+template <class Ready>
+bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
+                Ready&& ready) {
+  return queue_wait(word, waiting, deadline, ready, ready);
+}
+
+// Wakes the sleepers of `word` if one is armed (after the caller's seq_cst
+// store that made their condition true).
+inline void queue_notify(std::atomic<std::uint32_t>& word) {
+  std::uint32_t v = word.load(std::memory_order_seq_cst);
+  if (!(v & 1u)) return;
+  if (word.compare_exchange_strong(v, v + 1u, std::memory_order_seq_cst)) futex_wake(word);
+}
 
 // One process's view of a queue: the block and pointers into it. Copies
 // share the queue. All members are thread- and process-safe.
@@ -115,10 +203,10 @@ class QueueCore {
   // Throws ProcessError (bad ring size, out of memory or descriptors).
   QueueCore(ShmKind kind, std::uint64_t type_hash, std::int64_t maxsize, std::size_t ring_bytes) : kind_(kind) {
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    if (ring_bytes < kQueueMinRingBytes || ring_bytes > kMaxSegmentSize / 2)
+    if (ring_bytes < kQueueMinRingBytes || ring_bytes > kMaxSegmentSize / 4)
       throw ProcessError(std::string("mproc: ") + shm_kind_name(kind) + ": ring size " + std::to_string(ring_bytes) +
                          " is out of range [" + std::to_string(kQueueMinRingBytes) + ", 2^46]");
-    ring_bytes = round_up(ring_bytes, page);
+    ring_bytes = std::max(std::bit_ceil(ring_bytes), page);  // positions map to offsets with a mask
     const std::size_t ring_offset = round_up(kQueueStateOffset + sizeof(QueueState), page);
     block_ = allocate_object(kind, ring_offset, ring_bytes, page, type_hash, 0, 0, 0);
     state_ = ::new (static_cast<void*>(block_->data() + kQueueStateOffset)) QueueState{};
@@ -128,6 +216,8 @@ class QueueCore {
     state_->ring_offset = ring_offset;
     ring_ = block_->data() + ring_offset;
     ring_bytes_ = ring_bytes;
+    mask_ = ring_bytes - 1;
+    hot_bytes_ = state_->hot_bytes;
   }
 
   // The queue a received handle describes, checked to be a `kind` queue of
@@ -140,9 +230,10 @@ class QueueCore {
     auto* state = std::launder(reinterpret_cast<QueueState*>(block->data() + kQueueStateOffset));
     const std::uint64_t ring_offset = state->ring_offset;
     const std::uint64_t ring_bytes = state->ring_bytes;
+    const std::uint64_t hot_bytes = state->hot_bytes;
     if (ring_offset < kQueueStateOffset + sizeof(QueueState) || ring_offset % kQueueRecordAlign != 0 ||
         ring_offset > block->length() || ring_bytes > block->length() - ring_offset ||
-        ring_bytes < kQueueMinRingBytes || ring_bytes % kQueueRecordAlign != 0)
+        ring_bytes < kQueueMinRingBytes || !std::has_single_bit(ring_bytes) || hot_bytes > ring_bytes)
       throw ProcessError("mproc: invalid handle for " + what + ": its ring does not fit in its " +
                          std::to_string(block->length()) + "-byte block");
     QueueCore core(kind);
@@ -150,6 +241,8 @@ class QueueCore {
     core.state_ = state;
     core.ring_ = core.block_->data() + ring_offset;
     core.ring_bytes_ = static_cast<std::size_t>(ring_bytes);
+    core.mask_ = core.ring_bytes_ - 1;
+    core.hot_bytes_ = static_cast<std::size_t>(hot_bytes);
     return core;
   }
 
@@ -157,16 +250,20 @@ class QueueCore {
   const char* name() const noexcept { return shm_kind_name(kind_); }
   std::int64_t maxsize() const noexcept { return state_->maxsize; }
   std::size_t ring_bytes() const noexcept { return ring_bytes_; }
-  std::size_t qsize() const noexcept { return static_cast<std::size_t>(state_->count.load(std::memory_order_acquire)); }
+  std::size_t qsize() const noexcept { return static_cast<std::size_t>(items()); }
   bool full() const noexcept {
     const std::int64_t m = state_->maxsize;
-    return m > 0 && state_->count.load(std::memory_order_acquire) >= static_cast<std::uint64_t>(m);
+    return m > 0 && items() >= static_cast<std::uint64_t>(m);
   }
   bool closed() const noexcept { return state_->closed.load(std::memory_order_acquire) != 0; }
+  std::uint64_t unfinished() const noexcept { return state_->unfinished.load(std::memory_order_acquire); }
+
   // Tests only: the ring's bytes (to corrupt records), and taking the
-  // internal lock without releasing it (to die holding it).
+  // producers' or consumers' lock without releasing it (to die holding it).
   std::span<std::byte> ring_for_testing() const noexcept { return {ring_, ring_bytes_}; }
-  void lock_for_testing() const { state_->mutex.lock(current_tid(), Clock::time_point::max()); }
+  void lock_for_testing(bool producers) const {
+    (producers ? state_->put_mutex : state_->get_mutex).lock(current_tid(), Clock::time_point::max());
+  }
 
   // Bytes a record with a `len`-byte payload takes in the ring.
   static constexpr std::uint64_t record_bytes(std::uint64_t len) noexcept {
@@ -175,8 +272,8 @@ class QueueCore {
 
   // Appends a record of `len` payload bytes, written by fill(std::byte*)
   // (noexcept), waiting for room until `deadline`. A JoinableQueue counts
-  // the item as unfinished. Throws Full on timeout, ProcessError if closed or
-  // the item can never fit.
+  // the item as unfinished. Throws Full on timeout, ProcessError if closed
+  // or the item can never fit.
   template <class Fill>
   void push(std::size_t len, Clock::time_point deadline, Fill&& fill) {
     const std::uint64_t rec = record_bytes(len);
@@ -185,33 +282,32 @@ class QueueCore {
                          " encoded bytes does not fit in the queue's " + std::to_string(ring_bytes_) +
                          "-byte ring (see the ring_bytes constructor argument)");
     QueueState& s = *state_;
-    Guard g(*this);
     for (;;) {
-      if (s.closed.load(std::memory_order_relaxed))
-        throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
-      const bool room_for_item = s.maxsize == 0 || s.count.load(std::memory_order_relaxed) < static_cast<std::uint64_t>(s.maxsize);
-      Slot slot;
-      if (room_for_item && find_room(rec, slot)) {
-        QueueRecord r{len, QueueRecord::kMagic, ~static_cast<std::uint32_t>(len)};
-        std::memcpy(ring_ + slot.off, &r, sizeof r);
-        fill(ring_ + slot.off + sizeof r);
-        // Publish: positions first, then the count (a process killed in
-        // between leaves a state repair() recognizes).
-        if (slot.wrap) {
-          s.wrap_end = s.tail;
-          s.wrapped = 1;
+      {
+        QueueLock g(s.put_mutex);
+        if (s.closed.load(std::memory_order_acquire))
+          throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
+        Slot slot;
+        if (find_room(rec, slot, true)) {
+          const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+          if (slot.skip != 0) {
+            write_header((t & mask_), slot.skip - sizeof(QueueRecord), QueueRecord::kSkip);
+            s.high_water = std::max<std::uint64_t>(s.high_water, (t & mask_) + sizeof(QueueRecord));
+          }
+          write_header(slot.off, len, QueueRecord::kItem);
+          fill(ring_ + slot.off + sizeof(QueueRecord));
+          s.high_water = std::max(s.high_water, slot.off + rec);
+          if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
+          s.tail.store(t + slot.skip + rec, std::memory_order_seq_cst);  // publish
+          s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+          g.unlock();
+          queue_notify(s.items_seq);
+          return;
         }
-        s.tail = slot.off + rec;
-        if (kind_ == ShmKind::joinable_queue) ++s.unfinished;
-        s.count.store(s.count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-        s.items_seq.fetch_add(1, std::memory_order_seq_cst);
-        const bool wake = s.getters_waiting > 0;
-        g.unlock();
-        if (wake) futex_wake(s.items_seq, 1);
-        return;
       }
-      if (!wait_for(g, s.space_seq, s.putters_waiting, deadline))
-        throw Full();
+      const auto ready = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0); };
+      const auto batch = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); };
+      if (!queue_wait(s.space_seq, s.putters_waiting, deadline, ready, batch)) throw Full();
     }
   }
 
@@ -224,230 +320,215 @@ class QueueCore {
   template <class Take>
   auto pop(Clock::time_point deadline, Take&& take) {
     QueueState& s = *state_;
-    Guard g(*this);
     for (;;) {
-      if (s.count.load(std::memory_order_relaxed) > 0) {
-        const std::uint64_t end = s.wrapped ? s.wrap_end : s.tail;
-        const std::uint64_t at = s.head;
-        QueueRecord r{};
-        if (at >= end || end - at < sizeof r || end > ring_bytes_) corrupt(g, at, "bad positions");
-        std::memcpy(&r, ring_ + at, sizeof r);
-        if (r.magic != QueueRecord::kMagic || r.check != ~static_cast<std::uint32_t>(r.size) ||
-            r.size > end - at - sizeof r || record_bytes(r.size) > end - at)
-          corrupt(g, at, "bad record header");
-        const std::span<const std::byte> payload(ring_ + at + sizeof r, static_cast<std::size_t>(r.size));
-        try {
-          auto value = take(payload);
-          consume(g, at + record_bytes(r.size));
-          return value;
-        } catch (const ProcessError&) {
-          consume(g, at + record_bytes(r.size));
-          throw;
+      {
+        QueueLock g(s.get_mutex);
+        const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
+        std::uint64_t h = s.head.load(std::memory_order_relaxed);
+        if (h == s.tail_cache) s.tail_cache = s.tail.load(std::memory_order_acquire);
+        const std::uint64_t t = s.tail_cache;
+        if (h != t) {
+          QueueRecord r = read_header(g, h, t);
+          if (r.magic == QueueRecord::kSkip) {
+            h += record_bytes(r.size);
+            s.head.store(h, std::memory_order_seq_cst);
+            give_back_cold(h);
+            if (h == t) corrupt(g, h, "a skip record at the end of the data");
+            r = read_header(g, h, t);
+            if (r.magic != QueueRecord::kItem) corrupt(g, h, "two skip records in a row");
+          }
+          const std::size_t off = static_cast<std::size_t>((h & mask_));
+          const std::span<const std::byte> payload(ring_ + off + sizeof(QueueRecord), static_cast<std::size_t>(r.size));
+          const std::uint64_t next = h + record_bytes(r.size);
+          try {
+            auto value = take(payload);
+            consume(g, next);
+            return value;
+          } catch (const ProcessError&) {
+            consume(g, next);
+            throw;
+          }
         }
+        if (was_closed) throw Empty(std::string("mproc: ") + name() + ".get(): the queue is closed and empty");
       }
-      if (s.closed.load(std::memory_order_relaxed))
-        throw Empty(std::string("mproc: ") + name() + ".get(): the queue is closed and empty");
-      if (!wait_for(g, s.items_seq, s.getters_waiting, deadline)) throw Empty();
+      if (!queue_wait(s.items_seq, s.getters_waiting, deadline, [&s] {
+            return s.closed.load(std::memory_order_seq_cst) ||
+                   s.tail.load(std::memory_order_seq_cst) != s.head.load(std::memory_order_relaxed);
+          }))
+        throw Empty();
     }
   }
 
-  // Marks the queue closed and wakes every waiter. Idempotent.
+  // Marks the queue closed and wakes every waiter. Idempotent. Non-blocking.
   void close() {
     QueueState& s = *state_;
-    Guard g(*this);
-    s.closed.store(1, std::memory_order_release);
-    s.items_seq.fetch_add(1, std::memory_order_seq_cst);
-    s.space_seq.fetch_add(1, std::memory_order_seq_cst);
-    g.unlock();
+    s.closed.store(1, std::memory_order_seq_cst);
+    s.items_seq.fetch_add(2, std::memory_order_seq_cst);
+    s.space_seq.fetch_add(2, std::memory_order_seq_cst);
     futex_wake(s.items_seq);
     futex_wake(s.space_seq);
   }
 
-  // JoinableQueue::task_done.
+  // JoinableQueue::task_done. Non-blocking.
   void task_done() {
     QueueState& s = *state_;
-    Guard g(*this);
-    if (s.unfinished == 0)
-      throw ProcessError(std::string("mproc: ") + name() +
-                         ".task_done(): called more times than there were items put");
-    if (--s.unfinished == 0) {
-      s.done_seq.fetch_add(1, std::memory_order_seq_cst);
-      const bool wake = s.joiners_waiting > 0;
-      g.unlock();
-      if (wake) futex_wake(s.done_seq);
-    }
+    std::uint64_t v = s.unfinished.load(std::memory_order_relaxed);
+    do {
+      if (v == 0)
+        throw ProcessError(std::string("mproc: ") + name() +
+                           ".task_done(): called more times than there were items put");
+    } while (!s.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if (v == 1) queue_notify(s.done_seq);
   }
 
   // JoinableQueue::join: waits until no item is unfinished or `deadline`.
   bool join(Clock::time_point deadline) {
     QueueState& s = *state_;
-    Guard g(*this);
-    while (s.unfinished != 0) {
-      const std::uint32_t seq = s.done_seq.load(std::memory_order_seq_cst);
-      if (Clock::now() >= deadline) return false;
-      ++s.joiners_waiting;
-      g.unlock();
-      const auto now = Clock::now();
-      futex_wait(s.done_seq, seq, deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline);
-      g.lock();
-      if (s.joiners_waiting > 0) --s.joiners_waiting;
-    }
+    const auto done = [&s] { return s.unfinished.load(std::memory_order_seq_cst) == 0; };
+    while (!done())
+      if (!queue_wait(s.done_seq, s.joiners_waiting, deadline, done)) return false;
     return true;
-  }
-
-  std::uint64_t unfinished() const noexcept {
-    Guard g(*this);
-    return state_->unfinished;
   }
 
  private:
   explicit QueueCore(ShmKind kind) noexcept : kind_(kind) {}
 
-  // Holds the queue's mutex; checks the state after taking it over from a
-  // holder that died.
-  class Guard {
-   public:
-    explicit Guard(const QueueCore& q) : q_(q) { lock(); }
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-    ~Guard() {
-      if (held_) q_.state_->mutex.unlock();
-    }
-    void lock() {
-      q_.state_->mutex.lock(current_tid(), Clock::time_point::max());
-      held_ = true;
-      if (q_.state_->mutex.recovered()) q_.repair();
-    }
-    void unlock() {
-      held_ = false;
-      q_.state_->mutex.unlock();
-    }
-
-   private:
-    const QueueCore& q_;
-    bool held_ = false;
-  };
-
-  // After a takeover: empties the queue if the positions are inconsistent.
-  void repair() const noexcept {
-    QueueState& s = *state_;
-    const std::uint64_t n = ring_bytes_;
-    const bool ok = s.head <= n && s.tail <= n && (!s.wrapped || (s.wrap_end <= n && s.tail <= s.head && s.head < s.wrap_end)) &&
-                    (s.wrapped || s.head <= s.tail) && (s.count.load(std::memory_order_relaxed) == 0) == (!s.wrapped && s.head == s.tail);
-    if (!ok) reset();
+  std::uint64_t items() const noexcept {
+    const std::uint64_t got = state_->got_count.load(std::memory_order_acquire);
+    const std::uint64_t put = state_->put_count.load(std::memory_order_acquire);
+    return put > got ? put - got : 0;
   }
 
-  // Drops every item (caller holds the mutex) and wakes putters.
-  void reset() const noexcept {
-    QueueState& s = *state_;
-    s.head = s.tail = s.wrap_end = 0;
-    s.wrapped = 0;
-    s.count.store(0, std::memory_order_release);
-    s.space_seq.fetch_add(1, std::memory_order_seq_cst);
-    if (s.putters_waiting > 0) {
-      try {
-        futex_wake(s.space_seq);
-      } catch (...) {
-      }
-    }
-  }
-
-  [[noreturn]] void corrupt(Guard&, std::uint64_t at, const char* why) const {
-    reset();
-    throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
-                       std::to_string(at) + "); the queue's items were discarded");
-  }
-
-  // Where a record goes: at `off`, after wrapping to the start if `wrap`.
+  // Where a record goes: at ring offset `off`, after a skip record of
+  // `skip` bytes (0: none) filling the ring up to its end.
   struct Slot {
     std::uint64_t off = 0;
-    bool wrap = false;
+    std::uint64_t skip = 0;
   };
 
-  // Finds room for a record of `rec` bytes (caller holds the mutex); false
-  // if there is none. Changes nothing: push() publishes after writing.
-  bool find_room(std::uint64_t rec, Slot& slot) const noexcept {
-    const QueueState& s = *state_;
-    if (s.wrapped) {
-      if (s.tail + rec > s.head) return false;
-      slot = {s.tail, false};
-      return true;
-    }
-    const bool early = s.tail >= s.hot_bytes;  // past the hot region: wrap if there is room at the start
-    if (!(early && rec <= s.head) && s.tail + rec <= ring_bytes_) {
-      slot = {s.tail, false};
-      return true;
-    }
-    if (rec <= s.head) {
-      slot = {0, true};
-      return true;
-    }
-    return false;
-  }
-
-  // Advances the head past a record ending at `next` (caller holds the
-  // mutex), gives back drained cold pages, and wakes putters.
-  void consume(Guard& g, std::uint64_t next) {
+  // Finds room for a record of `rec` bytes; false if there is none. With
+  // the producer lock held (`locked`), uses and refreshes the cached
+  // consumer positions (they only grow: a stale cache under-counts room);
+  // without it (a waiter's check), reads them afresh.
+  bool find_room(std::uint64_t rec, Slot& slot, bool locked) const noexcept {
     QueueState& s = *state_;
-    s.head = next;
-    const std::uint64_t left = s.count.load(std::memory_order_relaxed) - 1;
-    std::uint64_t cold_from = 0, cold_to = 0;
-    if (s.wrapped && s.head == s.wrap_end) {
-      cold_from = std::max(s.hot_bytes, s.tail);
-      cold_to = s.wrap_end;
-      s.head = 0;
-      s.wrapped = 0;
-      s.wrap_end = 0;
-    }
-    if (!s.wrapped && left == 0) {
-      cold_from = s.hot_bytes;
-      cold_to = std::max(cold_to, s.tail);
-      s.head = s.tail = 0;
-    }
-    s.count.store(left, std::memory_order_release);
-    s.space_seq.fetch_add(1, std::memory_order_seq_cst);
-    if (cold_to > cold_from && cold_to - cold_from >= s.hot_bytes) give_back(cold_from, cold_to);
-    const bool wake = s.putters_waiting > 0;
-    g.unlock();
-    if (wake) futex_wake(s.space_seq);
+    const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+    std::uint64_t head = locked ? s.head_cache : s.head.load(std::memory_order_seq_cst);
+    std::uint64_t got = locked ? s.got_cache : s.got_count.load(std::memory_order_seq_cst);
+    if (room_at(rec, t, head, got, slot)) return true;
+    if (!locked) return false;
+    s.head_cache = head = s.head.load(std::memory_order_seq_cst);
+    s.got_cache = got = s.got_count.load(std::memory_order_seq_cst);
+    return room_at(rec, t, head, got, slot);
   }
-
-  // Returns the whole pages of [from, to) of the ring to the system.
-  void give_back(std::uint64_t from, std::uint64_t to) const noexcept {
-    const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-    from = (from + page - 1) / page * page;
-    to = std::min<std::uint64_t>((to + page - 1) / page * page, ring_bytes_);
-    if (to > from) ::madvise(ring_ + from, static_cast<std::size_t>(to - from), MADV_REMOVE);
-  }
-
-  // Waits (mutex held on entry and exit) until `word` changes, a slice
-  // passes or `deadline`: spins briefly first, then sleeps counted in
-  // `waiting`. `word` changes only under the mutex, so no wake-up is lost.
-  // Returns false if the deadline has passed.
-  bool wait_for(Guard& g, std::atomic<std::uint32_t>& word, std::uint32_t& waiting, Clock::time_point deadline) {
-    if (Clock::now() >= deadline) return false;
-    const std::uint32_t seq = word.load(std::memory_order_seq_cst);
-    g.unlock();
-    const auto spin_end = std::min(deadline, Clock::now() + kQueueSpin);
-    for (int i = 1; word.load(std::memory_order_relaxed) == seq; ++i) {
-      cpu_relax();
-      if ((i & 63) == 0 && Clock::now() >= spin_end) break;
+  bool room_at(std::uint64_t rec, std::uint64_t t, std::uint64_t head, std::uint64_t got, Slot& slot) const noexcept {
+    const QueueState& s = *state_;
+    if (s.maxsize != 0) {
+      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+      if (put >= got && put - got >= static_cast<std::uint64_t>(s.maxsize)) return false;
     }
-    g.lock();
-    if (word.load(std::memory_order_relaxed) != seq) return true;
-    ++waiting;
-    g.unlock();
-    const auto now = Clock::now();
-    futex_wait(word, seq, deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline);
-    g.lock();
-    if (waiting > 0) --waiting;
+    const std::uint64_t n = ring_bytes_;
+    const std::uint64_t used = t - head;
+    if (used > n) return false;  // inconsistent snapshot (a waiter's check)
+    const std::uint64_t off = t & mask_;
+    const bool fits_here = off + rec <= n;
+    const bool wrap_ok = off != 0 && used + (n - off) + rec <= n;
+    if (fits_here && !(off >= hot_bytes_ && wrap_ok)) {
+      if (used + rec > n) return false;
+      slot = {off, 0};
+      return true;
+    }
+    if (!wrap_ok) return false;
+    slot = {0, n - off};
     return true;
+  }
+  // Whether a record of `rec` bytes fits, with room for `extra` more items
+  // (of the same size) besides (a waiter's check, without the lock).
+  bool has_room(std::uint64_t rec, std::uint64_t extra) const noexcept {
+    const QueueState& s = *state_;
+    if (s.maxsize != 0 && extra != 0) {
+      extra = std::min<std::uint64_t>(extra, static_cast<std::uint64_t>(s.maxsize) / 4);
+      const std::uint64_t got = s.got_count.load(std::memory_order_seq_cst);
+      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+      if (put >= got && put - got + extra >= static_cast<std::uint64_t>(s.maxsize)) return false;
+    }
+    if (extra != 0) {
+      const std::uint64_t used = s.tail.load(std::memory_order_relaxed) - s.head.load(std::memory_order_seq_cst);
+      if (used > ring_bytes_ || ring_bytes_ - used < rec * (extra + 1)) return false;
+    }
+    Slot slot;
+    return find_room(rec, slot, false);
+  }
+
+  void write_header(std::uint64_t off, std::uint64_t size, std::uint32_t magic) noexcept {
+    const QueueRecord r{size, magic, ~static_cast<std::uint32_t>(size)};
+    std::memcpy(ring_ + off, &r, sizeof r);
+  }
+
+  // Reads and checks the record header at position h < t (consumer lock
+  // held). Throws ProcessError (and empties the queue) if it is corrupt.
+  QueueRecord read_header(QueueLock& g, std::uint64_t h, std::uint64_t t) {
+    const std::uint64_t off = (h & mask_);
+    const std::uint64_t avail = t - h;
+    if (avail < sizeof(QueueRecord) || avail > ring_bytes_ || off % kQueueRecordAlign != 0)
+      corrupt(g, h, "bad positions");
+    QueueRecord r{};
+    std::memcpy(&r, ring_ + off, sizeof r);
+    if ((r.magic != QueueRecord::kItem && r.magic != QueueRecord::kSkip) ||
+        r.check != ~static_cast<std::uint32_t>(r.size) || r.size > ring_bytes_ ||
+        record_bytes(r.size) > avail || off + record_bytes(r.size) > ring_bytes_ ||
+        (r.magic == QueueRecord::kSkip && off + record_bytes(r.size) != ring_bytes_))
+      corrupt(g, h, "bad record header");
+    return r;
+  }
+
+  // Publishes the head past a record ending at `next` (consumer lock held)
+  // and wakes a putter waiting for room.
+  void consume(QueueLock& g, std::uint64_t next) {
+    QueueState& s = *state_;
+    s.head.store(next, std::memory_order_seq_cst);
+    s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+    g.unlock();
+    queue_notify(s.space_seq);
+  }
+
+  // Drops every item (consumer lock held; takes the producer lock) and
+  // throws ProcessError describing the corruption found at position `at`.
+  [[noreturn]] void corrupt(QueueLock& g, std::uint64_t at, const char* why) {
+    QueueState& s = *state_;
+    {
+      QueueLock p(s.put_mutex);
+      s.tail_cache = s.tail.load(std::memory_order_relaxed);
+      s.head.store(s.tail_cache, std::memory_order_seq_cst);
+      s.got_count.store(s.put_count.load(std::memory_order_relaxed), std::memory_order_seq_cst);
+    }
+    g.unlock();
+    queue_notify(s.space_seq);
+    throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
+                       std::to_string(at & mask_) + "); the queue's items were discarded");
+  }
+
+  // After the head passed a skip record to the start of the ring (consumer
+  // lock held): gives back the drained pages beyond the hot region and the
+  // live data when there are many. Takes the producer lock.
+  void give_back_cold(std::uint64_t h) noexcept {
+    QueueState& s = *state_;
+    if (s.high_water < hot_bytes_ + kQueueColdSlack) return;  // racy peek; re-checked below
+    QueueLock p(s.put_mutex);
+    const std::uint64_t live = s.tail.load(std::memory_order_relaxed) - h;  // live data: [0, live)
+    const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    const std::uint64_t from = (std::max<std::uint64_t>(hot_bytes_, live) + page - 1) / page * page;
+    const std::uint64_t to = std::min<std::uint64_t>((s.high_water + page - 1) / page * page, ring_bytes_);
+    if (to <= from || to - from < kQueueColdSlack) return;
+    if (::madvise(ring_ + from, static_cast<std::size_t>(to - from), MADV_REMOVE) == 0) s.high_water = from;
   }
 
   std::shared_ptr<ShmBlock> block_;
   QueueState* state_ = nullptr;
   std::byte* ring_ = nullptr;
   std::size_t ring_bytes_ = 0;
+  std::size_t mask_ = 0;
+  std::size_t hot_bytes_ = 0;
   ShmKind kind_;
 };
 
