@@ -101,7 +101,7 @@ struct QueueState {
   std::atomic<std::uint64_t> tail{0};
   std::atomic<std::uint64_t> put_count{0};
   std::atomic<std::uint32_t> items_seq{0};  // bumped when getters wait
-  std::uint64_t high_water = 0;  // highest ring offset ever written; under put_mutex
+  std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written; written under put_mutex
   std::uint64_t head_cache = 0;  // head and got_count as last read; under put_mutex
   std::uint64_t got_cache = 0;
   // Consumer side.
@@ -292,11 +292,11 @@ class QueueCore {
           const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
           if (slot.skip != 0) {
             write_header((t & mask_), slot.skip - sizeof(QueueRecord), QueueRecord::kSkip);
-            s.high_water = std::max<std::uint64_t>(s.high_water, (t & mask_) + sizeof(QueueRecord));
+            raise_high_water((t & mask_) + sizeof(QueueRecord));
           }
           write_header(slot.off, len, QueueRecord::kItem);
           fill(ring_ + slot.off + sizeof(QueueRecord));
-          s.high_water = std::max(s.high_water, slot.off + rec);
+          raise_high_water(slot.off + rec);
           if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
           s.tail.store(t + slot.skip + rec, std::memory_order_seq_cst);  // publish
           s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
@@ -454,10 +454,17 @@ class QueueCore {
     }
     if (extra != 0) {
       const std::uint64_t used = s.tail.load(std::memory_order_relaxed) - s.head.load(std::memory_order_seq_cst);
-      if (used > ring_bytes_ || ring_bytes_ - used < rec * (extra + 1)) return false;
+      const std::uint64_t want = std::max<std::uint64_t>(rec, std::min<std::uint64_t>(rec * (extra + 1), ring_bytes_ / 4));
+      if (used > ring_bytes_ || ring_bytes_ - used < want) return false;
     }
     Slot slot;
     return find_room(rec, slot, false);
+  }
+
+  // Producer lock held.
+  void raise_high_water(std::uint64_t end) noexcept {
+    std::atomic<std::uint64_t>& hw = state_->high_water;
+    if (end > hw.load(std::memory_order_relaxed)) hw.store(end, std::memory_order_relaxed);
   }
 
   void write_header(std::uint64_t off, std::uint64_t size, std::uint32_t magic) noexcept {
@@ -513,14 +520,16 @@ class QueueCore {
   // live data when there are many. Takes the producer lock.
   void give_back_cold(std::uint64_t h) noexcept {
     QueueState& s = *state_;
-    if (s.high_water < hot_bytes_ + kQueueColdSlack) return;  // racy peek; re-checked below
+    if (s.high_water.load(std::memory_order_relaxed) < hot_bytes_ + kQueueColdSlack) return;  // a peek; re-checked below
     QueueLock p(s.put_mutex);
     const std::uint64_t live = s.tail.load(std::memory_order_relaxed) - h;  // live data: [0, live)
     const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     const std::uint64_t from = (std::max<std::uint64_t>(hot_bytes_, live) + page - 1) / page * page;
-    const std::uint64_t to = std::min<std::uint64_t>((s.high_water + page - 1) / page * page, ring_bytes_);
+    const std::uint64_t hw = s.high_water.load(std::memory_order_relaxed);
+    const std::uint64_t to = std::min<std::uint64_t>((hw + page - 1) / page * page, ring_bytes_);
     if (to <= from || to - from < kQueueColdSlack) return;
-    if (::madvise(ring_ + from, static_cast<std::size_t>(to - from), MADV_REMOVE) == 0) s.high_water = from;
+    if (::madvise(ring_ + from, static_cast<std::size_t>(to - from), MADV_REMOVE) == 0)
+      s.high_water.store(from, std::memory_order_relaxed);
   }
 
   std::shared_ptr<ShmBlock> block_;
