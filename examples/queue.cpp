@@ -4,7 +4,7 @@
 //   Python                                     C++
 //   def f(q, k):                               void f(mp::Queue<int> q, int k) {
 //       for i in range(4):                         for (int i = 0; i < 4; ++i)
-//           q.put((k * 4 + i) ** 2)            q.put((k * 4 + i) * (k * 4 + i)); }
+//           q.put((k * 4 + i) ** 2)                    q.put((k * 4 + i) * (k * 4 + i)); }
 //   q = Queue()                                mp::Queue<int> q;
 //   ps = [Process(target=f, args=(q, k))       std::vector<mp::Process> ps;
 //         for k in range(3)]                   for (int k = 0; k < 3; ++k) ps.emplace_back(f, q, k);
