@@ -240,7 +240,7 @@ TEST_CASE("Queue: corrupted bytes in the ring make get throw ProcessError, never
     q.put("first");
     q.put("second");
     auto ring = q.core_for_testing().ring_for_testing();
-    std::memset(ring.data(), 0xA5, 16);  // the first record's header
+    std::memset(ring.data(), 0xA5, sizeof(mp::detail::QueueRecord));  // the first record's header
     REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue (bad record header"));
     CHECK(q.empty());
     q.put("after");
@@ -250,11 +250,11 @@ TEST_CASE("Queue: corrupted bytes in the ring make get throw ProcessError, never
     mp::Queue<std::int64_t> q;
     q.put(5);
     auto ring = q.core_for_testing().ring_for_testing();
-    const std::uint64_t size = 1u << 20;
-    const std::uint32_t check = ~static_cast<std::uint32_t>(size);
-    std::memcpy(ring.data(), &size, 8);
-    std::memcpy(ring.data() + 12, &check, 4);
-    REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue"));
+    const std::uint32_t size = 1u << 20;
+    const std::uint32_t check = size ^ mp::detail::QueueRecord::kItem;
+    std::memcpy(ring.data(), &size, 4);
+    std::memcpy(ring.data() + 4, &check, 4);
+    REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue (bad record size"));
     CHECK(q.empty());
   }
   SECTION("a corrupted payload: that item is dropped, the next one is fine") {
@@ -263,7 +263,8 @@ TEST_CASE("Queue: corrupted bytes in the ring make get throw ProcessError, never
     q.put({4, 5});
     auto ring = q.core_for_testing().ring_for_testing();
     // Inside the first frame: its header (magic) right after the record header.
-    for (int i = 16; i < 24; ++i) ring[static_cast<std::size_t>(i)] = std::byte{0xFF};
+    for (std::size_t i = sizeof(mp::detail::QueueRecord); i < sizeof(mp::detail::QueueRecord) + 8; ++i)
+      ring[i] = std::byte{0xFF};
     REQUIRE_THROWS_AS(q.get(), mp::ProcessError);
     CHECK(q.qsize() == 1);
     CHECK(q.get() == std::vector<int>{4, 5});
@@ -272,10 +273,10 @@ TEST_CASE("Queue: corrupted bytes in the ring make get throw ProcessError, never
     mp::Queue<std::int64_t> q;
     q.put(9);
     auto ring = q.core_for_testing().ring_for_testing();
-    const std::uint64_t size = 4;
-    const std::uint32_t check = ~static_cast<std::uint32_t>(size);
-    std::memcpy(ring.data(), &size, 8);
-    std::memcpy(ring.data() + 12, &check, 4);
+    const std::uint32_t size = 4;
+    const std::uint32_t check = size ^ mp::detail::QueueRecord::kItem;
+    std::memcpy(ring.data(), &size, 4);
+    std::memcpy(ring.data() + 4, &check, 4);
     REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted item"));
     CHECK(q.empty());
   }

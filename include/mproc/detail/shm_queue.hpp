@@ -7,10 +7,10 @@
 // encoded item into the ring and returns.
 //
 // The ring. Positions (head, tail) count bytes since creation; a record
-// lies at position % ring_bytes, contiguously: a 16-byte header {payload
-// size, magic, check} and the payload padded to 16 bytes. When a record
-// does not fit before the end of the ring, a skip record fills the rest
-// and the record goes to offset 0. The ring is large and sparse (default
+// lies at position % ring_bytes (a power of two), contiguously: an 8-byte
+// header {payload size, check} and the payload padded to 8 bytes (an
+// int64 item takes 16 bytes). When a record does not fit before the end of
+// the ring, a skip record fills the rest and the record goes to offset 0. The ring is large and sparse (default
 // 256 MiB of address space; memfd pages cost memory only once touched), and
 // the producer wraps early — as soon as it is past the first `hot` bytes
 // (1 MiB) and there is room at offset 0 — so a queue with a small backlog
@@ -76,16 +76,18 @@ inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
 // How long a getter or putter spins before sleeping.
 inline constexpr std::chrono::microseconds kQueueSpin{5};
 
-// A record's header in the ring.
+// A record's header in the ring: an item of `size` payload bytes, or a
+// skip record (size 0) that fills the ring up to its end.
 struct QueueRecord {
   static constexpr std::uint32_t kItem = 0x7271706du;  // "mpqr"
-  static constexpr std::uint32_t kSkip = 0x7371706du;  // "mpqs": filler up to the end of the ring
-  std::uint64_t size;    // payload bytes
-  std::uint32_t magic;
-  std::uint32_t check;   // ~(low 32 bits of size)
+  static constexpr std::uint32_t kSkip = 0x7371706du;  // "mpqs"
+  std::uint32_t size;   // payload bytes
+  std::uint32_t check;  // size ^ kItem for an item, kSkip for a skip record
 };
-static_assert(sizeof(QueueRecord) == 16);
-inline constexpr std::size_t kQueueRecordAlign = 16;
+static_assert(sizeof(QueueRecord) == 8);
+inline constexpr std::size_t kQueueRecordAlign = 8;
+// Largest encoded item (its size must fit the header).
+inline constexpr std::size_t kQueueMaxItemBytes = UINT32_MAX - 64;
 
 // The control block in shared memory (after the ObjectHeader), one cache
 // line per writer.
@@ -277,7 +279,7 @@ class QueueCore {
   template <class Fill>
   void push(std::size_t len, Clock::time_point deadline, Fill&& fill) {
     const std::uint64_t rec = record_bytes(len);
-    if (len > ring_bytes_ || rec > ring_bytes_)
+    if (len > kQueueMaxItemBytes || rec > ring_bytes_)
       throw ProcessError(std::string("mproc: ") + name() + ".put(): an item of " + std::to_string(len) +
                          " encoded bytes does not fit in the queue's " + std::to_string(ring_bytes_) +
                          "-byte ring (see the ring_bytes constructor argument)");
@@ -291,10 +293,10 @@ class QueueCore {
         if (find_room(rec, slot, true)) {
           const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
           if (slot.skip != 0) {
-            write_header((t & mask_), slot.skip - sizeof(QueueRecord), QueueRecord::kSkip);
+            write_header((t & mask_), 0, QueueRecord::kSkip);
             raise_high_water((t & mask_) + sizeof(QueueRecord));
           }
-          write_header(slot.off, len, QueueRecord::kItem);
+          write_header(slot.off, static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(len) ^ QueueRecord::kItem);
           fill(ring_ + slot.off + sizeof(QueueRecord));
           raise_high_water(slot.off + rec);
           if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
@@ -328,18 +330,18 @@ class QueueCore {
         if (h == s.tail_cache) s.tail_cache = s.tail.load(std::memory_order_acquire);
         const std::uint64_t t = s.tail_cache;
         if (h != t) {
-          QueueRecord r = read_header(g, h, t);
-          if (r.magic == QueueRecord::kSkip) {
-            h += record_bytes(r.size);
+          Found r = read_header(g, h, t);
+          if (r.skip) {
+            h += r.bytes;
             s.head.store(h, std::memory_order_seq_cst);
             give_back_cold(h);
             if (h == t) corrupt(g, h, "a skip record at the end of the data");
             r = read_header(g, h, t);
-            if (r.magic != QueueRecord::kItem) corrupt(g, h, "two skip records in a row");
+            if (r.skip) corrupt(g, h, "two skip records in a row");
           }
-          const std::size_t off = static_cast<std::size_t>((h & mask_));
+          const std::size_t off = static_cast<std::size_t>(h & mask_);
           const std::span<const std::byte> payload(ring_ + off + sizeof(QueueRecord), static_cast<std::size_t>(r.size));
-          const std::uint64_t next = h + record_bytes(r.size);
+          const std::uint64_t next = h + r.bytes;
           try {
             auto value = take(payload);
             consume(g, next);
@@ -467,26 +469,40 @@ class QueueCore {
     if (end > hw.load(std::memory_order_relaxed)) hw.store(end, std::memory_order_relaxed);
   }
 
-  void write_header(std::uint64_t off, std::uint64_t size, std::uint32_t magic) noexcept {
-    const QueueRecord r{size, magic, ~static_cast<std::uint32_t>(size)};
+  void write_header(std::uint64_t off, std::uint32_t size, std::uint32_t check) noexcept {
+    const QueueRecord r{size, check};
     std::memcpy(ring_ + off, &r, sizeof r);
   }
 
+  // A record as read and checked: a skip record, or an item's payload size;
+  // `bytes` it takes in the ring.
+  struct Found {
+    bool skip = false;
+    std::uint64_t size = 0;
+    std::uint64_t bytes = 0;
+  };
+
   // Reads and checks the record header at position h < t (consumer lock
   // held). Throws ProcessError (and empties the queue) if it is corrupt.
-  QueueRecord read_header(QueueLock& g, std::uint64_t h, std::uint64_t t) {
-    const std::uint64_t off = (h & mask_);
+  Found read_header(QueueLock& g, std::uint64_t h, std::uint64_t t) {
+    const std::uint64_t off = h & mask_;
     const std::uint64_t avail = t - h;
     if (avail < sizeof(QueueRecord) || avail > ring_bytes_ || off % kQueueRecordAlign != 0)
       corrupt(g, h, "bad positions");
     QueueRecord r{};
     std::memcpy(&r, ring_ + off, sizeof r);
-    if ((r.magic != QueueRecord::kItem && r.magic != QueueRecord::kSkip) ||
-        r.check != ~static_cast<std::uint32_t>(r.size) || r.size > ring_bytes_ ||
-        record_bytes(r.size) > avail || off + record_bytes(r.size) > ring_bytes_ ||
-        (r.magic == QueueRecord::kSkip && off + record_bytes(r.size) != ring_bytes_))
+    Found f;
+    if (r.size == 0 && r.check == QueueRecord::kSkip) {
+      f.skip = true;
+      f.bytes = ring_bytes_ - off;
+    } else if (r.check == (r.size ^ QueueRecord::kItem)) {
+      f.size = r.size;
+      f.bytes = record_bytes(r.size);
+    } else {
       corrupt(g, h, "bad record header");
-    return r;
+    }
+    if (f.bytes > avail || off + f.bytes > ring_bytes_) corrupt(g, h, "bad record size");
+    return f;
   }
 
   // Publishes the head past a record ending at `next` (consumer lock held)
