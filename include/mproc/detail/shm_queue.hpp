@@ -49,6 +49,7 @@
 #include <string>
 #include <utility>
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -74,7 +75,9 @@ inline constexpr std::uint64_t kQueuePutBatch = 32;
 // Longest single sleep of a waiting getter/putter/joiner before it re-checks.
 inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
 // How long a getter or putter spins before sleeping.
-inline constexpr std::chrono::microseconds kQueueSpin{5};
+inline constexpr std::chrono::microseconds kQueueSpin{0};
+// Then how many times it yields the CPU before sleeping.
+inline constexpr int kQueueYields = 4;
 
 // A record's header in the ring: an item of `size` payload bytes, or a
 // skip record (size 0) that fills the ring up to its end.
@@ -89,36 +92,40 @@ inline constexpr std::size_t kQueueRecordAlign = 8;
 // Largest encoded item (its size must fit the header).
 inline constexpr std::size_t kQueueMaxItemBytes = UINT32_MAX - 64;
 
-// The control block in shared memory (after the ObjectHeader), one cache
-// line per writer.
+// The control block in shared memory (after the ObjectHeader). Each side's
+// lock and private fields, and each side's published fields, have cache
+// lines of their own, so polling the other side's position does not slow
+// down its locking.
 struct QueueState {
-  // Fixed at creation.
+  // Fixed at creation (read-only afterwards), and the closed flag.
   std::int64_t maxsize = 0;  // items; 0: unbounded
   std::uint64_t ring_bytes = 0;
   std::uint64_t hot_bytes = 0;
   std::uint64_t ring_offset = 0;  // of the ring from the block start (page aligned)
   std::atomic<std::uint32_t> closed{0};
-  // Producer side.
+  // Producers: their lock and private fields (under put_mutex).
   alignas(64) MutexState put_mutex;
-  std::atomic<std::uint64_t> tail{0};
-  std::atomic<std::uint64_t> put_count{0};
-  std::atomic<std::uint32_t> items_seq{0};  // bumped when getters wait
-  std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written; written under put_mutex
-  std::uint64_t head_cache = 0;  // head and got_count as last read; under put_mutex
+  std::uint64_t head_cache = 0;  // head and got_count as last read
   std::uint64_t got_cache = 0;
-  // Consumer side.
+  std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written (read by a consumer)
+  // Producers: published.
+  alignas(64) std::atomic<std::uint64_t> tail{0};
+  std::atomic<std::uint64_t> put_count{0};
+  std::atomic<std::uint32_t> items_seq{0};  // eventcount of waiting getters
+  // Consumers: their lock and private fields (under get_mutex).
   alignas(64) MutexState get_mutex;
-  std::atomic<std::uint64_t> head{0};
+  std::uint64_t tail_cache = 0;  // tail as last read
+  // Consumers: published.
+  alignas(64) std::atomic<std::uint64_t> head{0};
   std::atomic<std::uint64_t> got_count{0};
-  std::atomic<std::uint32_t> space_seq{0};  // bumped when putters wait
-  std::uint64_t tail_cache = 0;  // tail as last read; under get_mutex
+  std::atomic<std::uint32_t> space_seq{0};  // eventcount of waiting putters
   // Sleepers (written when going to sleep only).
   alignas(64) std::atomic<std::uint32_t> getters_waiting{0};
   std::atomic<std::uint32_t> putters_waiting{0};
   std::atomic<std::uint32_t> joiners_waiting{0};
   // JoinableQueue: items put and not yet task_done().
   alignas(64) std::atomic<std::uint64_t> unfinished{0};
-  std::atomic<std::uint32_t> done_seq{0};
+  std::atomic<std::uint32_t> done_seq{0};  // eventcount of joiners
 };
 
 inline constexpr std::size_t kQueueStateOffset = 64;
@@ -169,6 +176,9 @@ bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& wa
     for (int k = 0; k < 8; ++k) cpu_relax();  // poll the other side's cache line gently
     if ((i & 7) == 0 && Clock::now() >= spin_end) break;
   }
+  // Then let the other side run if it shares our CPU: cheaper than a
+  // futex sleep and wake-up, and it lets the queue fill or drain in batches.
+  for (int y = 0; y < kQueueYields && !spin_ready(); ++y) ::sched_yield();
   if (ready()) return true;
   auto now = Clock::now();
   std::uint32_t armed = word.load(std::memory_order_seq_cst);
@@ -300,8 +310,8 @@ class QueueCore {
           fill(ring_ + slot.off + sizeof(QueueRecord));
           raise_high_water(slot.off + rec);
           if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
-          s.tail.store(t + slot.skip + rec, std::memory_order_seq_cst);  // publish
           s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+          s.tail.store(t + slot.skip + rec, std::memory_order_seq_cst);  // publish
           g.unlock();
           queue_notify(s.items_seq);
           return;
@@ -450,7 +460,8 @@ class QueueCore {
     const QueueState& s = *state_;
     if (s.maxsize != 0 && extra != 0) {
       extra = std::min<std::uint64_t>(extra, static_cast<std::uint64_t>(s.maxsize) / 4);
-      const std::uint64_t got = s.got_count.load(std::memory_order_seq_cst);
+      (void)s.head.load(std::memory_order_seq_cst);  // then got_count is at least as new
+      const std::uint64_t got = s.got_count.load(std::memory_order_acquire);
       const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
       if (put >= got && put - got + extra >= static_cast<std::uint64_t>(s.maxsize)) return false;
     }
@@ -509,8 +520,10 @@ class QueueCore {
   // and wakes a putter waiting for room.
   void consume(QueueLock& g, std::uint64_t next) {
     QueueState& s = *state_;
+    // got_count before head: a putter that reads the new head (seq_cst, the
+    // store its eventcount pairs with) also sees the new count.
+    s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     s.head.store(next, std::memory_order_seq_cst);
-    s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
     g.unlock();
     queue_notify(s.space_seq);
   }
