@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "catch.hpp"
@@ -220,6 +221,25 @@ TEST_CASE("Queue: an unbounded queue holds megabytes of unread items and gives t
   // Reused after draining (pages beyond the hot region were given back).
   q.put("again");
   CHECK(q.get() == "again");
+}
+
+TEST_CASE("Queue: pages beyond the hot region are given back once a large backlog is drained") {
+  mp::Queue<std::string> q;
+  const std::string chunk(512 * 1024, 'b');
+  for (int i = 0; i < 64; ++i) q.put(std::to_string(i) + chunk);  // 32 MiB of unread items
+  for (int i = 0; i < 64; ++i) REQUIRE(q.get() == std::to_string(i) + chunk);
+  q.put("wrap");  // the producer wraps to the start; the consumer passes the skip record
+  CHECK(q.get() == "wrap");
+  const auto ring = q.core_for_testing().ring_for_testing();
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t from = mp::detail::kQueueHotBytes + page, to = std::size_t{30} << 20;
+  std::vector<unsigned char> resident((to - from) / page);
+  REQUIRE(::mincore(ring.data() + from, to - from, resident.data()) == 0);
+  std::size_t kept = 0;
+  for (unsigned char r : resident) kept += r & 1u;
+  CHECK(kept == 0);
+  q.put("still works");
+  CHECK(q.get() == "still works");
 }
 
 TEST_CASE("Queue: a put that cannot serialize throws from put and leaves the queue unchanged") {

@@ -67,7 +67,10 @@ inline constexpr std::size_t kQueueDefaultRingBytes = std::size_t{256} << 20;
 // The region a queue with a small backlog stays in.
 inline constexpr std::size_t kQueueHotBytes = std::size_t{1} << 20;
 // Drained pages beyond the hot region are given back once they exceed this.
-inline constexpr std::size_t kQueueColdSlack = std::size_t{8} << 20;
+inline constexpr std::size_t kQueueColdSlack = std::size_t{16} << 20;
+// A producer past the hot region re-reads the consumer's position every
+// this many bytes, to wrap early.
+inline constexpr std::uint64_t kQueueWrapProbe = 64 * 1024;
 // Smallest ring a caller may ask for.
 inline constexpr std::size_t kQueueMinRingBytes = 4096;
 // A producer that found the queue full spins until this many items fit.
@@ -107,6 +110,7 @@ struct QueueState {
   alignas(64) MutexState put_mutex;
   std::uint64_t head_cache = 0;  // head and got_count as last read
   std::uint64_t got_cache = 0;
+  std::uint64_t wrap_probe = 0;  // tail position from which to refresh them to find room at the start
   std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written (read by a consumer)
   // Producers: published.
   alignas(64) std::atomic<std::uint64_t> tail{0};
@@ -427,8 +431,14 @@ class QueueCore {
     const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
     std::uint64_t head = locked ? s.head_cache : s.head.load(std::memory_order_seq_cst);
     std::uint64_t got = locked ? s.got_cache : s.got_count.load(std::memory_order_seq_cst);
-    if (room_at(rec, t, head, got, slot)) return true;
-    if (!locked) return false;
+    if (room_at(rec, t, head, got, slot)) {
+      // Past the hot region without wrapping: the cache may hide that the
+      // consumer has made room at the start. Look now and then.
+      if (!locked || slot.skip != 0 || (t & mask_) < hot_bytes_ || t < s.wrap_probe) return true;
+      s.wrap_probe = t + kQueueWrapProbe;
+    } else if (!locked) {
+      return false;
+    }
     s.head_cache = head = s.head.load(std::memory_order_seq_cst);
     s.got_cache = got = s.got_count.load(std::memory_order_seq_cst);
     return room_at(rec, t, head, got, slot);
