@@ -157,13 +157,13 @@ class QueueLock {
   bool held_ = false;
 };
 
-// Waits until ready() or `deadline`: checks, spins briefly, then sleeps on
-// `word` for at most a slice. `word` is an eventcount: its low bit says a
-// sleeper is armed; whoever makes ready() true stores with seq_cst and then
-// calls queue_notify(), which bumps and wakes `word` only if armed — one
-// system call per sleep, not per item. `waiting` counts sleepers (for
-// diagnostics and chained wake-ups). Returns false if the deadline passed
-// with ready() false; true otherwise (the caller re-checks under its lock).
+// Waits until ready() or `deadline`: checks, spins briefly, yields, then
+// sleeps on `word` for at most a slice. `word` is an eventcount: its low
+// bit says a sleeper is armed; whoever makes ready() true publishes, then
+// (after a store-load barrier) calls queue_notify(), which bumps and wakes
+// `word` only if armed — one system call per sleep, not per item.
+// `waiting` counts sleepers. Returns false if the deadline passed with
+// ready() false; true otherwise (the caller re-checks under its lock).
 // While spinning it waits for spin_ready() (e.g. room for a batch of items,
 // so a producer facing a full queue does not advance in lockstep with the
 // consumer), which implies ready().
@@ -201,6 +201,19 @@ template <class Ready>
 bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
                 Ready&& ready) {
   return queue_wait(word, waiting, deadline, ready, ready);
+}
+
+// Orders the caller's publishing store (before the unlock that precedes
+// this) before its next load, as the eventcount needs (a store-load
+// barrier). On x86 the unlock's locked exchange already is a full barrier:
+// only the compiler must be kept from moving the load above it. Elsewhere,
+// a sequentially consistent fence.
+inline void fence_after_unlock() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
 }
 
 // Wakes the sleepers of `word` if one is armed (after the caller's seq_cst
@@ -315,8 +328,9 @@ class QueueCore {
           raise_high_water(slot.off + rec);
           if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
           s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-          s.tail.store(t + slot.skip + rec, std::memory_order_seq_cst);  // publish
+          s.tail.store(t + slot.skip + rec, std::memory_order_release);  // publish
           g.unlock();
+          fence_after_unlock();
           queue_notify(s.items_seq);
           return;
         }
@@ -530,11 +544,12 @@ class QueueCore {
   // and wakes a putter waiting for room.
   void consume(QueueLock& g, std::uint64_t next) {
     QueueState& s = *state_;
-    // got_count before head: a putter that reads the new head (seq_cst, the
-    // store its eventcount pairs with) also sees the new count.
+    // got_count before head: a putter that reads the new head also sees the
+    // new count.
     s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    s.head.store(next, std::memory_order_seq_cst);
+    s.head.store(next, std::memory_order_release);
     g.unlock();
+    fence_after_unlock();
     queue_notify(s.space_seq);
   }
 
