@@ -200,6 +200,14 @@ TEST_CASE("Queue: strings and 1 MiB vectors of doubles, in order, with wrap-arou
     ++next_get;
   }
   CHECK(next_get == 3000);
+  // An item of most of the ring fits into the empty queue wherever its
+  // positions stand.
+  for (int i = 0; i < 5; ++i) {
+    small.put(std::string(static_cast<std::size_t>(10000 + 3001 * i), 'p'));
+    CHECK(small.get().size() == static_cast<std::size_t>(10000 + 3001 * i));
+    small.put_nowait(std::string(50 * 1024, static_cast<char>('a' + i)));
+    CHECK(small.get_nowait() == std::string(50 * 1024, static_cast<char>('a' + i)));
+  }
   // An item that can never fit fails at once, queue unchanged.
   small.put("kept");
   REQUIRE_THROWS_MATCHES(small.put(std::string(70 * 1024, 'x')), mp::ProcessError,

@@ -334,6 +334,14 @@ class QueueCore {
           queue_notify(s.items_seq);
           return;
         }
+        // An empty queue always has room: if the record fits neither
+        // before the end of the ring nor at its start, move both positions
+        // to the start.
+        if (s.head_cache == s.tail.load(std::memory_order_relaxed) && (s.head_cache & mask_) != 0) {
+          g.unlock();
+          realign_empty();
+          continue;
+        }
       }
       const auto ready = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0); };
       const auto batch = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); };
@@ -551,6 +559,20 @@ class QueueCore {
     g.unlock();
     fence_after_unlock();
     queue_notify(s.space_seq);
+  }
+
+  // Moves head and tail of an empty queue to the start of the next lap of
+  // the ring (takes both locks, consumers' first).
+  void realign_empty() {
+    QueueState& s = *state_;
+    QueueLock c(s.get_mutex);
+    QueueLock p(s.put_mutex);
+    const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+    if (s.head.load(std::memory_order_relaxed) != t || (t & mask_) == 0) return;
+    const std::uint64_t start = t + (ring_bytes_ - (t & mask_));
+    s.head.store(start, std::memory_order_release);
+    s.tail.store(start, std::memory_order_release);
+    s.head_cache = s.tail_cache = start;
   }
 
   // Drops every item (consumer lock held; takes the producer lock) and
