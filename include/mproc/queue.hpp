@@ -26,11 +26,12 @@
 // processes' use of it (as for Value).
 //
 // Capacity. Queue(maxsize) with maxsize > 0 holds at most maxsize items.
-// Every queue also holds at most `ring_bytes` (default 256 MiB, address
-// space reserved, memory used only as needed) of encoded unread items: an
+// Every queue also holds at most `ring_bytes` (default 256 MiB, rounded up
+// to a power of two; address space reserved, memory used only as needed and
+// given back after a large backlog drained) of encoded unread items: an
 // "unbounded" queue (maxsize <= 0) accepts items until then and put() then
 // waits for room as a full bounded queue does. A single item larger than
-// the ring makes put() throw ProcessError.
+// the ring (or than 4 GiB encoded) makes put() throw ProcessError.
 //
 // close() differs from Python's (which only concerns the calling process):
 // it closes the queue for every process. put() on a closed queue throws
@@ -38,9 +39,11 @@
 // (no waiting) — so consumers can drain and stop. Blocked getters and
 // putters wake up.
 //
-// Robustness: a process that dies while holding the queue's internal lock
-// (killed mid-put or mid-get) does not block the others: the next operation
-// takes the lock over within about 20 ms. A record found corrupted (bytes
+// Robustness: a process that dies while holding one of the queue's two
+// internal locks (killed mid-put or mid-get) does not block the others: the
+// next operation takes the lock over within about 20 ms; the item being put
+// is dropped, the item being got stays queued. (A process killed between
+// the two stores that publish an item may leave qsize() off by one.) A record found corrupted (bytes
 // of the ring overwritten) makes get() throw ProcessError and empties the
 // queue; an item whose bytes do not decode as a T makes get() throw the
 // decoder's ProcessError and is dropped.
@@ -149,17 +152,17 @@ class QueueBase {
 }  // namespace detail
 
 // A FIFO queue shared by threads and processes (Python:
-// multiprocessing.Queue). All members are thread- and process-safe. The
-// blocking members may also wait briefly for the queue's internal lock,
-// which is held only while one item is copied in or out.
+// multiprocessing.Queue). All members are thread- and process-safe. put and
+// get (all variants, nowait too) may wait briefly for the producers' or
+// consumers' internal lock, held only while one item is copied in or out.
 template <class T>
 class Queue : protected detail::QueueBase<T> {
  public:
   using value_type = T;
 
   // A queue of at most `maxsize` items (<= 0: unbounded, up to `ring_bytes`
-  // of encoded items). Throws ProcessError (ring_bytes < 4096, out of
-  // memory or descriptors).
+  // of encoded items, rounded up to a power of two). Throws ProcessError
+  // (ring_bytes < 4096 or > 2^45, out of memory or descriptors).
   explicit Queue(int maxsize = 0, std::size_t ring_bytes = detail::kQueueDefaultRingBytes)
       : Queue(detail::ShmKind::queue, maxsize, ring_bytes) {}
   Queue(const Queue&) = default;
@@ -201,7 +204,7 @@ class Queue : protected detail::QueueBase<T> {
 
   // Closes the queue for every process (see the file comment): later puts
   // throw, gets drain what is left then throw Empty; waiters wake up.
-  // Idempotent. Blocks only on the internal lock.
+  // Idempotent. Non-blocking.
   void close() { this->core_.close(); }
   // Whether close() was called (by any process). Non-blocking.
   bool closed() const noexcept { return this->core_.closed(); }
@@ -232,8 +235,8 @@ class JoinableQueue : public Queue<T> {
   JoinableQueue(const JoinableQueue&) = default;
   JoinableQueue& operator=(const JoinableQueue&) = default;
 
-  // Marks one item got from the queue as processed. Blocks only on the
-  // internal lock. Throws ProcessError if called more times than items
+  // Marks one item got from the queue as processed. Non-blocking; thread-
+  // and process-safe. Throws ProcessError if called more times than items
   // were put (Python's ValueError).
   void task_done() { this->core_.task_done(); }
   // Blocks until every item put has been task_done().
@@ -243,8 +246,7 @@ class JoinableQueue : public Queue<T> {
   [[nodiscard]] bool join(std::chrono::duration<Rep, Period> timeout) {
     return this->core_.join(detail::deadline_after(timeout));
   }
-  // Items put and not yet task_done() (a snapshot). Blocks only on the
-  // internal lock.
+  // Items put and not yet task_done() (a snapshot). Non-blocking.
   std::uint64_t unfinished_tasks() const { return this->core_.unfinished(); }
 
   static JoinableQueue from_handle(const detail::ShmHandle& h) {

@@ -234,7 +234,7 @@ class QueueCore {
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     if (ring_bytes < kQueueMinRingBytes || ring_bytes > kMaxSegmentSize / 4)
       throw ProcessError(std::string("mproc: ") + shm_kind_name(kind) + ": ring size " + std::to_string(ring_bytes) +
-                         " is out of range [" + std::to_string(kQueueMinRingBytes) + ", 2^46]");
+                         " is out of range [" + std::to_string(kQueueMinRingBytes) + ", 2^45]");
     ring_bytes = std::max(std::bit_ceil(ring_bytes), page);  // positions map to offsets with a mask
     const std::size_t ring_offset = round_up(kQueueStateOffset + sizeof(QueueState), page);
     block_ = allocate_object(kind, ring_offset, ring_bytes, page, type_hash, 0, 0, 0);
