@@ -409,7 +409,9 @@ TEST_CASE("Queue: inherited by an mp::Process, and items outlive the process tha
 }
 
 TEST_CASE("Queue: sent through a Pipe to a process started before it existed, and used both ways") {
-  auto [parent_end, child_end] = mp::Pipe();
+  auto ends = mp::Pipe();
+  mp::Connection& parent_end = ends.first;
+  mp::Connection& child_end = ends.second;
   const pid_t child = shm_test::spawn([&child_end]() {
     auto q = child_end.recv<mp::Queue<int>>();
     auto back = child_end.recv<mp::Queue<std::string>>();

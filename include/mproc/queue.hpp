@@ -120,10 +120,10 @@ class QueueBase {
   }
 
   T get_until(Clock::time_point deadline) {
-    return core_.pop(deadline, [this](std::span<const std::byte> bytes) -> T {
+    return core_.pop(deadline, [name = core_.name()](std::span<const std::byte> bytes) -> T {
       if constexpr (queue_raw_v<T>) {
         if (bytes.size() != sizeof(T))
-          throw ProcessError(std::string("mproc: ") + core_.name() + ".get(): corrupted item: " +
+          throw ProcessError(std::string("mproc: ") + name + ".get(): corrupted item: " +
                              std::to_string(bytes.size()) + " bytes for a " + std::to_string(sizeof(T)) +
                              "-byte item");
         if constexpr (std::is_default_constructible_v<T>) {
