@@ -80,7 +80,7 @@ inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
 // How long a getter or putter spins before sleeping.
 inline constexpr std::chrono::microseconds kQueueSpin{0};
 // Then how many times it yields the CPU before sleeping.
-inline constexpr int kQueueYields = 4;
+inline constexpr int kQueueYields = 2;
 
 // A record's header in the ring: an item of `size` payload bytes, or a
 // skip record (size 0) that fills the ring up to its end.
