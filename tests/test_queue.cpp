@@ -5,6 +5,7 @@
 // killed holding the internal lock (R5-style), the R4 leak loop and R8
 // permissions.
 #include <mproc/connection.hpp>
+#include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
 #include <mproc/sharedctypes.hpp>
@@ -427,6 +428,20 @@ TEST_CASE("Queue: sent through a Pipe to a process started before it existed, an
   for (int i = 1; i <= 10; ++i) q.put(i);
   CHECK(back.get(30s) == "sum=55");
   CHECK(shm_test::join(child).exitcode == 0);
+}
+
+TEST_CASE("Queue: a Pool task argument reaches the worker as the same queue") {
+  mp::Pool pool(2);
+  mp::Queue<std::string> q;  // created after the workers started
+  const int n = pool.apply(
+      [](mp::Queue<std::string> queue, int k) {
+        for (int i = 0; i < k; ++i) queue.put(text_of(i));
+        return k;
+      },
+      q, 5);
+  CHECK(n == 5);
+  for (int i = 0; i < 5; ++i) CHECK(q.get(10s) == text_of(i));
+  CHECK(q.empty());
 }
 
 TEST_CASE("Queue: from_handle rejects another item type or another kind of queue") {
