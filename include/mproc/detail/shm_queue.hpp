@@ -77,7 +77,8 @@ inline constexpr std::size_t kQueueMinRingBytes = 4096;
 inline constexpr std::uint64_t kQueuePutBatch = 32;
 // Longest single sleep of a waiting getter/putter/joiner before it re-checks.
 inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
-// How long a getter or putter spins before sleeping.
+// How long a getter or putter spins before sleeping, beyond a few polls
+// (spinning only pays when both sides run on cores of their own).
 inline constexpr std::chrono::microseconds kQueueSpin{0};
 // Then how many times it yields the CPU before sleeping.
 inline constexpr int kQueueYields = 2;
@@ -343,7 +344,10 @@ class QueueCore {
           continue;
         }
       }
-      const auto ready = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0); };
+      const auto ready = [&] {
+        return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0) ||
+               s.head.load(std::memory_order_seq_cst) == s.tail.load(std::memory_order_relaxed);  // empty: realign
+      };
       const auto batch = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); };
       if (!queue_wait(s.space_seq, s.putters_waiting, deadline, ready, batch)) throw Full();
     }
