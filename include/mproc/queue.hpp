@@ -43,10 +43,10 @@
 // internal locks (killed mid-put or mid-get) does not block the others: the
 // next operation takes the lock over within about 20 ms; the item being put
 // is dropped, the item being got stays queued. (A process killed between
-// the two stores that publish an item may leave qsize() off by one.) A record found corrupted (bytes
-// of the ring overwritten) makes get() throw ProcessError and empties the
-// queue; an item whose bytes do not decode as a T makes get() throw the
-// decoder's ProcessError and is dropped.
+// the two stores that publish an item may leave qsize() off by one.) A
+// record found corrupted (bytes of the ring overwritten) makes get() throw
+// ProcessError and empties the queue; an item whose bytes do not decode as
+// a T makes get() throw the decoder's ProcessError and is dropped.
 #pragma once
 
 #include <chrono>
