@@ -502,6 +502,27 @@ TEST_CASE("JoinableQueue: join returns only after every task_done, across proces
   CHECK(q.join(0ms));
 }
 
+TEST_CASE("JoinableQueue: items discarded as corrupt or undecodable count as done") {
+  mp::JoinableQueue<std::string> q;
+  q.put("a");
+  q.put("b");
+  q.put("c");
+  CHECK(q.get() == "a");
+  q.task_done();
+  auto ring = q.core_for_testing().ring_for_testing();
+  // The second record's frame: corrupt its magic; the item is dropped.
+  const std::size_t second = mp::detail::QueueCore::record_bytes(mp::encoded_size(std::string("a")));
+  for (std::size_t i = 0; i < 4; ++i) ring[second + sizeof(mp::detail::QueueRecord) + i] = std::byte{0xEE};
+  REQUIRE_THROWS_AS(q.get(), mp::ProcessError);
+  CHECK(q.unfinished_tasks() == 1);
+  // The third record's header: the queue is emptied.
+  const std::size_t third = second + mp::detail::QueueCore::record_bytes(mp::encoded_size(std::string("b")));
+  std::memset(ring.data() + third, 0x5A, sizeof(mp::detail::QueueRecord));
+  REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue"));
+  CHECK(q.unfinished_tasks() == 0);
+  CHECK(q.join(1s));
+}
+
 TEST_CASE("SimpleQueue: put, get, empty, close, across processes") {
   mp::SimpleQueue<std::string> q;
   CHECK(q.empty());

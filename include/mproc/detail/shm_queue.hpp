@@ -388,6 +388,7 @@ class QueueCore {
             return value;
           } catch (const ProcessError&) {
             consume(g, next);
+            drop_unfinished(1);  // nobody will call task_done() for it
             throw;
           }
         }
@@ -421,6 +422,19 @@ class QueueCore {
                            ".task_done(): called more times than there were items put");
     } while (!s.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst, std::memory_order_relaxed));
     if (v == 1) queue_notify(s.done_seq);
+  }
+
+  // A JoinableQueue's items discarded without reaching a caller (corrupt
+  // or undecodable) count as done, so join() does not wait for them.
+  void drop_unfinished(std::uint64_t n) {
+    if (kind_ != ShmKind::joinable_queue || n == 0) return;
+    QueueState& s = *state_;
+    std::uint64_t v = s.unfinished.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    do {
+      next = v > n ? v - n : 0;
+    } while (!s.unfinished.compare_exchange_weak(v, next, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if (v != 0 && next == 0) queue_notify(s.done_seq);
   }
 
   // JoinableQueue::join: waits until no item is unfinished or `deadline`.
@@ -583,14 +597,19 @@ class QueueCore {
   // throws ProcessError describing the corruption found at position `at`.
   [[noreturn]] void corrupt(QueueLock& g, std::uint64_t at, const char* why) {
     QueueState& s = *state_;
+    std::uint64_t dropped = 0;
     {
       QueueLock p(s.put_mutex);
       s.tail_cache = s.tail.load(std::memory_order_relaxed);
       s.head.store(s.tail_cache, std::memory_order_seq_cst);
-      s.got_count.store(s.put_count.load(std::memory_order_relaxed), std::memory_order_seq_cst);
+      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+      const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
+      dropped = put > got ? put - got : 0;
+      s.got_count.store(put, std::memory_order_seq_cst);
     }
     g.unlock();
     queue_notify(s.space_seq);
+    drop_unfinished(dropped);
     throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
                        std::to_string(at & mask_) + "); the queue's items were discarded");
   }
