@@ -83,6 +83,22 @@ inline constexpr std::chrono::microseconds kQueueSpin{0};
 // Then how many times it yields the CPU before sleeping.
 inline constexpr int kQueueYields = 2;
 
+// ThreadSanitizer sees the synchronization between threads of one process
+// only. A position cached in shared memory may have been read by another
+// process, so under TSan the positions are always re-read (an acquire it
+// can see) instead of trusting the caches.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kQueueUseCaches = false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kQueueUseCaches = false;
+#else
+inline constexpr bool kQueueUseCaches = true;
+#endif
+#else
+inline constexpr bool kQueueUseCaches = true;
+#endif
+
 // A record's header in the ring: an item of `size` payload bytes, or a
 // skip record (size 0) that fills the ring up to its end.
 struct QueueRecord {
@@ -367,7 +383,7 @@ class QueueCore {
         QueueLock g(s.get_mutex);
         const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
         std::uint64_t h = s.head.load(std::memory_order_relaxed);
-        if (h == s.tail_cache) s.tail_cache = s.tail.load(std::memory_order_acquire);
+        if (h == s.tail_cache || !kQueueUseCaches) s.tail_cache = s.tail.load(std::memory_order_acquire);
         const std::uint64_t t = s.tail_cache;
         if (h != t) {
           Found r = read_header(g, h, t);
@@ -469,8 +485,9 @@ class QueueCore {
   bool find_room(std::uint64_t rec, Slot& slot, bool locked) const noexcept {
     QueueState& s = *state_;
     const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
-    std::uint64_t head = locked ? s.head_cache : s.head.load(std::memory_order_seq_cst);
-    std::uint64_t got = locked ? s.got_cache : s.got_count.load(std::memory_order_seq_cst);
+    const bool cached = locked && kQueueUseCaches;
+    std::uint64_t head = cached ? s.head_cache : s.head.load(std::memory_order_seq_cst);
+    std::uint64_t got = cached ? s.got_cache : s.got_count.load(std::memory_order_seq_cst);
     if (room_at(rec, t, head, got, slot)) {
       // Past the hot region without wrapping: the cache may hide that the
       // consumer has made room at the start. Look now and then.
