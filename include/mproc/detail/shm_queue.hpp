@@ -77,9 +77,10 @@ inline constexpr std::size_t kQueueMinRingBytes = 4096;
 inline constexpr std::uint64_t kQueuePutBatch = 32;
 // Longest single sleep of a waiting getter/putter/joiner before it re-checks.
 inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
-// How long a getter or putter spins before sleeping, beyond a few polls
-// (spinning only pays when both sides run on cores of their own).
-inline constexpr std::chrono::microseconds kQueueSpin{0};
+// How long a getter or putter spins at most before yielding and sleeping,
+// and how many pause instructions separate its polls.
+inline constexpr std::chrono::microseconds kQueueSpin{10};
+inline constexpr int kQueuePollPauses = 256;
 // Then how many times it yields the CPU before sleeping.
 inline constexpr int kQueueYields = 2;
 
@@ -174,6 +175,12 @@ class QueueLock {
   bool held_ = false;
 };
 
+// This thread's current spin time before yielding, in nanoseconds.
+inline std::int64_t& queue_spin_budget() noexcept {
+  thread_local std::int64_t budget = std::chrono::nanoseconds(kQueueSpin).count();
+  return budget;
+}
+
 // Waits until ready() or `deadline`: checks, spins briefly, yields, then
 // sleeps on `word` for at most a slice. `word` is an eventcount: its low
 // bit says a sleeper is armed; whoever makes ready() true publishes, then
@@ -192,11 +199,19 @@ bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& wa
   } else if (Clock::now() >= deadline) {
     return false;
   }
-  const auto spin_end = std::min(deadline, Clock::now() + kQueueSpin);
-  for (int i = 1; !spin_ready(); ++i) {
-    for (int k = 0; k < 8; ++k) cpu_relax();  // poll the other side's cache line gently
-    if ((i & 7) == 0 && Clock::now() >= spin_end) break;
+  // Adaptive: spinning pays only when the other side runs on another CPU
+  // at the same time, so a thread whose spins keep failing spins less.
+  std::int64_t& budget = queue_spin_budget();
+  const auto spin_end = std::min(deadline, Clock::now() + std::chrono::nanoseconds(budget));
+  bool spun = false;
+  while (!(spun = spin_ready())) {
+    // Poll the other side's cache line gently: each poll takes the line
+    // away from its writer.
+    for (int k = 0; k < kQueuePollPauses; ++k) cpu_relax();
+    if (Clock::now() >= spin_end) break;
   }
+  const std::int64_t max_ns = std::chrono::nanoseconds(kQueueSpin).count();
+  budget = spun ? std::min(max_ns, 2 * budget + 500) : budget / 2;
   // Then let the other side run if it shares our CPU: cheaper than a
   // futex sleep and wake-up, and it lets the queue fill or drain in batches.
   for (int y = 0; y < kQueueYields && !spin_ready(); ++y) ::sched_yield();
@@ -328,13 +343,25 @@ class QueueCore {
                          " encoded bytes does not fit in the queue's " + std::to_string(ring_bytes_) +
                          "-byte ring (see the ring_bytes constructor argument)");
     QueueState& s = *state_;
+    // A blocking put that finds the queue (nearly) full waits briefly for
+    // room for a batch, once: so producer and consumer do not advance in
+    // lockstep, fighting over each other's cache lines for every item.
+    bool may_batch = deadline == Clock::time_point::max();
     for (;;) {
       {
         QueueLock g(s.put_mutex);
         if (s.closed.load(std::memory_order_acquire))
           throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
         Slot slot;
-        if (find_room(rec, slot, true)) {
+        bool refreshed = false;
+        if (find_room(rec, slot, true, &refreshed)) {
+          if (refreshed && may_batch && !has_room(rec, kQueuePutBatch)) {
+            may_batch = false;
+            g.unlock();
+            queue_wait(s.space_seq, s.putters_waiting, deadline, [] { return true; },
+                       [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
+            continue;
+          }
           const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
           if (slot.skip != 0) {
             write_header((t & mask_), 0, QueueRecord::kSkip);
@@ -482,7 +509,7 @@ class QueueCore {
   // the producer lock held (`locked`), uses and refreshes the cached
   // consumer positions (they only grow: a stale cache under-counts room);
   // without it (a waiter's check), reads them afresh.
-  bool find_room(std::uint64_t rec, Slot& slot, bool locked) const noexcept {
+  bool find_room(std::uint64_t rec, Slot& slot, bool locked, bool* refreshed = nullptr) const noexcept {
     QueueState& s = *state_;
     const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
     const bool cached = locked && kQueueUseCaches;
@@ -498,6 +525,7 @@ class QueueCore {
     }
     s.head_cache = head = s.head.load(std::memory_order_seq_cst);
     s.got_cache = got = s.got_count.load(std::memory_order_seq_cst);
+    if (refreshed) *refreshed = true;
     return room_at(rec, t, head, got, slot);
   }
   bool room_at(std::uint64_t rec, std::uint64_t t, std::uint64_t head, std::uint64_t got, Slot& slot) const noexcept {
