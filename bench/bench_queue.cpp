@@ -4,7 +4,10 @@
 // doubles (Queue<std::vector<double>> vs 8000-byte messages). The producer
 // is forked per repetition and timed from the start signal to the last
 // item received. Run with --benchmark_repetitions=5
-// --benchmark_report_aggregates_only=true and compare medians.
+// --benchmark_enable_random_interleaving=true
+// --benchmark_report_aggregates_only=true and compare medians (interleaving
+// spreads load changes of a shared machine over both peers); under
+// `taskset -c 0` both processes share one CPU.
 #include <mproc/queue.hpp>
 
 #include <atomic>

@@ -28,11 +28,13 @@
 // sides, the positions and counters are atomics: a producer writes its
 // record, then publishes the tail; a consumer reads the record, then
 // publishes the head. A process killed mid-operation has published nothing
-// (the record is ignored or stays queued). Sleepers use an eventcount:
-// announce themselves in a waiters count, re-check, then sleep on a sequence
-// word that the other side bumps (and wakes) only when someone waits; they
-// sleep in slices (kQueueWaitSlice) so a wake-up lost to a process that
-// died right after being woken delays others by at most one slice.
+// (the record is ignored or stays queued). A side that must wait first
+// spins (adaptively: only as long as spinning recently paid, i.e. while the
+// other side runs on another CPU), then yields twice, then sleeps. Sleepers
+// use an eventcount (queue_wait): they arm a sequence word, re-check, then
+// sleep on it; the other side bumps and wakes it (all its sleepers) only
+// when armed. They sleep in slices (kQueueWaitSlice), re-checking, as a
+// last resort against a lost wake-up.
 #pragma once
 
 #include <algorithm>
