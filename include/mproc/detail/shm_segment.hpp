@@ -62,6 +62,9 @@ enum class ShmKind : std::uint16_t {
   raw_value,
   array,
   raw_array,
+  queue,
+  joinable_queue,
+  simple_queue,
 };
 
 inline const char* shm_kind_name(ShmKind kind) noexcept {
@@ -78,6 +81,9 @@ inline const char* shm_kind_name(ShmKind kind) noexcept {
     case ShmKind::raw_value: return "RawValue";
     case ShmKind::array: return "Array";
     case ShmKind::raw_array: return "RawArray";
+    case ShmKind::queue: return "Queue";
+    case ShmKind::joinable_queue: return "JoinableQueue";
+    case ShmKind::simple_queue: return "SimpleQueue";
     case ShmKind::none: break;
   }
   return "unknown shared object";

@@ -1,0 +1,690 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// The shared-memory machinery of Queue, JoinableQueue and SimpleQueue: one
+// memfd segment per queue holding a control block and a byte ring of
+// variable-length records. No pipe, no feeder thread: put() copies the
+// encoded item into the ring and returns.
+//
+// The ring. Positions (head, tail) count bytes since creation; a record
+// lies at position % ring_bytes (a power of two), contiguously: an 8-byte
+// header {payload size, check} and the payload padded to 8 bytes (an
+// int64 item takes 16 bytes). When a record does not fit before the end of
+// the ring, a skip record fills the rest and the record goes to offset 0. The ring is large and sparse (default
+// 256 MiB of address space; memfd pages cost memory only once touched), and
+// the producer wraps early — as soon as it is past the first `hot` bytes
+// (1 MiB) and there is room at offset 0 — so a queue with a small backlog
+// stays in the hot region; only a large backlog of unread items touches
+// pages beyond it, and those are given back (MADV_REMOVE) once drained. So
+// an "unbounded" queue accepts items until `ring_bytes` of unread encoded
+// data are queued (put() then waits, as for a full bounded queue), and items
+// of any size up to `ring_bytes` go through the ring itself. The memory is
+// the queue's one segment (owned by its creator): an item stays readable
+// after the process that put it exited.
+//
+// Concurrency. Producers serialize on one robust mutex, consumers on
+// another (MutexState: a holder that dies is taken over by the next
+// acquirer), so a producer and a consumer never contend. Between the two
+// sides, the positions and counters are atomics: a producer writes its
+// record, then publishes the tail; a consumer reads the record, then
+// publishes the head. A process killed mid-operation has published nothing
+// (the record is ignored or stays queued). A side that must wait first
+// spins (adaptively: only as long as spinning recently paid, i.e. while the
+// other side runs on another CPU), then yields twice, then sleeps. Sleepers
+// use an eventcount (queue_wait): they arm a sequence word, re-check, then
+// sleep on it; the other side bumps and wakes it (all its sleepers) only
+// when armed. They sleep in slices (kQueueWaitSlice), re-checking, as a
+// last resort against a lost wake-up.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../errors.hpp"
+#include "deadline.hpp"
+#include "futex.hpp"
+#include "shm_object.hpp"
+#include "shm_segment.hpp"
+#include "sync_state.hpp"
+
+namespace mproc::detail {
+
+// Default address space of a queue's ring (pages are allocated on use).
+inline constexpr std::size_t kQueueDefaultRingBytes = std::size_t{256} << 20;
+// The region a queue with a small backlog stays in.
+inline constexpr std::size_t kQueueHotBytes = std::size_t{1} << 20;
+// Drained pages beyond the hot region are given back once they exceed this.
+inline constexpr std::size_t kQueueColdSlack = std::size_t{16} << 20;
+// A producer past the hot region re-reads the consumer's position every
+// this many bytes, to wrap early.
+inline constexpr std::uint64_t kQueueWrapProbe = 64 * 1024;
+// Smallest ring a caller may ask for.
+inline constexpr std::size_t kQueueMinRingBytes = 4096;
+// A producer that found the queue full spins until this many items fit.
+inline constexpr std::uint64_t kQueuePutBatch = 32;
+// Longest single sleep of a waiting getter/putter/joiner before it re-checks.
+inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
+// How long a getter or putter spins at most before yielding and sleeping,
+// and how many pause instructions separate its polls.
+inline constexpr std::chrono::microseconds kQueueSpin{10};
+inline constexpr int kQueuePollPauses = 256;
+// Then how many times it yields the CPU before sleeping.
+inline constexpr int kQueueYields = 2;
+
+// ThreadSanitizer sees the synchronization between threads of one process
+// only. A position cached in shared memory may have been read by another
+// process, so under TSan the positions are always re-read (an acquire it
+// can see) instead of trusting the caches.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kQueueUseCaches = false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kQueueUseCaches = false;
+#else
+inline constexpr bool kQueueUseCaches = true;
+#endif
+#else
+inline constexpr bool kQueueUseCaches = true;
+#endif
+
+// A record's header in the ring: an item of `size` payload bytes, or a
+// skip record (size 0) that fills the ring up to its end.
+struct QueueRecord {
+  static constexpr std::uint32_t kItem = 0x7271706du;  // "mpqr"
+  static constexpr std::uint32_t kSkip = 0x7371706du;  // "mpqs"
+  std::uint32_t size;   // payload bytes
+  std::uint32_t check;  // size ^ kItem for an item, kSkip for a skip record
+};
+static_assert(sizeof(QueueRecord) == 8);
+inline constexpr std::size_t kQueueRecordAlign = 8;
+// Largest encoded item (its size must fit the header).
+inline constexpr std::size_t kQueueMaxItemBytes = UINT32_MAX - 64;
+
+// The control block in shared memory (after the ObjectHeader). Each side's
+// lock and private fields, and each side's published fields, have cache
+// lines of their own, so polling the other side's position does not slow
+// down its locking.
+struct QueueState {
+  // Fixed at creation (read-only afterwards), and the closed flag.
+  std::int64_t maxsize = 0;  // items; 0: unbounded
+  std::uint64_t ring_bytes = 0;
+  std::uint64_t hot_bytes = 0;
+  std::uint64_t ring_offset = 0;  // of the ring from the block start (page aligned)
+  std::atomic<std::uint32_t> closed{0};
+  // Producers: their lock and private fields (under put_mutex).
+  alignas(64) MutexState put_mutex;
+  std::uint64_t head_cache = 0;  // head and got_count as last read
+  std::uint64_t got_cache = 0;
+  std::uint64_t wrap_probe = 0;  // tail position from which to refresh them to find room at the start
+  std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written (read by a consumer)
+  // Producers: published.
+  alignas(64) std::atomic<std::uint64_t> tail{0};
+  std::atomic<std::uint64_t> put_count{0};
+  std::atomic<std::uint32_t> items_seq{0};  // eventcount of waiting getters
+  // Consumers: their lock and private fields (under get_mutex).
+  alignas(64) MutexState get_mutex;
+  std::uint64_t tail_cache = 0;  // tail as last read
+  // Consumers: published.
+  alignas(64) std::atomic<std::uint64_t> head{0};
+  std::atomic<std::uint64_t> got_count{0};
+  std::atomic<std::uint32_t> space_seq{0};  // eventcount of waiting putters
+  // Sleepers (written when going to sleep only).
+  alignas(64) std::atomic<std::uint32_t> getters_waiting{0};
+  std::atomic<std::uint32_t> putters_waiting{0};
+  std::atomic<std::uint32_t> joiners_waiting{0};
+  // JoinableQueue: items put and not yet task_done().
+  alignas(64) std::atomic<std::uint64_t> unfinished{0};
+  std::atomic<std::uint32_t> done_seq{0};  // eventcount of joiners
+};
+
+inline constexpr std::size_t kQueueStateOffset = 64;
+
+// Holds a MutexState (robust: taken over from a dead holder).
+class QueueLock {
+ public:
+  explicit QueueLock(MutexState& m) : m_(m) { lock(); }
+  QueueLock(const QueueLock&) = delete;
+  QueueLock& operator=(const QueueLock&) = delete;
+  ~QueueLock() {
+    if (held_) m_.unlock();
+  }
+  void lock() {
+    m_.lock(current_tid(), Clock::time_point::max());
+    held_ = true;
+  }
+  void unlock() {
+    held_ = false;
+    m_.unlock();
+  }
+
+ private:
+  MutexState& m_;
+  bool held_ = false;
+};
+
+// This thread's current spin time before yielding, in nanoseconds.
+inline std::int64_t& queue_spin_budget() noexcept {
+  thread_local std::int64_t budget = std::chrono::nanoseconds(kQueueSpin).count();
+  return budget;
+}
+
+// Waits until ready() or `deadline`: checks, spins briefly, yields, then
+// sleeps on `word` for at most a slice. `word` is an eventcount: its low
+// bit says a sleeper is armed; whoever makes ready() true publishes, then
+// (after a store-load barrier) calls queue_notify(), which bumps and wakes
+// `word` only if armed — one system call per sleep, not per item.
+// `waiting` counts sleepers. Returns false if the deadline passed with
+// ready() false; true otherwise (the caller re-checks under its lock).
+// While spinning it waits for spin_ready() (e.g. room for a batch of items,
+// so a producer facing a full queue does not advance in lockstep with the
+// consumer), which implies ready().
+template <class Ready, class SpinReady>
+bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
+                Ready&& ready, SpinReady&& spin_ready) {
+  if (ready()) {
+    if (spin_ready()) return true;
+  } else if (Clock::now() >= deadline) {
+    return false;
+  }
+  // Adaptive: spinning pays only when the other side runs on another CPU
+  // at the same time, so a thread whose spins keep failing spins less.
+  std::int64_t& budget = queue_spin_budget();
+  const auto spin_end = std::min(deadline, Clock::now() + std::chrono::nanoseconds(budget));
+  bool spun = false;
+  while (!(spun = spin_ready())) {
+    // Poll the other side's cache line gently: each poll takes the line
+    // away from its writer.
+    for (int k = 0; k < kQueuePollPauses; ++k) cpu_relax();
+    if (Clock::now() >= spin_end) break;
+  }
+  const std::int64_t max_ns = std::chrono::nanoseconds(kQueueSpin).count();
+  budget = spun ? std::min(max_ns, 2 * budget + 500) : budget / 2;
+  // Then let the other side run if it shares our CPU: cheaper than a
+  // futex sleep and wake-up, and it lets the queue fill or drain in batches.
+  for (int y = 0; y < kQueueYields && !spin_ready(); ++y) ::sched_yield();
+  if (ready()) return true;
+  auto now = Clock::now();
+  std::uint32_t armed = word.load(std::memory_order_seq_cst);
+  while (!(armed & 1u) && !word.compare_exchange_weak(armed, armed | 1u, std::memory_order_seq_cst)) {
+  }
+  armed |= 1u;
+  waiting.fetch_add(1, std::memory_order_seq_cst);
+  if (!ready()) {
+    if (now < deadline) futex_wait(word, armed, deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline);
+  }
+  waiting.fetch_sub(1, std::memory_order_seq_cst);
+  return true;
+}
+
+template <class Ready>
+bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
+                Ready&& ready) {
+  return queue_wait(word, waiting, deadline, ready, ready);
+}
+
+// Orders the caller's publishing store (before the unlock that precedes
+// this) before its next load, as the eventcount needs (a store-load
+// barrier). On x86 the unlock's locked exchange already is a full barrier:
+// only the compiler must be kept from moving the load above it. Elsewhere,
+// a sequentially consistent fence.
+inline void fence_after_unlock() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+// Wakes the sleepers of `word` if one is armed (after the caller's seq_cst
+// store that made their condition true).
+inline void queue_notify(std::atomic<std::uint32_t>& word) {
+  std::uint32_t v = word.load(std::memory_order_seq_cst);
+  if (!(v & 1u)) return;
+  if (word.compare_exchange_strong(v, v + 1u, std::memory_order_seq_cst)) futex_wake(word);
+}
+
+// One process's view of a queue: the block and pointers into it. Copies
+// share the queue. All members are thread- and process-safe.
+class QueueCore {
+ public:
+  // Creates a queue of `kind` for items of fingerprint `type_hash`.
+  // Throws ProcessError (bad ring size, out of memory or descriptors).
+  QueueCore(ShmKind kind, std::uint64_t type_hash, std::int64_t maxsize, std::size_t ring_bytes) : kind_(kind) {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    if (ring_bytes < kQueueMinRingBytes || ring_bytes > kMaxSegmentSize / 4)
+      throw ProcessError(std::string("mproc: ") + shm_kind_name(kind) + ": ring size " + std::to_string(ring_bytes) +
+                         " is out of range [" + std::to_string(kQueueMinRingBytes) + ", 2^45]");
+    ring_bytes = std::max(std::bit_ceil(ring_bytes), page);  // positions map to offsets with a mask
+    const std::size_t ring_offset = round_up(kQueueStateOffset + sizeof(QueueState), page);
+    block_ = allocate_object(kind, ring_offset, ring_bytes, page, type_hash, 0, 0, 0);
+    state_ = ::new (static_cast<void*>(block_->data() + kQueueStateOffset)) QueueState{};
+    state_->maxsize = maxsize > 0 ? maxsize : 0;
+    state_->ring_bytes = ring_bytes;
+    state_->hot_bytes = std::min(kQueueHotBytes, ring_bytes);
+    state_->ring_offset = ring_offset;
+    ring_ = block_->data() + ring_offset;
+    ring_bytes_ = ring_bytes;
+    mask_ = ring_bytes - 1;
+    hot_bytes_ = state_->hot_bytes;
+  }
+
+  // The queue a received handle describes, checked to be a `kind` queue of
+  // items of fingerprint `type_hash`. Throws ProcessError naming the fault.
+  static QueueCore open(const ShmHandle& h, ShmKind kind, std::uint64_t type_hash) {
+    const std::string what = shm_kind_name(kind);
+    auto [block, header] = open_object(h, kind, kQueueStateOffset + sizeof(QueueState));
+    if (header.type_hash != type_hash)
+      throw ProcessError("mproc: invalid handle for " + what + ": its item type differs from this one");
+    auto* state = std::launder(reinterpret_cast<QueueState*>(block->data() + kQueueStateOffset));
+    const std::uint64_t ring_offset = state->ring_offset;
+    const std::uint64_t ring_bytes = state->ring_bytes;
+    const std::uint64_t hot_bytes = state->hot_bytes;
+    if (ring_offset < kQueueStateOffset + sizeof(QueueState) || ring_offset % kQueueRecordAlign != 0 ||
+        ring_offset > block->length() || ring_bytes > block->length() - ring_offset ||
+        ring_bytes < kQueueMinRingBytes || !std::has_single_bit(ring_bytes) || hot_bytes > ring_bytes)
+      throw ProcessError("mproc: invalid handle for " + what + ": its ring does not fit in its " +
+                         std::to_string(block->length()) + "-byte block");
+    QueueCore core(kind);
+    core.block_ = std::move(block);
+    core.state_ = state;
+    core.ring_ = core.block_->data() + ring_offset;
+    core.ring_bytes_ = static_cast<std::size_t>(ring_bytes);
+    core.mask_ = core.ring_bytes_ - 1;
+    core.hot_bytes_ = static_cast<std::size_t>(hot_bytes);
+    return core;
+  }
+
+  ShmHandle handle() const noexcept { return block_->handle(kind_); }
+  const char* name() const noexcept { return shm_kind_name(kind_); }
+  std::int64_t maxsize() const noexcept { return state_->maxsize; }
+  std::size_t ring_bytes() const noexcept { return ring_bytes_; }
+  std::size_t qsize() const noexcept { return static_cast<std::size_t>(items()); }
+  bool full() const noexcept {
+    const std::int64_t m = state_->maxsize;
+    return m > 0 && items() >= static_cast<std::uint64_t>(m);
+  }
+  bool closed() const noexcept { return state_->closed.load(std::memory_order_acquire) != 0; }
+  std::uint64_t unfinished() const noexcept { return state_->unfinished.load(std::memory_order_acquire); }
+
+  // Tests only: the ring's bytes (to corrupt records), and taking the
+  // producers' or consumers' lock without releasing it (to die holding it).
+  std::span<std::byte> ring_for_testing() const noexcept { return {ring_, ring_bytes_}; }
+  void lock_for_testing(bool producers) const {
+    (producers ? state_->put_mutex : state_->get_mutex).lock(current_tid(), Clock::time_point::max());
+  }
+
+  // Bytes a record with a `len`-byte payload takes in the ring.
+  static constexpr std::uint64_t record_bytes(std::uint64_t len) noexcept {
+    return sizeof(QueueRecord) + (len + kQueueRecordAlign - 1) / kQueueRecordAlign * kQueueRecordAlign;
+  }
+
+  // Appends a record of `len` payload bytes, written by fill(std::byte*)
+  // (noexcept), waiting for room until `deadline`. A JoinableQueue counts
+  // the item as unfinished. Throws Full on timeout, ProcessError if closed
+  // or the item can never fit.
+  template <class Fill>
+  void push(std::size_t len, Clock::time_point deadline, Fill&& fill) {
+    const std::uint64_t rec = record_bytes(len);
+    if (len > kQueueMaxItemBytes || rec > ring_bytes_)
+      throw ProcessError(std::string("mproc: ") + name() + ".put(): an item of " + std::to_string(len) +
+                         " encoded bytes does not fit in the queue's " + std::to_string(ring_bytes_) +
+                         "-byte ring (see the ring_bytes constructor argument)");
+    QueueState& s = *state_;
+    // A blocking put that finds the queue (nearly) full waits briefly for
+    // room for a batch, once: so producer and consumer do not advance in
+    // lockstep, fighting over each other's cache lines for every item.
+    bool may_batch = deadline == Clock::time_point::max();
+    for (;;) {
+      {
+        QueueLock g(s.put_mutex);
+        if (s.closed.load(std::memory_order_acquire))
+          throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
+        Slot slot;
+        bool refreshed = false;
+        if (find_room(rec, slot, true, &refreshed)) {
+          if (refreshed && may_batch && !has_room(rec, kQueuePutBatch)) {
+            may_batch = false;
+            g.unlock();
+            queue_wait(s.space_seq, s.putters_waiting, deadline, [] { return true; },
+                       [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
+            continue;
+          }
+          const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+          if (slot.skip != 0) {
+            write_header((t & mask_), 0, QueueRecord::kSkip);
+            raise_high_water((t & mask_) + sizeof(QueueRecord));
+          }
+          write_header(slot.off, static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(len) ^ QueueRecord::kItem);
+          fill(ring_ + slot.off + sizeof(QueueRecord));
+          raise_high_water(slot.off + rec);
+          if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
+          s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+          s.tail.store(t + slot.skip + rec, std::memory_order_release);  // publish
+          g.unlock();
+          fence_after_unlock();
+          queue_notify(s.items_seq);
+          return;
+        }
+        // An empty queue always has room: if the record fits neither
+        // before the end of the ring nor at its start, move both positions
+        // to the start.
+        if (s.head_cache == s.tail.load(std::memory_order_relaxed) && (s.head_cache & mask_) != 0) {
+          g.unlock();
+          realign_empty();
+          continue;
+        }
+      }
+      const auto ready = [&] {
+        return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0) ||
+               s.head.load(std::memory_order_seq_cst) == s.tail.load(std::memory_order_relaxed);  // empty: realign
+      };
+      const auto batch = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); };
+      if (!queue_wait(s.space_seq, s.putters_waiting, deadline, ready, batch)) throw Full();
+    }
+  }
+
+  // Removes the oldest record and returns take(std::span<const std::byte>)
+  // of its payload, waiting for one until `deadline`. If take throws a
+  // ProcessError (undecodable item) the record is dropped and the error
+  // propagates; any other exception leaves it queued. Throws Empty on
+  // timeout or when the queue is closed and empty, ProcessError if the
+  // ring is corrupt (the queue is then emptied).
+  template <class Take>
+  auto pop(Clock::time_point deadline, Take&& take) {
+    QueueState& s = *state_;
+    for (;;) {
+      {
+        QueueLock g(s.get_mutex);
+        const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
+        std::uint64_t h = s.head.load(std::memory_order_relaxed);
+        if (h == s.tail_cache || !kQueueUseCaches) s.tail_cache = s.tail.load(std::memory_order_acquire);
+        const std::uint64_t t = s.tail_cache;
+        if (h != t) {
+          Found r = read_header(g, h, t);
+          if (r.skip) {
+            h += r.bytes;
+            s.head.store(h, std::memory_order_seq_cst);
+            give_back_cold(h);
+            if (h == t) corrupt(g, h, "a skip record at the end of the data");
+            r = read_header(g, h, t);
+            if (r.skip) corrupt(g, h, "two skip records in a row");
+          }
+          const std::size_t off = static_cast<std::size_t>(h & mask_);
+          const std::span<const std::byte> payload(ring_ + off + sizeof(QueueRecord), static_cast<std::size_t>(r.size));
+          const std::uint64_t next = h + r.bytes;
+          try {
+            auto value = take(payload);
+            consume(g, next);
+            return value;
+          } catch (const ProcessError&) {
+            consume(g, next);
+            drop_unfinished(1);  // nobody will call task_done() for it
+            throw;
+          }
+        }
+        if (was_closed) throw Empty(std::string("mproc: ") + name() + ".get(): the queue is closed and empty");
+      }
+      if (!queue_wait(s.items_seq, s.getters_waiting, deadline, [&s] {
+            return s.closed.load(std::memory_order_seq_cst) ||
+                   s.tail.load(std::memory_order_seq_cst) != s.head.load(std::memory_order_relaxed);
+          }))
+        throw Empty();
+    }
+  }
+
+  // Marks the queue closed and wakes every waiter. Idempotent. Non-blocking.
+  void close() {
+    QueueState& s = *state_;
+    s.closed.store(1, std::memory_order_seq_cst);
+    s.items_seq.fetch_add(2, std::memory_order_seq_cst);
+    s.space_seq.fetch_add(2, std::memory_order_seq_cst);
+    futex_wake(s.items_seq);
+    futex_wake(s.space_seq);
+  }
+
+  // JoinableQueue::task_done. Non-blocking.
+  void task_done() {
+    QueueState& s = *state_;
+    std::uint64_t v = s.unfinished.load(std::memory_order_relaxed);
+    do {
+      if (v == 0)
+        throw ProcessError(std::string("mproc: ") + name() +
+                           ".task_done(): called more times than there were items put");
+    } while (!s.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if (v == 1) queue_notify(s.done_seq);
+  }
+
+  // A JoinableQueue's items discarded without reaching a caller (corrupt
+  // or undecodable) count as done, so join() does not wait for them.
+  void drop_unfinished(std::uint64_t n) {
+    if (kind_ != ShmKind::joinable_queue || n == 0) return;
+    QueueState& s = *state_;
+    std::uint64_t v = s.unfinished.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    do {
+      next = v > n ? v - n : 0;
+    } while (!s.unfinished.compare_exchange_weak(v, next, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if (v != 0 && next == 0) queue_notify(s.done_seq);
+  }
+
+  // JoinableQueue::join: waits until no item is unfinished or `deadline`.
+  bool join(Clock::time_point deadline) {
+    QueueState& s = *state_;
+    const auto done = [&s] { return s.unfinished.load(std::memory_order_seq_cst) == 0; };
+    while (!done())
+      if (!queue_wait(s.done_seq, s.joiners_waiting, deadline, done)) return false;
+    return true;
+  }
+
+ private:
+  explicit QueueCore(ShmKind kind) noexcept : kind_(kind) {}
+
+  std::uint64_t items() const noexcept {
+    const std::uint64_t got = state_->got_count.load(std::memory_order_acquire);
+    const std::uint64_t put = state_->put_count.load(std::memory_order_acquire);
+    return put > got ? put - got : 0;
+  }
+
+  // Where a record goes: at ring offset `off`, after a skip record of
+  // `skip` bytes (0: none) filling the ring up to its end.
+  struct Slot {
+    std::uint64_t off = 0;
+    std::uint64_t skip = 0;
+  };
+
+  // Finds room for a record of `rec` bytes; false if there is none. With
+  // the producer lock held (`locked`), uses and refreshes the cached
+  // consumer positions (they only grow: a stale cache under-counts room);
+  // without it (a waiter's check), reads them afresh.
+  bool find_room(std::uint64_t rec, Slot& slot, bool locked, bool* refreshed = nullptr) const noexcept {
+    QueueState& s = *state_;
+    const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+    const bool cached = locked && kQueueUseCaches;
+    std::uint64_t head = cached ? s.head_cache : s.head.load(std::memory_order_seq_cst);
+    std::uint64_t got = cached ? s.got_cache : s.got_count.load(std::memory_order_seq_cst);
+    if (room_at(rec, t, head, got, slot)) {
+      // Past the hot region without wrapping: the cache may hide that the
+      // consumer has made room at the start. Look now and then.
+      if (!locked || slot.skip != 0 || (t & mask_) < hot_bytes_ || t < s.wrap_probe) return true;
+      s.wrap_probe = t + kQueueWrapProbe;
+    } else if (!locked) {
+      return false;
+    }
+    s.head_cache = head = s.head.load(std::memory_order_seq_cst);
+    s.got_cache = got = s.got_count.load(std::memory_order_seq_cst);
+    if (refreshed) *refreshed = true;
+    return room_at(rec, t, head, got, slot);
+  }
+  bool room_at(std::uint64_t rec, std::uint64_t t, std::uint64_t head, std::uint64_t got, Slot& slot) const noexcept {
+    const QueueState& s = *state_;
+    if (s.maxsize != 0) {
+      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+      if (put >= got && put - got >= static_cast<std::uint64_t>(s.maxsize)) return false;
+    }
+    const std::uint64_t n = ring_bytes_;
+    const std::uint64_t used = t - head;
+    if (used > n) return false;  // inconsistent snapshot (a waiter's check)
+    const std::uint64_t off = t & mask_;
+    const bool fits_here = off + rec <= n;
+    const bool wrap_ok = off != 0 && used + (n - off) + rec <= n;
+    if (fits_here && !(off >= hot_bytes_ && wrap_ok)) {
+      if (used + rec > n) return false;
+      slot = {off, 0};
+      return true;
+    }
+    if (!wrap_ok) return false;
+    slot = {0, n - off};
+    return true;
+  }
+  // Whether a record of `rec` bytes fits, with room for `extra` more items
+  // (of the same size) besides (a waiter's check, without the lock).
+  bool has_room(std::uint64_t rec, std::uint64_t extra) const noexcept {
+    const QueueState& s = *state_;
+    if (s.maxsize != 0 && extra != 0) {
+      extra = std::min<std::uint64_t>(extra, static_cast<std::uint64_t>(s.maxsize) / 4);
+      (void)s.head.load(std::memory_order_seq_cst);  // then got_count is at least as new
+      const std::uint64_t got = s.got_count.load(std::memory_order_acquire);
+      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+      if (put >= got && put - got + extra >= static_cast<std::uint64_t>(s.maxsize)) return false;
+    }
+    if (extra != 0) {
+      const std::uint64_t used = s.tail.load(std::memory_order_relaxed) - s.head.load(std::memory_order_seq_cst);
+      const std::uint64_t want = std::max<std::uint64_t>(rec, std::min<std::uint64_t>(rec * (extra + 1), ring_bytes_ / 4));
+      if (used > ring_bytes_ || ring_bytes_ - used < want) return false;
+    }
+    Slot slot;
+    return find_room(rec, slot, false);
+  }
+
+  // Producer lock held.
+  void raise_high_water(std::uint64_t end) noexcept {
+    std::atomic<std::uint64_t>& hw = state_->high_water;
+    if (end > hw.load(std::memory_order_relaxed)) hw.store(end, std::memory_order_relaxed);
+  }
+
+  void write_header(std::uint64_t off, std::uint32_t size, std::uint32_t check) noexcept {
+    const QueueRecord r{size, check};
+    std::memcpy(ring_ + off, &r, sizeof r);
+  }
+
+  // A record as read and checked: a skip record, or an item's payload size;
+  // `bytes` it takes in the ring.
+  struct Found {
+    bool skip = false;
+    std::uint64_t size = 0;
+    std::uint64_t bytes = 0;
+  };
+
+  // Reads and checks the record header at position h < t (consumer lock
+  // held). Throws ProcessError (and empties the queue) if it is corrupt.
+  Found read_header(QueueLock& g, std::uint64_t h, std::uint64_t t) {
+    const std::uint64_t off = h & mask_;
+    const std::uint64_t avail = t - h;
+    if (avail < sizeof(QueueRecord) || avail > ring_bytes_ || off % kQueueRecordAlign != 0)
+      corrupt(g, h, "bad positions");
+    QueueRecord r{};
+    std::memcpy(&r, ring_ + off, sizeof r);
+    Found f;
+    if (r.size == 0 && r.check == QueueRecord::kSkip) {
+      f.skip = true;
+      f.bytes = ring_bytes_ - off;
+    } else if (r.check == (r.size ^ QueueRecord::kItem)) {
+      f.size = r.size;
+      f.bytes = record_bytes(r.size);
+    } else {
+      corrupt(g, h, "bad record header");
+    }
+    if (f.bytes > avail || off + f.bytes > ring_bytes_) corrupt(g, h, "bad record size");
+    return f;
+  }
+
+  // Publishes the head past a record ending at `next` (consumer lock held)
+  // and wakes a putter waiting for room.
+  void consume(QueueLock& g, std::uint64_t next) {
+    QueueState& s = *state_;
+    // got_count before head: a putter that reads the new head also sees the
+    // new count.
+    s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    s.head.store(next, std::memory_order_release);
+    g.unlock();
+    fence_after_unlock();
+    queue_notify(s.space_seq);
+  }
+
+  // Moves head and tail of an empty queue to the start of the next lap of
+  // the ring (takes both locks, consumers' first).
+  void realign_empty() {
+    QueueState& s = *state_;
+    QueueLock c(s.get_mutex);
+    QueueLock p(s.put_mutex);
+    const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+    if (s.head.load(std::memory_order_relaxed) != t || (t & mask_) == 0) return;
+    const std::uint64_t start = t + (ring_bytes_ - (t & mask_));
+    s.head.store(start, std::memory_order_release);
+    s.tail.store(start, std::memory_order_release);
+    s.head_cache = s.tail_cache = start;
+  }
+
+  // Drops every item (consumer lock held; takes the producer lock) and
+  // throws ProcessError describing the corruption found at position `at`.
+  [[noreturn]] void corrupt(QueueLock& g, std::uint64_t at, const char* why) {
+    QueueState& s = *state_;
+    std::uint64_t dropped = 0;
+    {
+      QueueLock p(s.put_mutex);
+      s.tail_cache = s.tail.load(std::memory_order_relaxed);
+      s.head.store(s.tail_cache, std::memory_order_seq_cst);
+      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+      const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
+      dropped = put > got ? put - got : 0;
+      s.got_count.store(put, std::memory_order_seq_cst);
+    }
+    g.unlock();
+    queue_notify(s.space_seq);
+    drop_unfinished(dropped);
+    throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
+                       std::to_string(at & mask_) + "); the queue's items were discarded");
+  }
+
+  // After the head passed a skip record to the start of the ring (consumer
+  // lock held): gives back the drained pages beyond the hot region and the
+  // live data when there are many. Takes the producer lock.
+  void give_back_cold(std::uint64_t h) noexcept {
+    QueueState& s = *state_;
+    if (s.high_water.load(std::memory_order_relaxed) < hot_bytes_ + kQueueColdSlack) return;  // a peek; re-checked below
+    QueueLock p(s.put_mutex);
+    const std::uint64_t live = s.tail.load(std::memory_order_relaxed) - h;  // live data: [0, live)
+    const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    const std::uint64_t from = (std::max<std::uint64_t>(hot_bytes_, live) + page - 1) / page * page;
+    const std::uint64_t hw = s.high_water.load(std::memory_order_relaxed);
+    const std::uint64_t to = std::min<std::uint64_t>((hw + page - 1) / page * page, ring_bytes_);
+    if (to <= from || to - from < kQueueColdSlack) return;
+    if (::madvise(ring_ + from, static_cast<std::size_t>(to - from), MADV_REMOVE) == 0)
+      s.high_water.store(from, std::memory_order_relaxed);
+  }
+
+  std::shared_ptr<ShmBlock> block_;
+  QueueState* state_ = nullptr;
+  std::byte* ring_ = nullptr;
+  std::size_t ring_bytes_ = 0;
+  std::size_t mask_ = 0;
+  std::size_t hot_bytes_ = 0;
+  ShmKind kind_;
+};
+
+}  // namespace mproc::detail

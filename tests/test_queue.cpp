@@ -1,0 +1,651 @@
+// Queue<T>, JoinableQueue<T>, SimpleQueue<T>: every member, FIFO order,
+// bounds and timeouts, close, large items and wrap-around, serialization
+// failures, corrupted rings, several producer and consumer processes and
+// threads, passing by handle and by fork, robustness against a process
+// killed holding the internal lock (R5-style), the R4 leak loop and R8
+// permissions.
+#include <mproc/connection.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/sharedctypes.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "catch.hpp"
+#include "shm_children.hpp"
+
+namespace mp = mproc;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using mproc_test::MessageContains;
+
+namespace {
+
+// A type whose serializer throws for negative values.
+struct Picky {
+  int v = 0;
+};
+
+// Elapsed time of f().
+template <class F>
+Clock::duration timed(F&& f) {
+  const auto t0 = Clock::now();
+  f();
+  return Clock::now() - t0;
+}
+
+std::string text_of(int i) { return "item-" + std::to_string(i) + std::string(static_cast<std::size_t>(i % 97), '#'); }
+
+}  // namespace
+
+template <>
+struct mproc::serializer<Picky> {
+  static void write(mproc::Writer& w, const Picky& p) {
+    if (p.v < 0) throw std::invalid_argument("Picky: negative values cannot be sent");
+    w.write(p.v);
+  }
+  static Picky read(mproc::Reader& r) { return Picky{r.read<int>()}; }
+};
+
+TEST_CASE("Queue: FIFO order, qsize, empty, full and the nowait variants") {
+  mp::Queue<std::int64_t> q;
+  CHECK(q.empty());
+  CHECK_FALSE(q.full());
+  CHECK(q.qsize() == 0);
+  CHECK(q.maxsize() == 0);
+  for (std::int64_t i = 0; i < 1000; ++i) q.put(i * 3);
+  CHECK(q.qsize() == 1000);
+  CHECK_FALSE(q.empty());
+  CHECK_FALSE(q.full());  // unbounded: never full
+  for (std::int64_t i = 0; i < 1000; ++i) REQUIRE(q.get() == i * 3);
+  CHECK(q.empty());
+  REQUIRE_THROWS_AS(q.get_nowait(), mp::Empty);
+
+  mp::Queue<std::string> b(3);
+  CHECK(b.maxsize() == 3);
+  b.put_nowait("a");
+  b.put("b", 10ms);
+  b.put_nowait("c");
+  CHECK(b.full());
+  CHECK(b.qsize() == 3);
+  REQUIRE_THROWS_AS(b.put_nowait("d"), mp::Full);
+  REQUIRE_THROWS_MATCHES(b.put_nowait("d"), mp::Full, MessageContains("queue is full"));
+  CHECK(b.get_nowait() == "a");
+  CHECK_FALSE(b.full());
+  CHECK(b.get(10ms) == "b");
+  CHECK(b.get() == "c");
+  REQUIRE_THROWS_MATCHES(b.get_nowait(), mp::Empty, MessageContains("queue is empty"));
+  // Errors derive from ProcessError.
+  REQUIRE_THROWS_AS(b.get_nowait(), mp::ProcessError);
+}
+
+TEST_CASE("Queue: timed put and get wait their timeout, then throw Full and Empty") {
+  mp::Queue<int> q(1);
+  q.put(1);
+  const auto put_wait = timed([&] { REQUIRE_THROWS_AS(q.put(2, 80ms), mp::Full); });
+  CHECK(put_wait >= 80ms);
+  CHECK(put_wait < 5s);
+  CHECK(q.get() == 1);
+  const auto get_wait = timed([&] { REQUIRE_THROWS_AS(q.get(80ms), mp::Empty); });
+  CHECK(get_wait >= 80ms);
+  CHECK(get_wait < 5s);
+  // Zero and negative timeouts poll once.
+  REQUIRE_THROWS_AS(q.get(0ms), mp::Empty);
+  REQUIRE_THROWS_AS(q.get(-5s), mp::Empty);
+  q.put(7, 0ms);
+  REQUIRE_THROWS_AS(q.put(8, -1s), mp::Full);
+  CHECK(q.get(std::chrono::hours::max()) == 7);
+}
+
+TEST_CASE("Queue: a blocked put resumes when a getter makes room, a blocked get when an item arrives") {
+  mp::Queue<int> q(2);
+  q.put(1);
+  q.put(2);
+  std::thread getter([q]() mutable {
+    std::this_thread::sleep_for(30ms);  // let the put block (the test checks it did)
+    (void)q.get();
+  });
+  const auto waited = timed([&] { q.put(3, 10s); });
+  getter.join();
+  CHECK(waited >= 20ms);
+  CHECK(q.get() == 2);
+  CHECK(q.get() == 3);
+
+  std::thread putter([q]() mutable {
+    std::this_thread::sleep_for(30ms);
+    q.put(42);
+  });
+  CHECK(q.get(10s) == 42);
+  putter.join();
+}
+
+TEST_CASE("Queue: close makes put throw, get drain then throw Empty, and wakes waiters") {
+  mp::Queue<int> q;
+  q.put(1);
+  q.put(2);
+  CHECK_FALSE(q.closed());
+  q.close();
+  CHECK(q.closed());
+  q.close();  // idempotent
+  REQUIRE_THROWS_MATCHES(q.put(3), mp::ProcessError, MessageContains("Queue.put(): the queue is closed"));
+  CHECK(q.get() == 1);
+  CHECK(q.get(1s) == 2);
+  const auto t = timed([&] { REQUIRE_THROWS_MATCHES(q.get(), mp::Empty, MessageContains("closed and empty")); });
+  CHECK(t < 1s);  // no waiting on a closed, empty queue
+
+  mp::Queue<int> w;
+  std::atomic<int> woke{0};
+  std::thread waiter([w, &woke]() mutable {
+    try {
+      (void)w.get(30s);
+    } catch (const mp::Empty&) {
+      woke = 1;
+    }
+  });
+  std::this_thread::sleep_for(20ms);  // give the waiter time to block (either way the result is the same)
+  w.close();
+  waiter.join();
+  CHECK(woke == 1);
+}
+
+TEST_CASE("Queue: strings and 1 MiB vectors of doubles, in order, with wrap-around in a small ring") {
+  mp::Queue<std::vector<double>> big;
+  std::vector<double> v(std::size_t{1} << 17);  // 1 MiB
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) * 0.5;
+  for (int k = 0; k < 5; ++k) {
+    v[0] = k;
+    big.put(v);
+  }
+  for (int k = 0; k < 5; ++k) {
+    auto got = big.get(10s);
+    REQUIRE(got.size() == v.size());
+    CHECK(got[0] == k);
+    CHECK(got.back() == v.back());
+  }
+  // A 4 MiB item goes through the default ring too.
+  std::vector<double> huge(std::size_t{1} << 19, 1.25);
+  big.put(huge);
+  CHECK(big.get() == huge);
+
+  // Items of many sizes through a 64 KiB ring: every record wraps sooner or later.
+  mp::Queue<std::string> small(0, 64 * 1024);
+  int next_get = 0;
+  for (int i = 0; i < 3000; ++i) {
+    while (true) {
+      try {
+        small.put_nowait(text_of(i) + std::string(static_cast<std::size_t>((i * 7919) % 9000), 'z'));
+        break;
+      } catch (const mp::Full&) {
+        const std::string s = small.get_nowait();
+        REQUIRE(s.rfind(text_of(next_get), 0) == 0);
+        ++next_get;
+      }
+    }
+  }
+  while (!small.empty()) {
+    REQUIRE(small.get_nowait().rfind(text_of(next_get), 0) == 0);
+    ++next_get;
+  }
+  CHECK(next_get == 3000);
+  // An item of most of the ring fits into the empty queue wherever its
+  // positions stand.
+  for (int i = 0; i < 5; ++i) {
+    small.put(std::string(static_cast<std::size_t>(10000 + 3001 * i), 'p'));
+    CHECK(small.get().size() == static_cast<std::size_t>(10000 + 3001 * i));
+    small.put_nowait(std::string(50 * 1024, static_cast<char>('a' + i)));
+    CHECK(small.get_nowait() == std::string(50 * 1024, static_cast<char>('a' + i)));
+  }
+  // An item that can never fit fails at once, queue unchanged.
+  small.put("kept");
+  REQUIRE_THROWS_MATCHES(small.put(std::string(70 * 1024, 'x')), mp::ProcessError,
+                         MessageContains("does not fit in the queue's"));
+  CHECK(small.qsize() == 1);
+  CHECK(small.get() == "kept");
+}
+
+TEST_CASE("Queue: an unbounded queue holds megabytes of unread items and gives them back in order") {
+  mp::Queue<std::string> q;
+  const std::string chunk(100 * 1024, 'q');
+  for (int i = 0; i < 60; ++i) q.put(std::to_string(i) + chunk);  // 6 MiB, beyond the hot region
+  CHECK(q.qsize() == 60);
+  for (int i = 0; i < 60; ++i) {
+    const std::string s = q.get();
+    REQUIRE(s == std::to_string(i) + chunk);
+  }
+  CHECK(q.empty());
+  // Reused after draining (pages beyond the hot region were given back).
+  q.put("again");
+  CHECK(q.get() == "again");
+}
+
+TEST_CASE("Queue: pages beyond the hot region are given back once a large backlog is drained") {
+  mp::Queue<std::string> q;
+  const std::string chunk(512 * 1024, 'b');
+  for (int i = 0; i < 64; ++i) q.put(std::to_string(i) + chunk);  // 32 MiB of unread items
+  for (int i = 0; i < 64; ++i) REQUIRE(q.get() == std::to_string(i) + chunk);
+  q.put("wrap");  // the producer wraps to the start; the consumer passes the skip record
+  CHECK(q.get() == "wrap");
+  const auto ring = q.core_for_testing().ring_for_testing();
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t from = mp::detail::kQueueHotBytes + page, to = std::size_t{30} << 20;
+  std::vector<unsigned char> resident((to - from) / page);
+  REQUIRE(::mincore(ring.data() + from, to - from, resident.data()) == 0);
+  std::size_t kept = 0;
+  for (unsigned char r : resident) kept += r & 1u;
+  CHECK(kept == 0);
+  q.put("still works");
+  CHECK(q.get() == "still works");
+}
+
+TEST_CASE("Queue: a put that cannot serialize throws from put and leaves the queue unchanged") {
+  mp::Queue<Picky> q;
+  q.put(Picky{1});
+  REQUIRE_THROWS_MATCHES(q.put(Picky{-1}), std::invalid_argument, MessageContains("cannot be sent"));
+  REQUIRE_THROWS_AS(q.put_nowait(Picky{-2}), std::invalid_argument);
+  CHECK(q.qsize() == 1);
+  q.put(Picky{2});
+  CHECK(q.get().v == 1);
+  CHECK(q.get().v == 2);
+  CHECK(q.empty());
+}
+
+TEST_CASE("Queue: corrupted bytes in the ring make get throw ProcessError, never crash") {
+  SECTION("a corrupted record header: the queue is emptied") {
+    mp::Queue<std::string> q;
+    q.put("first");
+    q.put("second");
+    auto ring = q.core_for_testing().ring_for_testing();
+    std::memset(ring.data(), 0xA5, sizeof(mp::detail::QueueRecord));  // the first record's header
+    REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue (bad record header"));
+    CHECK(q.empty());
+    q.put("after");
+    CHECK(q.get() == "after");
+  }
+  SECTION("a record size pointing past the data") {
+    mp::Queue<std::int64_t> q;
+    q.put(5);
+    auto ring = q.core_for_testing().ring_for_testing();
+    const std::uint32_t size = 1u << 20;
+    const std::uint32_t check = size ^ mp::detail::QueueRecord::kItem;
+    std::memcpy(ring.data(), &size, 4);
+    std::memcpy(ring.data() + 4, &check, 4);
+    REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue (bad record size"));
+    CHECK(q.empty());
+  }
+  SECTION("a corrupted payload: that item is dropped, the next one is fine") {
+    mp::Queue<std::vector<int>> q;
+    q.put({1, 2, 3});
+    q.put({4, 5});
+    auto ring = q.core_for_testing().ring_for_testing();
+    // Inside the first frame: its header (magic) right after the record header.
+    for (std::size_t i = sizeof(mp::detail::QueueRecord); i < sizeof(mp::detail::QueueRecord) + 8; ++i)
+      ring[i] = std::byte{0xFF};
+    REQUIRE_THROWS_AS(q.get(), mp::ProcessError);
+    CHECK(q.qsize() == 1);
+    CHECK(q.get() == std::vector<int>{4, 5});
+  }
+  SECTION("a raw item of the wrong size") {
+    mp::Queue<std::int64_t> q;
+    q.put(9);
+    auto ring = q.core_for_testing().ring_for_testing();
+    const std::uint32_t size = 4;
+    const std::uint32_t check = size ^ mp::detail::QueueRecord::kItem;
+    std::memcpy(ring.data(), &size, 4);
+    std::memcpy(ring.data() + 4, &check, 4);
+    REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted item"));
+    CHECK(q.empty());
+  }
+}
+
+TEST_CASE("Queue: several producer processes and consumer threads and processes, exact multiset, per-producer FIFO") {
+  using Item = std::pair<int, int>;  // (producer, sequence); producer -1: stop
+  constexpr int kProducers = 3;
+  constexpr int kPerProducer = 4000;
+  constexpr int kThreadConsumers = 2;
+  constexpr int kProcessConsumers = 2;
+  mp::Queue<Item> q(64);  // bounded: producers block now and then
+  mp::Queue<std::vector<Item>> results;
+
+  std::vector<pid_t> producers;
+  for (int p = 0; p < kProducers; ++p)
+    producers.push_back(shm_test::spawn([q, p]() mutable {
+      for (int i = 0; i < kPerProducer; ++i) q.put({p, i}, 30s);
+      return 0;
+    }));
+  const auto consume = [](mp::Queue<Item> queue) {
+    std::vector<Item> got;
+    for (;;) {
+      const Item it = queue.get(30s);
+      if (it.first < 0) break;
+      got.push_back(it);
+    }
+    return got;
+  };
+  std::vector<pid_t> consumer_pids;
+  for (int c = 0; c < kProcessConsumers; ++c)
+    consumer_pids.push_back(shm_test::spawn([q, results, consume]() mutable {
+      results.put(consume(q));
+      return 0;
+    }));
+  std::vector<std::vector<Item>> seen(kThreadConsumers);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kThreadConsumers; ++c)
+    threads.emplace_back([&seen, c, q, consume] { seen[static_cast<std::size_t>(c)] = consume(q); });
+
+  for (pid_t pid : producers) CHECK(shm_test::join(pid).exitcode == 0);
+  for (int c = 0; c < kThreadConsumers + kProcessConsumers; ++c) q.put({-1, 0}, 30s);
+  for (auto& t : threads) t.join();
+  for (int c = 0; c < kProcessConsumers; ++c) seen.push_back(results.get(30s));
+  for (pid_t pid : consumer_pids) CHECK(shm_test::join(pid).exitcode == 0);
+
+  std::map<int, std::vector<int>> by_producer;
+  for (const auto& consumer : seen) {
+    std::map<int, int> last;
+    for (const auto& [p, i] : consumer) {
+      REQUIRE((p >= 0 && p < kProducers));
+      if (last.count(p)) REQUIRE(i > last[p]);  // FIFO per producer, as each consumer sees it
+      last[p] = i;
+      by_producer[p].push_back(i);
+    }
+  }
+  REQUIRE(by_producer.size() == kProducers);
+  for (auto& [p, seqs] : by_producer) {
+    std::sort(seqs.begin(), seqs.end());
+    REQUIRE(seqs.size() == kPerProducer);
+    for (int i = 0; i < kPerProducer; ++i) REQUIRE(seqs[static_cast<std::size_t>(i)] == i);
+  }
+  CHECK(q.empty());
+  CHECK_FALSE(shm_test::has_zombie_children());
+}
+
+TEST_CASE("Queue: many threads put and get concurrently, nothing lost or duplicated") {
+  mp::Queue<std::int64_t> q(16);
+  constexpr int kThreads = 4;
+  constexpr int kEach = 5000;
+  std::atomic<std::int64_t> sum{0};
+  std::atomic<int> count{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([q, t]() mutable {
+      for (int i = 0; i < kEach; ++i) q.put(std::int64_t{t} * kEach + i, 30s);
+    });
+    ts.emplace_back([q, &sum, &count]() mutable {
+      for (int i = 0; i < kEach; ++i) {
+        sum += q.get(30s);
+        ++count;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  const std::int64_t n = std::int64_t{kThreads} * kEach;
+  CHECK(count == n);
+  CHECK(sum == n * (n - 1) / 2);
+  CHECK(q.empty());
+}
+
+TEST_CASE("Queue: inherited by an mp::Process, and items outlive the process that put them") {
+  mp::Queue<std::string> q;
+  mp::Process p([q]() mutable {
+    for (int i = 0; i < 100; ++i) q.put(text_of(i));
+  });
+  p.start();
+  REQUIRE(p.join(30s));
+  CHECK(p.exitcode() == 0);
+  CHECK(q.qsize() == 100);  // the producer exited; its items are still here
+  for (int i = 0; i < 100; ++i) REQUIRE(q.get(1s) == text_of(i));
+}
+
+TEST_CASE("Queue: sent through a Pipe to a process started before it existed, and used both ways") {
+  auto ends = mp::Pipe();
+  mp::Connection& parent_end = ends.first;
+  mp::Connection& child_end = ends.second;
+  const pid_t child = shm_test::spawn([&child_end]() {
+    auto q = child_end.recv<mp::Queue<int>>();
+    auto back = child_end.recv<mp::Queue<std::string>>();
+    int total = 0;
+    for (int i = 0; i < 10; ++i) total += q.get(30s);
+    back.put("sum=" + std::to_string(total));
+    return 0;
+  });
+  mp::Queue<int> q;  // created after the child started
+  mp::Queue<std::string> back;
+  parent_end.send(q);
+  parent_end.send(back);
+  for (int i = 1; i <= 10; ++i) q.put(i);
+  CHECK(back.get(30s) == "sum=55");
+  CHECK(shm_test::join(child).exitcode == 0);
+}
+
+TEST_CASE("Queue: a Pool task argument reaches the worker as the same queue") {
+  // The start method given explicitly (the default one): GCC 12 -O1+ with
+  // TSan warns maybe-uninitialized on the defaulted option otherwise.
+  mp::Pool pool(2, mp::PoolOptions().start_method(mp::get_start_method()));
+  mp::Queue<std::string> q;  // created after the workers started
+  const int n = pool.apply(
+      [](mp::Queue<std::string> queue, int k) {
+        for (int i = 0; i < k; ++i) queue.put(text_of(i));
+        return k;
+      },
+      q, 5);
+  CHECK(n == 5);
+  for (int i = 0; i < 5; ++i) CHECK(q.get(10s) == text_of(i));
+  CHECK(q.empty());
+}
+
+TEST_CASE("Queue: from_handle rejects another item type or another kind of queue") {
+  mp::Queue<int> q;
+  REQUIRE_THROWS_MATCHES(mp::Queue<long>::from_handle(q.handle()), mp::ProcessError,
+                         MessageContains("item type differs"));
+  REQUIRE_THROWS_MATCHES(mp::JoinableQueue<int>::from_handle(q.handle()), mp::ProcessError,
+                         MessageContains("describes a Queue"));
+  REQUIRE_THROWS_AS(mp::Queue<std::string>::from_handle(mp::Value<int>(1).handle()), mp::ProcessError);
+  auto same = mp::Queue<int>::from_handle(q.handle());
+  same.put(4);
+  CHECK(q.get() == 4);
+  // A queue of handles: a Value travels through a Queue.
+  mp::Queue<mp::Value<int>> qv;
+  mp::Value<int> v(10);
+  qv.put(v);
+  qv.get().set(11);
+  CHECK(v.get() == 11);
+}
+
+TEST_CASE("JoinableQueue: join returns only after every task_done, across processes") {
+  mp::JoinableQueue<int> q;
+  for (int i = 0; i < 20; ++i) q.put(i);
+  CHECK(q.unfinished_tasks() == 20);
+  CHECK_FALSE(q.join(30ms));  // nobody works yet
+  mp::Value<int> processed(0);
+  std::vector<pid_t> workers;
+  for (int w = 0; w < 2; ++w)
+    workers.push_back(shm_test::spawn([q, processed]() mutable {
+      for (;;) {
+        int item = 0;
+        try {
+          item = q.get(30s);
+        } catch (const mp::Empty&) {
+          return 0;
+        }
+        if (item < 0) {
+          q.task_done();
+          return 0;
+        }
+        {
+          std::lock_guard g(processed.get_lock());
+          processed.get_obj() += 1;
+        }
+        q.task_done();
+      }
+    }));
+  REQUIRE(q.join(30s));
+  CHECK(processed.get() == 20);  // join returned after all 20 task_done
+  CHECK(q.unfinished_tasks() == 0);
+  q.put(-1);
+  q.put(-1);
+  q.join();
+  for (pid_t pid : workers) CHECK(shm_test::join(pid).exitcode == 0);
+  REQUIRE_THROWS_MATCHES(q.task_done(), mp::ProcessError, MessageContains("called more times than there were items"));
+  CHECK(q.join(0ms));
+}
+
+TEST_CASE("JoinableQueue: items discarded as corrupt or undecodable count as done") {
+  mp::JoinableQueue<std::string> q;
+  q.put("a");
+  q.put("b");
+  q.put("c");
+  CHECK(q.get() == "a");
+  q.task_done();
+  auto ring = q.core_for_testing().ring_for_testing();
+  // The second record's frame: corrupt its magic; the item is dropped.
+  const std::size_t second = mp::detail::QueueCore::record_bytes(mp::encoded_size(std::string("a")));
+  for (std::size_t i = 0; i < 4; ++i) ring[second + sizeof(mp::detail::QueueRecord) + i] = std::byte{0xEE};
+  REQUIRE_THROWS_AS(q.get(), mp::ProcessError);
+  CHECK(q.unfinished_tasks() == 1);
+  // The third record's header: the queue is emptied.
+  const std::size_t third = second + mp::detail::QueueCore::record_bytes(mp::encoded_size(std::string("b")));
+  std::memset(ring.data() + third, 0x5A, sizeof(mp::detail::QueueRecord));
+  REQUIRE_THROWS_MATCHES(q.get(), mp::ProcessError, MessageContains("corrupted queue"));
+  CHECK(q.unfinished_tasks() == 0);
+  CHECK(q.join(1s));
+}
+
+TEST_CASE("SimpleQueue: put, get, empty, close, across processes") {
+  mp::SimpleQueue<std::string> q;
+  CHECK(q.empty());
+  const pid_t child = shm_test::spawn([q]() mutable {
+    for (int i = 0; i < 50; ++i) q.put(text_of(i));
+    return 0;
+  });
+  for (int i = 0; i < 50; ++i) REQUIRE(q.get() == text_of(i));
+  CHECK(shm_test::join(child).exitcode == 0);
+  CHECK(q.empty());
+  q.put("last");
+  q.close();
+  REQUIRE_THROWS_AS(q.put("more"), mp::ProcessError);
+  CHECK(q.get() == "last");
+  REQUIRE_THROWS_AS(q.get(), mp::Empty);
+  auto other = mp::SimpleQueue<std::string>::from_handle(q.handle());
+  CHECK(other.empty());
+}
+
+TEST_CASE("Queue: a consumer killed while blocked in get, or while holding the internal lock, blocks nobody") {
+  mp::Queue<int> q;
+  SECTION("killed while blocked in get") {
+    shm_test::Pipe ready;
+    const pid_t child = shm_test::spawn([q, &ready]() mutable {
+      shm_test::send(ready.w.get(), 1);
+      (void)q.get(60s);
+      return 0;
+    });
+    CHECK(shm_test::recv<int>(ready.r.get()) == 1);
+    std::this_thread::sleep_for(20ms);  // let it block in get (either way the test holds)
+    ::kill(child, SIGKILL);
+    CHECK(shm_test::join(child).exitcode == -SIGKILL);
+    q.put(1);
+    q.put(2);
+    CHECK(q.get(5s) == 1);
+    CHECK(q.get(5s) == 2);
+  }
+  SECTION("a consumer killed while holding the consumers' lock (mid-get)") {
+    q.put(5);
+    shm_test::Pipe ready;
+    const pid_t child = shm_test::spawn([q, &ready]() mutable {
+      q.core_for_testing().lock_for_testing(false);
+      shm_test::send(ready.w.get(), 1);
+      ::pause();
+      return 0;
+    });
+    CHECK(shm_test::recv<int>(ready.r.get()) == 1);
+    std::thread getter([q]() mutable { CHECK(q.get(10s) == 5); });  // blocks on the lock
+    std::this_thread::sleep_for(30ms);  // let it block (the result is the same either way)
+    ::kill(child, SIGKILL);
+    CHECK(shm_test::join(child).exitcode == -SIGKILL);
+    getter.join();
+    q.put(6);
+    int got = 0;
+    const auto t = timed([&] { got = q.get(5s); });
+    CHECK(got == 6);
+    CHECK(t < 2s);
+  }
+  SECTION("a producer killed while holding the producers' lock (mid-put)") {
+    shm_test::Pipe ready;
+    const pid_t child = shm_test::spawn([q, &ready]() mutable {
+      q.core_for_testing().lock_for_testing(true);
+      shm_test::send(ready.w.get(), 1);
+      ::pause();
+      return 0;
+    });
+    CHECK(shm_test::recv<int>(ready.r.get()) == 1);
+    std::thread putter([q]() mutable { q.put(77, 10s); });  // blocks on the lock
+    std::this_thread::sleep_for(30ms);
+    ::kill(child, SIGKILL);
+    CHECK(shm_test::join(child).exitcode == -SIGKILL);
+    putter.join();
+    CHECK(q.get(5s) == 77);
+    CHECK(q.empty());
+  }
+}
+
+TEST_CASE("Queue: R4, 1000 queues created, used and destroyed leak no descriptor, /dev/shm entry or child") {
+  const std::size_t fds_before = shm_test::open_fd_count();
+  const auto shm_before = shm_test::dev_shm_entries();
+  for (int i = 0; i < 1000; ++i) {
+    mp::Queue<std::string> q(4);
+    mp::JoinableQueue<int> j;
+    q.put(text_of(i));
+    j.put(i);
+    REQUIRE(q.get() == text_of(i));
+    REQUIRE(j.get() == i);
+    j.task_done();
+    if (i % 100 == 0) {  // now and then with another process
+      const pid_t child = shm_test::spawn([q]() mutable {
+        q.put("from child");
+        return 0;
+      });
+      REQUIRE(q.get(30s) == "from child");
+      REQUIRE(shm_test::join(child).exitcode == 0);
+    }
+  }
+  CHECK(shm_test::open_fd_count() == fds_before);
+  CHECK(shm_test::dev_shm_entries() == shm_before);
+  CHECK_FALSE(shm_test::has_zombie_children());
+}
+
+TEST_CASE("Queue: R8, its memory is owner-only (0600) and nothing is left in /dev/shm after a crash") {
+  const auto shm_before = shm_test::dev_shm_entries();
+  mp::Queue<int> q;
+  const auto h = q.handle();
+  REQUIRE(h.pid == ::getpid());
+  struct stat st {};
+  REQUIRE(::stat(("/proc/self/fd/" + std::to_string(h.fd)).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  // A process that creates queues and is killed leaves nothing behind.
+  shm_test::Pipe ready;
+  const pid_t child = shm_test::spawn([&ready]() {
+    mp::Queue<std::string> a;
+    mp::JoinableQueue<int> b(5);
+    a.put(std::string(1 << 20, 'x'));
+    b.put(1);
+    shm_test::send(ready.w.get(), 1);
+    ::pause();
+    return 0;
+  });
+  CHECK(shm_test::recv<int>(ready.r.get()) == 1);
+  ::kill(child, SIGKILL);
+  CHECK(shm_test::join(child).exitcode == -SIGKILL);
+  CHECK(shm_test::dev_shm_entries() == shm_before);
+}
