@@ -431,9 +431,7 @@ TEST_CASE("Queue: sent through a Pipe to a process started before it existed, an
 }
 
 TEST_CASE("Queue: a Pool task argument reaches the worker as the same queue") {
-  // The start method given explicitly (the default one): GCC 12 -O1+ with
-  // TSan warns maybe-uninitialized on the defaulted option otherwise.
-  mp::Pool pool(2, mp::PoolOptions().start_method(mp::get_start_method()));
+  mp::Pool pool(2);
   mp::Queue<std::string> q;  // created after the workers started
   const int n = pool.apply(
       [](mp::Queue<std::string> queue, int k) {

@@ -12,6 +12,7 @@
 #include "pool.hpp"
 #include "process.hpp"
 #include "progress.hpp"
+#include "queue.hpp"
 #include "serialize.hpp"
 #include "shared_memory.hpp"
 #include "sharedctypes.hpp"
