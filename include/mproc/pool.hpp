@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "async_result.hpp"
+#include "detail/lazy_results.hpp"
 #include "detail/pool_engine.hpp"
 #include "errors.hpp"
 #include "serialize.hpp"
@@ -531,31 +532,8 @@ class PoolOptions {
 // WorkerCrashed when that item is reached. Inputs are encoded and submitted
 // progressively as results are consumed. Use from one thread at a time.
 template <class R>
-class ImapResult {
+class ImapResult : public detail::LazyResults<ImapResult<R>, R> {
  public:
-  class iterator {
-   public:
-    using value_type = R;
-    using difference_type = std::ptrdiff_t;
-    using iterator_concept = std::input_iterator_tag;
-
-    iterator() = default;
-    R& operator*() const { return *owner_->current_; }
-    R* operator->() const { return &*owner_->current_; }
-    iterator& operator++() {
-      owner_->advance();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
-
-   private:
-    friend class ImapResult;
-    explicit iterator(ImapResult* owner) : owner_(owner) {}
-    bool at_end() const { return owner_ == nullptr || !owner_->current_; }
-    ImapResult* owner_ = nullptr;
-  };
-
   ImapResult(ImapResult&&) noexcept = default;
   ImapResult& operator=(ImapResult&&) noexcept = default;
   ImapResult(const ImapResult&) = delete;
@@ -565,28 +543,9 @@ class ImapResult {
     if (sink_) sink_->abandon();
   }
 
-  // Blocks until the first result (or throws its error).
-  iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
-    }
-    return iterator(this);
-  }
-  std::default_sentinel_t end() const noexcept { return {}; }
-
-  // The next result, or nullopt when all were consumed (Python: next()).
-  // Blocks; rethrows the item's exception.
-  std::optional<R> next() { return next_until(detail::Clock::time_point::max()); }
-
-  // As next(), but throws TimeoutError if no result arrives within `timeout`.
-  template <class Rep, class Period>
-  std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
-    return next_until(detail::deadline_after(timeout));
-  }
-
  private:
   friend class Pool;
+  friend class detail::LazyResults<ImapResult<R>, R>;
   // Submits one chunk; returns its encoded bytes per item, 0 at the end of the input.
   using Produce = std::function<std::size_t(detail::ImapSink<R>&)>;
 
@@ -616,18 +575,11 @@ class ImapResult {
     return std::move(outcome->value);
   }
 
-  void advance() {
-    current_.reset();
-    current_ = next();
-  }
-
   std::shared_ptr<detail::ImapSink<R>> sink_;
   Produce produce_;
   detail::Window window_;
   std::size_t bytes_per_item_ = 0;
   bool exhausted_ = false;
-  bool started_ = false;
-  std::optional<R> current_;
 };
 
 // A pool of worker processes (Python: multiprocessing.Pool).

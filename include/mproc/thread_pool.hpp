@@ -48,6 +48,7 @@
 #include "async_result.hpp"
 #include "detail/deadline.hpp"
 #include "detail/futex.hpp"
+#include "detail/lazy_results.hpp"
 #include "errors.hpp"
 #include "system.hpp"
 
@@ -1309,64 +1310,23 @@ class ThreadPool final : private detail::WaitHelper {
 };
 
 // The lazy result of ThreadPool::imap / imap_unordered: an input range of
-// results (range-for) and Python's next(). Move-only; owned by one
-// consuming thread. Must not outlive its pool. Destroying it abandons the
-// results not yet taken (tasks already queued still run).
+// results (range-for) and Python's next(), next(timeout) (see
+// detail::LazyResults). An item rethrows its task's exception, or
+// ProcessError if the pool was terminated before it ran. Move-only; owned by
+// one consuming thread. Must not outlive its pool. Destroying it abandons
+// the results not yet taken (tasks already queued still run).
 template <class R>
-class ThreadImapResult {
+class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
  public:
-  class iterator {
-   public:
-    using value_type = R;
-    using difference_type = std::ptrdiff_t;
-    using iterator_concept = std::input_iterator_tag;
-
-    iterator() = default;
-    R& operator*() const { return *owner_->current_; }
-    R* operator->() const { return &*owner_->current_; }
-    iterator& operator++() {
-      owner_->advance();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
-
-   private:
-    friend class ThreadImapResult;
-    explicit iterator(ThreadImapResult* owner) : owner_(owner) {}
-    bool at_end() const { return owner_ == nullptr || !owner_->current_; }
-    ThreadImapResult* owner_ = nullptr;
-  };
-
   ThreadImapResult(ThreadImapResult&&) noexcept = default;
   ThreadImapResult& operator=(ThreadImapResult&&) noexcept = default;
   ThreadImapResult(const ThreadImapResult&) = delete;
   ThreadImapResult& operator=(const ThreadImapResult&) = delete;
   ~ThreadImapResult() = default;
 
-  // Blocks until the first result (or throws its error).
-  iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
-    }
-    return iterator(this);
-  }
-  std::default_sentinel_t end() const noexcept { return {}; }
-
-  // The next result, or nullopt when all were consumed (Python: next()).
-  // Blocks; rethrows the item's exception (ProcessError if the pool was
-  // terminated before it ran).
-  std::optional<R> next() { return next_until(detail::Clock::time_point::max()); }
-
-  // As next(), but throws TimeoutError if no result arrives within `timeout`.
-  template <class Rep, class Period>
-  std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
-    return next_until(detail::deadline_after(timeout));
-  }
-
  private:
   friend class ThreadPool;
+  friend class detail::LazyResults<ThreadImapResult<R>, R>;
   // Queues the next chunk, its first item numbered `first`; returns its
   // size, 0 at the end of the input.
   using Produce = std::function<std::size_t(std::size_t first)>;
@@ -1403,11 +1363,6 @@ class ThreadImapResult {
     return std::move(outcome.value);
   }
 
-  void advance() {
-    current_.reset();
-    current_ = next();
-  }
-
   ThreadPool* pool_;
   std::shared_ptr<detail::ThreadImapSink<R>> sink_;
   Produce produce_;
@@ -1415,8 +1370,6 @@ class ThreadImapResult {
   std::size_t submitted_ = 0;
   std::size_t consumed_ = 0;
   bool exhausted_ = false;
-  bool started_ = false;
-  std::optional<R> current_;
 };
 
 template <class F, class Range>
