@@ -23,25 +23,15 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "within.hpp"
 
 namespace mp = mproc;
 namespace th = mproc::threading;
 using namespace std::chrono_literals;
 using mproc_test::MessageContains;
+using mproc_test::within_10s;
 
 namespace {
-
-// Runs `f` on its own thread; fails the test if it does not finish within 10 s.
-template <class F>
-void within_10s(F f) {
-  auto done = std::async(std::launch::async, std::move(f));
-  if (done.wait_for(10s) != std::future_status::ready) {
-    // The stuck thread can be neither joined nor abandoned: fail loudly.
-    std::fprintf(stderr, "FAILED: the scenario did not finish within 10 s (deadlock?)\n");
-    std::abort();
-  }
-  done.get();
-}
 
 // An exception type of the tests' own, to check types survive.
 struct Boom : std::runtime_error {

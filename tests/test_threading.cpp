@@ -15,26 +15,12 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "within.hpp"
 
 namespace th = mproc::threading;
 using namespace std::chrono_literals;
 using mproc_test::MessageContains;
-
-namespace {
-
-// Runs `f` on a thread and fails the test if it does not finish within 10 s.
-template <class F>
-void within_10s(F f) {
-  auto done = std::async(std::launch::async, std::move(f));
-  if (done.wait_for(10s) != std::future_status::ready) {
-    // The stuck thread can be neither joined nor abandoned: fail loudly.
-    std::fprintf(stderr, "FAILED: the scenario did not finish within 10 s (deadlock?)\n");
-    std::abort();
-  }
-  done.get();
-}
-
-}  // namespace
+using mproc_test::within_10s;
 
 TEST_CASE("threading::Queue: FIFO order, qsize/empty/full, nowait errors", "[threading][queue]") {
   th::Queue<int> q(3);
