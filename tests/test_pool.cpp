@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include <poll.h>
 #include <unistd.h>
 
 #include "catch.hpp"
@@ -44,6 +45,13 @@ int my_pid(int) { return static_cast<int>(::getpid()); }
 int sleep_ms_then(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the task's work
   return ms;
+}
+// Writes the worker's pid to `fd` (a pipe the test made before the pool),
+// then works for 300 ms.
+int announce_then_sleep(int fd) {
+  const int pid = static_cast<int>(::getpid());
+  if (::write(fd, &pid, sizeof pid) != sizeof pid) return -1;
+  return sleep_ms_then(300);
 }
 
 // Crashes the calling worker the way `how` says; returns otherwise.
@@ -336,15 +344,23 @@ TEST_CASE("R1: SIGKILL of a worker mid-map fails only its task, within 1 s, 100 
 }
 
 TEST_CASE("R1: a map whose worker is killed throws WorkerCrashed and the pool keeps serving") {
+  // Each task writes its worker's pid to a pipe the workers inherit; the
+  // killer kills the first worker that announces itself, in mid-task.
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  mp::detail::UniqueFd rd(fds[0]), wr(fds[1]);
   mp::Pool pool(2);
+  std::atomic<bool> killed{false};
   std::thread killer([&] {
-    std::this_thread::sleep_for(100ms);
-    auto pids = pool.worker_pids();
-    if (!pids.empty()) ::kill(pids[0], SIGKILL);
+    int pid = 0;
+    if (mp::detail::poll_until(rd.get(), POLLIN, mp::detail::deadline_after(10s)) != 0 &&
+        mp::detail::read_full(rd.get(), &pid, sizeof pid) == sizeof pid)
+      killed = ::kill(pid, SIGKILL) == 0;
   });
   const auto start = mp::detail::Clock::now();
-  REQUIRE_THROWS_AS(pool.map(sleep_ms_then, std::vector<int>(8, 300), 1), mp::WorkerCrashed);
+  CHECK_THROWS_AS(pool.map(announce_then_sleep, std::vector<int>(8, wr.get()), 1), mp::WorkerCrashed);
   killer.join();
+  CHECK(killed);
   CHECK(mp::detail::Clock::now() - start < 1500ms);
   CHECK(pool.map(square, iota_vec(4)) == std::vector<int>{0, 1, 4, 9});
 }
