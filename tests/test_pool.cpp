@@ -308,29 +308,29 @@ TEST_CASE("a crashing task fails with WorkerCrashed; the pool replaces the worke
 }
 
 TEST_CASE("R1: SIGKILL of a worker mid-map fails only its task, within 1 s, 100 times") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  mp::detail::UniqueFd rd(fds[0]), wr(fds[1]);
   mp::Pool pool(2);
   for (int round = 0; round < 100; ++round) {
     // Two long tasks occupy both workers; short ones queue behind them.
     std::vector<mp::AsyncResult<int>> results;
-    results.push_back(pool.apply_async(sleep_ms_then, 400));
-    results.push_back(pool.apply_async(sleep_ms_then, 400));
+    results.push_back(pool.apply_async(announce_then_sleep, wr.get()));
+    results.push_back(pool.apply_async(announce_then_sleep, wr.get()));
     for (int i = 0; i < 6; ++i) results.push_back(pool.apply_async(square, i));
-    // Wait until both workers are busy on the long tasks (their pids are known).
-    auto pids = pool.worker_pids();
-    const auto wait_until = mp::detail::deadline_after(5s);
-    while (pids.size() < 2 && mp::detail::Clock::now() < wait_until) {
-      std::this_thread::sleep_for(1ms);
-      pids = pool.worker_pids();
+    // Both long tasks have started once both workers announced themselves.
+    int pids[2] = {};
+    for (int& pid : pids) {
+      REQUIRE(mp::detail::poll_until(rd.get(), POLLIN, mp::detail::deadline_after(10s)) != 0);
+      REQUIRE(mp::detail::read_full(rd.get(), &pid, sizeof pid) == sizeof pid);
     }
-    REQUIRE(pids.size() == 2);
-    std::this_thread::sleep_for(50ms);  // inside the 400 ms tasks
     const auto killed_at = mp::detail::Clock::now();
-    REQUIRE(::kill(pids[static_cast<std::size_t>(round % 2)], SIGKILL) == 0);
+    REQUIRE(::kill(pids[round % 2], SIGKILL) == 0);
     int crashed = 0;
     for (std::size_t i = 0; i < results.size(); ++i) {
       try {
         const int v = results[i].get(10s);
-        CHECK(v == (i < 2 ? 400 : static_cast<int>((i - 2) * (i - 2))));
+        CHECK(v == (i < 2 ? 300 : static_cast<int>((i - 2) * (i - 2))));
       } catch (const mp::WorkerCrashed& e) {
         ++crashed;
         CHECK(e.signal() == SIGKILL);
