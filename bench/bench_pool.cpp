@@ -12,7 +12,6 @@
 
 #include <memory>
 #include <numeric>
-#include <random>
 #include <span>
 #include <vector>
 
@@ -20,43 +19,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "article.hpp"
+
 namespace mp = mproc;
 
 namespace {
 
-constexpr int kSets = 10;
-constexpr std::size_t kSize = 1'000'000;
+using mproc_bench::mean_of;
+constexpr int kSets = mproc_bench::kArticleSets;
+constexpr std::size_t kSize = mproc_bench::kArticleSize;
 
-// Mean with four accumulators (the serial peer of TARGETS.md). Opaque to the
-// optimizer: GCC 12 misreads the tail loop at a constant size (-Waggressive-loop-optimizations).
-[[gnu::noipa]] double mean_of(std::span<const double> v) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  std::size_t i = 0;
-  for (; i + 4 <= v.size(); i += 4) {
-    s0 += v[i];
-    s1 += v[i + 1];
-    s2 += v[i + 2];
-    s3 += v[i + 3];
-  }
-  for (; i < v.size(); ++i) s0 += v[i];
-  return (s0 + s1 + s2 + s3) / static_cast<double>(v.size());
-}
 double analyze_array(const mp::Array<double>& a) { return mean_of(a); }
 double analyze_view(std::span<const double> v) { return mean_of(v); }
 int square(int x) { return x * x; }
 
 struct Data {
-  std::vector<std::vector<double>> vectors;
+  const std::vector<std::vector<double>>& vectors = mproc_bench::article_data_sets();
   std::vector<mp::Array<double>> arrays;
   Data() {
-    std::mt19937_64 rng(42);
-    std::normal_distribution<double> randn;
-    for (int s = 0; s < kSets; ++s) {
-      std::vector<double> v(kSize);
-      for (auto& x : v) x = randn(rng);
-      arrays.emplace_back(v);
-      vectors.push_back(std::move(v));
-    }
+    for (const auto& v : vectors) arrays.emplace_back(v);
   }
 };
 Data& data() {

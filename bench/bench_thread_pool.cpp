@@ -17,7 +17,6 @@
 #include <cstddef>
 #include <future>
 #include <numeric>
-#include <random>
 #include <span>
 #include <vector>
 
@@ -34,6 +33,8 @@
 #ifdef MPROC_BENCH_HAVE_OPENMP
 #include <omp.h>
 #endif
+
+#include "article.hpp"
 
 namespace mp = mproc;
 
@@ -260,30 +261,9 @@ void BM_MapSquares1M_Tbb(benchmark::State& state) {
 
 // ------------------------------------------------------------------ the article's data analysis
 
-double mean_of(std::span<const double> v) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  std::size_t i = 0;
-  for (; i + 4 <= v.size(); i += 4) {
-    s0 += v[i];
-    s1 += v[i + 1];
-    s2 += v[i + 2];
-    s3 += v[i + 3];
-  }
-  for (; i < v.size(); ++i) s0 += v[i];
-  return (s0 + s1 + s2 + s3) / static_cast<double>(v.size());
-}
+using mproc_bench::mean_of;
 
-const std::vector<std::vector<double>>& datasets() {
-  static const std::vector<std::vector<double>> d = [] {
-    std::mt19937_64 rng(42);
-    std::normal_distribution<double> randn;
-    std::vector<std::vector<double>> out(10, std::vector<double>(kItems));
-    for (auto& v : out)
-      for (auto& x : v) x = randn(rng);
-    return out;
-  }();
-  return d;
-}
+const std::vector<std::vector<double>>& datasets() { return mproc_bench::article_data_sets(); }
 
 void BM_Article_Serial(benchmark::State& state) {
   const auto& d = datasets();
