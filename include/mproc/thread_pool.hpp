@@ -523,55 +523,36 @@ struct ImapTask {
   }
 };
 
-// A task fulfilling a std::promise (ThreadPool::submit).
-template <class R, class F, class Args>
-struct PromiseTask {
-  std::promise<R> promise;
+// A task that completes `sink` with the outcome of f(args...): a
+// std::promise<R> (ThreadPool::submit) or a shared_ptr<ResultState<R>>
+// (ThreadPool::apply_async).
+template <class R, class Sink, class F, class Args>
+struct CompletingTask {
+  Sink sink;
   F f;
   Args args;
 
+  auto& target() noexcept {
+    if constexpr (requires { *sink; })
+      return *sink;
+    else
+      return sink;
+  }
   void operator()() {
     try {
       if constexpr (std::is_void_v<R>) {
         std::apply(std::move(f), std::move(args));
-        promise.set_value();
+        target().set_value();
       } else {
-        promise.set_value(std::apply(std::move(f), std::move(args)));
+        target().set_value(std::apply(std::move(f), std::move(args)));
       }
     } catch (...) {
-      promise.set_exception(std::current_exception());
+      target().set_exception(std::current_exception());
     }
   }
   void on_cancel() noexcept {
     try {
-      promise.set_exception(thread_pool_terminated_error());
-    } catch (...) {
-    }
-  }
-};
-
-// A task completing a ResultState (ThreadPool::apply_async).
-template <class R, class F, class Args>
-struct StateTask {
-  std::shared_ptr<ResultState<R>> state;
-  F f;
-  Args args;
-
-  void operator()() {
-    try {
-      if constexpr (std::is_void_v<R>) {
-        std::apply(std::move(f), std::move(args));
-        state->set_value();
-      } else {
-        state->set_value(std::apply(std::move(f), std::move(args)));
-      }
-    } catch (...) {
-      state->set_exception(std::current_exception());
-    }
-  }
-  void on_cancel() noexcept {
-    try {
-      state->set_exception(thread_pool_terminated_error());
+      target().set_exception(thread_pool_terminated_error());
     } catch (...) {
     }
   }
@@ -655,8 +636,9 @@ class ThreadPool final : private detail::WaitHelper {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     std::promise<R> promise;
     auto future = promise.get_future();
-    push(detail::Task(detail::PromiseTask<R, std::decay_t<F>, std::tuple<std::decay_t<Args>...>>{
-             std::move(promise), std::forward<F>(f), {std::forward<Args>(args)...}}),
+    using Task = detail::CompletingTask<R, std::promise<R>, std::decay_t<F>,
+                                        std::tuple<std::decay_t<Args>...>>;
+    push(detail::Task(Task{std::move(promise), std::forward<F>(f), {std::forward<Args>(args)...}}),
          false);
     return future;
   }
@@ -715,9 +697,9 @@ class ThreadPool final : private detail::WaitHelper {
   auto apply_async(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     auto state = std::make_shared<detail::ResultState<R>>(static_cast<detail::WaitHelper*>(this));
-    push(detail::Task(detail::StateTask<R, std::decay_t<F>, std::tuple<std::decay_t<Args>...>>{
-             state, std::forward<F>(f), {std::forward<Args>(args)...}}),
-         false);
+    using Task = detail::CompletingTask<R, std::shared_ptr<detail::ResultState<R>>, std::decay_t<F>,
+                                        std::tuple<std::decay_t<Args>...>>;
+    push(detail::Task(Task{state, std::forward<F>(f), {std::forward<Args>(args)...}}), false);
     return AsyncResult<R>(std::move(state));
   }
 
