@@ -5,6 +5,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <numeric>
 #include <ranges>
@@ -16,11 +17,17 @@
 #include <tuple>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <mproc/process.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
+#include "proc.hpp"
+#include "within.hpp"
 
 namespace mp = mproc;
 using namespace std::chrono_literals;
@@ -524,4 +531,232 @@ TEST_CASE("bad arguments are reported clearly") {
   STATIC_REQUIRE(mp::detail::is_portable_callable_v<decltype(captureless)>);
   STATIC_REQUIRE_FALSE(mp::detail::is_portable_callable_v<decltype(capturing)>);
   (void)capturing(0);
+}
+
+// ------------------------------------------------------- reliability round 2
+
+namespace {
+
+// The sockets and pipes of this process that mproc keeps private (pool
+// channels, status pipes), as /proc names them: "socket:[inode]". (Other
+// private descriptors, pidfds and eventfds, have no distinguishing name.)
+std::set<std::string> private_fd_targets() {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    if (!mp::detail::PrivateFds::instance().registered(fd)) continue;
+    for (auto& t : mproc_test::fd_targets(::getpid(), fd))
+      if (t.rfind("socket:", 0) == 0 || t.rfind("pipe:", 0) == 0) out.insert(t);
+  }
+  return out;
+}
+
+// Waits for a pool to show `n` workers; returns their pids.
+std::vector<int> wait_for_workers(const mp::Pool& pool, std::size_t n) {
+  const auto deadline = mp::detail::deadline_after(10s);
+  auto pids = pool.worker_pids();
+  while (pids.size() < n && mp::detail::Clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);  // polling the pool's state, with a deadline
+    pids = pool.worker_pids();
+  }
+  REQUIRE(pids.size() == n);
+  return pids;
+}
+
+std::string big_string(int mib) {
+  std::string s(static_cast<std::size_t>(mib) << 20, 'x');
+  for (std::size_t i = 0; i < s.size(); i += 4096) s[i] = static_cast<char>('a' + (i / 4096) % 26);
+  return s;
+}
+bool big_string_ok(const std::string& s, int mib) {
+  if (s.size() != static_cast<std::size_t>(mib) << 20) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char want = i % 4096 == 0 ? static_cast<char>('a' + (i / 4096) % 26) : 'x';
+    if (s[i] != want) return false;
+  }
+  return true;
+}
+
+// Initializer: results written to files (memfds) are limited to 1 MiB in
+// this worker, and exceeding the limit is an error, not SIGXFSZ.
+void limit_file_size() {
+  std::signal(SIGXFSZ, SIG_IGN);
+  const rlimit lim{1 << 20, 1 << 20};
+  if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) throw std::runtime_error("setrlimit(RLIMIT_FSIZE) failed");
+}
+
+bool is_odd(int x) { return x % 2 != 0; }
+bool both_odd(int a, int b) { return a % 2 != 0 && b % 2 != 0; }
+std::vector<bool> bit_pattern(int n) {
+  std::vector<bool> v(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < v.size(); i += 3) v[i] = true;
+  return v;
+}
+
+int init_returns_value(int v) {
+  initialized_value = v;
+  return v * 2;  // ignored, as Python ignores what an initializer returns
+}
+std::string init_returns_string() { return "ignored"; }
+
+std::uint64_t checksum(std::span<const std::uint64_t> data) {
+  std::uint64_t sum = 0;
+  for (std::uint64_t x : data) sum = sum * 31 + x;
+  return sum;
+}
+
+// Announces itself on fd `announce`, waits for a byte on `go`, then reads
+// its (large, zero-copy) argument and writes the checksum to `report`.
+int checksum_after_go(int announce, int go, int report, std::span<const std::uint64_t> data) {
+  const char c = 'r';
+  if (::write(announce, &c, 1) != 1) return 1;
+  char g = 0;
+  if (::read(go, &g, 1) != 1) return 2;
+  const std::uint64_t sum = checksum(data);
+  return ::write(report, &sum, sizeof sum) == sizeof sum ? 0 : 3;
+}
+
+}  // namespace
+
+TEST_CASE("two pools: destroying the first while the second lives returns, and no descriptor crosses (#1)",
+          "[failure-model]") {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  mp::detail::UniqueFd rd(fds[0]), wr(fds[1]);
+  auto a = std::make_unique<mp::Pool>(2);
+  CHECK(a->map(square, iota_vec(8)) == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49});
+  const auto a_private = private_fd_targets();
+  REQUIRE_FALSE(a_private.empty());
+  mp::Pool b(2);
+  // A child started while both pools live: it blocks until this test writes.
+  mp::Process p([&rd] {
+    char c;
+    return ::read(rd.get(), &c, 1) == 1 ? 0 : 1;
+  });
+  p.start();
+  CHECK(b.map(square, iota_vec(4)) == std::vector<int>{0, 1, 4, 9});
+  const auto b_workers = wait_for_workers(b, 2);
+  std::vector<int> others(b_workers.begin(), b_workers.end());
+  others.push_back(mproc_test::parent_of(b_workers[0]));  // b's template
+  others.push_back(*p.pid());
+  for (int pid : others) {
+    for (const auto& target : mproc_test::fd_targets(pid)) {
+      INFO("process " << pid << " holds " << target);
+      CHECK(a_private.count(target) == 0);
+    }
+  }
+  const auto t0 = mp::detail::Clock::now();
+  mproc_test::within_10s([&] { a.reset(); });
+  CHECK(mp::detail::Clock::now() - t0 < 2s);
+  CHECK(b.map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});
+  REQUIRE(::write(wr.get(), "x", 1) == 1);
+  REQUIRE(p.join(10s));
+  CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("a pool created on a thread that exits keeps serving, also after a worker is replaced (#4)",
+          "[failure-model]") {
+  std::unique_ptr<mp::Pool> pool;
+  std::thread maker([&] { pool = std::make_unique<mp::Pool>(2); });
+  maker.join();
+  CHECK(pool->map(square, iota_vec(6)) == std::vector<int>{0, 1, 4, 9, 16, 25});
+  const auto before = wait_for_workers(*pool, 2);
+  REQUIRE(::kill(before[0], SIGKILL) == 0);
+  // The replacement is forked by the template, whose owner thread is gone.
+  const auto deadline = mp::detail::deadline_after(10s);
+  std::vector<int> now;
+  do {
+    std::this_thread::sleep_for(1ms);  // polling the pool's state, with a deadline
+    now = pool->worker_pids();
+  } while ((now.size() != 2 || std::count(now.begin(), now.end(), before[0]) != 0) &&
+           mp::detail::Clock::now() < deadline);
+  REQUIRE(now.size() == 2);
+  CHECK(std::count(now.begin(), now.end(), before[0]) == 0);
+  CHECK(pool->map(square, iota_vec(6), 1) == std::vector<int>{0, 1, 4, 9, 16, 25});
+}
+
+TEST_CASE("a 300 MiB result arrives whole and no sibling worker dies (#5)", "[failure-model]") {
+  mp::Pool pool(2);
+  const auto workers = wait_for_workers(pool, 2);
+  auto small = pool.apply_async(sleep_ms_then, 50);
+  const std::string r = pool.apply(big_string, 300);
+  CHECK(big_string_ok(r, 300));
+  CHECK(small.get(10s) == 50);
+  CHECK(pool.worker_pids() == workers);
+  // Many large results in one map, in order.
+  const auto many = pool.map(big_string, std::vector<int>{3, 1, 2, 5}, 1);
+  REQUIRE(many.size() == 4);
+  CHECK(big_string_ok(many[0], 3));
+  CHECK(big_string_ok(many[1], 1));
+  CHECK(big_string_ok(many[2], 2));
+  CHECK(big_string_ok(many[3], 5));
+  CHECK(pool.worker_pids() == workers);
+}
+
+TEST_CASE("a result that cannot be sent fails that task alone, with a clear error (#5)", "[failure-model]") {
+  mp::Pool pool(2, mp::PoolOptions().initializer(limit_file_size));
+  const auto workers = wait_for_workers(pool, 2);
+  REQUIRE_THROWS_MATCHES(pool.apply(big_string, 4), mp::RemoteError,
+                         mproc_test::MessageContains("could not be sent"));
+  CHECK(pool.apply(shout, std::string("still here")) == "STILL HERE!");
+  CHECK(pool.worker_pids() == workers);
+}
+
+TEST_CASE("bool results: std::vector<bool> from map, imap, starmap and apply (#8)", "[failure-model]") {
+  mp::Pool pool(2);
+  CHECK(pool.map(is_odd, iota_vec(7)) == std::vector<bool>{false, true, false, true, false, true, false});
+  CHECK(pool.map(is_odd, iota_vec(7), 2) == std::vector<bool>{false, true, false, true, false, true, false});
+  std::vector<bool> lazy;
+  for (bool b : pool.imap(is_odd, iota_vec(5))) lazy.push_back(b);
+  CHECK(lazy == std::vector<bool>{false, true, false, true, false});
+  const std::vector<std::tuple<int, int>> pairs{{1, 3}, {1, 2}, {5, 7}};
+  CHECK(pool.starmap(both_odd, pairs) == std::vector<bool>{true, false, true});
+  CHECK(pool.apply(is_odd, 3) == true);
+  CHECK(pool.apply(bit_pattern, 7) == std::vector<bool>{true, false, false, true, false, false, true});
+  CHECK(pool.map_async(is_odd, iota_vec(3)).get(10s) == std::vector<bool>{false, true, false});
+}
+
+TEST_CASE("an initializer's return value is ignored, as in Python (#9)", "[failure-model]") {
+  mp::Pool pool(2, mp::PoolOptions().initializer(init_returns_value, 7));
+  const auto seen = pool.map(read_initialized, iota_vec(6), 1);
+  CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 7; }));
+  mp::Pool other(1, mp::PoolOptions().initializer(init_returns_string));
+  CHECK(other.apply(square, 5) == 25);
+}
+
+TEST_CASE("a transfer-heap block is not reused while a worker may still read it (#16)", "[failure-model]") {
+  // The worker of a terminated task is kept alive (its template is stopped,
+  // so the kill order waits) while this process encodes new arguments of the
+  // same size: they must not land in the block the worker still reads.
+  int ann[2], go[2], rep[2];
+  REQUIRE(::pipe2(ann, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(rep, O_CLOEXEC) == 0);
+  mp::detail::UniqueFd ann_rd(ann[0]), ann_wr(ann[1]), go_rd(go[0]), go_wr(go[1]), rep_rd(rep[0]), rep_wr(rep[1]);
+  std::vector<std::uint64_t> data(64 * 1024);  // 512 KiB: through the transfer heap
+  std::iota(data.begin(), data.end(), std::uint64_t{1});
+
+  mp::Pool pool(1);
+  const int worker = wait_for_workers(pool, 1)[0];
+  const int templ = mproc_test::parent_of(worker);
+  REQUIRE(templ > 1);
+  auto r = pool.apply_async(checksum_after_go, ann_wr.get(), go_rd.get(), rep_wr.get(), data);
+  char c;
+  REQUIRE(mp::detail::poll_until(ann_rd.get(), POLLIN, mp::detail::deadline_after(10s)) != 0);
+  REQUIRE(::read(ann_rd.get(), &c, 1) == 1);
+  REQUIRE(::kill(templ, SIGSTOP) == 0);
+  pool.terminate();
+  REQUIRE_THROWS_MATCHES(r.get(10s), mp::ProcessError, mproc_test::MessageContains("terminated"));
+  const std::vector<std::uint64_t> other(data.size(), 0xdeadbeef);
+  CHECK_THROWS_AS(pool.apply_async(checksum_after_go, ann_wr.get(), go_rd.get(), rep_wr.get(), other),
+                  mp::ProcessError);  // encoded, then refused: the pool is terminated
+  // The worker reads its arguments now and reports what it saw.
+  REQUIRE(::write(go_wr.get(), "g", 1) == 1);
+  std::uint64_t seen = 0;
+  const bool reported = mp::detail::poll_until(rep_rd.get(), POLLIN, mp::detail::deadline_after(10s)) != 0 &&
+                        ::read(rep_rd.get(), &seen, sizeof seen) == sizeof seen;
+  REQUIRE(::kill(templ, SIGCONT) == 0);
+  pool.join();
+  REQUIRE(reported);
+  CHECK(seen == checksum(data));
 }

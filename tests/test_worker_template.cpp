@@ -20,8 +20,8 @@ namespace {
 enum : std::uint16_t { echo = 100, quit = 101, crash = 102 };
 
 // A worker that echoes frames back, prefixed with its config.
-int echo_entry(int fd, std::span<const std::byte> config) {
-  d::Channel ch{d::UniqueFd(fd)};
+int echo_entry(d::UniqueFd fd, std::uint64_t, std::span<const std::byte> config) {
+  d::Channel ch{std::move(fd)};
   d::Frame f;
   while (ch.receive_blocking(f)) {
     if (f.header.type == quit) return static_cast<int>(f.header.id);
@@ -67,13 +67,17 @@ struct DefaultCrashSignals {
 struct Template {
   pid_t pid;
   d::Channel ch;
+  d::Child child;  // StartMethod::fork: the template is our child
 };
 
 Template start(mproc::StartMethod method) {
-  auto [pid, fd] = method == mproc::StartMethod::forkserver
-                       ? d::ForkServer::instance().make_template(&echo_entry, bytes("cfg:"))
-                       : d::fork_template(&echo_entry, bytes("cfg:"));
-  return {pid, d::Channel(std::move(fd))};
+  if (method == mproc::StartMethod::forkserver) {
+    auto [pid, fd] = d::ForkServer::instance().make_template(&echo_entry, bytes("cfg:"));
+    return {pid, d::Channel(std::move(fd)), {}};
+  }
+  auto [child, fd] = d::fork_template(&echo_entry, bytes("cfg:"));
+  const pid_t pid = child.pid();
+  return {pid, d::Channel(std::move(fd)), std::move(child)};
 }
 
 pid_t spawn(Template& t, std::uint64_t slot, d::Channel& worker) {
@@ -186,9 +190,9 @@ TEST_CASE("a template forks workers, reports their exits, and takes them down wi
   const pid_t p4 = spawn(t, 4, w4);
   t.ch.close();
   if (method == mproc::StartMethod::fork) {
-    int status = 0;
-    REQUIRE(::waitpid(t.pid, &status, 0) == t.pid);
-    CHECK(d::exitcode_from_status(status) == 0);
+    REQUIRE(t.child.wait_exited(d::deadline_after(5s)));
+    REQUIRE(t.child.try_reap());
+    CHECK(t.child.exitcode() == 0);
   }
   // The worker's channel reports end of stream once it is gone.
   CHECK_FALSE(w4.receive_blocking(f));

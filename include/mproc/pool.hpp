@@ -169,7 +169,13 @@ void read_results(Reader& r, std::uint64_t count, OnValue&& on_value, OnError&& 
       if (values.size() != count)
         throw ProcessError("mproc: Pool: malformed result from a worker (" + std::to_string(values.size()) +
                            " values for " + std::to_string(count) + " calls)");
-      for (std::uint64_t i = 0; i < count; ++i) on_value(i, std::move(values[i]));
+      for (std::uint64_t i = 0; i < count; ++i) {
+        if constexpr (std::is_same_v<R, bool>) {
+          on_value(i, bool(values[i]));  // std::vector<bool> hands out proxies
+        } else {
+          on_value(i, std::move(values[i]));
+        }
+      }
     }
     return;
   }
@@ -482,16 +488,17 @@ class ImapSink final : public TaskSink {
 class PoolOptions {
  public:
   // Runs f(args...) once in each worker before it takes tasks (Python:
-  // initializer/initargs). f follows the task-function rule (function pointer
-  // or captureless lambda); args are serialized. If it throws, the pool
-  // breaks: pending and later calls fail with RemoteError naming the exception.
+  // initializer/initargs); what f returns is ignored. f follows the
+  // task-function rule (function pointer or captureless lambda); args are
+  // serialized. If it throws, the pool breaks: pending and later calls fail
+  // with RemoteError naming the exception.
   template <class F, class... Args>
   PoolOptions& initializer(F f, Args&&... args) {
     detail::check_pool_callable<F>();
     using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
     detail::check_pool_argument<Arg>();
     config_.clear();
-    const std::uint64_t tramp = reinterpret_cast<std::uint64_t>(&detail::task_trampoline<F, Arg, true>);
+    const std::uint64_t tramp = reinterpret_cast<std::uint64_t>(&detail::init_trampoline<F, Arg>);
     const std::uint64_t fn = detail::callable_bits(f);
     const auto* t = reinterpret_cast<const std::byte*>(&tramp);
     const auto* b = reinterpret_cast<const std::byte*>(&fn);
@@ -599,7 +606,7 @@ class Pool {
     cfg.processes = processes == 0 ? cpu_count() : processes;
     cfg.method = options.method_set_ ? options.method_ : get_start_method();
     cfg.maxtasksperchild = options.maxtasks_;
-    cfg.worker_config = std::move(options.config_);
+    cfg.initializer = std::move(options.config_);
     engine_ = std::make_shared<detail::PoolEngine>(std::move(cfg));
   }
 

@@ -33,9 +33,13 @@
 // still referenced by live Process objects are handled as Python does:
 // daemons terminated, the others joined.
 //
-// The exit status is lost if something else reaps the child first (SIGCHLD
-// set to SIG_IGN in the parent, or a waitpid(-1) elsewhere): the process then
-// counts as ended and exitcode() throws ProcessError.
+// The host program may collect a child's exit status before we do (SIGCHLD
+// set to SIG_IGN or SA_NOCLDWAIT, or a reaper calling waitpid(-1)): join()
+// and is_alive() still work (they watch the child through a pidfd), and
+// exitcode() reports the code the child wrote to a status pipe just before
+// exiting (its target's result, 1 for an exception) or, if it was killed by
+// terminate()/kill(), that signal. Only a child killed by someone else's
+// signal then has an unknown exit code: exitcode() throws ProcessError.
 #pragma once
 
 #include <algorithm>
@@ -54,6 +58,7 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -86,7 +91,25 @@ struct ProcessRecord {
   std::string name;
   bool daemon = false;
   Child child;
+  UniqueFd status;      // read end of the pipe the child writes its exit code to
+  int signal_sent = 0;  // the last signal terminate()/kill() sent
 };
+
+// The exit code a child reported through its status pipe (see
+// run_child_and_exit), for a child whose status someone else collected:
+// what it wrote, else -signal if we signalled it, else nullopt. Never throws.
+inline std::optional<int> reported_exitcode(ProcessRecord& rec) noexcept {
+  if (rec.status) {
+    std::int32_t code = 0;
+    ssize_t n;
+    do {
+      n = ::read(rec.status.get(), &code, sizeof code);
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof code)) return static_cast<int>(code);
+  }
+  if (rec.signal_sent != 0) return -rec.signal_sent;
+  return std::nullopt;
+}
 
 // Children started by this process and not yet reaped (start order). A fork
 // of this process (by mproc or anyone) starts with an empty registry.
@@ -124,11 +147,11 @@ inline void unregister_locked(ProcessRegistry& reg, const ProcessRecord* record)
 inline void stop_child(ProcessRegistry& reg, ProcessRecord& rec, Clock::duration grace) {
   {
     std::lock_guard lock(reg.mutex);
-    if (!rec.child.try_reap()) rec.child.send_signal(SIGTERM);
+    if (!rec.child.try_reap() && rec.child.send_signal(SIGTERM)) rec.signal_sent = SIGTERM;
   }
   if (!rec.child.wait_exited(Clock::now() + grace)) {
     std::lock_guard lock(reg.mutex);
-    if (!rec.child.try_reap()) rec.child.send_signal(SIGKILL);
+    if (!rec.child.try_reap() && rec.child.send_signal(SIGKILL)) rec.signal_sent = SIGKILL;
   }
   rec.child.wait_exited(Clock::time_point::max());
   std::lock_guard lock(reg.mutex);
@@ -291,9 +314,14 @@ class Process {
     if (creator_ != ::getpid())
       throw ProcessError(rec.name + ": can only start a process object created by this process");
     detail::install_process_hooks();
-    const pid_t pid = detail::fork_child(rec.name);
-    if (pid == 0) run_in_child();
+    auto status = detail::PrivateFds::instance().create<2>(
+        "pipe (Process status)", [](int* fds) { return ::pipe2(fds, O_CLOEXEC); });
+    const pid_t pid = detail::fork_child(rec.name, {status[1].get()});
+    if (pid == 0) run_in_child(status[1].get());
     rec.child = detail::Child(pid);
+    rec.status = std::move(status[0]);
+    status[1].reset();
+    detail::set_nonblocking(rec.status.get());
     started_ = true;
     {
       auto& reg = detail::process_registry();
@@ -340,10 +368,12 @@ class Process {
     if (!started_) return std::nullopt;
     check_child(rec, "exitcode");
     if (!poll_reap()) return std::nullopt;
-    if (rec.child.lost())
-      throw ProcessError(rec.name + ": exit status of pid " + std::to_string(rec.child.pid()) +
-                         " was collected by someone else (SIGCHLD ignored, or waitpid(-1) "
-                         "elsewhere)");
+    if (rec.child.lost()) {
+      if (const auto code = detail::reported_exitcode(rec)) return code;
+      throw ProcessError(rec.name + ": pid " + std::to_string(rec.child.pid()) +
+                         " was killed by a signal mproc did not send, and its exit status was collected "
+                         "by someone else (SIGCHLD ignored, or waitpid(-1) elsewhere)");
+    }
     return rec.child.exitcode();
   }
 
@@ -440,10 +470,10 @@ class Process {
     if (!started_) throw ProcessError(rec.name + ": " + what + "() before start()");
     check_child(rec, what);
     std::lock_guard lock(detail::process_registry().mutex);
-    if (!rec.child.try_reap()) rec.child.send_signal(sig);
+    if (!rec.child.try_reap() && rec.child.send_signal(sig)) rec.signal_sent = sig;
   }
 
-  [[noreturn]] void run_in_child() noexcept {
+  [[noreturn]] void run_in_child(int status_fd) noexcept {
     // Single-threaded here: the fork handlers already emptied the registry.
     detail::reset_child_signals();
     auto& current = detail::current_process_state();
@@ -452,7 +482,7 @@ class Process {
     current.identity = identity_;
     current.daemon = record_->daemon;
     current.counter.store(0, std::memory_order_relaxed);
-    detail::run_child_and_exit(record_->name, [this] { return target_->run(); });
+    detail::run_child_and_exit(record_->name, [this] { return target_->run(); }, status_fd);
   }
 
   void finish() noexcept {

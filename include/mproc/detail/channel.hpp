@@ -51,11 +51,13 @@ struct Frame {
   UniqueFd fd;
 };
 
-// Creates a connected AF_UNIX stream socket pair, both ends close-on-exec.
+// Creates a connected AF_UNIX stream socket pair, both ends close-on-exec
+// and private (no forked child inherits them; see PrivateFds). Throws
+// ProcessError (e.g. out of descriptors).
 inline std::pair<UniqueFd, UniqueFd> socket_pair() {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair");
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+  auto fds = PrivateFds::instance().create<2>(
+      "socketpair", [](int* sv) { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
+  return {std::move(fds[0]), std::move(fds[1])};
 }
 
 class Channel {
@@ -152,6 +154,7 @@ class Channel {
     }
     out_.clear();
     out_pos_ = 0;
+    if (out_.capacity() > kKeepCapacity) std::vector<std::byte>().swap(out_);  // after a huge frame
     return Io::ok;
   }
 
@@ -172,6 +175,11 @@ class Channel {
   // growing it for a large frame). closed: end of stream (data already read
   // stays parseable); error: the peer misbehaved or the socket failed.
   Io fill() {
+    // A buffer that grew for one huge frame is given back once it is parsed.
+    if (in_pos_ == in_end_ && in_.size() > kKeepCapacity) {
+      std::vector<std::byte>().swap(in_);
+      in_pos_ = in_end_ = 0;
+    }
     // Compact: keep unparsed bytes at the front.
     if (in_pos_ > 0) {
       const std::size_t left = in_end_ - in_pos_;
@@ -231,6 +239,9 @@ class Channel {
     return true;
   }
 
+  // Bytes reserved by the receive and send buffers (for tests).
+  std::size_t buffer_capacity() const noexcept { return in_.capacity() + out_.capacity(); }
+
   // Whether unparsed bytes remain (a frame may be partially received).
   bool has_input() const noexcept { return in_end_ > in_pos_; }
 
@@ -260,6 +271,9 @@ class Channel {
 
  private:
   static constexpr int max_fds_per_read = 8;
+  // Buffers larger than this (grown for a large frame) are released once
+  // drained, so one huge message does not pin its memory for the channel's life.
+  static constexpr std::size_t kKeepCapacity = std::size_t{4} << 20;
 
   void collect_fds(msghdr& msg) {
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -268,7 +282,11 @@ class Channel {
       for (std::size_t i = 0; i < n; ++i) {
         int fd;
         std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        in_fds_.emplace_back(fd);
+        // Received descriptors are another channel's ends: private here too.
+        UniqueFd owned(fd);
+        UniqueFd adopted(fd, PrivateFds::instance().adopt(fd));
+        (void)owned.release();
+        in_fds_.push_back(std::move(adopted));
       }
     }
   }

@@ -2,17 +2,25 @@
 // SPDX-License-Identifier: MIT
 //
 // File-descriptor plumbing shared by every IPC object: an owning fd, errno
-// errors, EINTR-safe reads and writes, and poll with a deadline.
+// errors, EINTR-safe reads and writes, poll with a deadline, and private
+// descriptors, which no forked child inherits.
 #pragma once
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
+#include <algorithm>
+#include <array>
 #include <cstring>
+#include <initializer_list>
+#include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "../errors.hpp"
@@ -25,14 +33,140 @@ namespace mproc::detail {
   throw ProcessError("mproc: " + what + ": " + std::strerror(err));
 }
 
-// Owns one file descriptor; closes it on destruction. Move-only.
+// ------------------------------------------------------------ private fds
+
+class UniqueFd;
+
+// The registry of private descriptors: sockets, eventfds and pipes that
+// belong to one mproc object of this process (a pool's channels, a fork
+// server's channel, a Process's status pipe). A copy of one in another
+// process would keep a socket open after its owner closed it, so the peer
+// would never see end of file — e.g. destroying one pool would wait forever
+// for a template that a second pool's template still holds open. So every
+// child of fork() — mproc's or the host program's — closes them first thing
+// (a pthread_atfork child handler), except those the forking thread marked
+// with ForkKeep. They are created and registered under the lock that the
+// fork prepare handler takes, so no fork copies one before it is registered.
+// Each registration has a generation: a UniqueFd closes its descriptor only
+// while its own registration stands (not after a fork handler closed the
+// number and something else reused it).
+class PrivateFds {
+ public:
+  static PrivateFds& instance() {
+    static PrivateFds* const fds = [] {
+      auto* p = new PrivateFds;  // immortal: used by fork handlers and at exit
+      ::pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                       [] { instance().after_fork_in_child(); });
+      return p;
+    }();
+    return *fds;
+  }
+
+  // Calls `create(fds)`, which opens descriptors and stores them in the
+  // int array `fds` (as pipe() does) and returns a negative value on
+  // failure, with errno set; registers them and returns them owned. Throws
+  // ProcessError naming `what`. Thread-safe.
+  template <std::size_t N, class Create>
+  std::array<UniqueFd, N> create(const char* what, Create&& create);
+
+  // Registers `fd`, a descriptor this process just received (SCM_RIGHTS).
+  // Returns its generation. Thread-safe; throws std::bad_alloc.
+  std::uint64_t adopt(int fd) {
+    std::lock_guard lock(mutex_);
+    return register_locked(fd);
+  }
+
+  // Closes `fd` if its registration of generation `gen` stands; else leaves
+  // the number alone (a fork handler closed it already). Thread-safe.
+  void close(int fd, std::uint64_t gen) noexcept {
+    std::lock_guard lock(mutex_);
+    const auto i = static_cast<std::size_t>(fd);
+    if (fd < 0 || i >= table_.size() || table_[i] != gen) return;
+    table_[i] = 0;
+    ::close(fd);
+  }
+
+  // Unregisters `fd` (generation `gen`) without closing it. Thread-safe.
+  void forget(int fd, std::uint64_t gen) noexcept {
+    std::lock_guard lock(mutex_);
+    const auto i = static_cast<std::size_t>(fd);
+    if (fd >= 0 && i < table_.size() && table_[i] == gen) table_[i] = 0;
+  }
+
+  // Whether `fd` is registered (for tests). Thread-safe.
+  bool registered(int fd) {
+    std::lock_guard lock(mutex_);
+    const auto i = static_cast<std::size_t>(fd);
+    return fd >= 0 && i < table_.size() && table_[i] != 0;
+  }
+
+  // Marks up to two private descriptors to survive the next fork() made by
+  // this thread while it lives (the child's ends of its own channels).
+  class Keep {
+   public:
+    Keep(std::initializer_list<int> fds) noexcept {
+      int* slot = kept();
+      slot[0] = slot[1] = -1;
+      int k = 0;
+      for (int fd : fds)
+        if (k < 2) slot[k++] = fd;
+    }
+    ~Keep() {
+      int* slot = kept();
+      slot[0] = slot[1] = -1;
+    }
+    Keep(const Keep&) = delete;
+    Keep& operator=(const Keep&) = delete;
+  };
+
+ private:
+  PrivateFds() = default;
+
+  static int* kept() noexcept {
+    thread_local int fds[2] = {-1, -1};
+    return fds;
+  }
+
+  std::uint64_t register_locked(int fd) {
+    const auto i = static_cast<std::size_t>(fd);
+    if (i >= table_.size()) table_.resize(i + 1 + i / 2, 0);
+    table_[i] = ++generation_;
+    return table_[i];
+  }
+
+  // In the child of fork(): single-threaded, the mutex held by the prepare handler.
+  void after_fork_in_child() noexcept {
+    const int* keep = kept();
+    for (std::size_t i = 0; i < table_.size(); ++i) {
+      const int fd = static_cast<int>(i);
+      if (table_[i] != 0 && fd != keep[0] && fd != keep[1]) {
+        ::close(fd);
+        table_[i] = 0;
+      }
+    }
+    mutex_.unlock();
+  }
+
+  std::mutex mutex_;
+  std::vector<std::uint64_t> table_;  // fd -> generation of its registration; 0: not private
+  std::uint64_t generation_ = 0;
+};
+
+// Owns one file descriptor; closes it on destruction. Move-only. A private
+// descriptor (see PrivateFds) is closed through the registry.
 class UniqueFd {
  public:
   UniqueFd() noexcept = default;
   explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  // Takes `fd`, registered in PrivateFds with generation `gen`.
+  UniqueFd(int fd, std::uint64_t gen) noexcept : fd_(fd), gen_(gen) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)), gen_(std::exchange(other.gen_, 0)) {}
   UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) reset(other.release());
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+      gen_ = std::exchange(other.gen_, 0);
+    }
     return *this;
   }
   UniqueFd(const UniqueFd&) = delete;
@@ -42,20 +176,57 @@ class UniqueFd {
   int get() const noexcept { return fd_; }
   bool valid() const noexcept { return fd_ >= 0; }
   explicit operator bool() const noexcept { return valid(); }
+  // Whether the descriptor is private (registered in PrivateFds).
+  bool is_private() const noexcept { return gen_ != 0; }
 
-  // Gives up ownership without closing.
-  int release() noexcept { return std::exchange(fd_, -1); }
+  // Gives up ownership without closing; a private descriptor stops being
+  // private (the caller owns a plain descriptor).
+  int release() noexcept {
+    if (gen_ != 0) PrivateFds::instance().forget(fd_, gen_);
+    gen_ = 0;
+    return std::exchange(fd_, -1);
+  }
 
-  // Closes the current fd (if any) and takes `fd`. close() is not retried on
-  // EINTR: on Linux the descriptor is released either way.
+  // Closes the current fd (if any) and takes `fd` (not private). close() is
+  // not retried on EINTR: on Linux the descriptor is released either way.
   void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) {
+      if (gen_ != 0) {
+        PrivateFds::instance().close(fd_, gen_);
+      } else {
+        ::close(fd_);
+      }
+    }
     fd_ = fd;
+    gen_ = 0;
   }
 
  private:
   int fd_ = -1;
+  std::uint64_t gen_ = 0;
 };
+
+template <std::size_t N, class Create>
+std::array<UniqueFd, N> PrivateFds::create(const char* what, Create&& create) {
+  int fds[N];
+  std::uint64_t gens[N];
+  {
+    std::lock_guard lock(mutex_);
+    if (create(fds) < 0) throw_errno(what);
+    try {
+      std::size_t top = 0;
+      for (int fd : fds) top = std::max(top, static_cast<std::size_t>(fd));
+      if (top >= table_.size()) table_.resize(top + 1 + top / 2, 0);
+    } catch (...) {
+      for (int fd : fds) ::close(fd);
+      throw;
+    }
+    for (std::size_t i = 0; i < N; ++i) gens[i] = register_locked(fds[i]);  // no allocation now
+  }
+  std::array<UniqueFd, N> out;
+  for (std::size_t i = 0; i < N; ++i) out[i] = UniqueFd(fds[i], gens[i]);
+  return out;
+}
 
 // Sets or clears FD_CLOEXEC / O_NONBLOCK. Throws ProcessError.
 inline void set_cloexec(int fd, bool on = true) {

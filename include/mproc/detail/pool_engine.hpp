@@ -8,22 +8,32 @@
 // Threads that submit tasks never touch a socket: they queue tasks under the
 // engine's mutex and wake the I/O thread through an eventfd. Results and
 // failures are delivered to each task's TaskSink on the I/O thread.
+//
+// Failures. A worker that dies fails only the task whose user code it had
+// started (read from the status board); the tasks it held but never started
+// run elsewhere. A worker that cannot be started (fork or descriptors
+// refused) is retried with backoff while other workers serve; when none is
+// left the pool breaks: pending and later calls fail with the cause. The I/O
+// thread never lets an exception escape: an unexpected one breaks the pool.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include <sys/eventfd.h>
-#include <sys/wait.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "pool_heap.hpp"
 #include "pool_worker.hpp"
@@ -60,14 +70,65 @@ struct EngineConfig {
   int processes = 1;
   StartMethod method = StartMethod::automatic;
   std::size_t maxtasksperchild = 0;   // 0: unlimited
-  std::vector<std::byte> worker_config;  // see pool_worker_main
+  std::vector<std::byte> initializer;  // [trampoline][fn][encoded arguments], or empty
+};
+
+// The result frame of a task whose results came in a memfd: maps it
+// read-only after checking its seals and size. Throws ProcessError when the
+// memfd is malformed (the worker is broken).
+class ResultMapping {
+ public:
+  ResultMapping(const UniqueFd& fd, std::span<const std::byte> payload) {
+    std::uint64_t size = 0;
+    if (!fd || payload.size() != sizeof size) throw ProcessError("mproc: Pool: malformed large result frame");
+    std::memcpy(&size, payload.data(), sizeof size);
+    struct stat st {};
+    const int seals = ::fcntl(fd.get(), F_GET_SEALS);
+    if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) != size ||
+        size == 0 || seals < 0 || (seals & kResultSeals) != kResultSeals)
+      throw ProcessError("mproc: Pool: a worker sent a large result that is not a sealed memfd of the stated size");
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+    if (p == MAP_FAILED) throw_errno("mmap of a large task result (" + std::to_string(size) + " bytes)");
+    data_ = static_cast<const std::byte*>(p);
+    size_ = static_cast<std::size_t>(size);
+  }
+  ~ResultMapping() { ::munmap(const_cast<std::byte*>(data_), size_); }
+  ResultMapping(const ResultMapping&) = delete;
+  ResultMapping& operator=(const ResultMapping&) = delete;
+  std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 class PoolEngine {
  public:
-  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)) {
-    wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake_) throw_errno("eventfd (process pool)");
+  // Starts the template and asks it for the workers. Blocks for the fork of
+  // the template. Throws ProcessError (fork, descriptors, memory or the I/O
+  // thread refused); nothing is left behind then.
+  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)), owner_(::getpid()) {
+    wake_ = std::move(PrivateFds::instance().create<1>("eventfd (process pool)", [](int* out) {
+      out[0] = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      return out[0];
+    })[0]);
+    slots_.resize(static_cast<std::size_t>(cfg_.processes));
+    board_ = create_segment(std::max<std::size_t>(slots_.size() * sizeof(SlotStatus), 64), "mproc:pool-board");
+    std::vector<std::byte> config(sizeof(WorkerConfigHeader));
+    {
+      WorkerConfigHeader h;
+      h.board = board_->handle(ShmKind::shared_memory, 0, board_->size());
+      if (cfg_.initializer.size() >= 2 * sizeof(std::uint64_t)) {
+        std::memcpy(&h.init_trampoline, cfg_.initializer.data(), sizeof(std::uint64_t));
+        std::memcpy(&h.init_fn, cfg_.initializer.data() + sizeof(std::uint64_t), sizeof(std::uint64_t));
+        config.insert(config.end(), cfg_.initializer.begin() + 2 * sizeof(std::uint64_t), cfg_.initializer.end());
+      }
+      std::memcpy(config.data(), &h, sizeof h);
+    }
+    // The workers run with the creator's signal mask; the I/O thread blocks
+    // every signal, so the host's handlers never run on it.
+    sigset_t creator_mask, all;
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &creator_mask);
     StartMethod method = cfg_.method;
     if (method == StartMethod::automatic) {
       method = thread_count() == 1 || !ForkServer::instance().running() ? StartMethod::fork
@@ -75,25 +136,38 @@ class PoolEngine {
     }
     if (method == StartMethod::forkserver) {
       ForkServer::instance().start();
-      auto [pid, fd] = ForkServer::instance().make_template(&pool_worker_main, cfg_.worker_config);
-      template_pid_ = pid;
+      auto [pid, fd] = ForkServer::instance().make_template(&pool_worker_main, config);
       template_ch_ = Channel(std::move(fd));
     } else {
-      auto [pid, fd] = fork_template(&pool_worker_main, cfg_.worker_config);
-      template_pid_ = pid;
-      template_is_child_ = true;
+      auto [child, fd] = fork_template(&pool_worker_main, std::move(config), creator_mask);
+      template_ = std::move(child);
       template_ch_ = Channel(std::move(fd));
     }
-    slots_.resize(static_cast<std::size_t>(cfg_.processes));
     for (std::size_t i = 0; i < slots_.size(); ++i) spawn(i);
-    io_ = std::thread([this] { io_main(); });
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, nullptr);
+    try {
+      io_ = std::make_unique<std::thread>([this] { io_main(); });
+    } catch (const std::system_error& e) {
+      ::pthread_sigmask(SIG_SETMASK, &creator_mask, nullptr);
+      throw ProcessError(std::string("mproc: Pool: cannot start its I/O thread: ") + e.what());
+    } catch (...) {
+      ::pthread_sigmask(SIG_SETMASK, &creator_mask, nullptr);
+      throw;
+    }
+    ::pthread_sigmask(SIG_SETMASK, &creator_mask, nullptr);
   }
 
   PoolEngine(const PoolEngine&) = delete;
   PoolEngine& operator=(const PoolEngine&) = delete;
 
   // Terminates if still running (the Pool decides close+join before this).
+  // In a forked copy of the owner it touches nothing of the owner's.
   ~PoolEngine() {
+    if (foreign()) {
+      (void)io_.release();  // the thread exists only in the owner
+      return;
+    }
     terminate();
     join_io();
   }
@@ -104,7 +178,7 @@ class PoolEngine {
   TransferHeap& heap() noexcept { return *heap_; }
 
   // Queues tasks. Non-blocking. Throws ProcessError if the pool is closed,
-  // terminated or broken.
+  // terminated or broken, or used from another process than its owner.
   void submit(std::vector<PoolTask>& tasks) {
     if (tasks.empty()) return;
     {
@@ -133,8 +207,10 @@ class PoolEngine {
     check_accepting_locked();
   }
 
-  // Stops accepting tasks; queued tasks still run. Non-blocking, idempotent.
+  // Stops accepting tasks; queued ones still run. Non-blocking, idempotent.
+  // Throws ProcessError in another process than the owner.
   void close() {
+    check_owner();
     {
       std::lock_guard lock(mutex_);
       closed_ = true;
@@ -143,8 +219,9 @@ class PoolEngine {
   }
 
   // Fails every queued and running task and kills the workers. Non-blocking;
-  // join() waits for the teardown. Idempotent.
+  // join() waits for the teardown. Idempotent. Throws as close().
   void terminate() {
+    check_owner();
     {
       std::lock_guard lock(mutex_);
       closed_ = true;
@@ -154,9 +231,10 @@ class PoolEngine {
   }
 
   // Blocks until every task has finished (or failed) and every process of the
-  // pool has exited and been reaped. Throws ProcessError if neither close()
-  // nor terminate() was called first.
+  // pool has exited. Throws ProcessError if neither close() nor terminate()
+  // was called first, or in another process than the owner.
   void join() {
+    check_owner();
     {
       std::lock_guard lock(mutex_);
       if (!closed_) throw ProcessError("mproc: Pool.join() called while the pool is still running (call close() or terminate() first)");
@@ -183,14 +261,28 @@ class PoolEngine {
     pid_t pid = -1;
     Channel ch;
     std::deque<PoolTask> inflight;
+    // Arguments of tasks failed while this worker may still read them: kept
+    // until it is gone, so that the heap never hands their bytes to another task.
+    std::vector<TransferHeap::Block> orphans;
     std::size_t dispatched = 0;  // tasks sent since spawn (maxtasksperchild)
-    bool exited = false;
-    int exitcode = 0;
     double ewma_ns = 1e6;  // mean service time of a task; seeded as slow (one at a time)
     Clock::time_point last_done{};
+    int spawn_failures = 0;  // consecutive failures to start a worker here
+    Clock::time_point respawn_at = Clock::time_point::max();  // dead slot: when to retry
   };
 
+  static bool alive(State s) noexcept { return s != State::dead; }
+
+  bool foreign() const noexcept { return owner_ != ::getpid(); }
+
+  void check_owner() const {
+    if (foreign())
+      throw ProcessError("mproc: Pool: this pool belongs to process " + std::to_string(owner_) +
+                         "; a forked child cannot use it (create a pool in the child instead)");
+  }
+
   void check_accepting_locked() const {
+    check_owner();
     if (broken_) std::rethrow_exception(broken_);
     if (terminate_) throw ProcessError("mproc: Pool has been terminated: it accepts no new tasks");
     if (closed_) throw ProcessError("mproc: Pool is closed: it accepts no new tasks");
@@ -210,20 +302,60 @@ class PoolEngine {
 
   void join_io() {
     std::lock_guard lock(join_mutex_);
-    if (io_.joinable()) io_.join();
+    if (io_ && io_->joinable()) io_->join();
+  }
+
+  SlotStatus& status(std::size_t index) noexcept {
+    return reinterpret_cast<SlotStatus*>(board_->data())[index];
   }
 
   // ---------------------------------------------------------------- I/O thread
 
+  // Asks the template for a worker in slot `index`. A failure here (out of
+  // descriptors or memory) counts as a failed spawn.
   void spawn(std::size_t index) {
     Slot& s = slots_[index];
-    auto [mine, theirs] = socket_pair();
-    set_nonblocking(mine.get());
+    const int failures = s.spawn_failures;
     s = Slot{};
-    s.state = State::spawning;
-    s.ch = Channel(std::move(mine));
-    template_ch_.put(tm_spawn, index, {}, std::move(theirs));
+    s.spawn_failures = failures;
+    status(index).started.store(0, std::memory_order_relaxed);
+    try {
+      auto [mine, theirs] = socket_pair();
+      set_nonblocking(mine.get());
+      s.ch = Channel(std::move(mine));
+      template_ch_.put(tm_spawn, index, {}, std::move(theirs));
+      s.state = State::spawning;
+    } catch (const std::exception& e) {
+      s.ch.close();
+      spawn_failed(index, e.what());
+    }
   }
+
+  // A worker for slot `index` could not be started: retry with backoff while
+  // other workers serve; with none left after a few tries, break the pool.
+  void spawn_failed(std::size_t index, const std::string& why) {
+    Slot& s = slots_[index];
+    s.state = State::dead;
+    s.pid = -1;
+    s.ch.close();
+    ++s.spawn_failures;
+    if (stopping_ || broken_local_) return;
+    const bool others = std::any_of(slots_.begin(), slots_.end(), [](const Slot& o) { return alive(o.state); });
+    if (!others && s.spawn_failures >= kSpawnAttempts) {
+      break_pool(std::make_exception_ptr(ProcessError(
+          "mproc: Pool: cannot start a worker process (" + why + "); the pool has no worker left and cannot run tasks")));
+      return;
+    }
+    const auto backoff = kSpawnBackoff * (1 << std::min(s.spawn_failures - 1, 4));
+    s.respawn_at = Clock::now() + std::min<Clock::duration>(backoff, kSpawnBackoffMax);
+  }
+
+  // Attempts to start a worker before the pool gives up (none alive), and
+  // the first pause between attempts (doubling, at most kSpawnBackoffMax):
+  // a transient EAGAIN from fork() passes, a hard limit fails in ~0.7 s.
+  static constexpr int kSpawnAttempts = 3;
+  static constexpr auto kSpawnBackoff = std::chrono::milliseconds(100);
+  static constexpr auto kSpawnBackoffMax = std::chrono::seconds(2);
 
   std::size_t inflight_limit(const Slot& s) const noexcept {
     // Tasks sent ahead to a worker cover ~100 us of its work: many for tiny
@@ -270,6 +402,21 @@ class PoolEngine {
     }
   }
 
+  // Delivers results (in `bytes`) of the front task of slot `s`.
+  void complete_front(Slot& s, std::span<const std::byte> bytes) {
+    PoolTask t = std::move(s.inflight.front());
+    s.inflight.pop_front();
+    const auto now = Clock::now();
+    const double sample = static_cast<double>(std::chrono::nanoseconds(now - std::max(s.last_done, t.sent)).count());
+    s.ewma_ns = 0.75 * s.ewma_ns + 0.25 * sample;
+    s.last_done = now;
+    if (t.sink) {
+      Reader r(bytes);
+      t.sink->complete(t.chunk, r, t.count);
+    }
+    finish_task(t);
+  }
+
   void handle_worker_frames(std::size_t index) {
     Slot& s = slots_[index];
     Frame f;
@@ -285,6 +432,7 @@ class PoolEngine {
           // May arrive before the template's tm_spawned: the pid comes later.
           if (s.state == State::starting || s.state == State::spawning) s.state = State::ready;
           startup_deaths_ = 0;
+          s.spawn_failures = 0;
           break;
         case pm_init_failed: {
           Reader r(f.payload);
@@ -298,22 +446,30 @@ class PoolEngine {
           break_pool(std::make_exception_ptr(RemoteError(type, "in the pool initializer: " + message)));
           break;
         }
-        case pm_result: {
+        case pm_result:
+        case pm_result_fd: {
           if (s.inflight.empty() || s.inflight.front().id != f.header.id) {
             kill_worker(s);
             return;
           }
-          PoolTask t = std::move(s.inflight.front());
-          s.inflight.pop_front();
-          const auto now = Clock::now();
-          const double sample = static_cast<double>(std::chrono::nanoseconds(now - std::max(s.last_done, t.sent)).count());
-          s.ewma_ns = 0.75 * s.ewma_ns + 0.25 * sample;
-          s.last_done = now;
-          if (t.sink) {
-            Reader r(f.payload);
-            t.sink->complete(t.chunk, r, t.count);
+          if (f.header.type == pm_result) {
+            complete_front(s, f.payload);
+            break;
           }
-          finish_task(t);
+          std::unique_ptr<ResultMapping> big;
+          try {
+            big = std::make_unique<ResultMapping>(f.fd, f.payload);
+          } catch (const ProcessError&) {
+            kill_worker(s);  // not a sealed memfd of the stated size: the worker is broken
+            return;
+          } catch (...) {
+            // This process cannot map the result (address space, memory): that task fails.
+            PoolTask t = std::move(s.inflight.front());
+            s.inflight.pop_front();
+            fail_task(t, std::current_exception());
+            break;
+          }
+          complete_front(s, big->bytes());
           break;
         }
         default:
@@ -337,7 +493,7 @@ class PoolEngine {
   }
 
   void kill_worker(Slot& s) {
-    if (s.pid > 0 && !s.exited) {
+    if (s.pid > 0) {
       const PidCode k{s.pid, SIGKILL};
       template_ch_.put(tm_kill, 0, as_bytes_of(k));
     }
@@ -349,18 +505,20 @@ class PoolEngine {
       if (s.pid != pid || s.state == State::dead) continue;
       // Results it sent before dying still count.
       if (s.ch.valid()) read_worker(i);
-      s.exited = true;
-      s.exitcode = code;
       const bool never_ready = s.state == State::starting || s.state == State::spawning;
-      if (!s.inflight.empty()) {
-        fail_task(s.inflight.front(), std::make_exception_ptr(WorkerCrashed(pid, code)));
-        s.inflight.pop_front();
-        // The rest never started: run them elsewhere, in order.
-        while (!s.inflight.empty()) {
-          queue_.push_front(std::move(s.inflight.back()));
-          s.inflight.pop_back();
+      // The task whose user code it started is lost; the others never
+      // started: they run elsewhere, in order, first.
+      const std::uint64_t started = status(i).started.load(std::memory_order_acquire);
+      while (!s.inflight.empty()) {
+        PoolTask t = std::move(s.inflight.back());
+        s.inflight.pop_back();
+        if (t.id == started) {
+          fail_task(t, std::make_exception_ptr(WorkerCrashed(pid, code)));
+        } else {
+          queue_.push_front(std::move(t));
         }
       }
+      s.orphans.clear();
       s.ch.close();
       s.state = State::dead;
       s.pid = -1;
@@ -408,7 +566,9 @@ class PoolEngine {
     }
     for (auto& s : slots_) {
       while (!s.inflight.empty()) {
-        fail_task(s.inflight.front(), reason);
+        PoolTask& t = s.inflight.front();
+        if (t.args) s.orphans.push_back(std::move(t.args));  // the worker may still be reading them
+        fail_task(t, reason);
         s.inflight.pop_front();
       }
     }
@@ -429,7 +589,54 @@ class PoolEngine {
     }
   }
 
-  void io_main() {
+  // Milliseconds until the next respawn is due (-1: none), for poll().
+  int respawn_timeout_ms() const {
+    auto next = Clock::time_point::max();
+    for (const auto& s : slots_)
+      if (s.state == State::dead) next = std::min(next, s.respawn_at);
+    if (next == Clock::time_point::max()) return -1;
+    return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(remaining(next)).count());
+  }
+
+  void io_main() noexcept {
+    try {
+      io_loop();
+    } catch (...) {
+      // Out of memory or a failing syscall in the I/O thread itself: the
+      // pool can no longer be trusted to run tasks.
+      try {
+        const auto reason = std::current_exception();
+        {
+          std::lock_guard lock(mutex_);
+          if (!broken_) broken_ = reason;
+        }
+        broken_local_ = true;
+        fail_everything(reason);
+      } catch (...) {
+      }
+    }
+    // Teardown: closing the channel makes the template kill its workers and exit.
+    try {
+      template_ch_.close();
+      for (auto& s : slots_) {
+        s.ch.close();
+        s.state = State::dead;
+        s.pid = -1;
+        s.orphans.clear();
+      }
+      if (template_.valid()) {
+        // Ours to wait for: it exits once it sees the channel close (and
+        // never waits for anything but its own workers). Bounded anyway.
+        if (!template_.wait_exited(Clock::now() + std::chrono::seconds(5))) template_.send_signal(SIGKILL);
+        template_.wait_exited(Clock::time_point::max());
+        template_.try_reap();
+      }
+      update_pids();
+    } catch (...) {
+    }
+  }
+
+  void io_loop() {
     std::vector<pollfd> fds;
     bool terminating = false;
     bool more_pending = false;  // submitted while the last poll ran: poll without sleeping
@@ -449,6 +656,8 @@ class PoolEngine {
         begin_stop(true);
       }
       if (!stopping_) {
+        for (std::size_t i = 0; i < slots_.size(); ++i)
+          if (slots_[i].state == State::dead && slots_[i].respawn_at <= Clock::now()) spawn(i);
         dispatch();
         // Retiring workers (maxtasksperchild) leave once idle; a fresh one takes the slot.
         for (auto& s : slots_) {
@@ -462,12 +671,12 @@ class PoolEngine {
         if (closed && idle) begin_stop(false);
       }
       if (stopping_ && std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == State::dead; }))
-        break;
+        return;
 
       // Flush what is queued for the template and the workers.
       if (template_ch_.flush() == Channel::Io::closed) {
         template_died();
-        break;
+        return;
       }
       for (auto& s : slots_)
         if (s.ch.valid() && s.ch.flush() == Channel::Io::closed) s.ch.close();
@@ -484,7 +693,7 @@ class PoolEngine {
         std::lock_guard lock(mutex_);
         more_pending = !pending_.empty() || terminate_ != terminate || closed_ != closed;
       }
-      const int rc = ::poll(fds.data(), fds.size(), more_pending ? 0 : -1);
+      const int rc = ::poll(fds.data(), fds.size(), more_pending ? 0 : (stopping_ ? -1 : respawn_timeout_ms()));
       io_sleeping_.store(false);
       if (rc < 0 && errno != EINTR) throw_errno("poll (process pool)");
 
@@ -504,17 +713,10 @@ class PoolEngine {
         }
         if (io == Channel::Io::closed || io == Channel::Io::error) {
           template_died();
-          break;
+          return;
         }
       }
     }
-    // Teardown: closing the channel makes the template exit.
-    template_ch_.close();
-    if (template_is_child_) {
-      while (::waitpid(template_pid_, nullptr, 0) < 0 && errno == EINTR) {
-      }
-    }
-    update_pids();
   }
 
   void handle_template_frame(const Frame& f) {
@@ -534,9 +736,8 @@ class PoolEngine {
       }
       case tm_spawn_failed: {
         const auto err = read_pod<std::int32_t>(f.payload);
-        break_pool(std::make_exception_ptr(ProcessError(
-            std::string("mproc: Pool: cannot fork a worker: ") + std::strerror(err ? *err : 0))));
-        if (f.header.id < slots_.size()) slots_[f.header.id].state = State::dead;
+        if (f.header.id < slots_.size())
+          spawn_failed(f.header.id, std::string("fork: ") + std::strerror(err ? *err : 0));
         break;
       }
       case tm_exited: {
@@ -557,18 +758,14 @@ class PoolEngine {
       if (!broken_) broken_ = reason;
     }
     fail_everything(reason);
-    for (auto& s : slots_) {
-      s.ch.close();
-      s.state = State::dead;
-      s.pid = -1;
-    }
   }
 
   EngineConfig cfg_;
+  const pid_t owner_;  // the process whose pool this is
   std::shared_ptr<TransferHeap> heap_ = std::make_shared<TransferHeap>();
+  std::shared_ptr<Mapping> board_;  // SlotStatus per slot
   UniqueFd wake_;
-  pid_t template_pid_ = -1;
-  bool template_is_child_ = false;
+  Child template_;  // StartMethod::fork: the template is our child
 
   // Shared with submitting threads, under mutex_.
   mutable std::mutex mutex_;
@@ -591,7 +788,7 @@ class PoolEngine {
   int startup_deaths_ = 0;  // consecutive workers that died before becoming ready
 
   std::mutex join_mutex_;
-  std::thread io_;
+  std::unique_ptr<std::thread> io_;
 };
 
 }  // namespace mproc::detail

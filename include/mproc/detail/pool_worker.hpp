@@ -14,6 +14,8 @@
 // their address; a function pointer's value travels alongside.
 #pragma once
 
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -30,6 +32,11 @@
 #include "channel.hpp"
 #include "demangle.hpp"
 #include "shm_segment.hpp"
+#include "spawn.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace mproc::detail {
 
@@ -39,7 +46,45 @@ enum PoolMsg : std::uint16_t {
   pm_ready = 10,       // worker -> owner: the initializer succeeded
   pm_init_failed = 11, // worker -> owner: payload = ErrorInfo of the initializer
   pm_result = 12,      // worker -> owner: id = task id, payload = results
+  pm_result_fd = 13,   // worker -> owner: id = task id, payload = {u64 size}, fd = sealed
+                       //   memfd holding the results (results of at least kResultViaFd bytes)
 };
+
+// Results at least this large travel in a sealed memfd passed with the
+// frame rather than through the socket: no size limit but memory, and no
+// socket buffer that grows to their size.
+inline constexpr std::size_t kResultViaFd = std::size_t{1} << 20;
+
+// Seals a result memfd carries, checked by the owner before it maps it (a
+// worker that could still shrink it could make the owner die of SIGBUS).
+inline constexpr int kResultSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
+
+// The status board: one cache line per worker slot, in shared memory owned
+// by the pool's owner. A worker notes there the id of the task whose user
+// code it is about to run. When a worker dies, the owner reads its line:
+// the task noted (if still unfinished) is the one lost; tasks handed to the
+// worker but never started are run by another worker.
+struct alignas(64) SlotStatus {
+  std::atomic<std::uint64_t> started{0};
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+// What the worker being run in this process knows about itself (set by
+// pool_worker_main; null words outside pool workers).
+struct WorkerSelf {
+  std::atomic<std::uint64_t>* started = nullptr;
+  std::uint64_t task = 0;  // id of the task being decoded or run
+};
+inline WorkerSelf& worker_self() noexcept {
+  static WorkerSelf self;
+  return self;
+}
+
+// Called by trampolines right before user code runs for a task.
+inline void note_task_started() noexcept {
+  WorkerSelf& self = worker_self();
+  if (self.started != nullptr) self.started->store(self.task, std::memory_order_release);
+}
 
 // Runs `count` calls of the function `fn` (a function pointer's bits, unused
 // for captureless callables), decoding arguments from `args` and appending
@@ -195,6 +240,22 @@ inline void write_item_error(std::vector<std::byte>& out, const ExceptionInfo& i
   w.write(info.message);
 }
 
+// The forms of a task's results.
+enum : std::uint8_t {
+  results_items = 0x10,   // per call: status byte, then value or error
+  results_values = 0x11,  // every call succeeded: one std::vector<R> (one copy for arithmetic R)
+};
+
+// Appends the results of a task of `count` calls that all failed with
+// `info` (the error is reported for every call).
+inline void write_task_failed(std::vector<std::byte>& out, std::uint64_t count, const ExceptionInfo& info) {
+  {
+    ItemWriter w(out);
+    w.write(results_items);
+  }
+  for (std::uint64_t i = 0; i < count; ++i) write_item_error(out, info);
+}
+
 // Encodes one call's outcome: runs `call` and appends status + value, or,
 // if it throws, rolls back to the item's start and appends the error.
 template <class Call>
@@ -218,11 +279,6 @@ void run_item(std::vector<std::byte>& out, Call&& call) {
   }
 }
 
-// The forms of a task's results.
-enum : std::uint8_t {
-  results_items = 0x10,   // per call: status byte, then value or error
-  results_values = 0x11,  // every call succeeded: one std::vector<R> (one copy for arithmetic R)
-};
 
 // The trampoline for map/imap (Star = false: one argument per call) and
 // starmap/apply (Star = true: Arg is a tuple of arguments). Results are
@@ -240,6 +296,7 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
   };
   using R = std::remove_cvref_t<decltype(call(std::declval<Arg&>()))>;
   const std::size_t start = out.size();
+  note_task_started();
   std::uint64_t i = 0;
   std::exception_ptr error;   // of call i, when it threw
   bool bad_input = false;     // argument i could not be decoded
@@ -271,17 +328,14 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
         return;
       }
       w.write(results_items);
-      for (const auto& v : values) {
+      for (std::size_t k = 0; k < values.size(); ++k) {
         w.write(item_ok);
-        w.write(v);
+        w.write(static_cast<const R&>(values[k]));  // std::vector<bool> hands out proxies
       }
     } catch (...) {
       // A value that cannot be encoded: report every call as failed.
       out.resize(start);
-      ItemWriter w(out);
-      w.write(results_items);
-      const ExceptionInfo info = describe_current_exception();
-      for (std::uint64_t k = 0; k < count; ++k) write_item_error(out, info);
+      write_task_failed(out, count, describe_current_exception());
       return;
     }
   } else {
@@ -317,73 +371,211 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
   }
 }
 
+// The trampoline of a pool initializer: f(args...) once, its return value
+// ignored (as in Python). Writes results_items and one item: ok or the error.
+template <class F, class Arg>
+void init_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t, std::vector<std::byte>& out) {
+  F f = callable_from_bits<F>(fn);
+  {
+    ItemWriter w(out);
+    w.write(results_items);
+  }
+  run_item(out, [&] {
+    Arg a = args.template read<Arg>();
+    (void)apply_with(f, a);
+  });
+}
+
 // ---------------------------------------------------------------- worker
 
-// The pool configuration a worker receives: [initializer trampoline][fn]
-// [encoded initializer arguments]. A zero trampoline means no initializer.
-inline int pool_worker_main(int channel_fd, std::span<const std::byte> config) {
-  // Shared memory handed to this worker task after task (Value/Array
-  // arguments) stays mapped between tasks instead of being re-faulted.
-  set_auto_retain(true);
-  Channel ch{UniqueFd(channel_fd)};
-  std::vector<std::byte> out;
-  out.reserve(64 * 1024);
+// The steps of a worker's task protocol. mproc's tests (MPROC_TEST_HOOKS,
+// tests/support/fault_injection.hpp) inject faults there; in every other
+// build fault_point() is empty.
+enum class FaultStep {
+  before_read,       // waiting for the next task (it may already be in the socket)
+  after_read,        // the task frame has been read, nothing decoded yet
+  in_decode,         // inside task handling, before the arguments are decoded
+  after_run,         // user code has run; the results are encoded but not sent
+  in_send,           // while the results are being sent
+  mid_large_result,  // halfway through writing a large result into its memfd
+  after_write,       // the results have left
+};
+#if defined(MPROC_TEST_HOOKS)
+void fault_point(FaultStep step);  // defined by the test
+#else
+inline void fault_point(FaultStep) noexcept {}
+#endif
 
-  if (config.size() >= 2 * sizeof(std::uint64_t)) {
-    std::uint64_t tramp = 0, fn = 0;
-    std::memcpy(&tramp, config.data(), sizeof tramp);
-    std::memcpy(&fn, config.data() + sizeof tramp, sizeof fn);
-    if (tramp != 0) {
-      Reader args(config.subspan(2 * sizeof(std::uint64_t)));
-      reinterpret_cast<Trampoline>(tramp)(static_cast<std::uintptr_t>(fn), args, 1, out);
+// The pool configuration a worker receives: [ShmHandle of the status board]
+// [initializer trampoline][fn][encoded initializer arguments]. A zero
+// trampoline means no initializer.
+struct WorkerConfigHeader {
+  ShmHandle board;
+  std::uint64_t init_trampoline = 0;
+  std::uint64_t init_fn = 0;
+};
+
+// Sends `out` (the results of task `id`) in a sealed memfd. Returns false
+// if the memfd cannot be made (the caller reports the task as failed).
+// Throws ProcessError if the channel fails.
+inline bool send_result_fd(Channel& ch, std::uint64_t id, std::span<const std::byte> out) {
+  UniqueFd fd(::memfd_create("mproc-result", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return false;
+  if (::ftruncate(fd.get(), static_cast<off_t>(out.size())) < 0) return false;
+  std::size_t done = 0;
+  bool halfway = false;
+  while (done < out.size()) {
+    if (!halfway && done >= out.size() / 2) {
+      halfway = true;
+      fault_point(FaultStep::mid_large_result);
+    }
+    const std::size_t piece = std::min<std::size_t>(out.size() - done, done < out.size() / 2 ? out.size() / 2 - done : out.size());
+    const ssize_t n = ::pwrite(fd.get(), out.data() + done, piece, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;  // ENOSPC/ENOMEM: tmpfs or memory limit
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS, kResultSeals) < 0) return false;
+  const std::uint64_t size = out.size();
+  ch.put(pm_result_fd, id, std::span<const std::byte>(reinterpret_cast<const std::byte*>(&size), sizeof size),
+         std::move(fd));
+  return true;
+}
+
+// Replaces whatever `out` holds with the results of a task of `count` calls
+// that all failed with `info` (the error is reported for every call).
+
+
+// Runs one task frame, leaving its results in `out`. Never lets an
+// exception out: a failure of the worker's own machinery (out of memory
+// while decoding or encoding, shared memory that cannot be opened) fails
+// every call of the task with that error. Returns false only if even that
+// report cannot be written (the worker must exit).
+inline bool run_task(const Frame& f, std::vector<std::byte>& out) noexcept {
+  TaskHeader h{};
+  std::memcpy(&h, f.payload.data(), sizeof h);
+  try {
+    out.clear();
+    std::span<const std::byte> arg_bytes = f.payload.subspan(sizeof h);
+    std::shared_ptr<Mapping> heap;
+    if (h.flags & task_args_in_heap) {
+      // Large arguments wait in the owner's transfer heap.
+      ShmHandle where;
+      if (arg_bytes.size() != sizeof where) throw ProcessError("mproc: malformed task (bad transfer-heap handle)");
+      std::memcpy(&where, arg_bytes.data(), sizeof where);
+      heap = open_segment(where, "the arguments of a pool task");
+      arg_bytes = {heap->data() + where.offset, static_cast<std::size_t>(where.length)};
+    }
+    fault_point(FaultStep::in_decode);
+    Reader args(arg_bytes);
+    reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
+    return true;
+  } catch (...) {
+    try {
+      ExceptionInfo info = describe_current_exception();
+      info.message = "in the pool worker's own machinery (pid " + std::to_string(::getpid()) + "): " + info.message;
+      std::vector<std::byte>().swap(out);  // free what a failed encoding held
+      write_task_failed(out, h.count, info);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+}
+
+// Sends the results of task `id`: through the socket, or in a memfd when
+// large. A result that cannot be sent at all (no memory for a memfd, say)
+// is replaced by an error for each call of the task. Returns false if the
+// owner is gone or nothing at all could be sent.
+inline bool send_result(Channel& ch, std::uint64_t id, std::uint64_t count, std::vector<std::byte>& out) noexcept {
+  try {
+    fault_point(FaultStep::in_send);
+    if (out.size() < kResultViaFd) {
+      ch.put(pm_result, id, out);
+    } else if (!send_result_fd(ch, id, out)) {
+      const int err = errno;
+      const std::size_t size = out.size();
+      std::vector<std::byte>().swap(out);
+      write_task_failed(out, count,
+                        {"mproc::ProcessError", "mproc: Pool: the task's result (" + std::to_string(size) +
+                                                    " bytes encoded) could not be sent: " + std::strerror(err)});
+      ch.put(pm_result, id, out);
+    }
+  } catch (...) {
+    try {
+      ExceptionInfo info = describe_current_exception();
+      info.message = "mproc: Pool: the task's result could not be sent: " + info.message;
+      std::vector<std::byte>().swap(out);
+      write_task_failed(out, count, info);
+      ch.put(pm_result, id, out);
+    } catch (...) {
+      return false;
+    }
+  }
+  try {
+    return ch.flush_blocking();
+  } catch (...) {
+    return false;
+  }
+}
+
+// The loop a pool worker runs (a WorkerEntry). Returns its exit code: 0
+// when told to stop or when the owner is gone, 2 on a malformed frame from
+// the owner, worker_exit_internal when it cannot even report a failure.
+inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<const std::byte> config) noexcept {
+  try {
+    // Shared memory handed to this worker task after task (Value/Array
+    // arguments) stays mapped between tasks instead of being re-faulted.
+    set_auto_retain(true);
+    Channel ch(std::move(channel));
+    WorkerConfigHeader cfg;
+    if (config.size() < sizeof cfg) return 2;
+    std::memcpy(&cfg, config.data(), sizeof cfg);
+    std::shared_ptr<Mapping> board = open_segment(cfg.board, "the pool's status board");
+    if ((slot + 1) * sizeof(SlotStatus) > board->size()) return 2;
+    worker_self().started = &reinterpret_cast<SlotStatus*>(board->data())[slot].started;
+
+    std::vector<std::byte> out;
+    out.reserve(64 * 1024);
+    if (cfg.init_trampoline != 0) {
+      Reader args(config.subspan(sizeof cfg));
+      reinterpret_cast<Trampoline>(cfg.init_trampoline)(static_cast<std::uintptr_t>(cfg.init_fn), args, 1, out);
       // [results_items][status][type, message when it threw]
       if (out.size() < 2 || out[1] != std::byte{item_ok}) {
-        ch.put(pm_init_failed, 0, std::span<const std::byte>(out).subspan(2));
+        ch.put(pm_init_failed, 0, std::span<const std::byte>(out).subspan(std::min<std::size_t>(out.size(), 2)));
         ch.flush_blocking();
         return 1;
       }
       out.clear();
     }
-  }
-  ch.put(pm_ready, 0, {});
-  if (!ch.flush_blocking()) return 0;
-
-  Frame f;
-  for (;;) {
-    bool got = false;
-    try {
-      got = ch.receive_blocking(f);
-    } catch (const ProcessError&) {
-      return 2;  // malformed input from the owner
-    }
-    if (!got || f.header.type == pm_stop) return 0;
-    if (f.header.type != pm_task || f.payload.size() < sizeof(TaskHeader)) return 2;
-    TaskHeader h;
-    std::memcpy(&h, f.payload.data(), sizeof h);
-    std::span<const std::byte> arg_bytes = f.payload.subspan(sizeof h);
-    out.clear();
-    std::shared_ptr<Mapping> heap;
-    if (h.flags & task_args_in_heap) {
-      // Large arguments wait in the owner's transfer heap.
-      ShmHandle where;
-      if (arg_bytes.size() != sizeof where) return 2;
-      std::memcpy(&where, arg_bytes.data(), sizeof where);
-      try {
-        heap = open_segment(where, "the arguments of a pool task");
-        arg_bytes = {heap->data() + where.offset, static_cast<std::size_t>(where.length)};
-      } catch (...) {
-        const ExceptionInfo info = describe_current_exception();
-        for (std::uint64_t i = 0; i < h.count; ++i) write_item_error(out, info);
-      }
-    }
-    if (out.empty()) {
-      Reader args(arg_bytes);
-      reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
-    }
-    ch.put(pm_result, f.header.id, out);
-    // Every result leaves before the next task starts: if that task crashes
-    // this worker, the results of the finished ones are not lost with it.
+    ch.put(pm_ready, 0, {});
     if (!ch.flush_blocking()) return 0;
+
+    Frame f;
+    for (;;) {
+      fault_point(FaultStep::before_read);
+      bool got = false;
+      try {
+        got = ch.receive_blocking(f);
+      } catch (const ProcessError&) {
+        return 2;  // malformed input from the owner
+      }
+      if (!got || f.header.type == pm_stop) return 0;
+      if (f.header.type != pm_task || f.payload.size() < sizeof(TaskHeader)) return 2;
+      worker_self().task = f.header.id;
+      fault_point(FaultStep::after_read);
+      if (!run_task(f, out)) return worker_exit_internal;
+      fault_point(FaultStep::after_run);
+      TaskHeader h;
+      std::memcpy(&h, f.payload.data(), sizeof h);
+      // Every result leaves before the next task starts: if that task crashes
+      // this worker, the results of the finished ones are not lost with it.
+      if (!send_result(ch, f.header.id, h.count, out)) return 0;
+      fault_point(FaultStep::after_write);
+      if (out.capacity() > (std::size_t{4} << 20)) std::vector<std::byte>().swap(out);  // after a huge result
+    }
+  } catch (...) {
+    return worker_exit_internal;  // out of memory before the loop, or a board that cannot be opened
   }
 }
 

@@ -11,8 +11,10 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
 #include <iostream>  // std::cout/clog/cerr: flushed around fork() and before _exit()
 #include <optional>
 #include <string>
@@ -47,6 +49,11 @@ inline int exitcode_from_status(int status) noexcept {
   return 255;
 }
 
+// Exit code of a process of mproc's own (a pool worker, a template) whose
+// machinery failed in a way it could not report otherwise (out of memory in
+// mproc's code, for instance). Distinct from what user code commonly uses.
+inline constexpr int worker_exit_internal = 70;
+
 // Flushes C stdio and std::cout/clog/cerr. Call before fork(), so the child
 // does not inherit (and write out a second time) what the parent buffered,
 // and in the child before _exit(). Never throws.
@@ -78,15 +85,21 @@ inline void reset_child_signals() noexcept {
 
 // fork() with stdio flushed first (see flush_stdio) and every signal blocked
 // across it, so the child cannot run one of the parent's handlers before it
-// has called reset_child_signals() — which it must, first thing. Returns the
-// child's pid in the parent (with the caller's signal mask restored) and 0 in
-// the child. Throws ProcessError naming `who` if fork() fails.
-inline pid_t fork_child(const std::string& who) {
+// has called reset_child_signals() (or chosen its own mask) — which it must,
+// first thing. The child inherits none of mproc's private descriptors but
+// those in `keep` (see PrivateFds). Returns the child's pid in the parent
+// (with the caller's signal mask restored) and 0 in the child. Throws
+// ProcessError naming `who` if fork() fails (e.g. EAGAIN: process limit).
+inline pid_t fork_child(const std::string& who, std::initializer_list<int> keep = {}) {
   flush_stdio();
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  const pid_t pid = ::fork();
+  pid_t pid;
+  {
+    PrivateFds::Keep kept(keep);
+    pid = ::fork();
+  }
   if (pid == 0) return 0;
   const int err = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -112,9 +125,11 @@ int call_for_exit_code(F&& f) {
 // _exit(), so the parent's atexit handlers and static destructors never run
 // in the child. Exit code: body's result as call_for_exit_code() maps it;
 // 1 if body throws, after printing "Process <label>: <type>: <message>" to
-// stderr (Python prints a traceback ending in that line). Never returns.
+// stderr (Python prints a traceback ending in that line). The code is also
+// written to `status_fd` (if valid) just before exiting, so that the parent
+// learns it even if something else reaps the child. Never returns.
 template <class F>
-[[noreturn]] void run_child_and_exit(std::string_view label, F&& body) noexcept {
+[[noreturn]] void run_child_and_exit(std::string_view label, F&& body, int status_fd = -1) noexcept {
   int code = 1;
   try {
     code = call_for_exit_code(std::forward<F>(body));
@@ -131,6 +146,10 @@ template <class F>
     code = 1;
   }
   flush_stdio();
+  if (status_fd >= 0) {
+    const std::int32_t status = code & 0xff;  // what the OS keeps
+    [[maybe_unused]] const auto n = ::write(status_fd, &status, sizeof status);
+  }
   ::_exit(code);
 }
 
@@ -149,8 +168,13 @@ class Child {
   // Takes charge of `pid`, a child just forked by this process.
   explicit Child(pid_t pid) noexcept : pid_(pid), owner_(::getpid()) {
 #if defined(SYS_pidfd_open)
-    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));  // O_CLOEXEC implied
-    if (pidfd_ < 0) pidfd_ = -1;  // ENOSYS, EMFILE, ...: fall back to polling
+    try {
+      pidfd_ = std::move(PrivateFds::instance().create<1>("pidfd_open", [pid](int* out) {
+        out[0] = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));  // O_CLOEXEC implied
+        return out[0];
+      })[0]);
+    } catch (...) {  // ENOSYS, EMFILE, ...: fall back to polling
+    }
 #endif
   }
 
@@ -173,7 +197,6 @@ class Child {
       while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED) < 0 && errno == EINTR) {
       }
     }
-    if (pidfd_ >= 0) ::close(pidfd_);
   }
 
   void swap(Child& other) noexcept {
@@ -189,7 +212,7 @@ class Child {
   pid_t pid() const noexcept { return pid_; }
   // The pidfd (readable once the child has exited), or -1 without one. Stays
   // open until destruction, reaped or not.
-  int pidfd() const noexcept { return pidfd_; }
+  int pidfd() const noexcept { return pidfd_.get(); }
   // True in the process that forked the child (false in a forked copy).
   bool owned_here() const noexcept { return owner_ == ::getpid(); }
 
@@ -226,7 +249,7 @@ class Child {
   // every other member except destruction and move. Throws ProcessError if
   // poll() fails.
   bool wait_exited(Clock::time_point deadline) const {
-    if (pidfd_ >= 0) return poll_until(pidfd_, POLLIN, deadline) != 0;
+    if (pidfd_) return poll_until(pidfd_.get(), POLLIN, deadline) != 0;
     // No pidfd: peek with WNOWAIT, backing off from 50 us to 5 ms.
     for (auto pause = std::chrono::microseconds(50);;
          pause = std::min(pause * 2, std::chrono::microseconds(5000))) {
@@ -246,7 +269,7 @@ class Child {
   bool send_signal(int sig) noexcept {
     if (pid_ <= 0 || state_ != State::running || !owned_here()) return false;
 #if defined(SYS_pidfd_send_signal)
-    if (pidfd_ >= 0) return ::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0) == 0;
+    if (pidfd_) return ::syscall(SYS_pidfd_send_signal, pidfd_.get(), sig, nullptr, 0) == 0;
 #endif
     return ::kill(pid_, sig) == 0;  // safe: an unreaped child's pid is not recycled
   }
@@ -255,7 +278,7 @@ class Child {
   enum class State { running, reaped, lost };
   pid_t pid_ = -1;
   pid_t owner_ = -1;
-  int pidfd_ = -1;
+  UniqueFd pidfd_;
   State state_ = State::running;
   int exitcode_ = 0;
 };

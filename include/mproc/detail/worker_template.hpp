@@ -13,9 +13,17 @@
 //   owner -> template  spawn{slot} + worker's socket end;  kill{pid, signal}
 //   template -> owner  spawned{slot, pid};  spawn_failed{slot, errno};
 //                      exited{pid, exitcode}   (Python convention: -N = signal N)
-// When the owner closes the channel (or dies), the template SIGKILLs and
-// reaps its workers and exits. Every process in the chain has
-// PR_SET_PDEATHSIG = SIGKILL, so nothing outlives a SIGKILLed owner.
+// When the owner closes the channel or exits, the template SIGKILLs and
+// reaps its workers and exits. The template watches the owner *process*
+// through a pidfd (PR_SET_PDEATHSIG would fire when the owner's forking
+// thread exits, not the process); workers die with their template
+// (PR_SET_PDEATHSIG: the template is single-threaded), so nothing outlives a
+// SIGKILLed owner.
+//
+// The host program's signal setup is not ours: templates and the fork server
+// restore the default SIGCHLD disposition (a host that ignores SIGCHLD, or
+// sets SA_NOCLDWAIT, would make the kernel reap workers before we learn how
+// they ended), and nothing outside them depends on SIGCHLD.
 #pragma once
 
 #include <atomic>
@@ -60,8 +68,11 @@ enum class StartMethod {
 namespace detail {
 
 // The function a freshly forked worker runs: given its end of the worker
-// channel and the pool's configuration bytes, returns the exit code.
-using WorkerEntry = int (*)(int channel_fd, std::span<const std::byte> config);
+// channel, its slot in the pool and the pool's configuration bytes, returns
+// the exit code. It must not throw (the template exits the worker with
+// worker_exit_internal if it does).
+using WorkerEntry = int (*)(UniqueFd channel, std::uint64_t slot, std::span<const std::byte> config);
+
 
 enum TemplateMsg : std::uint16_t {
   tm_spawn = 1,      // owner -> template: fork a worker (fd: worker's channel end); id = slot
@@ -69,7 +80,8 @@ enum TemplateMsg : std::uint16_t {
   tm_spawned,        // template -> owner: id = slot, payload {pid}
   tm_spawn_failed,   // template -> owner: id = slot, payload {errno}
   tm_exited,         // template -> owner: payload {pid, exitcode}
-  tm_make_template,  // owner -> fork server: fork a template (fd: its channel end); payload config
+  tm_make_template,  // owner -> fork server: fork a template (fd: its channel end);
+                     //   payload {owner pid}{entry}{config}
   tm_made_template,  // fork server -> owner: payload {pid} or {-errno}
 };
 
@@ -114,23 +126,61 @@ inline int thread_count() noexcept {
 }
 
 // In a freshly forked child: die with the parent, and bail out if the parent
-// already died between fork() and prctl().
+// already died between fork() and prctl(). Only for a single-threaded
+// parent: the signal fires when the forking thread exits.
 inline void die_with_parent(pid_t expected_parent) noexcept {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != expected_parent) ::_exit(1);
 }
 
+// In a process forked on behalf of `owner` (its parent when
+// `owner_is_parent`): a pidfd that becomes readable when the owner process
+// exits, whichever of its threads forked us. Exits at once if the owner is
+// already gone. Without pidfds (kernel < 5.3), falls back to
+// die_with_parent() and returns an invalid fd.
+inline UniqueFd watch_owner(pid_t owner, bool owner_is_parent) noexcept {
+  UniqueFd fd;
+  int err = 0;
+  try {
+    fd = std::move(PrivateFds::instance().create<1>("pidfd_open", [owner, &err](int* out) {
+      out[0] = static_cast<int>(::syscall(SYS_pidfd_open, owner, 0));
+      if (out[0] < 0) err = errno;
+      return out[0];
+    })[0]);
+  } catch (...) {
+    if (err == ESRCH) ::_exit(0);  // the owner is gone
+    if (owner_is_parent) die_with_parent(owner);
+    return {};
+  }
+  // The owner may have died and its pid been reused before pidfd_open.
+  if (owner_is_parent && ::getppid() != owner) ::_exit(0);
+  return fd;
+}
+
+// Restores the default SIGCHLD disposition (no handler, no SA_NOCLDWAIT),
+// so that exited children stay waitable and raise SIGCHLD.
+inline void default_sigchld() noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGCHLD, &dfl, nullptr);
+}
+
 // SIGCHLD as a pollable fd, for the single-threaded template and fork-server
-// processes. Blocks SIGCHLD in the calling process.
+// processes. Restores SIGCHLD's default disposition and blocks it in the
+// calling process.
 class ChildSignals {
  public:
   ChildSignals() {
+    default_sigchld();
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     ::sigprocmask(SIG_BLOCK, &chld, nullptr);
-    fd_.reset(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (!fd_) ::_exit(3);
+    fd_ = std::move(PrivateFds::instance().create<1>("signalfd", [&chld](int* out) {
+      out[0] = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+      return out[0];
+    })[0]);
   }
   int fd() const noexcept { return fd_.get(); }
   void close() noexcept { fd_.reset(); }
@@ -159,51 +209,61 @@ inline void reap_all_children() noexcept {
   }
 }
 
-// Runs in the template process. Never returns.
-[[noreturn]] inline void template_main(UniqueFd session_fd, WorkerEntry entry,
-                                       std::vector<std::byte> config, sigset_t worker_mask) {
-  // SIGCHLD arrives through a signalfd; workers get the owner's mask back.
-  ChildSignals sigchld;
-  Channel session(std::move(session_fd));
+// Runs in the template process: forks workers on request and reports their
+// exits until the owner closes the session or exits. `owner` is a pidfd of
+// the owner process (invalid: rely on PR_SET_PDEATHSIG). Never returns;
+// never throws (an internal failure kills the workers and exits).
+[[noreturn]] inline void template_main(UniqueFd session_fd, UniqueFd owner, WorkerEntry entry,
+                                       std::vector<std::byte> config, sigset_t worker_mask) noexcept {
   std::unordered_set<pid_t> workers;
-  const pid_t self = ::getpid();
-
-  auto shutdown = [&](int code) {
+  auto shutdown = [&](int code) noexcept {
     for (pid_t pid : workers) ::kill(pid, SIGKILL);
     reap_all_children();
     ::_exit(code);
   };
-
-  for (;;) {
-    if (session.flush() == Channel::Io::closed) shutdown(0);
-    pollfd fds[2] = {{session.fd(), static_cast<short>(POLLIN | (session.has_output() ? POLLOUT : 0)), 0},
-                     {sigchld.fd(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      shutdown(4);
-    }
-    if (fds[1].revents & POLLIN) {
-      sigchld.reap([&](pid_t pid, int code) {
-        workers.erase(pid);
-        const PidCode pc{pid, code};
-        session.put(tm_exited, 0, as_bytes_of(pc));
-      });
-    }
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+  try {
+    // SIGCHLD arrives through a signalfd; workers get the owner's mask back.
+    ChildSignals sigchld;
+    Channel session(std::move(session_fd));
+    const pid_t self = ::getpid();
+    for (;;) {
+      if (session.flush() == Channel::Io::closed) shutdown(0);
+      pollfd fds[3] = {{session.fd(), static_cast<short>(POLLIN | (session.has_output() ? POLLOUT : 0)), 0},
+                       {sigchld.fd(), POLLIN, 0},
+                       {owner.get(), POLLIN, 0}};
+      if (::poll(fds, owner ? 3 : 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        shutdown(4);
+      }
+      if (owner && (fds[2].revents & POLLIN)) shutdown(0);  // the owner process exited
+      if (fds[1].revents & POLLIN) {
+        sigchld.reap([&](pid_t pid, int code) {
+          workers.erase(pid);
+          const PidCode pc{pid, code};
+          session.put(tm_exited, 0, as_bytes_of(pc));
+        });
+      }
+      if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
       const auto io = session.fill();
       Frame f;
       try {
         while (session.next(f)) {
           if (f.header.type == tm_spawn && f.fd.valid()) {
+            workers.reserve(workers.size() + 1);  // no allocation after a successful fork
             flush_stdio();
-            const pid_t pid = ::fork();
+            pid_t pid;
+            {
+              PrivateFds::Keep keep{f.fd.get()};  // the only descriptor of ours a worker inherits
+              pid = ::fork();
+            }
             if (pid == 0) {
               die_with_parent(self);
               ::sigprocmask(SIG_SETMASK, &worker_mask, nullptr);
-              sigchld.close();
-              const int channel = f.fd.release();
-              session.close();
-              const int code = entry(channel, config);
+              int code = worker_exit_internal;
+              try {
+                code = entry(std::move(f.fd), f.header.id, config);
+              } catch (...) {  // entries report their own failures; this is the backstop
+              }
               flush_stdio();  // what tasks printed is not lost with the worker
               ::_exit(code);
             }
@@ -226,26 +286,37 @@ inline void reap_all_children() noexcept {
       }
       if (io == Channel::Io::closed || io == Channel::Io::error) shutdown(0);
     }
+  } catch (...) {
+    shutdown(worker_exit_internal);  // out of memory or descriptors in the template itself
   }
+  ::_exit(worker_exit_internal);  // not reached: shutdown() exits
 }
 
-// Forks a template process from the calling process. Returns its pid and
-// the owner's end of its channel. Call only while single-threaded.
-inline std::pair<pid_t, UniqueFd> fork_template(WorkerEntry entry, std::vector<std::byte> config) {
+// Forks a template process from the calling process. Returns it (reaped by
+// its Child) and the owner's end of its channel. `worker_mask` is the signal
+// mask its workers run with. Call only while single-threaded, or accept what
+// fork() from a multithreaded process implies (see StartMethod::fork).
+// Throws ProcessError (fork failed, out of descriptors).
+inline std::pair<Child, UniqueFd> fork_template(WorkerEntry entry, std::vector<std::byte> config,
+                                                sigset_t worker_mask) {
   auto [owner_end, template_end] = socket_pair();
-  sigset_t mask;
-  ::sigprocmask(SIG_SETMASK, nullptr, &mask);
   const pid_t parent = ::getpid();
-  flush_stdio();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork (pool template process)");
+  const pid_t pid = fork_child("Pool (template process)", {template_end.get()});
   if (pid == 0) {
-    die_with_parent(parent);
-    owner_end.reset();
-    template_main(std::move(template_end), entry, std::move(config), mask);
+    UniqueFd owner = watch_owner(parent, true);
+    template_main(std::move(template_end), std::move(owner), entry, std::move(config), worker_mask);
   }
+  Child child(pid);
+  template_end.reset();
   set_nonblocking(owner_end.get());
-  return {pid, std::move(owner_end)};
+  return {std::move(child), std::move(owner_end)};
+}
+
+// The same, with the calling thread's signal mask for the workers.
+inline std::pair<Child, UniqueFd> fork_template(WorkerEntry entry, std::vector<std::byte> config) {
+  sigset_t mask;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+  return fork_template(entry, std::move(config), mask);
 }
 
 // ---------------------------------------------------------------- fork server
@@ -265,17 +336,14 @@ class ForkServer {
     if (running_locked()) return;
     auto [owner_end, server_end] = socket_pair();
     sigset_t mask;
-    ::sigprocmask(SIG_SETMASK, nullptr, &mask);
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
     const pid_t parent = ::getpid();
-    flush_stdio();
-    const pid_t pid = ::fork();
-    if (pid < 0) throw_errno("fork (fork server)");
+    const pid_t pid = fork_child("fork server", {server_end.get()});
     if (pid == 0) {
-      die_with_parent(parent);
-      owner_end.reset();
-      serve(std::move(server_end), mask);
+      UniqueFd owner = watch_owner(parent, true);
+      serve(std::move(server_end), std::move(owner), mask);
     }
-    pid_ = pid;
+    server_ = Child(pid);
     owner_pid_ = parent;
     channel_ = Channel(std::move(owner_end));
   }
@@ -292,9 +360,11 @@ class ForkServer {
     std::lock_guard lock(mutex_);
     if (!running_locked()) throw ProcessError("mproc: the fork server is not running");
     auto [owner_end, template_end] = socket_pair();
-    std::vector<std::byte> payload(sizeof entry + config.size());
-    std::memcpy(payload.data(), &entry, sizeof entry);
-    if (!config.empty()) std::memcpy(payload.data() + sizeof entry, config.data(), config.size());
+    const std::int32_t owner = ::getpid();
+    std::vector<std::byte> payload(sizeof owner + sizeof entry + config.size());
+    std::memcpy(payload.data(), &owner, sizeof owner);
+    std::memcpy(payload.data() + sizeof owner, &entry, sizeof entry);
+    if (!config.empty()) std::memcpy(payload.data() + sizeof owner + sizeof entry, config.data(), config.size());
     channel_.put(tm_make_template, 0, payload, std::move(template_end));
     Frame f;
     if (!channel_.flush_blocking() || !channel_.receive_blocking(f) || f.header.type != tm_made_template)
@@ -313,60 +383,67 @@ class ForkServer {
   ForkServer() = default;
   ~ForkServer() {
     if (owner_pid_ == ::getpid() && channel_.valid()) {
-      channel_.close();  // the server sees EOF and exits
-      ::waitpid(pid_, nullptr, 0);
+      channel_.close();  // the server sees EOF and exits; server_ reaps it
+      server_.wait_exited(Clock::now() + std::chrono::seconds(2));
     }
   }
 
   bool running_locked() const { return channel_.valid() && owner_pid_ == ::getpid(); }
 
-  [[noreturn]] static void serve(UniqueFd fd, sigset_t owner_mask) {
-    ChildSignals sigchld;
-    Channel channel(std::move(fd));
-    const pid_t self = ::getpid();
-    for (;;) {
-      pollfd fds[2] = {{channel.fd(), POLLIN, 0}, {sigchld.fd(), POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0) {
-        if (errno == EINTR) continue;
-        ::_exit(4);
+  [[noreturn]] static void serve(UniqueFd fd, UniqueFd owner, sigset_t owner_mask) noexcept {
+    try {
+      ChildSignals sigchld;
+      Channel channel(std::move(fd));
+      const pid_t self = ::getpid();
+      for (;;) {
+        pollfd fds[3] = {{channel.fd(), POLLIN, 0}, {sigchld.fd(), POLLIN, 0}, {owner.get(), POLLIN, 0}};
+        if (::poll(fds, owner ? 3 : 2, -1) < 0) {
+          if (errno == EINTR) continue;
+          ::_exit(4);
+        }
+        // Templates notice their owner's exit themselves.
+        if (owner && (fds[2].revents & POLLIN)) ::_exit(0);
+        if (fds[1].revents & POLLIN) sigchld.reap([](pid_t, int) {});  // templates that exited
+        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        Frame f;
+        bool got = false;
+        try {
+          got = channel.receive_blocking(f);
+        } catch (const ProcessError&) {
+          got = false;
+        }
+        if (!got) ::_exit(0);  // owner gone or broken: templates notice through their own channels
+        std::int32_t pool_owner = 0;
+        WorkerEntry entry = nullptr;
+        if (f.header.type != tm_make_template || !f.fd.valid() ||
+            f.payload.size() < sizeof pool_owner + sizeof entry)
+          ::_exit(5);
+        std::memcpy(&pool_owner, f.payload.data(), sizeof pool_owner);
+        std::memcpy(&entry, f.payload.data() + sizeof pool_owner, sizeof entry);
+        std::vector<std::byte> config(f.payload.begin() + sizeof pool_owner + sizeof entry, f.payload.end());
+        flush_stdio();
+        pid_t pid;
+        {
+          PrivateFds::Keep keep{f.fd.get()};
+          pid = ::fork();
+        }
+        if (pid == 0) {
+          die_with_parent(self);
+          UniqueFd owner_watch = watch_owner(pool_owner, false);
+          template_main(std::move(f.fd), std::move(owner_watch), entry, std::move(config), owner_mask);
+        }
+        const std::int32_t reply = pid < 0 ? -errno : pid;
+        f.fd.reset();
+        channel.put(tm_made_template, 0, as_bytes_of(reply));
+        if (!channel.flush_blocking()) ::_exit(0);
       }
-      if (fds[1].revents & POLLIN) sigchld.reap([](pid_t, int) {});  // templates that exited
-      if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      Frame f;
-      bool got = false;
-      try {
-        got = channel.receive_blocking(f);
-      } catch (const ProcessError&) {
-        got = false;
-      }
-      if (!got) {
-        // Owner gone or broken: templates notice through their own channels
-        // and PDEATHSIG.
-        ::_exit(0);
-      }
-      if (f.header.type != tm_make_template || !f.fd.valid() || f.payload.size() < sizeof(WorkerEntry))
-        ::_exit(5);
-      WorkerEntry entry;
-      std::memcpy(&entry, f.payload.data(), sizeof entry);
-      std::vector<std::byte> config(f.payload.begin() + sizeof entry, f.payload.end());
-      flush_stdio();
-      const pid_t pid = ::fork();
-      if (pid == 0) {
-        die_with_parent(self);
-        sigchld.close();
-        UniqueFd template_end(f.fd.release());
-        channel.close();
-        template_main(std::move(template_end), entry, std::move(config), owner_mask);
-      }
-      const std::int32_t reply = pid < 0 ? -errno : pid;
-      f.fd.reset();
-      channel.put(tm_made_template, 0, as_bytes_of(reply));
-      if (!channel.flush_blocking()) ::_exit(0);
+    } catch (...) {
+      ::_exit(worker_exit_internal);
     }
   }
 
   std::mutex mutex_;
-  pid_t pid_ = -1;
+  Child server_;
   pid_t owner_pid_ = -1;
   Channel channel_;
 };
