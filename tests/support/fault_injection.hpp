@@ -98,7 +98,7 @@ void fault_point(FaultStep step) {
   } else {
     // Random mode: a per-process xorshift stream.
     static thread_local std::uint64_t state = 0;
-    if (state == 0) state = plan.seed.load() ^ (static_cast<std::uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull) | 1;
+    if (state == 0) state = (plan.seed.load() ^ (static_cast<std::uint64_t>(::getpid()) * 0x9E3779B97F4A7C15ull)) | 1;
     state ^= state << 13;
     state ^= state >> 7;
     state ^= state << 17;

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../errors.hpp"
@@ -257,6 +258,30 @@ inline short poll_until(int fd, short events, Clock::time_point deadline) {
       continue;  // woke early by rounding: wait out the rest
     }
     if (errno != EINTR) throw_errno("poll");
+  }
+}
+
+// poll() that survives a host program's descriptor limit: poll() refuses
+// (EINVAL) more descriptors than RLIMIT_NOFILE allows, even descriptors
+// already open; then the set is polled in slices without blocking, ~1 ms
+// apart, until `timeout_ms` (-1: no limit) passes. Returns as poll() does
+// (EINTR included).
+inline int poll_fds(pollfd* fds, std::size_t n, int timeout_ms) {
+  const int rc = ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
+  if (rc >= 0 || errno != EINVAL || n <= 1) return rc;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= n) return rc;
+  const std::size_t slice = std::max<std::size_t>(1, static_cast<std::size_t>(lim.rlim_cur));
+  const auto deadline = timeout_ms < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    int ready = 0;
+    for (std::size_t at = 0; at < n; at += slice) {
+      const int r = ::poll(fds + at, static_cast<nfds_t>(std::min(slice, n - at)), 0);
+      if (r < 0) return r;
+      ready += r;
+    }
+    if (ready > 0 || Clock::now() >= deadline) return ready;
+    ::usleep(1000);
   }
 }
 

@@ -73,12 +73,12 @@ struct EngineConfig {
   std::vector<std::byte> initializer;  // [trampoline][fn][encoded arguments], or empty
 };
 
-// The result frame of a task whose results came in a memfd: maps it
-// read-only after checking its seals and size. Throws ProcessError when the
-// memfd is malformed (the worker is broken).
+// The results of a task that came in a memfd, mapped read-only.
 class ResultMapping {
  public:
-  ResultMapping(const UniqueFd& fd, std::span<const std::byte> payload) {
+  // Checks that `fd` is a sealed memfd of the size `payload` states; returns
+  // the size. Throws ProcessError if not (the worker is broken).
+  static std::size_t validate(const UniqueFd& fd, std::span<const std::byte> payload) {
     std::uint64_t size = 0;
     if (!fd || payload.size() != sizeof size) throw ProcessError("mproc: Pool: malformed large result frame");
     std::memcpy(&size, payload.data(), sizeof size);
@@ -87,10 +87,15 @@ class ResultMapping {
     if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) != size ||
         size == 0 || seals < 0 || (seals & kResultSeals) != kResultSeals)
       throw ProcessError("mproc: Pool: a worker sent a large result that is not a sealed memfd of the stated size");
+    return static_cast<std::size_t>(size);
+  }
+
+  // Maps `size` bytes of a validated `fd`. Throws ProcessError if this
+  // process cannot map them (address space or memory exhausted).
+  ResultMapping(const UniqueFd& fd, std::size_t size) : size_(size) {
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
-    if (p == MAP_FAILED) throw_errno("mmap of a large task result (" + std::to_string(size) + " bytes)");
+    if (p == MAP_FAILED) throw_errno("Pool: cannot map a task's result of " + std::to_string(size) + " bytes");
     data_ = static_cast<const std::byte*>(p);
-    size_ = static_cast<std::size_t>(size);
   }
   ~ResultMapping() { ::munmap(const_cast<std::byte*>(data_), size_); }
   ResultMapping(const ResultMapping&) = delete;
@@ -456,12 +461,16 @@ class PoolEngine {
             complete_front(s, f.payload);
             break;
           }
-          std::unique_ptr<ResultMapping> big;
+          std::size_t size = 0;
           try {
-            big = std::make_unique<ResultMapping>(f.fd, f.payload);
+            size = ResultMapping::validate(f.fd, f.payload);
           } catch (const ProcessError&) {
             kill_worker(s);  // not a sealed memfd of the stated size: the worker is broken
             return;
+          }
+          std::unique_ptr<ResultMapping> big;
+          try {
+            big = std::make_unique<ResultMapping>(f.fd, size);
           } catch (...) {
             // This process cannot map the result (address space, memory): that task fails.
             PoolTask t = std::move(s.inflight.front());
@@ -693,7 +702,7 @@ class PoolEngine {
         std::lock_guard lock(mutex_);
         more_pending = !pending_.empty() || terminate_ != terminate || closed_ != closed;
       }
-      const int rc = ::poll(fds.data(), fds.size(), more_pending ? 0 : (stopping_ ? -1 : respawn_timeout_ms()));
+      const int rc = poll_fds(fds.data(), fds.size(), more_pending ? 0 : (stopping_ ? -1 : respawn_timeout_ms()));
       io_sleeping_.store(false);
       if (rc < 0 && errno != EINTR) throw_errno("poll (process pool)");
 

@@ -231,7 +231,7 @@ inline void reap_all_children() noexcept {
       pollfd fds[3] = {{session.fd(), static_cast<short>(POLLIN | (session.has_output() ? POLLOUT : 0)), 0},
                        {sigchld.fd(), POLLIN, 0},
                        {owner.get(), POLLIN, 0}};
-      if (::poll(fds, owner ? 3 : 2, -1) < 0) {
+      if (poll_fds(fds, owner ? 3 : 2, -1) < 0) {
         if (errno == EINTR) continue;
         shutdown(4);
       }
@@ -397,7 +397,7 @@ class ForkServer {
       const pid_t self = ::getpid();
       for (;;) {
         pollfd fds[3] = {{channel.fd(), POLLIN, 0}, {sigchld.fd(), POLLIN, 0}, {owner.get(), POLLIN, 0}};
-        if (::poll(fds, owner ? 3 : 2, -1) < 0) {
+        if (poll_fds(fds, owner ? 3 : 2, -1) < 0) {
           if (errno == EINTR) continue;
           ::_exit(4);
         }

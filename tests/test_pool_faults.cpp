@@ -1,0 +1,225 @@
+// Pool workers failing at every step of the task protocol (fault injection,
+// tests/support/fault_injection.hpp), and a soak of 1,000 random faults.
+#include "fault_injection.hpp"  // first: it enables the worker's fault points
+
+#include <mproc/pool.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "catch.hpp"
+#include "proc.hpp"
+#include "within.hpp"
+
+namespace mp = mproc;
+namespace d = mproc::detail;
+using namespace std::chrono_literals;
+using mproc_test::MessageContains;
+
+namespace {
+
+int square(int x) { return x * x; }
+std::vector<int> iota_vec(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+std::vector<int> squares(int n) {
+  std::vector<int> v = iota_vec(n);
+  for (int& x : v) x *= x;
+  return v;
+}
+// A result of `mib` MiB (at least 1: it travels in a memfd).
+std::string big(int mib) { return std::string(static_cast<std::size_t>(mib) << 20, static_cast<char>('a' + mib % 26)); }
+// Sums a large argument (it travels through the transfer heap).
+long long sum_of(const std::vector<int>& v) { return std::accumulate(v.begin(), v.end(), 0LL); }
+
+struct Unencodable {
+  int x = 0;
+};
+Unencodable make_unencodable(int x) { return {x}; }
+
+// Every fault point is reachable by workers forked from now on.
+const bool plan_ready = [] {
+  d::fault_plan();
+  return true;
+}();
+
+// The outcome a fault at a step must produce.
+enum class Expect { success, remote_error, crashed };
+
+Expect expected(d::FaultStep step, d::FaultAction action) {
+  using S = d::FaultStep;
+  const bool thrown = action == d::FaultAction::throw_bad_alloc;
+  switch (step) {
+    case S::before_read:
+    case S::after_read:
+      return Expect::success;  // never started: the task runs on another worker
+    case S::in_decode:
+      return thrown ? Expect::remote_error : Expect::success;
+    case S::after_run:
+      return Expect::crashed;  // started, result not sent: lost (a throw here exits 70)
+    case S::in_send:
+    case S::mid_large_result:
+      return thrown ? Expect::remote_error : Expect::crashed;
+    case S::after_write:
+      return Expect::success;  // the result had left
+  }
+  return Expect::success;
+}
+
+const char* step_name(d::FaultStep s) {
+  static const char* names[] = {"before_read", "after_read", "in_decode", "after_run",
+                                "in_send",     "mid_large_result", "after_write"};
+  return names[static_cast<int>(s)];
+}
+
+// A worker that unwound into this test's code would run it: it would then
+// reach one of these checks and report itself through the pipe.
+struct EscapeWatch {
+  EscapeWatch() { REQUIRE(::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0); }
+  ~EscapeWatch() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  void check_here() const {
+    if (::getpid() != owner) {
+      [[maybe_unused]] auto n = ::write(fds[1], "!", 1);
+      ::_exit(99);
+    }
+  }
+  bool escaped() const {
+    char c;
+    return ::read(fds[0], &c, 1) == 1;
+  }
+  pid_t owner = ::getpid();
+  int fds[2] = {-1, -1};
+};
+
+}  // namespace
+
+template <>
+struct mproc::serializer<Unencodable> {
+  static void write(Writer&, const Unencodable&) { throw std::length_error("cannot encode an Unencodable"); }
+  static Unencodable read(Reader& r) { return {r.read<int>()}; }
+};
+
+TEST_CASE("fault walk: a worker failing at each step of the task protocol gives the defined outcome (#6, R13)",
+          "[failure-model][faults]") {
+  REQUIRE(plan_ready);
+  EscapeWatch watch;
+  using S = d::FaultStep;
+  using A = d::FaultAction;
+  for (int step = 0; step < d::kFaultSteps; ++step) {
+    for (A action : {A::kill, A::exit, A::throw_bad_alloc}) {
+      const auto s = static_cast<S>(step);
+      const Expect want = expected(s, action);
+      INFO("fault at " << step_name(s) << ", action " << static_cast<int>(action));
+      mp::Pool pool(2);
+      watch.check_here();
+      REQUIRE(pool.map(square, iota_vec(4)) == squares(4));  // workers are up
+      d::arm_fault(s, action, 2);
+      const bool large = s == S::mid_large_result;
+      mproc_test::within_10s([&] {
+        try {
+          if (large) {
+            const auto r = pool.map(big, std::vector<int>{1, 2, 1, 3, 2, 1}, 1);
+            CHECK(want == Expect::success);
+            CHECK(r[3] == big(3));
+          } else {
+            const auto r = pool.map(square, iota_vec(24), 1);
+            CHECK(want == Expect::success);
+            CHECK(r == squares(24));
+          }
+        } catch (const mp::WorkerCrashed& e) {
+          CHECK(want == Expect::crashed);
+          const int code = action == A::kill ? -SIGKILL : action == A::exit ? 9 : d::worker_exit_internal;
+          CHECK(e.exitcode() == code);
+        } catch (const mp::RemoteError& e) {
+          CHECK(want == Expect::remote_error);
+          CHECK(e.type_name() == "std::bad_alloc");
+        }
+      });
+      watch.check_here();
+      CHECK(d::fault_plan().fired.load() == 1);
+      d::disarm_faults();
+      // The pool serves on, with its full complement of workers.
+      CHECK(pool.map(square, iota_vec(10), 1) == squares(10));
+      const auto deadline = d::deadline_after(10s);
+      while (pool.worker_pids().size() != 2 && d::Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+      CHECK(pool.worker_pids().size() == 2);
+    }
+  }
+  CHECK_FALSE(watch.escaped());
+}
+
+TEST_CASE("a result that cannot be encoded fails each call of its task with the encoder's error (#6)",
+          "[failure-model][faults]") {
+  mp::Pool pool(2);
+  REQUIRE_THROWS_MATCHES(pool.map(make_unencodable, iota_vec(6), 3), mp::RemoteError,
+                         MessageContains("cannot encode an Unencodable"));
+  CHECK(pool.map(square, iota_vec(3)) == squares(3));
+}
+
+TEST_CASE("soak: 1,000 random faults in one pool; every call returns right or with the right error; nothing leaks",
+          "[failure-model][faults][soak]") {
+  REQUIRE(plan_ready);
+  EscapeWatch watch;
+  const std::size_t fds_before = mproc_test::open_fd_count();
+  const std::size_t shm_before = mproc_test::dev_shm_entries();
+  int calls = 0, failures = 0;
+  {
+    mp::Pool pool(3);
+    watch.check_here();
+    d::arm_random_faults(1000, 40, 12345);
+    const std::vector<int> large_arg(100'000, 3);  // through the transfer heap
+    const auto start = d::Clock::now();
+    while (d::fault_plan().fired.load() < 1000 && d::Clock::now() - start < 240s) {
+      const int kind = calls % 4;
+      ++calls;
+      mproc_test::within_10s([&] {
+        try {
+          // (Calls outside CHECK: it would swallow the exceptions.)
+          if (kind == 0) {
+            const auto r = pool.map(square, iota_vec(40), 1);
+            CHECK(r == squares(40));
+          } else if (kind == 1) {
+            const auto r = pool.map(square, iota_vec(200));
+            CHECK(r == squares(200));
+          } else if (kind == 2) {
+            const long long r = pool.apply(sum_of, large_arg);
+            CHECK(r == 300'000);
+          } else {
+            const std::string r = pool.apply(big, 1);
+            CHECK(r == big(1));
+          }
+        } catch (const mp::WorkerCrashed& e) {
+          ++failures;
+          const int c = e.exitcode();
+          CHECK((c == -SIGKILL || c == 9 || c == d::worker_exit_internal));
+        } catch (const mp::RemoteError& e) {
+          ++failures;
+          CHECK(e.type_name() == "std::bad_alloc");
+        }
+      });
+      watch.check_here();
+    }
+    d::disarm_faults();
+    CHECK(d::fault_plan().fired.load() >= 1000);
+    CHECK(pool.map(square, iota_vec(50), 1) == squares(50));
+  }
+  INFO(calls << " calls, " << failures << " failed with an injected fault");
+  CHECK(failures > 0);
+  CHECK(failures < calls);
+  CHECK_FALSE(watch.escaped());
+  CHECK(mproc_test::no_children());
+  CHECK(mproc_test::open_fd_count() == fds_before);
+  CHECK(mproc_test::dev_shm_entries() == shm_before);
+}
