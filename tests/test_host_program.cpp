@@ -256,7 +256,7 @@ TEST_CASE("host program: SIGTERM and SIGINT ignored (#2)", "[failure-model][host
 
 TEST_CASE("descriptor limit reached: a worker that cannot be replaced leaves the others serving; with none left "
           "every call fails with the cause (#3)",
-          "[failure-model][limits]") {
+          "[failure-model][limits][asan-skip]") {
   const auto result = mproc_test::run_in_child(
       [] {
         mp::Pool pool(2);

@@ -263,6 +263,23 @@ TEST_CASE("ThreadPool::starmap and starmap_async unpack tuples", "[thread_pool][
   });
 }
 
+TEST_CASE("ThreadPool: bool results, std::vector<bool> from map, imap, starmap and apply (#8)",
+          "[thread_pool][map][failure-model]") {
+  within_10s([] {
+    mp::ThreadPool pool(2);
+    const auto odd = [](int x) { return x % 2 != 0; };
+    const std::vector<int> xs{0, 1, 2, 3, 4};
+    CHECK(pool.map(odd, xs) == std::vector<bool>{false, true, false, true, false});
+    std::vector<bool> lazy;
+    for (bool b : pool.imap(odd, xs)) lazy.push_back(b);
+    CHECK(lazy == std::vector<bool>{false, true, false, true, false});
+    const std::vector<std::tuple<int, int>> pairs{{1, 3}, {1, 2}};
+    CHECK(pool.starmap([](int a, int b) { return a % 2 != 0 && b % 2 != 0; }, pairs) == std::vector<bool>{true, false});
+    CHECK(pool.apply(odd, 3));
+    CHECK(pool.map_async(odd, xs).get(5s) == std::vector<bool>{false, true, false, true, false});
+  });
+}
+
 TEST_CASE("ThreadPool::map_async: results, copies of the inputs, exceptions, empty",
           "[thread_pool][map]") {
   within_10s([] {
