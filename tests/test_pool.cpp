@@ -760,3 +760,22 @@ TEST_CASE("a transfer-heap block is not reused while a worker may still read it 
   REQUIRE(reported);
   CHECK(seen == checksum(data));
 }
+
+TEST_CASE("a pool used in a forked child refuses with a clear error; destroying the copy there is harmless",
+          "[failure-model]") {
+  auto pool = std::make_unique<mp::Pool>(2);
+  CHECK(pool->map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});
+  const auto result = mproc_test::run_in_child([&pool] {
+    try {
+      (void)pool->apply(square, 2);
+      return 10;
+    } catch (const mp::ProcessError& e) {
+      if (std::string(e.what()).find("forked child cannot use it") == std::string::npos) return 11;
+    }
+    pool.reset();  // the child's copy: must neither hang nor touch the owner's workers
+    return 0;
+  }, 10s);
+  CHECK_FALSE(result.timed_out);
+  CHECK(result.exitcode == 0);
+  CHECK(pool->map(square, iota_vec(4), 1) == std::vector<int>{0, 1, 4, 9});
+}
