@@ -736,7 +736,7 @@ TEST_CASE("a transfer-heap block is not reused while a worker may still read it 
   std::vector<std::uint64_t> data(64 * 1024);  // 512 KiB: through the transfer heap
   std::iota(data.begin(), data.end(), std::uint64_t{1});
 
-  mp::Pool pool(1);
+  mp::Pool pool(1, mp::PoolOptions().start_method(mp::StartMethod::fork));  // workers inherit the pipes
   const int worker = wait_for_workers(pool, 1)[0];
   const int templ = mproc_test::parent_of(worker);
   REQUIRE(templ > 1);
