@@ -85,6 +85,7 @@ class Channel {
   std::span<std::byte> put_begin(std::uint16_t type, std::uint64_t id, std::size_t size) {
     if (size > max_payload) throw ProcessError("mproc: channel frame of " + std::to_string(size) + " bytes exceeds the limit");
     compact_out();
+    out_recent_.note(frame_span(size));
     const FrameHeader h{static_cast<std::uint32_t>(size), type, 0, id};
     const std::size_t at = out_.size();
     out_.resize(at + frame_span(size));
@@ -154,7 +155,7 @@ class Channel {
     }
     out_.clear();
     out_pos_ = 0;
-    if (out_.capacity() > kKeepCapacity) std::vector<std::byte>().swap(out_);  // after a huge frame
+    if (out_.capacity() > out_recent_.keep()) std::vector<std::byte>().swap(out_);  // after a huge frame
     return Io::ok;
   }
 
@@ -176,7 +177,7 @@ class Channel {
   // stays parseable); error: the peer misbehaved or the socket failed.
   Io fill() {
     // A buffer that grew for one huge frame is given back once it is parsed.
-    if (in_pos_ == in_end_ && in_.size() > kKeepCapacity) {
+    if (in_pos_ == in_end_ && in_.size() > in_recent_.keep()) {
       std::vector<std::byte>().swap(in_);
       in_pos_ = in_end_ = 0;
     }
@@ -236,6 +237,7 @@ class Channel {
       in_fds_.pop_front();
     }
     in_pos_ += frame_span(h.size);
+    in_recent_.note(frame_span(h.size));
     return true;
   }
 
@@ -274,6 +276,25 @@ class Channel {
   // Buffers larger than this (grown for a large frame) are released once
   // drained, so one huge message does not pin its memory for the channel's life.
   static constexpr std::size_t kKeepCapacity = std::size_t{4} << 20;
+
+  // The largest frames seen lately, over two windows of 16 frames: a buffer
+  // keeps room for twice that (at least kKeepCapacity), so a stream of large
+  // frames reuses its buffer and one huge frame among small ones does not
+  // pin its memory.
+  struct RecentMax {
+    std::size_t current = 0, previous = 0;
+    unsigned count = 0;
+    void note(std::size_t bytes) noexcept {
+      current = std::max(current, bytes);
+      if (++count == 16) {
+        previous = current;
+        current = 0;
+        count = 0;
+      }
+    }
+    std::size_t keep() const noexcept { return std::max(kKeepCapacity, 2 * std::max(current, previous)); }
+  };
+  RecentMax in_recent_, out_recent_;
 
   void collect_fds(msghdr& msg) {
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {

@@ -51,9 +51,11 @@ enum PoolMsg : std::uint16_t {
 };
 
 // Results at least this large travel in a sealed memfd passed with the
-// frame rather than through the socket: no size limit but memory, and no
-// socket buffer that grows to their size.
-inline constexpr std::size_t kResultViaFd = std::size_t{1} << 20;
+// frame rather than through the socket: no size limit but memory (frames
+// stop at Channel::max_payload), and no channel buffers of their size. Below
+// it the socket is faster on this kernel (a memfd's fresh pages cost more
+// than the copies through the socket).
+inline constexpr std::size_t kResultViaFd = std::size_t{64} << 20;
 
 // Seals a result memfd carries, checked by the owner before it maps it (a
 // worker that could still shrink it could make the owner die of SIGBUS).
@@ -572,7 +574,7 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
       // this worker, the results of the finished ones are not lost with it.
       if (!send_result(ch, f.header.id, h.count, out)) return 0;
       fault_point(FaultStep::after_write);
-      if (out.capacity() > (std::size_t{4} << 20)) std::vector<std::byte>().swap(out);  // after a huge result
+      if (out.capacity() > kResultViaFd) std::vector<std::byte>().swap(out);  // after a huge result
     }
   } catch (...) {
     return worker_exit_internal;  // out of memory before the loop, or a board that cannot be opened
