@@ -696,7 +696,7 @@ TEST_CASE("a 300 MiB result arrives whole and no sibling worker dies (#5)", "[fa
 TEST_CASE("a result that cannot be sent fails that task alone, with a clear error (#5)", "[failure-model]") {
   mp::Pool pool(2, mp::PoolOptions().initializer(limit_file_size));
   const auto workers = wait_for_workers(pool, 2);
-  REQUIRE_THROWS_MATCHES(pool.apply(big_string, 4), mp::RemoteError,
+  REQUIRE_THROWS_MATCHES(pool.apply(big_string, 65), mp::RemoteError,  // 65 MiB: sent in a memfd
                          mproc_test::MessageContains("could not be sent"));
   CHECK(pool.apply(shout, std::string("still here")) == "STILL HERE!");
   CHECK(pool.worker_pids() == workers);

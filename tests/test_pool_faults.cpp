@@ -46,9 +46,11 @@ struct Unencodable {
 };
 Unencodable make_unencodable(int x) { return {x}; }
 
-// Every fault point is reachable by workers forked from now on.
+// Every fault point is reachable by workers forked from now on; results of
+// 1 MiB and more take the memfd path.
 const bool plan_ready = [] {
   d::fault_plan();
+  d::result_via_fd() = std::size_t{1} << 20;
   return true;
 }();
 

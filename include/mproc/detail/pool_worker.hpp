@@ -47,15 +47,20 @@ enum PoolMsg : std::uint16_t {
   pm_init_failed = 11, // worker -> owner: payload = ErrorInfo of the initializer
   pm_result = 12,      // worker -> owner: id = task id, payload = results
   pm_result_fd = 13,   // worker -> owner: id = task id, payload = {u64 size}, fd = sealed
-                       //   memfd holding the results (results of at least kResultViaFd bytes)
+                       //   memfd holding the results (results of at least result_via_fd() bytes)
 };
 
 // Results at least this large travel in a sealed memfd passed with the
 // frame rather than through the socket: no size limit but memory (frames
 // stop at Channel::max_payload), and no channel buffers of their size. Below
 // it the socket is faster on this kernel (a memfd's fresh pages cost more
-// than the copies through the socket).
-inline constexpr std::size_t kResultViaFd = std::size_t{64} << 20;
+// than the copies through the socket). A variable only so that tests can
+// exercise the memfd path with small results (workers forked afterwards
+// inherit the value).
+inline std::size_t& result_via_fd() noexcept {
+  static std::size_t bytes = std::size_t{64} << 20;
+  return bytes;
+}
 
 // Seals a result memfd carries, checked by the owner before it maps it (a
 // worker that could still shrink it could make the owner die of SIGBUS).
@@ -492,7 +497,7 @@ inline bool run_task(const Frame& f, std::vector<std::byte>& out) noexcept {
 inline bool send_result(Channel& ch, std::uint64_t id, std::uint64_t count, std::vector<std::byte>& out) noexcept {
   try {
     fault_point(FaultStep::in_send);
-    if (out.size() < kResultViaFd) {
+    if (out.size() < result_via_fd()) {
       ch.put(pm_result, id, out);
     } else if (!send_result_fd(ch, id, out)) {
       const int err = errno;
@@ -574,7 +579,8 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
       // this worker, the results of the finished ones are not lost with it.
       if (!send_result(ch, f.header.id, h.count, out)) return 0;
       fault_point(FaultStep::after_write);
-      if (out.capacity() > kResultViaFd) std::vector<std::byte>().swap(out);  // after a huge result
+      if (out.capacity() > std::max(result_via_fd(), std::size_t{4} << 20))
+        std::vector<std::byte>().swap(out);  // after a huge result
     }
   } catch (...) {
     return worker_exit_internal;  // out of memory before the loop, or a board that cannot be opened
