@@ -1,9 +1,11 @@
 // P7: `Value<int>` increments under get_lock() from 2 processes (total
 // increments per second), beside the same loop over a process-shared
 // pthread mutex, a robust one, and Boost.Interprocess' interprocess_mutex;
-// plus uncontended lock/unlock costs. Python's Value('i') does 1.1 M/s
+// plus uncontended lock/unlock costs, and the cost of creating (and
+// destroying) Values, Arrays and SharedMemory blocks. Python's Value('i') does 1.1 M/s
 // (TARGETS.md). Run with --benchmark_repetitions=5
 // --benchmark_report_aggregates_only=true and compare medians.
+#include <mproc/shared_memory.hpp>
 #include <mproc/sharedctypes.hpp>
 #include <mproc/synchronize.hpp>
 
@@ -243,6 +245,41 @@ void BM_uncontended_boost_interprocess_mutex(benchmark::State& state) {
 }
 BENCHMARK(BM_uncontended_boost_interprocess_mutex);
 #endif
+
+// ---------------------------------------------------------- creation
+
+// Create and destroy one object per iteration. A Value and a small Array
+// come from the arena (no system call once its chunk exists); a 1 MiB Array
+// and a SharedMemory block get a segment of their own (memfd_create,
+// fchmod, ftruncate, seals, fstat, mmap; munmap and close on destruction).
+void BM_create_Value_int(benchmark::State& state) {
+  for (auto _ : state) {
+    mp::Value<int> v(1);
+    benchmark::DoNotOptimize(&v.get_obj());
+  }
+}
+void BM_create_Array_double_100(benchmark::State& state) {
+  for (auto _ : state) {
+    mp::Array<double> a(100);
+    benchmark::DoNotOptimize(a.data());
+  }
+}
+void BM_create_Array_double_1MiB(benchmark::State& state) {
+  for (auto _ : state) {
+    mp::Array<double> a(131072);
+    benchmark::DoNotOptimize(a.data());
+  }
+}
+void BM_create_SharedMemory_64KiB(benchmark::State& state) {
+  for (auto _ : state) {
+    mp::SharedMemory shm(65536);
+    benchmark::DoNotOptimize(shm.buf().data());
+  }
+}
+BENCHMARK(BM_create_Value_int);
+BENCHMARK(BM_create_Array_double_100);
+BENCHMARK(BM_create_Array_double_1MiB);
+BENCHMARK(BM_create_SharedMemory_64KiB);
 
 }  // namespace
 

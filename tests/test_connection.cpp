@@ -13,7 +13,9 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,6 +70,43 @@ bool sigpipe_blocked() {
   sigset_t mask;
   ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
   return sigismember(&mask, SIGPIPE) == 1;
+}
+
+// Runs `fn` on a thread, ignoring the mproc errors it ends with; the
+// destructor closes `mine`, the test's end (which unblocks a peer the test
+// stopped serving), and joins the thread.
+class PeerThread {
+ public:
+  template <class F>
+  PeerThread(mp::Connection& mine, F fn)
+      : mine_(mine), thread_([fn = std::move(fn)]() mutable {
+          try {
+            fn();
+          } catch (const mp::ProcessError&) {
+          }
+        }) {}
+  PeerThread(const PeerThread&) = delete;
+  PeerThread& operator=(const PeerThread&) = delete;
+  ~PeerThread() {
+    mine_.close();
+    thread_.join();
+  }
+
+ private:
+  mp::Connection& mine_;
+  std::thread thread_;
+};
+
+// Bytes of [p, p + n) resident in memory.
+std::size_t resident_bytes(const void* p, std::size_t n) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto first = reinterpret_cast<std::uintptr_t>(p) / page * page;
+  const std::size_t pages = (reinterpret_cast<std::uintptr_t>(p) + n - first + page - 1) / page;
+  std::vector<unsigned char> in_core(pages);
+  REQUIRE(::mincore(reinterpret_cast<void*>(first), pages * page, in_core.data()) == 0);
+  std::size_t resident = 0;
+  for (unsigned char c : in_core) resident += (c & 1) ? page : 0;
+  return resident;
 }
 
 }  // namespace
@@ -299,6 +338,111 @@ TEST_CASE("a length under the limit but never delivered costs no huge allocation
   REQUIRE_THROWS_MATCHES(r.recv_bytes_into(buf), mp::EOFError,
                          MessageContains("after 4 of 943718400 bytes"));
   CHECK(buf.capacity() <= std::size_t{16} << 20);
+}
+
+TEST_CASE("a length claimed but never delivered touches no memory for it, and a broken end frees its buffer (#17)",
+          "[connection][failure-model]") {
+  const std::uint64_t claimed = std::uint64_t{900} << 20;
+  SECTION("recv_bytes_into: at most 1 MiB of the reserved room is touched") {
+    // In a child, with large blocks always fresh from mmap: resident pages
+    // are the ones recv touched, not ones an earlier test left behind.
+    CHECK(mproc_test::run_in_child([&] {
+            ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
+            auto [r, w] = mp::Pipe(false);
+            raw_write(w.fileno(), &claimed, sizeof claimed);
+            raw_write(w.fileno(), "four", 4);
+            w.close();
+            std::vector<std::byte> buf;
+            try {
+              r.recv_bytes_into(buf);
+              return 3;
+            } catch (const mp::EOFError&) {
+            }
+            if (buf.capacity() > std::size_t{16} << 20) return 4;
+            const std::size_t touched = resident_bytes(buf.data(), buf.capacity());
+            if (touched > std::size_t{1} << 21) {
+              std::fprintf(stderr, "child: %zu bytes touched for 4 received\n", touched);
+              return 5;
+            }
+            return 0;
+          }).exitcode == 0);
+  }
+  SECTION("recv<T>: the truncated message's buffer is freed with the broken end") {
+    auto [r, w] = mp::Pipe(false);
+    raw_write(w.fileno(), &claimed, sizeof claimed);
+    raw_write(w.fileno(), "four", 4);
+    w.close();
+    REQUIRE_THROWS_MATCHES(r.recv<std::vector<char>>(), mp::EOFError, MessageContains("after 4 of 943718400 bytes"));
+    CHECK(mp::detail::ConnectionAccess::receive_capacity(r) == 0);
+  }
+}
+
+TEST_CASE("recv<T>: a buffer grown for one large message is released once decoded, reused over a run of them (#17)",
+          "[connection][failure-model]") {
+  using Access = mp::detail::ConnectionAccess;
+  constexpr std::size_t kBig = std::size_t{32} << 20;
+  constexpr std::size_t kKept = std::size_t{1} << 20;
+  const std::vector<char> big(kBig, 'x');
+  const std::vector<char> small(100, 's');
+  auto [a, b] = mp::Pipe();
+  PeerThread sender(b, [&a = a, &big, &small] {
+    for (const auto* m : {&small, &big, &small, &big, &big, &big, &small, &big, &small}) a.send(*m);
+  });
+  const auto next = [&b = b] {
+    REQUIRE(b.poll(30s));
+    return b.recv<std::vector<char>>();
+  };
+  CHECK(next() == small);
+  CHECK(Access::receive_capacity(b) <= kKept);
+  CHECK(next() == big);  // a lone large message: its buffer goes as soon as it is decoded
+  CHECK(Access::receive_capacity(b) <= kKept);
+  CHECK(next() == small);
+  CHECK(Access::receive_capacity(b) <= kKept);
+  CHECK(next() == big);  // a run of large messages: the first one cannot know
+  CHECK(Access::receive_capacity(b) <= kKept);
+  CHECK(next() == big);  // the second keeps its buffer...
+  const std::size_t run_capacity = Access::receive_capacity(b);
+  CHECK(run_capacity >= kBig);
+  CHECK(next() == big);  // ...which the third reuses
+  CHECK(Access::receive_capacity(b) == run_capacity);
+  CHECK(next() == small);  // and the next small message releases it
+  CHECK(Access::receive_capacity(b) <= kKept);
+  // A view into the buffer stays valid until the next recv, which frees it.
+  REQUIRE(b.poll(30s));
+  const auto view = b.recv<std::span<const char>>();
+  REQUIRE(view.size() == kBig);
+  CHECK((view.front() == 'x' && view.back() == 'x'));
+  CHECK(Access::receive_capacity(b) >= kBig);
+  CHECK(next() == small);
+  CHECK(Access::receive_capacity(b) <= kKept);
+}
+
+TEST_CASE("send(): an encoding buffer grown for one large message is released after it, close() frees all (#17)",
+          "[connection][failure-model]") {
+  using Access = mp::detail::ConnectionAccess;
+  constexpr std::size_t kKept = std::size_t{1} << 20;
+  const std::vector<std::string> many(200000, std::string(24, 'm'));  // ~6 MiB of small parts to copy
+  const std::vector<std::string> few{"a", "b"};
+  auto [a, b] = mp::Pipe();
+  PeerThread receiver(a, [&b = b] {
+    for (;;) b.recv<std::vector<std::string>>();
+  });
+  a.send(few);
+  CHECK(Access::send_capacity(a) <= kKept);
+  a.send(many);  // alone: its buffer goes once sent
+  CHECK(Access::send_capacity(a) <= kKept);
+  a.send(few);
+  a.send(many);
+  a.send(many);  // a run: kept
+  CHECK(Access::send_capacity(a) > std::size_t{4} << 20);
+  a.send(few);  // the run is over
+  CHECK(Access::send_capacity(a) <= kKept);
+  a.send(many);
+  a.send(many);
+  REQUIRE(Access::send_capacity(a) > std::size_t{4} << 20);
+  a.close();
+  CHECK(Access::send_capacity(a) == 0);
+  CHECK(Access::receive_capacity(a) == 0);
 }
 
 TEST_CASE("max_message_size is enforced on both sides") {

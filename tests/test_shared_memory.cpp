@@ -1,7 +1,11 @@
 // SharedMemory (anonymous and named), the segment machinery (handles, the
 // per-process registry, the retention cache, the small-object arena), and
 // the reliability cases: owner-only permissions and nothing in /dev/shm
-// after a crash (R8), and no leak over 1000 create/use/destroy cycles (R4).
+// after a crash (R8), no leak over 1000 create/use/destroy cycles (R4),
+// and segments sealed against resizing, with received handles checked
+// before anything is mapped (#14).
+#include <mproc/detail/pool_heap.hpp>
+#include <mproc/queue.hpp>
 #include <mproc/shared_memory.hpp>
 #include <mproc/sharedctypes.hpp>
 #include <mproc/synchronize.hpp>
@@ -14,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -52,6 +58,54 @@ std::size_t mproc_mappings() {
   for (std::string line; std::getline(maps, line);)
     if (line.find("memfd:mproc") != std::string::npos) ++n;
   return n;
+}
+
+// Checks that the segment behind descriptor `fd` carries mproc's seals and
+// that neither `fd` nor a descriptor another process would get through
+// /proc can shrink or grow it.
+void require_size_sealed(int fd, const std::string& what) {
+  INFO(what);
+  REQUIRE(::fcntl(fd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  REQUIRE(st.st_size > 0);
+  const mproc::detail::UniqueFd other(::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR | O_CLOEXEC));
+  REQUIRE(other);
+  for (int holder : {fd, other.get()}) {
+    for (off_t size : {off_t{0}, st.st_size / 2, st.st_size + 4096}) {
+      errno = 0;
+      CHECK(::ftruncate(holder, size) == -1);
+      CHECK(errno == EPERM);
+    }
+    CHECK(::fcntl(holder, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == -1);  // no seal can be added either
+  }
+  struct stat after {};
+  REQUIRE(::fstat(fd, &after) == 0);
+  CHECK(after.st_size == st.st_size);
+}
+
+// A handle describing all of the file open as `fd` in this process.
+d::ShmHandle handle_of_fd(int fd, d::ShmKind kind = d::ShmKind::shared_memory) {
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  d::ShmHandle h;
+  h.kind = static_cast<std::uint16_t>(kind);
+  h.pid = ::getpid();
+  h.fd = fd;
+  h.dev = static_cast<std::uint64_t>(st.st_dev);
+  h.ino = static_cast<std::uint64_t>(st.st_ino);
+  h.segment_size = st.st_size > 0 ? static_cast<std::uint64_t>(st.st_size) : 4096;
+  h.length = h.segment_size;
+  return h;
+}
+
+// A memfd of `size` bytes carrying exactly `seals` (none: not sealable).
+mproc::detail::UniqueFd forged_memfd(std::size_t size, int seals) {
+  mproc::detail::UniqueFd fd(::memfd_create("forged", MFD_CLOEXEC | (seals ? MFD_ALLOW_SEALING : 0u)));
+  REQUIRE(fd);
+  REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
+  if (seals) REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, seals) == 0);
+  return fd;
 }
 
 }  // namespace
@@ -241,6 +295,176 @@ TEST_CASE("Nothing is left in /dev/shm after a child that made shared objects cr
   CHECK(shm_test::join(child).exitcode == -SIGKILL);
   CHECK(shm_test::dev_shm_entries() == before);
   CHECK(shm_test::open_fd_count() == fds_before);
+}
+
+// ------------------------------------------------------------ sealing (#14)
+
+TEST_CASE("Every kind of anonymous segment is sealed: no holder can shrink or grow it (#14)",
+          "[shared_memory][failure-model]") {
+  mp::SharedMemory shm(10000);
+  require_size_sealed(shm.handle().fd, "SharedMemory");
+  mp::Value<int> value(1);  // an arena chunk
+  require_size_sealed(value.handle().fd, "Value (arena chunk)");
+  mp::Lock lock;
+  require_size_sealed(lock.handle().fd, "Lock (arena chunk)");
+  mp::Array<double> big(100000);  // a segment of its own
+  require_size_sealed(big.handle().fd, "Array (own segment)");
+  mp::Queue<int> queue;
+  require_size_sealed(queue.handle().fd, "Queue");
+  auto heap = std::make_shared<d::TransferHeap>();
+  auto block = heap->allocate(1 << 20);
+  require_size_sealed(block.handle().fd, "pool transfer heap");
+  // Still fully usable.
+  shm.buf()[9999] = std::byte{1};
+  big[99999] = 2.0;
+  value.set(3);
+  queue.put(4);
+  CHECK(queue.get() == 4);
+  CHECK(value.get() == 3);
+}
+
+TEST_CASE("A receiver of a block survives its creator trying to shrink it: EPERM, no SIGBUS (#14)",
+          "[shared_memory][failure-model]") {
+  constexpr std::size_t kSize = 1 << 20;
+  shm_test::Pipe to_child, from_child;
+  const pid_t child = shm_test::spawn([&] {
+    auto shm = mp::SharedMemory::from_handle(shm_test::recv<d::ShmHandle>(to_child.r.get()));
+    shm_test::send(from_child.w.get(), 'm');  // mapped
+    shm_test::recv<char>(to_child.r.get());   // the creator has tried to shrink it
+    unsigned sum = 0;
+    for (std::byte b : shm.buf()) sum += std::to_integer<unsigned>(b);  // touches every page
+    return shm.size() == kSize && sum == kSize ? 0 : 3;
+  });
+  mp::SharedMemory shm(kSize);
+  std::fill(shm.buf().begin(), shm.buf().end(), std::byte{1});
+  shm_test::send(to_child.w.get(), shm.handle());
+  shm_test::recv<char>(from_child.r.get());
+  errno = 0;
+  const int rc = ::ftruncate(shm.handle().fd, 0);
+  const int err = errno;
+  shm_test::send(to_child.w.get(), 'g');
+  CHECK(shm_test::join(child).exitcode == 0);
+  CHECK(rc == -1);
+  CHECK(err == EPERM);
+}
+
+TEST_CASE("A receiver cannot shrink a segment under its creator through /proc (#14)",
+          "[shared_memory][failure-model]") {
+  constexpr std::size_t kN = 100000;
+  shm_test::Pipe to_creator, from_creator;
+  const pid_t creator = shm_test::spawn([&] {
+    mp::Array<double> big(kN);
+    std::fill(big.begin(), big.end(), 1.0);
+    shm_test::send(from_creator.w.get(), big.handle());
+    shm_test::recv<char>(to_creator.r.get());  // the receiver has tried to shrink it
+    double sum = 0;
+    for (double x : big) sum += x;  // touches every page
+    return sum == static_cast<double>(kN) ? 0 : 3;
+  });
+  const auto h = shm_test::recv<d::ShmHandle>(from_creator.r.get());
+  auto seen = mp::Array<double>::from_handle(h);
+  const std::string path = "/proc/" + std::to_string(h.pid) + "/fd/" + std::to_string(h.fd);
+  const d::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  REQUIRE(fd);
+  errno = 0;
+  const int rc = ::ftruncate(fd.get(), 4096);
+  const int err = errno;
+  shm_test::send(to_creator.w.get(), 'g');
+  CHECK(shm_test::join(creator).exitcode == 0);
+  CHECK(rc == -1);
+  CHECK(err == EPERM);
+  CHECK(seen[kN - 1] == 1.0);
+}
+
+TEST_CASE("A handle naming an unsealed, resized, non-memfd or non-regular file is refused before mapping (#14)",
+          "[shared_memory][failure-model]") {
+  const std::size_t fds_before = shm_test::open_fd_count();
+  const std::size_t maps_before = mproc_mappings();
+  {
+    const auto unsealed = forged_memfd(4096, 0);
+    REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(handle_of_fd(unsealed.get())), mp::ProcessError,
+                           MessageContains("invalid handle for SharedMemory: the segment is not sealed against "
+                                           "resizing (not an mproc anonymous segment)"));
+    REQUIRE_THROWS_MATCHES(mp::Value<int>::from_handle(handle_of_fd(unsealed.get(), d::ShmKind::value)),
+                           mp::ProcessError, MessageContains("invalid handle for Value: the segment is not sealed"));
+    const auto shrink_only = forged_memfd(4096, F_SEAL_SHRINK);  // may still grow
+    REQUIRE_THROWS_MATCHES(mp::Array<int>::from_handle(handle_of_fd(shrink_only.get(), d::ShmKind::array)),
+                           mp::ProcessError, MessageContains("invalid handle for Array: the segment is not sealed"));
+    // Shrunk from 8192 to 4096 bytes after its handle was made, then sealed.
+    d::UniqueFd shrunk(::memfd_create("forged", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    REQUIRE(::ftruncate(shrunk.get(), 8192) == 0);
+    const auto stale = handle_of_fd(shrunk.get());
+    REQUIRE(::ftruncate(shrunk.get(), 4096) == 0);
+    REQUIRE(::fcntl(shrunk.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0);
+    REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(stale), mp::ProcessError,
+                           MessageContains("invalid handle for SharedMemory: the segment is 4096 bytes, the handle "
+                                           "says 8192"));
+    // A regular file on disk (cannot carry seals).
+    d::UniqueFd file(::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    REQUIRE(file);
+    REQUIRE(::ftruncate(file.get(), 4096) == 0);
+    REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(handle_of_fd(file.get())), mp::ProcessError,
+                           MessageContains("the segment is not sealed"));
+    // A FIFO: refused without being opened (opening one may block).
+    shm_test::Pipe fifo;
+    REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(handle_of_fd(fifo.r.get())), mp::ProcessError,
+                           MessageContains("invalid handle for SharedMemory: it names a file that is not a shared "
+                                           "memory segment"));
+    CHECK(mproc_mappings() == maps_before);
+  }
+  CHECK(shm_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("A handle whose descriptor number now names another segment is refused (#14)",
+          "[shared_memory][failure-model]") {
+  shm_test::Pipe from_child, to_child;
+  const pid_t child = shm_test::spawn([&] {
+    {
+      mp::SharedMemory first(4096);
+      shm_test::send(from_child.w.get(), first.handle());
+    }  // freed: its descriptor number is free again
+    mp::SharedMemory second(4096);
+    second.buf()[0] = std::byte{2};
+    shm_test::send(from_child.w.get(), second.handle());
+    shm_test::recv<char>(to_child.r.get());
+    return 0;
+  });
+  const auto first = shm_test::recv<d::ShmHandle>(from_child.r.get());
+  const auto second = shm_test::recv<d::ShmHandle>(from_child.r.get());
+  REQUIRE(first.fd == second.fd);  // the same number, another file
+  REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(first), mp::ProcessError,
+                         MessageContains("the shared memory segment no longer exists (its creator, process " +
+                                         std::to_string(first.pid) + ", exited or freed it)"));
+  CHECK(mp::SharedMemory::from_handle(second).buf()[0] == std::byte{2});
+  shm_test::send(to_child.w.get(), 'd');
+  CHECK(shm_test::join(child).exitcode == 0);
+}
+
+TEST_CASE("Named blocks: attached at their current size, never through a handle, a FIFO is refused (#14)",
+          "[shared_memory][failure-model]") {
+  const std::string name = unique_name("resized");
+  mp::SharedMemory created(name, true, 8192);
+  {
+    // Named blocks cannot be sealed: another holder may resize one.
+    const d::UniqueFd other(::shm_open(("/" + name).c_str(), O_RDWR | O_CLOEXEC, 0));
+    REQUIRE(other);
+    REQUIRE(::ftruncate(other.get(), 4096) == 0);
+    // A handle forged for it is refused: only sealed segments travel by handle.
+    auto h = handle_of_fd(other.get());
+    h.segment_size = h.length = 8192;  // the size this process mapped
+    REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(h), mp::ProcessError,
+                           MessageContains("it names a named SharedMemory block, whose size is not sealed"));
+  }
+  mp::SharedMemory attached(name);
+  CHECK(attached.size() == 4096);
+  attached.buf()[4095] = std::byte{1};
+  created.unlink();
+
+  const std::string fifo = unique_name("fifo");
+  REQUIRE(::mkfifo(("/dev/shm/" + fifo).c_str(), 0600) == 0);
+  REQUIRE_THROWS_MATCHES(mp::SharedMemory(fifo), mp::ProcessError,
+                         MessageContains("SharedMemory '/" + fifo + "' is not a shared memory block"));
+  ::unlink(("/dev/shm/" + fifo).c_str());
 }
 
 // ------------------------------------------------------- arena, retention

@@ -29,6 +29,15 @@
 // stay buffered in this Connection object (a child forked meanwhile inherits
 // them, as it would a FILE*'s buffer).
 //
+// Memory follows what actually arrives, not what a length header claims:
+// a message's buffer is reserved at most 16 MiB ahead of the bytes received
+// (untouched address space) and filled in steps of 1 MiB. The buffers a
+// Connection reuses from message to message (recv<T>()'s frame, send()'s
+// encoding) keep more than 1 MiB only while a run of large messages needs
+// it: past 1 MiB, a buffer more than four times larger than the smaller of
+// the last two messages it served is released — once a large message has
+// been decoded (or, for a T holding views, at the next recv), after a send.
+//
 // Thread-safety: one thread may send while another receives on the same
 // Connection; concurrent sends (or concurrent receives), from threads or
 // processes sharing the fd, need external locking. Messages of up to
@@ -63,6 +72,10 @@
 #include "serialize.hpp"
 
 namespace mproc {
+
+namespace detail {
+struct ConnectionAccess;
+}
 
 // One end of a Pipe. Move-only; the destructor closes it.
 class Connection {
@@ -116,6 +129,13 @@ class Connection {
     check_writable("send");
     send_pieces_.clear();
     send_scratch_.clear();
+    struct TrimAfterSend {  // declared before the writer: runs once it is gone
+      Connection& c;
+      ~TrimAfterSend() {
+        trim(c.send_scratch_, recent_need(c.scratch_last_, c.send_scratch_.size()));
+        trim(c.send_pieces_, recent_need(c.pieces_last_, c.send_pieces_.size()) * sizeof(c.send_pieces_[0]));
+      }
+    } const trim_after{*this};
     Writer w(Writer::gather, send_scratch_);
     write_frame(w, value);
     w.for_each_piece([this](std::span<const std::byte> p) { send_pieces_.push_back(p); });
@@ -127,14 +147,24 @@ class Connection {
   // if the message is not a T (type mismatch, or bytes from send_bytes()) or
   // is malformed — the message is consumed and the next recv works as usual.
   // A T holding views (std::string_view, std::span<const U>) points into the
-  // Connection's receive buffer: valid until the next recv<>() on it.
+  // Connection's receive buffer: valid until the next recv<>() or close().
   template <class T>
   T recv() {
     const std::size_t size = read_header("recv");
+    const std::size_t need = recent_need(recv_last_, size);
+    trim(recv_buffer_, need);  // the previous message's views end here
     read_payload("recv", recv_buffer_, size);
     try {
+      struct TrimAfterDecode {  // runs once the T is built (it needs the buffer no more)
+        Connection& c;
+        std::size_t need;
+        ~TrimAfterDecode() {
+          if constexpr (decodes_to_owned<T>()) trim(c.recv_buffer_, need);
+        }
+      } const trim_after{*this, need};
       return loads<T>(recv_buffer_);
     } catch (const ProcessError& e) {
+      trim(recv_buffer_, need);  // no view into it escaped
       std::string what = e.what();
       if (what.rfind("mproc: ", 0) == 0) what.erase(0, 7);
       throw ProcessError("mproc: Connection.recv(): " + what);
@@ -152,7 +182,7 @@ class Connection {
   }
 
   // As recv_bytes(), into `buffer` (resized to the message's length, its
-  // capacity reused). Returns the length.
+  // capacity reused; never shrunk: the caller owns it). Returns the length.
   std::size_t recv_bytes_into(std::vector<std::byte>& buffer) {
     const std::size_t size = read_header("recv_bytes");
     read_payload("recv_bytes", buffer, size);
@@ -171,11 +201,16 @@ class Connection {
   }
   bool poll() const { return poll(std::chrono::seconds(0)); }
 
-  // Closes this end (idempotent). The peer sees end of file once every other
-  // copy of this end (in forked processes) is closed too. Never throws.
+  // Closes this end (idempotent) and frees its buffers. The peer sees end of
+  // file once every other copy of this end (in forked processes) is closed
+  // too. Never throws.
   void close() noexcept {
     fd_.reset();
     rpos_ = rend_ = 0;
+    release(recv_buffer_);
+    release(rbuf_);
+    release(send_scratch_);
+    release(send_pieces_);
   }
   bool closed() const noexcept { return !fd_.valid(); }
 
@@ -195,10 +230,47 @@ class Connection {
   void set_max_message_size(std::size_t limit) noexcept { max_message_size_ = limit; }
 
  private:
+  friend struct detail::ConnectionAccess;
   using Header = std::uint64_t;
-  // recv allocates at most this much ahead of the bytes actually received,
-  // so a corrupted length cannot make it allocate gigabytes for nothing.
+  // recv reserves at most this much ahead of the bytes actually received,
+  // so a corrupted length cannot make it allocate gigabytes for nothing...
   static constexpr std::size_t eager_allocation = std::size_t{16} << 20;
+  // ...and touches (zero-fills) at most this much ahead of them.
+  static constexpr std::size_t fill_step = std::size_t{1} << 20;
+  // Reused buffers keep a capacity above this only while it serves (trim()).
+  static constexpr std::size_t kept_capacity = std::size_t{1} << 20;
+
+  // Whether a T decoded from the receive buffer certainly holds no view into
+  // it (built-in kinds that copy), so the buffer may go once T is built.
+  template <class T>
+  static constexpr bool decodes_to_owned() noexcept {
+    if constexpr (!detail::is_builtin_v<T>) {
+      return false;
+    } else {
+      constexpr detail::kind k = detail::kind_of<T>();
+      return k == detail::kind::boolean || k == detail::kind::empty || k == detail::kind::bitwise ||
+             k == detail::kind::bit_vector || k == detail::kind::contiguous;
+    }
+  }
+
+  // The smaller of `now` and `last` (the size a buffer served before);
+  // records `now` as the last.
+  static std::size_t recent_need(std::size_t& last, std::size_t now) noexcept {
+    return std::min(std::exchange(last, now), now);
+  }
+  // Frees `buffer` if it holds more than kept_capacity bytes and over four
+  // times `need` bytes (the smaller of the last two messages it served): a
+  // buffer grown for one large message does not outlive it, one serving a run
+  // of large messages is reused. Never throws.
+  template <class V>
+  static void trim(V& buffer, std::size_t need) noexcept {
+    const std::size_t bytes = buffer.capacity() * sizeof(typename V::value_type);
+    if (bytes > kept_capacity && bytes / 4 > need) release(buffer);
+  }
+  template <class V>
+  static void release(V& buffer) noexcept {
+    V().swap(buffer);
+  }
 
   void check_open(const char* op) const {
     if (!fd_.valid())
@@ -284,9 +356,12 @@ class Connection {
     }
   }
 
+  // Marks the receiving side unusable (its buffers are freed: nothing will
+  // be received any more) and throws E(what).
   template <class E>
   [[noreturn]] void read_failed_as(const std::string& what) {
     read_broken_ = true;
+    release(recv_buffer_);
     throw E(what);
   }
 
@@ -318,24 +393,40 @@ class Connection {
     return static_cast<std::size_t>(header);
   }
 
-  // Reads `size` payload bytes into `buffer`, growing it as the bytes arrive.
-  // What is left of a small message goes through the read-ahead buffer; a
-  // large remainder is read straight into `buffer`, without reading past it.
+  // Reads `size` payload bytes into `buffer`. Memory follows the bytes that
+  // arrive: capacity is reserved at most eager_allocation ahead of them (and
+  // doubled when full), pages are zero-filled at most fill_step ahead. What is
+  // left of a small message goes through the read-ahead buffer; a large
+  // remainder is read straight into `buffer`, without reading past it.
   void read_payload(const char* op, std::vector<std::byte>& buffer, std::size_t size) {
-    buffer.resize(std::max(std::min(size, eager_allocation), std::min(size, buffer.capacity())));
-    std::size_t got = take(buffer.data(), std::min(size, buffered()));
+    if (buffer.capacity() < size) {
+      buffer.clear();  // nothing to keep: growing copies no stale bytes
+      buffer.reserve(std::min(size, std::max(buffer.capacity(), eager_allocation)));
+    }
+    std::size_t got = 0;
     while (got < size) {
-      if (got == buffer.size()) buffer.resize(std::min(size, buffer.size() * 2));
-      const std::size_t want = buffer.size() - got;
-      const bool small = want < read_ahead / 2;
-      const std::size_t n = small ? (fill() > 0 ? take(buffer.data() + got, std::min(want, buffered())) : 0)
-                                  : detail::read_full(fd_.get(), buffer.data() + got, want);
+      if (got == buffer.capacity()) buffer.reserve(std::min(size, 2 * got));
+      const std::size_t step_end = std::min({size, buffer.capacity(), got + fill_step});
+      if (buffer.size() < step_end) buffer.resize(step_end);  // zero-fills only [size(), step_end)
+      const std::size_t want = step_end - got;
+      std::size_t n = take(buffer.data() + got, std::min(want, buffered()));
+      bool eof = false;
+      if (n == 0) {
+        if (want < read_ahead / 2) {
+          eof = fill() == 0;
+          n = take(buffer.data() + got, std::min(want, buffered()));
+        } else {
+          n = detail::read_full(fd_.get(), buffer.data() + got, want);
+          eof = n < want;
+        }
+      }
       got += n;
-      if (small ? n == 0 : n < want)
+      if (eof)
         read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
                                  "(): truncated message: end of file after " + std::to_string(got) +
                                  " of " + std::to_string(size) + " bytes");
     }
+    buffer.resize(size);  // a reused buffer may hold more
   }
 
   std::size_t buffered() const noexcept { return rend_ - rpos_; }
@@ -378,11 +469,29 @@ class Connection {
   std::vector<std::byte> send_scratch_;
   std::vector<std::span<const std::byte>> send_pieces_;
   std::vector<std::byte> recv_buffer_;
+  // The size of the last message each reused buffer served (see trim()).
+  std::size_t scratch_last_ = 0;
+  std::size_t pieces_last_ = 0;
+  std::size_t recv_last_ = 0;
   // Read-ahead: rbuf_[rpos_, rend_) was received and not yet consumed.
   std::vector<std::byte> rbuf_;
   std::size_t rpos_ = 0;
   std::size_t rend_ = 0;
 };
+
+namespace detail {
+
+// Test access to a Connection's internals.
+struct ConnectionAccess {
+  // Capacity in bytes of the buffer recv<T>() decodes from.
+  static std::size_t receive_capacity(const Connection& c) noexcept { return c.recv_buffer_.capacity(); }
+  // Capacity in bytes of the buffers send() encodes into.
+  static std::size_t send_capacity(const Connection& c) noexcept {
+    return c.send_scratch_.capacity() + c.send_pieces_.capacity() * sizeof(c.send_pieces_[0]);
+  }
+};
+
+}  // namespace detail
 
 // Creates a connected pair of Connections (Python: multiprocessing.Pipe).
 // duplex: both ends send and receive (an AF_UNIX stream socketpair);

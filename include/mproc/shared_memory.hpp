@@ -8,12 +8,18 @@
 // appears in /dev/shm, and the memory is freed when the last process
 // mapping it lets go, even after a crash. They reach other processes by
 // fork() or as a handle through a Pipe/Queue (the creator must be alive
-// when the receiver opens it).
+// when the receiver opens it). Their size is sealed: no process, creator
+// included, can shrink one under another's mapping.
 //
 // Named blocks (SharedMemory(name, true, size)) are POSIX shared memory
 // (shm_open, mode 0600) that any process of the same user can attach by
 // name. As in Python, they outlive their creator until someone calls
-// unlink(): the creator's destructor does not unlink.
+// unlink(): the creator's destructor does not unlink. They cannot be
+// sealed: any process able to open the name can truncate the block, and
+// then a process touching the lost part of buf() dies of SIGBUS. Attach
+// maps the size the block has at that moment; share named blocks only with
+// processes you trust not to resize them, and use anonymous blocks
+// otherwise.
 //
 // Copies are handles to the same mapping.
 #pragma once
@@ -96,8 +102,10 @@ class SharedMemory {
     if (!mapping_) throw ProcessError("mproc: SharedMemory.handle(): the block was closed");
     return mapping_->handle(detail::ShmKind::shared_memory, offset_, length_);
   }
-  // The anonymous block a handle from another process describes. Throws
-  // ProcessError if the handle is malformed or its creator is gone.
+  // The anonymous block a handle from another process describes.
+  // Non-blocking; thread-safe. Throws ProcessError if the handle is
+  // malformed, names anything but a sealed anonymous segment of the size it
+  // states, or its creator is gone.
   static SharedMemory from_handle(const detail::ShmHandle& h) {
     if (h.kind != static_cast<std::uint16_t>(detail::ShmKind::shared_memory))
       throw ProcessError(std::string("mproc: invalid handle for SharedMemory: it describes a ") +

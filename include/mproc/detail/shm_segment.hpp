@@ -11,6 +11,14 @@
 // did not inherit a segment through fork() opens it from its creator's
 // descriptor table (/proc/<pid>/fd/<fd>), which works for processes of the
 // same user while the creator is alive and still holds the segment.
+//
+// Every memfd segment is sealed at creation against shrinking and growing
+// (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): no process holding it, its
+// creator included, can truncate it under another's mapping, which would
+// kill that process with SIGBUS when it next touched the lost pages. A
+// receiver maps a segment opened through /proc only once it has seen those
+// seals, and only at the size the handle states. Named segments (shm_open)
+// cannot be sealed: see create_named_segment().
 #pragma once
 
 #if !defined(__linux__)
@@ -113,6 +121,13 @@ static_assert(std::is_trivially_copyable_v<ShmHandle> && std::is_standard_layout
 // Largest segment a handle may describe (128 TiB: the x86-64 user address space).
 inline constexpr std::uint64_t kMaxSegmentSize = std::uint64_t{1} << 47;
 
+// The seals create_segment() puts on every anonymous segment: its size is
+// fixed for good, and no other seal can be added later (F_SEAL_WRITE or
+// F_SEAL_FUTURE_WRITE would make other processes' mappings fail).
+inline constexpr int kSegmentSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+// The seals a segment received by handle must carry before its size is trusted.
+inline constexpr int kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+
 // One mapping of a segment into this process. Unmaps (and closes the
 // descriptor, if this process holds one) when the last reference goes.
 class Mapping {
@@ -140,8 +155,10 @@ class Mapping {
   int creator_fd() const noexcept { return creator_fd_; }
   // The descriptor this process holds (-1 for segments opened from a handle).
   int fd() const noexcept { return fd_.get(); }
-  // The shm_open name of a named segment, else empty.
+  // The shm_open name of a named segment, else empty. Named segments are
+  // the only unsealed ones (their size can change under the mapping).
   const std::string& name() const noexcept { return name_; }
+  bool sealed() const noexcept { return name_.empty(); }
 
   // A handle for [offset, offset + length) of this segment.
   ShmHandle handle(ShmKind kind, std::size_t offset, std::size_t length) const noexcept {
@@ -252,17 +269,19 @@ inline std::shared_ptr<Mapping> map_fd(UniqueFd fd, std::size_t size, const stru
   }
 }
 
-// Creates an anonymous segment of `size` bytes (zero-filled, mode 0600) and
-// registers it. `label` shows in /proc/<pid>/maps. Non-blocking; thread-safe.
-// Throws ProcessError (size 0 or too large, out of memory or descriptors).
+// Creates an anonymous segment of `size` bytes (zero-filled, mode 0600,
+// sealed against resizing: see kSegmentSeals) and registers it. `label`
+// shows in /proc/<pid>/maps. Non-blocking; thread-safe. Throws ProcessError
+// (size 0 or too large, out of memory or descriptors).
 inline std::shared_ptr<Mapping> create_segment(std::size_t size, const char* label) {
   if (size == 0 || size > kMaxSegmentSize)
     throw ProcessError("mproc: cannot create a shared memory segment of " + std::to_string(size) + " bytes");
-  UniqueFd fd(::memfd_create(label, MFD_CLOEXEC));
+  UniqueFd fd(::memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throw_errno("memfd_create");
   if (::fchmod(fd.get(), 0600) < 0) throw_errno("fchmod of a shared memory segment");
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) < 0)
     throw_errno("ftruncate of a shared memory segment to " + std::to_string(size) + " bytes");
+  if (::fcntl(fd.get(), F_ADD_SEALS, kSegmentSeals) < 0) throw_errno("sealing a shared memory segment");
   struct stat st {};
   if (::fstat(fd.get(), &st) < 0) throw_errno("fstat of a shared memory segment");
   const int raw = fd.get();
@@ -311,27 +330,52 @@ inline void validate_handle(const ShmHandle& h, const std::string& what) {
 // Resolves a received handle to a mapping of its segment in this process:
 // the existing one if the segment is already mapped here (created here,
 // inherited through fork, or received before), else opens it from its
-// creator's descriptor table and maps it. Non-blocking; thread-safe.
-// Throws ProcessError if the handle is malformed, if the segment no longer
-// exists (its creator exited or freed it) or cannot be opened.
+// creator's descriptor table and maps it, once it has checked that the
+// descriptor still names the segment the handle describes (a regular file
+// of that device and inode: nothing else is ever opened), that the segment
+// is sealed against resizing and that its size is the handle's.
+// Non-blocking; thread-safe. Throws ProcessError if the handle is malformed
+// or names something else than a sealed segment of its size, if the segment
+// no longer exists (its creator exited or freed it) or cannot be opened.
 inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::string& what = "shared memory") {
   validate_handle(h, what);
+  const auto invalid = [&](const std::string& why) {
+    return ProcessError("mproc: invalid handle for " + what + ": " + why);
+  };
   const std::string gone = "mproc: cannot open " + what +
                            ": the shared memory segment no longer exists (its creator, process " +
                            std::to_string(h.pid) + ", exited or freed it)";
+  const auto same_file = [&](const struct stat& st) {
+    return static_cast<std::uint64_t>(st.st_dev) == h.dev && static_cast<std::uint64_t>(st.st_ino) == h.ino;
+  };
   ShmState& state = shm_state();
   std::lock_guard guard(state.mutex);
   if (auto it = state.registry.find({h.dev, h.ino}); it != state.registry.end()) {
     if (auto mapping = it->second.lock()) {
+      if (!mapping->sealed())
+        throw invalid("it names a named SharedMemory block, whose size is not sealed (pass its name instead)");
       if (mapping->size() != h.segment_size)
-        throw ProcessError("mproc: invalid handle for " + what + ": segment size " + std::to_string(h.segment_size) +
-                           " does not match the mapped segment's " + std::to_string(mapping->size()));
+        throw invalid("segment size " + std::to_string(h.segment_size) + " does not match the mapped segment's " +
+                      std::to_string(mapping->size()));
       if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
       return mapping;
     }
   }
   const std::string path = "/proc/" + std::to_string(h.pid) + "/fd/" + std::to_string(h.fd);
-  // O_NONBLOCK: an untrusted handle may name a FIFO or device; never block on it.
+  // Look before opening: an untrusted handle may name a FIFO, a socket or a
+  // device, and opening one can block or have side effects.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) < 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ESRCH) throw ProcessError(gone);
+    throw_errno("cannot open " + what + " through " + path +
+                    " (the creator must be alive and run as the same user)",
+                err);
+  }
+  if (!same_file(st)) throw ProcessError(gone);  // the descriptor now names another file
+  if (!S_ISREG(st.st_mode)) throw invalid("it names a file that is not a shared memory segment");
+  // O_NONBLOCK: should the descriptor change between stat and open, never
+  // block on what it names now.
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd) {
     const int err = errno;
@@ -340,11 +384,16 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
                     " (the creator must be alive and run as the same user)",
                 err);
   }
-  struct stat st {};
+  // Seals first, size second: once the seals are there the size is final.
+  const int seals = ::fcntl(fd.get(), F_GET_SEALS);
   if (::fstat(fd.get(), &st) < 0) throw_errno("fstat of " + path);
-  if (!S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_dev) != h.dev ||
-      static_cast<std::uint64_t>(st.st_ino) != h.ino || static_cast<std::uint64_t>(st.st_size) != h.segment_size)
-    throw ProcessError(gone);
+  if (!S_ISREG(st.st_mode) || !same_file(st)) throw ProcessError(gone);
+  if (seals < 0 || (seals & kRequiredSeals) != kRequiredSeals)
+    throw invalid("the segment is not sealed against resizing (not an mproc anonymous segment): "
+                  "refusing to map it, its owner could shrink it under this process");
+  if (static_cast<std::uint64_t>(st.st_size) != h.segment_size)
+    throw invalid("the segment is " + std::to_string(st.st_size) + " bytes, the handle says " +
+                  std::to_string(h.segment_size));
   auto mapping = map_fd(std::move(fd), static_cast<std::size_t>(h.segment_size), st, h.pid, h.fd, false, {}, what);
   register_mapping_locked(state, mapping);
   if (state.auto_retain) retain_locked(state, mapping);
@@ -414,8 +463,15 @@ inline std::string normalize_shm_name(std::string_view name) {
 
 // Creates the named segment `name` (normalized) of `size` bytes with
 // shm_open(O_CREAT | O_EXCL), mode 0600, and maps it. Nothing unlinks it
-// but unlink_named_segment(). Throws ProcessError if it exists already or
+// but SharedMemory::unlink(). Throws ProcessError if it exists already or
 // cannot be created.
+//
+// Named segments cannot be sealed (only memfd files can): any process that
+// can open the name can also resize the segment, and a process touching a
+// page that a shrink removed dies of SIGBUS. mproc itself never touches a
+// named segment's bytes, never accepts one through a handle (they travel by
+// name) and maps one at the size it has when opened; share named segments
+// only with processes trusted not to truncate them.
 inline std::shared_ptr<Mapping> create_named_segment(const std::string& name, std::size_t size) {
   if (size == 0 || size > kMaxSegmentSize)
     throw ProcessError("mproc: cannot create SharedMemory '" + name + "' of " + std::to_string(size) +
@@ -446,9 +502,10 @@ inline std::shared_ptr<Mapping> create_named_segment(const std::string& name, st
   return mapping;
 }
 
-// Maps the existing named segment `name` (normalized), reusing this
-// process's mapping of it if there is one of the same size. Throws
-// ProcessError naming it if it does not exist or cannot be opened.
+// Maps the existing named segment `name` (normalized) at its current size,
+// reusing this process's mapping of it if there is one of that size. Throws
+// ProcessError naming it if it does not exist, is empty or not a regular
+// file, or cannot be opened.
 inline std::shared_ptr<Mapping> open_named_segment(const std::string& name) {
   UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0));
   if (!fd) {
@@ -458,6 +515,7 @@ inline std::shared_ptr<Mapping> open_named_segment(const std::string& name) {
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) < 0) throw_errno("fstat of SharedMemory '" + name + "'");
+  if (!S_ISREG(st.st_mode)) throw ProcessError("mproc: SharedMemory '" + name + "' is not a shared memory block");
   if (st.st_size <= 0) throw ProcessError("mproc: SharedMemory '" + name + "' is empty (size 0)");
   const auto size = static_cast<std::size_t>(st.st_size);
   ShmState& state = shm_state();
