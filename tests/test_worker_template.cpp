@@ -236,3 +236,49 @@ TEST_CASE("killing the owner takes the template and its workers down within 1 s"
   CHECK(alive.empty());
   CHECK(d::Clock::now() - start_time < 1s);
 }
+
+TEST_CASE("a channel grows its buffer only as a frame's bytes arrive, and gives a huge one back (#17)",
+          "[failure-model]") {
+  auto [a, b] = d::socket_pair();
+  d::set_nonblocking(b.get());
+  d::Channel rx(std::move(b));
+  // A header claiming 200 MiB, and 4 bytes of it.
+  const d::FrameHeader h{200u << 20, 1, 0, 7};
+  REQUIRE(::write(a.get(), &h, sizeof h) == sizeof h);
+  REQUIRE(::write(a.get(), "abcd", 4) == 4);
+  d::Frame f;
+  while (rx.fill() == d::Channel::Io::ok) {
+  }
+  CHECK_FALSE(rx.next(f));
+  CHECK(rx.buffer_capacity() < (1u << 20));
+  // A whole 32 MiB frame, then small ones: the buffer shrinks again.
+  d::Channel tx(std::move(a));
+  auto [c, e] = d::socket_pair();
+  d::set_nonblocking(e.get());
+  d::Channel out(std::move(c)), in(std::move(e));
+  const std::vector<std::byte> big(32u << 20, std::byte{1});
+  std::thread sender([&] {
+    out.put(2, 1, big);
+    REQUIRE(out.flush_blocking());
+    for (int i = 0; i < 40; ++i) {
+      out.put(3, 2, std::vector<std::byte>(16));
+      REQUIRE(out.flush_blocking());
+    }
+  });
+  int got = 0;
+  std::size_t peak = 0;
+  while (got < 41) {
+    if (in.next(f)) {
+      if (got == 0) CHECK(f.payload.size() == big.size());
+      ++got;
+      continue;
+    }
+    REQUIRE(d::poll_until(in.fd(), POLLIN, d::deadline_after(10s)) != 0);
+    in.fill();
+    peak = std::max(peak, in.buffer_capacity());
+  }
+  sender.join();
+  in.fill();
+  CHECK(peak >= big.size());
+  CHECK(in.buffer_capacity() < (8u << 20));
+}

@@ -193,7 +193,10 @@ class Channel {
       FrameHeader h;
       std::memcpy(&h, in_.data(), sizeof h);
       const std::size_t frame = frame_span(h.size);
-      if (h.size <= max_payload && frame > in_end_) want = std::max(want, frame - in_end_);
+      // Grow toward the frame as its bytes arrive (at most doubling what
+      // was received): a header claiming a huge payload costs no memory
+      // until the payload comes.
+      if (h.size <= max_payload && frame > in_end_) want = std::max(want, std::min(frame - in_end_, in_end_));
     }
     if (in_.size() < in_end_ + want) in_.resize(in_end_ + want);
 
