@@ -100,17 +100,17 @@ class LockCore {
   const char* name() const noexcept { return shm_kind_name(kind_); }
 
   bool try_acquire() {
-    const std::uint32_t me = current_tid();
-    if (recursive() && state_->owner() == me) return bump();
-    if (!state_->try_lock(me)) return false;
+    const std::uint64_t me = current_identity();
+    if (recursive() && state_->held_by(me)) return bump();
+    if (!state_->try_lock_id(me)) return false;
     if (recursive()) state_->count = 1;
     return true;
   }
 
   bool acquire(Clock::time_point deadline) {
-    const std::uint32_t me = current_tid();
-    if (recursive() && state_->owner() == me) return bump();
-    if (!state_->lock(me, deadline)) return false;
+    const std::uint64_t me = current_identity();
+    if (recursive() && state_->held_by(me)) return bump();
+    if (!state_->lock_id(me, deadline)) return false;
     if (recursive()) state_->count = 1;
     return true;
   }
@@ -126,7 +126,7 @@ class LockCore {
     if (owner == 0)
       throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
     if (recursive()) {
-      if (owner != current_tid())
+      if (!state_->held_by(current_identity()))
         throw ProcessError("mproc: RLock.release(): the RLock is held by another thread (tid " +
                            std::to_string(owner) + "); only its owner may release it");
       if (--state_->count > 0) return;
@@ -135,7 +135,7 @@ class LockCore {
       throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
   }
 
-  bool held_by_caller() const noexcept { return state_->owner() == current_tid(); }
+  bool held_by_caller() const noexcept { return state_->held_by(current_identity()); }
   bool recovered() const noexcept { return state_->recovered(); }
 
   // For Condition::wait: release completely, then take back at the same depth.
@@ -146,7 +146,7 @@ class LockCore {
     return saved;
   }
   void reacquire(std::uint32_t saved) {
-    state_->lock(current_tid(), Clock::time_point::max());
+    state_->lock_id(current_identity(), Clock::time_point::max());
     if (recursive()) state_->count = saved;
   }
 
