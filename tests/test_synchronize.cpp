@@ -893,6 +893,100 @@ TEST_CASE("Lock: held by a main thread that exited while its process runs on, it
   CHECK(shm_test::join(pid).exitcode == 0);
 }
 
+namespace {
+
+// A child that waits on `cond` (in probe mode if `probe`: its record is not
+// in the kernel's robust list) and exits 0 if notified, 4 if not. Returns
+// once the child is inside wait(): it told us so holding the lock, and the
+// lock became free only when wait() released it.
+pid_t spawn_cond_waiter(mp::Condition& cond, bool probe, std::chrono::milliseconds timeout = 30s) {
+  shm_test::Pipe ready;
+  const pid_t pid = shm_test::spawn([&] {
+    mp::detail::SyncTesting::no_robust_list = probe;
+    std::lock_guard guard(cond);
+    shm_test::send(ready.w.get(), 'w');
+    return cond.wait(timeout) ? 0 : 4;
+  });
+  shm_test::recv<char>(ready.r.get());
+  std::lock_guard guard(cond);
+  return pid;
+}
+
+}  // namespace
+
+TEST_CASE("Condition: a notify() only a dead waiter could take is not kept for a later waiter (#12)",
+          "[condition][failure-model]") {
+  for (const bool probe : {false, true}) {
+    for (const bool reap : {false, true}) {
+      INFO("probe mode: " << probe << ", dead waiter reaped: " << reap);
+      mp::Condition cond;
+      const pid_t dead = spawn_cond_waiter(cond, probe);
+      kill_dead(dead, reap);
+      std::lock_guard guard(cond);
+      cond.notify();  // nobody alive waits: no effect
+      bool result = true;
+      const auto took = time_of([&] { result = cond.wait(150ms); });
+      CHECK_FALSE(result);  // not woken by the dead waiter's notification
+      CHECK(took >= 150ms);
+      if (!reap) CHECK(shm_test::join(dead).exitcode == -SIGKILL);
+    }
+  }
+}
+
+TEST_CASE("Condition: notify(n) wakes n live waiters when older dead ones are registered (#12)",
+          "[condition][failure-model]") {
+  for (const bool probe : {false, true}) {
+    INFO("probe mode: " << probe);
+    mp::Condition cond;
+    const pid_t dead1 = spawn_cond_waiter(cond, probe);
+    const pid_t dead2 = spawn_cond_waiter(cond, probe);
+    kill_dead(dead1, false);
+    kill_dead(dead2, true);
+    const pid_t live1 = spawn_cond_waiter(cond, probe);
+    const pid_t live2 = spawn_cond_waiter(cond, probe);
+    const pid_t late = spawn_cond_waiter(cond, probe, 300ms);  // must time out: nothing is left for it
+    {
+      std::lock_guard guard(cond);
+      cond.notify(2);
+    }
+    CHECK(shm_test::join(live1).exitcode == 0);
+    CHECK(shm_test::join(live2).exitcode == 0);
+    CHECK(shm_test::join(late).exitcode == 4);
+    CHECK(shm_test::join(dead1).exitcode == -SIGKILL);
+    // Dead waiters' records are forgotten: a full table of live waiters fits.
+    const pid_t again = spawn_cond_waiter(cond, probe);
+    {
+      std::lock_guard guard(cond);
+      cond.notify_all();
+    }
+    CHECK(shm_test::join(again).exitcode == 0);
+  }
+}
+
+TEST_CASE("Condition: more waiters than it has records get ProcessError, not a hang") {
+  mp::Condition cond;
+  constexpr int kMax = mp::detail::ConditionState::kMaxWaiters;
+  std::atomic<int> registered{0}, notified{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kMax; ++t)
+    threads.emplace_back([&] {
+      std::lock_guard guard(cond);
+      ++registered;
+      if (cond.wait(30s)) ++notified;
+    });
+  REQUIRE(eventually([&] {
+    std::lock_guard guard(cond);  // free only while every registered thread is inside wait()
+    return registered == kMax;
+  }));
+  {
+    std::lock_guard guard(cond);
+    REQUIRE_THROWS_MATCHES(cond.wait(10ms), mp::ProcessError, MessageContains("too many waiting threads (at most 192)"));
+    cond.notify_all();
+  }
+  for (auto& t : threads) t.join();
+  CHECK(notified == kMax);
+}
+
 // ---------------------------------------------------------- signal storms
 
 namespace {

@@ -403,9 +403,11 @@ class Event {
 // A process-shared condition variable (Python: multiprocessing.Condition),
 // over an RLock of its own or a given Lock or RLock. wait() and notify()
 // require the calling thread to hold that lock. notify(n) wakes at most n
-// waiters; wait() has no spurious wake-ups visible to the caller.
-// A process that dies inside wait() may absorb one notify(); notify_all()
-// is unaffected.
+// waiters, oldest first; wait() has no spurious wake-ups visible to the
+// caller. A waiter that died (its process killed inside wait()) is skipped:
+// it neither absorbs a notify() nor makes another waiter's wait() return
+// true without one. At most ConditionState::kMaxWaiters (192) threads may
+// wait at once.
 class Condition {
  public:
   // A condition over a new RLock. Throws ProcessError.
@@ -437,10 +439,12 @@ class Condition {
 
   // Releases the lock (all recursion levels), blocks until notified, then
   // re-acquires it at the same depth. Returns true. Throws ProcessError if
-  // the calling thread does not hold the lock.
+  // the calling thread does not hold the lock, or if 192 threads wait
+  // already.
   bool wait() { return wait_until_steady(detail::Clock::time_point::max()); }
   // As wait(), for at most `timeout`; returns false on timeout (the lock is
-  // re-acquired either way).
+  // re-acquired either way; a notify() that reached this waiter before it
+  // re-acquired the lock still counts: true).
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until_steady(detail::deadline_after(timeout));
@@ -464,17 +468,24 @@ class Condition {
     return result;
   }
 
-  // Wakes up to `n` waiting threads (n >= 0). Non-blocking. Throws
-  // ProcessError if the calling thread does not hold the lock.
+  // Wakes up to `n` waiting threads (n >= 0), those that began waiting
+  // first, skipping (and forgetting) waiters that died. Non-blocking.
+  // Throws ProcessError if the calling thread does not hold the lock.
   void notify(int n = 1) {
     check_held("notify");
     if (n < 0) throw ProcessError("mproc: Condition.notify(): n must be >= 0");
-    const std::uint32_t k = std::min(static_cast<std::uint32_t>(n), state_->waiters);
-    if (k == 0) return;
-    state_->waiters -= k;
-    state_->signals += k;
-    state_->seq.fetch_add(1, std::memory_order_release);
-    detail::futex_wake(state_->seq, static_cast<int>(k));
+    for (int woken = 0; woken < n;) {
+      detail::WaiterSlot* slot = state_->oldest_waiting();
+      if (!slot) break;
+      slot->state.store(detail::WaiterSlot::kNotified, std::memory_order_release);
+      // A waiter the kernel woke is alive; one that was not asleep is
+      // either about to look at its record or dead.
+      if (detail::futex_wake(slot->state, 1) == 0 && slot->owner_dead()) {
+        slot->reap();
+        continue;
+      }
+      ++woken;
+    }
   }
   // Wakes every waiting thread. Same rules as notify().
   void notify_all() { notify(INT_MAX); }
@@ -511,27 +522,27 @@ class Condition {
 
   bool wait_until_steady(detail::Clock::time_point deadline) {
     check_held("wait");
-    detail::ConditionState& c = *state_;
-    ++c.waiters;
-    std::uint32_t seq = c.seq.load(std::memory_order_relaxed);
-    std::uint32_t saved = lock_.release_all();
-    for (;;) {
-      detail::futex_wait(c.seq, seq, deadline);
-      const bool timed_out = detail::Clock::now() >= deadline;
-      if (!timed_out && c.seq.load(std::memory_order_acquire) == seq) continue;  // spurious
+    detail::WaiterSlot* slot = state_->free_slot();
+    if (!slot)
+      throw ProcessError("mproc: Condition.wait(): too many waiting threads (at most " +
+                         std::to_string(detail::ConditionState::kMaxWaiters) + ")");
+    slot->claim(detail::WaiterSlot::kWaiting, state_->next_ticket++);
+    const std::uint32_t saved = lock_.release_all();
+    // Sleep on our own record until notify() marks it or the deadline
+    // passes; signals and spurious wake-ups send us back to sleep.
+    try {
+      while (slot->state.load(std::memory_order_acquire) == detail::WaiterSlot::kWaiting &&
+             detail::Clock::now() < deadline)
+        detail::futex_wait(slot->state, detail::WaiterSlot::kWaiting, deadline);
+    } catch (...) {
       lock_.reacquire(saved);
-      if (c.signals > 0) {
-        --c.signals;
-        return true;
-      }
-      if (timed_out) {
-        --c.waiters;
-        return false;
-      }
-      // Woken, but the notification went to another waiter: sleep again.
-      seq = c.seq.load(std::memory_order_relaxed);
-      saved = lock_.release_all();
+      slot->release();
+      throw;
     }
+    lock_.reacquire(saved);
+    const bool notified = slot->state.load(std::memory_order_relaxed) == detail::WaiterSlot::kNotified;
+    slot->release();
+    return notified;
   }
 
   detail::LockCore lock_;
