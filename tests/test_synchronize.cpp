@@ -987,6 +987,140 @@ TEST_CASE("Condition: more waiters than it has records get ProcessError, not a h
   CHECK(notified == kMax);
 }
 
+TEST_CASE("Barrier: a party killed while waiting breaks the barrier for the others (#10)",
+          "[barrier][failure-model]") {
+  for (const bool probe : {false, true}) {
+    for (const bool reap : {false, true}) {
+      INFO("probe mode: " << probe << ", dead party reaped: " << reap);
+      mp::Barrier barrier(3);
+      const auto party = [&](int broken_code) {
+        return shm_test::spawn([&, broken_code] {
+          mp::detail::SyncTesting::no_robust_list = probe;
+          try {
+            barrier.wait(30s);
+          } catch (const mp::BrokenBarrierError& e) {
+            return std::string(e.what()).find("a party died while waiting") != std::string::npos ? broken_code : 5;
+          }
+          return 3;
+        });
+      };
+      const pid_t victim = party(0);
+      REQUIRE(eventually([&] { return barrier.n_waiting() == 1; }));
+      kill_dead(victim, reap);
+      // The last arriver does not count the dead party as arrived.
+      const auto took = time_of([&] {
+        REQUIRE_THROWS_MATCHES(barrier.wait(10s), mp::BrokenBarrierError,
+                               MessageContains("a party died while waiting; the barrier is now broken"));
+      });
+      CHECK(took < 1s);
+      CHECK(barrier.broken());
+      REQUIRE_THROWS_MATCHES(barrier.wait(1s), mp::BrokenBarrierError, MessageContains("the barrier is broken"));
+      if (!reap) CHECK(shm_test::join(victim).exitcode == -SIGKILL);
+
+      // A waiting party learns of a death by itself, within a few slices,
+      // though the last party never comes.
+      barrier.reset();
+      CHECK_FALSE(barrier.broken());
+      CHECK(barrier.n_waiting() == 0);
+      const pid_t victim2 = party(0);
+      REQUIRE(eventually([&] { return barrier.n_waiting() == 1; }));
+      const pid_t witness = party(0);
+      REQUIRE(eventually([&] { return barrier.n_waiting() == 2; }));
+      kill_dead(victim2, reap);
+      const auto learned = time_of([&] { CHECK(eventually([&] { return barrier.broken(); })); });
+      CHECK(learned < 200ms);
+      CHECK(shm_test::join(witness).exitcode == 0);
+      if (!reap) CHECK(shm_test::join(victim2).exitcode == -SIGKILL);
+
+      // Broken until reset(); then whole rounds pass again.
+      CHECK(barrier.broken());
+      barrier.reset();
+      const pid_t a = party(6), b = party(6);
+      const std::size_t index = barrier.wait(30s);
+      CHECK(index <= 2);
+      CHECK(shm_test::join(a).exitcode == 3);  // returned normally
+      CHECK(shm_test::join(b).exitcode == 3);
+      CHECK_FALSE(barrier.broken());
+    }
+  }
+}
+
+TEST_CASE("Barrier: a last arriver killed while releasing the round breaks it, and reset() repairs it (#10)",
+          "[barrier][failure-model]") {
+  mp::Barrier barrier(3);
+  const auto waiter = [&] {
+    return shm_test::spawn([&] {
+      try {
+        barrier.wait(30s);
+      } catch (const mp::BrokenBarrierError&) {
+        return 0;
+      }
+      return 3;
+    });
+  };
+  const pid_t a = waiter();
+  const pid_t b = waiter();
+  REQUIRE(eventually([&] { return barrier.n_waiting() == 2; }));
+  // The last arriver dies holding the barrier's internal lock, after it
+  // checked the others and before it let them go.
+  const pid_t last = shm_test::spawn([&] {
+    mp::detail::SyncTesting::barrier_releasing = [] { ::raise(SIGKILL); };
+    barrier.wait(30s);
+    return 3;
+  });
+  CHECK(shm_test::join(a, 10s).exitcode == 0);
+  CHECK(shm_test::join(b, 10s).exitcode == 0);
+  CHECK(shm_test::join(last).exitcode == -SIGKILL);
+  CHECK(barrier.broken());
+  barrier.reset();
+  CHECK(barrier.n_waiting() == 0);
+  const pid_t c = shm_test::spawn([&] { return barrier.wait(30s) <= 2 ? 0 : 3; });
+  const pid_t d = shm_test::spawn([&] { return barrier.wait(30s) <= 2 ? 0 : 3; });
+  CHECK(barrier.wait(30s) <= 2);
+  CHECK(shm_test::join(c).exitcode == 0);
+  CHECK(shm_test::join(d).exitcode == 0);
+}
+
+TEST_CASE("Barrier: a party killed after its round passed, before it left, does not stall the next round (#10)",
+          "[barrier][failure-model]") {
+  mp::Barrier barrier(2);
+  const pid_t passed = shm_test::spawn([&] {
+    barrier.wait(30s);
+    return 0;
+  });
+  REQUIRE(eventually([&] { return barrier.n_waiting() == 1; }));
+  // Stopped, the other party is alive when we arrive last and let the round
+  // pass, but cannot leave; then it dies without having left.
+  ::kill(passed, SIGSTOP);
+  CHECK(barrier.wait(10s) == 1);
+  kill_dead(passed, false);
+  CHECK_FALSE(barrier.broken());
+  // The next wait forgets the dead party instead of waiting forever for the
+  // round to drain, and keeps its deadline.
+  const auto took = time_of(
+      [&] { REQUIRE_THROWS_MATCHES(barrier.wait(150ms), mp::BrokenBarrierError, MessageContains("timed out")); });
+  CHECK(took >= 150ms);
+  CHECK(took < 150ms + kSlack);
+  barrier.reset();
+  const pid_t next = shm_test::spawn([&] { return barrier.wait(30s) <= 1 ? 0 : 3; });
+  CHECK(barrier.wait(30s) <= 1);
+  CHECK(shm_test::join(next).exitcode == 0);
+  CHECK(shm_test::join(passed).exitcode == -SIGKILL);
+}
+
+TEST_CASE("Barrier: a handle whose parties do not fit its block is rejected") {
+  mp::Barrier barrier(2);
+  auto h = barrier.handle();
+  auto block = mp::detail::open_object(h, mp::detail::ShmKind::barrier, 0).first;
+  auto* st = mp::detail::existing_state<mp::detail::BarrierState>(*block, mp::detail::kObjectStateOffset);
+  st->parties = 1000;
+  REQUIRE_THROWS_MATCHES(mp::Barrier::from_handle(h), mp::ProcessError, MessageContains("parties do not fit in its"));
+  st->parties = 0;
+  REQUIRE_THROWS_MATCHES(mp::Barrier::from_handle(h), mp::ProcessError, MessageContains("it has 0 parties"));
+  st->parties = 2;
+  CHECK(mp::Barrier::from_handle(h).parties() == 2);
+}
+
 // ---------------------------------------------------------- signal storms
 
 namespace {

@@ -554,13 +554,16 @@ class Condition {
 // multiprocessing.Barrier, without the action callable). wait() returns a
 // distinct index in [0, parties) per round. A wait that times out breaks
 // the barrier: every waiter, present and future, gets BrokenBarrierError
-// until reset(). A process that dies holding the barrier's internal lock
-// breaks it too; one that dies while waiting is only noticed through the
-// others' timeouts.
+// until reset(). So does a party that dies while waiting (its process is
+// killed): it never counts as arrived; the others learn it within about
+// 20 ms, and the last arriver checks every party before it lets the round
+// pass. A party that dies holding the barrier's internal lock breaks it
+// too; one that dies after its round passed, before it left, is forgotten
+// when the next round starts.
 class Barrier {
  public:
-  // Creates a barrier for `parties` (>= 1) and an optional default timeout
-  // for wait(). Throws ProcessError for parties < 1.
+  // Creates a barrier for `parties` (1 to 65536) and an optional default
+  // timeout for wait(). Throws ProcessError for another number of parties.
   explicit Barrier(std::size_t parties) : Barrier(parties, -1) {}
   template <class Rep, class Period>
   Barrier(std::size_t parties, std::chrono::duration<Rep, Period> timeout)
@@ -573,12 +576,14 @@ class Barrier {
   // Blocks until all parties have called wait() (for at most the default
   // timeout, if any); returns this caller's index in [0, parties).
   // Throws BrokenBarrierError if the barrier is or becomes broken (a
-  // timeout breaks it).
+  // timeout, or a party's death, breaks it). Thread- and process-safe.
   std::size_t wait() {
     const std::int64_t ns = state_->default_timeout_ns;
     return wait_until_steady(ns < 0 ? detail::Clock::time_point::max()
                                     : detail::deadline_after(std::chrono::nanoseconds(ns)));
   }
+  // As wait(), for at most `timeout` (which also bounds the wait for the
+  // previous round to end).
   template <class Rep, class Period>
   std::size_t wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until_steady(detail::deadline_after(timeout));
@@ -592,24 +597,24 @@ class Barrier {
     if (st.count > 0) {
       if (st.state == detail::BarrierState::kFilling || st.state == detail::BarrierState::kBroken)
         st.state = detail::BarrierState::kResetting;
+      reap_dead();  // parties that died never leave
     } else {
       st.state = detail::BarrierState::kFilling;
     }
     broadcast();
   }
   // Breaks the barrier: current and future waiters get BrokenBarrierError
-  // until reset().
+  // until reset(). Blocks only on the internal lock.
   void abort() {
     Guard g(*this);
-    state_->state = detail::BarrierState::kBroken;
-    broadcast();
+    break_barrier();
   }
-  // Whether the barrier is broken.
+  // Whether the barrier is broken. Blocks only on the internal lock.
   bool broken() const {
     Guard g(*this);
     return state_->state == detail::BarrierState::kBroken;
   }
-  // Number of parties currently waiting.
+  // Number of parties currently waiting. Blocks only on the internal lock.
   std::size_t n_waiting() const {
     Guard g(*this);
     return state_->state == detail::BarrierState::kFilling ? state_->count : 0;
@@ -618,27 +623,37 @@ class Barrier {
   std::size_t parties() const noexcept { return parties_; }
 
   detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::barrier); }
+  // The barrier a handle from another process describes. Throws
+  // ProcessError if the handle is malformed or its creator is gone.
   static Barrier from_handle(const detail::ShmHandle& h) { return Barrier(h); }
 
  private:
+  using State = detail::BarrierState;
+
   Barrier(std::size_t parties, std::int64_t timeout_ns) {
-    if (parties < 1 || parties > UINT32_MAX)
+    if (parties < 1 || parties > State::kMaxParties)
       throw ProcessError("mproc: Barrier(" + std::to_string(parties) + "): parties must be between 1 and " +
-                         std::to_string(UINT32_MAX));
-    block_ = detail::allocate_object(detail::ShmKind::barrier, detail::kObjectStateOffset,
-                                     sizeof(detail::BarrierState), alignof(detail::BarrierState));
-    state_ = detail::construct_state<detail::BarrierState>(*block_, detail::kObjectStateOffset);
-    state_->parties = static_cast<std::uint32_t>(parties);
+                         std::to_string(State::kMaxParties));
+    const auto n = static_cast<std::uint32_t>(parties);
+    block_ = detail::allocate_object(detail::ShmKind::barrier, detail::kObjectStateOffset, State::size_for(n),
+                                     alignof(State));
+    state_ = detail::construct_state<State>(*block_, detail::kObjectStateOffset);
+    for (std::uint32_t i = 0; i < n; ++i) ::new (static_cast<void*>(state_->slots() + i)) detail::WaiterSlot{};
+    state_->parties = n;
     state_->default_timeout_ns = timeout_ns;
-    parties_ = parties;
+    parties_ = n;
   }
   explicit Barrier(const detail::ShmHandle& h) {
-    auto opened = detail::open_object(h, detail::ShmKind::barrier,
-                                      detail::kObjectStateOffset + sizeof(detail::BarrierState));
+    auto opened = detail::open_object(h, detail::ShmKind::barrier, detail::kObjectStateOffset + sizeof(State));
     block_ = std::move(opened.first);
-    state_ = detail::existing_state<detail::BarrierState>(*block_, detail::kObjectStateOffset);
-    parties_ = state_->parties;
-    if (parties_ == 0) throw ProcessError("mproc: invalid handle for Barrier: it has 0 parties");
+    state_ = detail::existing_state<State>(*block_, detail::kObjectStateOffset);
+    const std::uint32_t n = state_->parties;
+    if (n < 1 || n > State::kMaxParties)
+      throw ProcessError("mproc: invalid handle for Barrier: it has " + std::to_string(n) + " parties");
+    if (detail::kObjectStateOffset + State::size_for(n) > block_->length())
+      throw ProcessError("mproc: invalid handle for Barrier: " + std::to_string(n) + " parties do not fit in its " +
+                         std::to_string(block_->length()) + "-byte block");
+    parties_ = n;
   }
 
   // Holds the internal lock; a recovered lock (a party died holding it)
@@ -654,32 +669,77 @@ class Barrier {
     const Barrier& b_;
   };
 
+  detail::WaiterSlot& slot(std::uint32_t i) const noexcept { return state_->slots()[i]; }
+
   void lock_internal() const {
-    state_->mutex.lock(detail::current_tid(), detail::Clock::time_point::max());
-    if (state_->mutex.recovered() && state_->state != detail::BarrierState::kBroken) {
-      state_->state = detail::BarrierState::kBroken;
-      broadcast();
-    }
+    state_->mutex.lock_id(detail::current_identity(), detail::Clock::time_point::max());
+    if (state_->mutex.recovered()) break_barrier();
   }
   void broadcast() const {
     state_->seq.fetch_add(1, std::memory_order_release);
     detail::futex_wake(state_->seq);
   }
-  // Releases the internal lock, sleeps until a broadcast or `deadline`,
-  // re-locks. Returns false on timeout.
-  bool sleep(detail::Clock::time_point deadline) const {
+  // Marks the barrier broken, forgets dead parties and wakes everyone.
+  // Under the internal lock.
+  void break_barrier() const {
+    state_->state = State::kBroken;
+    reap_dead();
+    broadcast();
+  }
+  // Whether a party of the round being filled died. Under the internal lock.
+  bool party_died() const noexcept {
+    const std::uint32_t n = std::min(state_->count, static_cast<std::uint32_t>(parties_));
+    for (std::uint32_t i = 0; i < n; ++i)
+      if (slot(i).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree && slot(i).owner_dead())
+        return true;
+    return false;
+  }
+  // Frees the slots of parties that died and recounts the others; a round
+  // that only dead parties kept from ending ends. Not while filling (where
+  // slot indices are arrival indices). Under the internal lock.
+  void reap_dead() const {
+    auto& st = *state_;
+    std::uint32_t live = 0;
+    for (std::uint32_t i = 0; i < parties_; ++i) {
+      detail::WaiterSlot& s = slot(i);
+      if (s.state.load(std::memory_order_relaxed) == detail::WaiterSlot::kFree) continue;
+      if (s.owner_dead())
+        s.reap();
+      else
+        ++live;
+    }
+    st.count = live;
+    if (live == 0 && (st.state == State::kDraining || st.state == State::kResetting)) {
+      st.state = State::kFilling;
+      broadcast();
+    }
+  }
+  // Releases the internal lock, sleeps until a broadcast, `deadline` or a
+  // slice (to look for dead parties) is over, and re-locks. Signals only
+  // end the sleep early.
+  void sleep(detail::Clock::time_point deadline) const {
     const std::uint32_t seq = state_->seq.load(std::memory_order_relaxed);
     state_->mutex.unlock();
-    while (state_->seq.load(std::memory_order_acquire) == seq && detail::Clock::now() < deadline)
-      detail::futex_wait(state_->seq, seq, deadline);
+    const auto until = std::min(deadline, detail::Clock::now() + detail::kDeathCheckSlice);
+    try {
+      while (state_->seq.load(std::memory_order_acquire) == seq && detail::Clock::now() < until)
+        detail::futex_wait(state_->seq, seq, until);
+    } catch (...) {
+      lock_internal();
+      throw;
+    }
     lock_internal();
-    return detail::Clock::now() < deadline;
   }
-  void leave() const {
+  // The party in slot `index` leaves (under the internal lock); the last
+  // one out of a passed or reset round opens the next.
+  void leave(std::uint32_t index) const {
     auto& st = *state_;
-    --st.count;
-    if (st.count == 0 && (st.state == detail::BarrierState::kResetting || st.state == detail::BarrierState::kDraining)) {
-      st.state = detail::BarrierState::kFilling;
+    detail::WaiterSlot& s = slot(index);
+    if (!s.mine()) return;  // forgotten as dead meanwhile: it cannot be, but the count stays right
+    s.release();
+    if (st.count > 0) --st.count;
+    if (st.count == 0 && (st.state == State::kResetting || st.state == State::kDraining)) {
+      st.state = State::kFilling;
       broadcast();
     }
   }
@@ -687,36 +747,58 @@ class Barrier {
   std::size_t wait_until_steady(detail::Clock::time_point deadline) {
     Guard g(*this);
     auto& st = *state_;
-    while (st.state == detail::BarrierState::kDraining || st.state == detail::BarrierState::kResetting)
-      sleep(detail::Clock::time_point::max());
-    if (st.state == detail::BarrierState::kBroken)
-      throw BrokenBarrierError("mproc: Barrier.wait(): the barrier is broken");
-    const std::uint32_t index = st.count++;
-    try {
-      if (index + 1 == st.parties) {
-        st.state = detail::BarrierState::kDraining;
-        broadcast();
-      } else {
-        while (st.state == detail::BarrierState::kFilling) {
-          if (detail::Clock::now() >= deadline) {
-            st.state = detail::BarrierState::kBroken;
-            broadcast();
-            throw BrokenBarrierError("mproc: Barrier.wait(): timed out; the barrier is now broken");
-          }
-          sleep(deadline);
-        }
-        if (st.state < 0) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was broken or reset");
+    // The previous round must drain (or a reset end) first; parties that
+    // died before leaving are forgotten.
+    while (st.state == State::kDraining || st.state == State::kResetting) {
+      if (detail::Clock::now() >= deadline) {
+        break_barrier();
+        throw BrokenBarrierError(
+            "mproc: Barrier.wait(): timed out waiting for the previous round to end; the barrier is now broken");
       }
-    } catch (...) {
-      leave();
-      throw;
+      sleep(deadline);
+      if (st.state == State::kDraining || st.state == State::kResetting) reap_dead();
     }
-    leave();
+    if (st.state == State::kBroken) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier is broken");
+    const std::uint32_t index = st.count;
+    if (index >= parties_ || slot(index).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree) {
+      break_barrier();
+      throw BrokenBarrierError("mproc: Barrier.wait(): the barrier's shared state is inconsistent; it is now broken");
+    }
+    slot(index).claim(detail::WaiterSlot::kWaiting, index);
+    ++st.count;
+    struct Leave {
+      const Barrier& b;
+      std::uint32_t index;
+      ~Leave() { b.leave(index); }
+    } leave{*this, index};
+    if (index + 1 == parties_) {
+      // The last arriver: a party that died while waiting did not arrive.
+      if (party_died()) {
+        break_barrier();
+        throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
+      }
+      if (auto hook = detail::SyncTesting::barrier_releasing) hook();
+      st.state = State::kDraining;
+      broadcast();
+      return index;
+    }
+    while (st.state == State::kFilling) {
+      if (detail::Clock::now() >= deadline) {
+        break_barrier();
+        throw BrokenBarrierError("mproc: Barrier.wait(): timed out; the barrier is now broken");
+      }
+      sleep(deadline);
+      if (st.state == State::kFilling && party_died()) {
+        break_barrier();
+        throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
+      }
+    }
+    if (st.state < 0) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was broken or reset");
     return index;
   }
 
   std::shared_ptr<detail::ShmBlock> block_;
-  detail::BarrierState* state_ = nullptr;
+  State* state_ = nullptr;
   std::size_t parties_ = 0;
 };
 

@@ -38,7 +38,7 @@ namespace mproc::detail {
 
 // Test-only switches, never set by the library itself: they force the
 // fallbacks that a kernel or C library without pidfs / robust lists would
-// take.
+// take, and let a test stop a barrier's last arriver at its worst instant.
 struct SyncTesting {
   // Identity stamps computed from now on use this method (a kStamp* value;
   // -1: choose as usual). Threads cache their stamp: set it in a fresh
@@ -47,6 +47,9 @@ struct SyncTesting {
   // Waiters do not link their slot into the kernel's robust list, so their
   // death is found by probing their identity instead.
   static inline std::atomic<bool> no_robust_list{false};
+  // Called by a Barrier's last arriver while it holds the barrier's
+  // internal lock, after it found every party alive and before it lets them go.
+  static inline void (*barrier_releasing)() = nullptr;
 };
 
 inline std::uint32_t& cached_tid() noexcept {
@@ -620,19 +623,31 @@ struct ConditionState {
 // ---------------------------------------------------------------- barrier
 
 // A barrier's shared part (Python's threading.Barrier algorithm): an
-// internal mutex, a broadcast sequence word, and the counters it guards.
+// internal mutex, a broadcast sequence word, the counters it guards, and,
+// right after it in the block, one WaiterSlot per party: slot i holds the
+// party that arrived i-th in the current round until it leaves.
 struct BarrierState {
   static constexpr std::int32_t kFilling = 0;
   static constexpr std::int32_t kDraining = 1;
   static constexpr std::int32_t kResetting = -1;
   static constexpr std::int32_t kBroken = -2;
+  static constexpr std::uint32_t kMaxParties = 1u << 16;
 
   MutexState mutex;
   std::atomic<std::uint32_t> seq{0};
   std::uint32_t parties = 0;
-  std::uint32_t count = 0;
+  std::uint32_t count = 0;  // parties in slots (arrived, or released and not yet left)
   std::int32_t state = kFilling;
   std::int64_t default_timeout_ns = -1;  // -1: none
+
+  // Bytes of a barrier's state with its slots.
+  static constexpr std::size_t size_for(std::uint32_t parties) noexcept {
+    return sizeof(BarrierState) + std::size_t{parties} * sizeof(WaiterSlot);
+  }
+  WaiterSlot* slots() noexcept {
+    return std::launder(reinterpret_cast<WaiterSlot*>(reinterpret_cast<std::byte*>(this) + sizeof(BarrierState)));
+  }
 };
+static_assert(sizeof(BarrierState) % alignof(WaiterSlot) == 0);
 
 }  // namespace mproc::detail
