@@ -867,7 +867,7 @@ TEST_CASE("Lock: a killed holder is recovered within 100 ms whatever its stamp (
 }
 
 TEST_CASE("Lock: held by a main thread that exited while its process runs on, it is recovered (#13)",
-          "[lock][failure-model][tsan-skip]") {
+          "[lock][failure-model]") {
   // The exited leader stays a zombie until the whole process ends; its
   // pidfd does not report it, /proc does.
   mp::Lock lock;

@@ -173,14 +173,19 @@ inline std::uint32_t thread_stamp(std::uint32_t tid) noexcept {
   return kStampNone;
 }
 
+// Computes and caches the calling thread's identity (out of line: the lock
+// paths that call current_identity() stay small).
+[[gnu::noinline, gnu::cold]] inline std::uint64_t make_current_identity() noexcept {
+  const std::uint32_t tid = current_tid();
+  return cached_identity() = (std::uint64_t{thread_stamp(tid)} << 32) | tid;
+}
+
 // The calling thread's identity (tid and stamp), cached per thread and
 // reset in a forked child. Thread-safe, non-blocking after the first call.
 inline std::uint64_t current_identity() noexcept {
-  std::uint64_t& id = cached_identity();
-  if (id == 0) [[unlikely]] {
-    const std::uint32_t tid = current_tid();
-    id = (std::uint64_t{thread_stamp(tid)} << 32) | tid;
-  }
+  const std::uint64_t id = cached_identity();
+  if (id == 0) [[unlikely]]
+    return make_current_identity();
   return id;
 }
 
@@ -593,14 +598,22 @@ struct ConditionState {
   static constexpr std::uint32_t kMaxWaiters = 192;
 
   std::uint32_t next_ticket = 0;
-  std::uint32_t reserved = 0;
+  std::uint32_t used = 0;  // slots [used, kMaxWaiters) have never been used
   WaiterSlot slots[kMaxWaiters];
+
+  // How many slots to look at (`used`, checked: it lies in shared memory).
+  std::uint32_t in_use_bound() const noexcept { return std::min(used, kMaxWaiters); }
 
   // A free record, after freeing those of dead waiters if none is free;
   // nullptr if all are in use by live waiters. Blocking only on probes.
   WaiterSlot* free_slot() noexcept {
-    for (auto& s : slots)
-      if (s.state.load(std::memory_order_relaxed) == WaiterSlot::kFree) return &s;
+    const std::uint32_t n = in_use_bound();
+    for (std::uint32_t i = 0; i < n; ++i)
+      if (slots[i].state.load(std::memory_order_relaxed) == WaiterSlot::kFree) return &slots[i];
+    if (n < kMaxWaiters) {
+      used = n + 1;
+      return &slots[n];
+    }
     WaiterSlot* found = nullptr;
     for (auto& s : slots)
       if (s.owner_dead()) {
@@ -612,10 +625,13 @@ struct ConditionState {
   // The waiting record that arrived first, or nullptr.
   WaiterSlot* oldest_waiting() noexcept {
     WaiterSlot* best = nullptr;
-    for (auto& s : slots)
+    const std::uint32_t n = in_use_bound();
+    for (std::uint32_t i = 0; i < n; ++i) {
+      WaiterSlot& s = slots[i];
       if (s.state.load(std::memory_order_relaxed) == WaiterSlot::kWaiting &&
           (!best || static_cast<std::int32_t>(s.ticket - best->ticket) < 0))
         best = &s;
+    }
     return best;
   }
 };
