@@ -253,7 +253,6 @@ inline bool identity_dead(std::uint64_t id) noexcept {
 // waits for died (R5 asks for recovery within 100 ms). Signals do not
 // stretch it: the check runs when the slice is over, however the sleep ended.
 inline constexpr std::chrono::milliseconds kDeathCheckSlice{20};
-inline constexpr std::chrono::milliseconds kOwnerCheckSlice = kDeathCheckSlice;
 // Spin iterations before sleeping (each a PAUSE and a relaxed load).
 inline constexpr int kMutexSpin = 200;
 
