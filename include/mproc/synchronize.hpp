@@ -607,7 +607,7 @@ class Barrier {
   // until reset(). Blocks only on the internal lock.
   void abort() {
     Guard g(*this);
-    break_barrier();
+    break_barrier(State::kAborted);
   }
   // Whether the barrier is broken. Blocks only on the internal lock.
   bool broken() const {
@@ -673,26 +673,32 @@ class Barrier {
 
   void lock_internal() const {
     state_->mutex.lock_id(detail::current_identity(), detail::Clock::time_point::max());
-    if (state_->mutex.recovered()) break_barrier();
+    if (state_->mutex.recovered()) break_barrier(State::kPartyDied);
   }
   void broadcast() const {
     state_->seq.fetch_add(1, std::memory_order_release);
     detail::futex_wake(state_->seq);
   }
-  // Marks the barrier broken, forgets dead parties and wakes everyone.
-  // Under the internal lock.
-  void break_barrier() const {
+  // Marks the barrier broken for `reason`, forgets dead parties and wakes
+  // everyone. Under the internal lock.
+  void break_barrier(std::uint32_t reason) const {
     state_->state = State::kBroken;
+    state_->reason = reason;
     reap_dead();
     broadcast();
   }
-  // Whether a party of the round being filled died. Under the internal lock.
-  bool party_died() const noexcept {
+  // Whether a party of the round being filled, other than the caller (in
+  // slot `mine`), died. Under the internal lock.
+  bool party_died(std::uint32_t mine) const noexcept {
     const std::uint32_t n = std::min(state_->count, static_cast<std::uint32_t>(parties_));
     for (std::uint32_t i = 0; i < n; ++i)
-      if (slot(i).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree && slot(i).owner_dead())
+      if (i != mine && slot(i).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree &&
+          slot(i).owner_dead())
         return true;
     return false;
+  }
+  [[noreturn]] void throw_broken(const char* what) const {
+    throw BrokenBarrierError(std::string("mproc: Barrier.wait(): ") + what + state_->reason_text());
   }
   // Frees the slots of parties that died and recounts the others; a round
   // that only dead parties kept from ending ends. Not while filling (where
@@ -751,17 +757,17 @@ class Barrier {
     // died before leaving are forgotten.
     while (st.state == State::kDraining || st.state == State::kResetting) {
       if (detail::Clock::now() >= deadline) {
-        break_barrier();
+        break_barrier(State::kTimedOut);
         throw BrokenBarrierError(
             "mproc: Barrier.wait(): timed out waiting for the previous round to end; the barrier is now broken");
       }
       sleep(deadline);
       if (st.state == State::kDraining || st.state == State::kResetting) reap_dead();
     }
-    if (st.state == State::kBroken) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier is broken");
+    if (st.state == State::kBroken) throw_broken("the barrier is broken");
     const std::uint32_t index = st.count;
     if (index >= parties_ || slot(index).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree) {
-      break_barrier();
+      break_barrier(State::kInconsistent);
       throw BrokenBarrierError("mproc: Barrier.wait(): the barrier's shared state is inconsistent; it is now broken");
     }
     slot(index).claim(detail::WaiterSlot::kWaiting, index);
@@ -773,8 +779,8 @@ class Barrier {
     } leave{*this, index};
     if (index + 1 == parties_) {
       // The last arriver: a party that died while waiting did not arrive.
-      if (party_died()) {
-        break_barrier();
+      if (party_died(index)) {
+        break_barrier(State::kPartyDied);
         throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
       }
       if (auto hook = detail::SyncTesting::barrier_releasing) hook();
@@ -784,16 +790,17 @@ class Barrier {
     }
     while (st.state == State::kFilling) {
       if (detail::Clock::now() >= deadline) {
-        break_barrier();
+        break_barrier(State::kTimedOut);
         throw BrokenBarrierError("mproc: Barrier.wait(): timed out; the barrier is now broken");
       }
       sleep(deadline);
-      if (st.state == State::kFilling && party_died()) {
-        break_barrier();
+      if (st.state == State::kFilling && party_died(index)) {
+        break_barrier(State::kPartyDied);
         throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
       }
     }
-    if (st.state < 0) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was broken or reset");
+    if (st.state == State::kResetting) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was reset");
+    if (st.state < 0) throw_broken("the barrier was broken");
     return index;
   }
 

@@ -381,8 +381,7 @@ struct RobustListHead {
 // entry is added or removed meanwhile and unlinking restores the list
 // exactly. Without a usable robust list (another C library, or
 // SyncTesting::no_robust_list) `alive` stays 0 and the owner's identity is
-// probed instead (identity_dead); a waiter of the prober's own process is
-// alive, as a thread cannot end while blocked here.
+// probed instead (identity_dead).
 struct WaiterSlot {
   static constexpr std::uint32_t kFree = 0;
   static constexpr std::uint32_t kWaiting = 1;   // Condition: waiting; Barrier: arrived
@@ -392,7 +391,7 @@ struct WaiterSlot {
   std::atomic<std::uint32_t> alive{0};  // the owner's tid while linked; kOwnerDied once it died
   std::atomic<std::uint32_t> state{0};  // a futex word: kFree, kWaiting or kNotified
   std::uint64_t id = 0;                 // the owner's identity
-  std::uint32_t pid = 0;                // the owner's process
+  std::uint32_t reserved = 0;
   std::uint32_t ticket = 0;             // Condition: arrival order
   void* prev = nullptr;                 // the C library's robust-list convention may write here
   void* next = nullptr;                 // the robust-list entry
@@ -403,7 +402,6 @@ struct WaiterSlot {
   // lock) and links it into the thread's robust list.
   void claim(std::uint32_t st, std::uint32_t arrival) noexcept {
     id = current_identity();
-    pid = static_cast<std::uint32_t>(::getpid());
     ticket = arrival;
     alive.store(0, std::memory_order_relaxed);
     state.store(st, std::memory_order_relaxed);
@@ -426,7 +424,6 @@ struct WaiterSlot {
   bool owner_dead() const noexcept {
     const std::uint32_t a = alive.load(std::memory_order_acquire);
     if (a != 0) return (a & kOwnerDied) != 0;
-    if (pid == static_cast<std::uint32_t>(::getpid())) return false;
     return identity_dead(id);
   }
 
@@ -647,6 +644,11 @@ struct BarrierState {
   static constexpr std::int32_t kResetting = -1;
   static constexpr std::int32_t kBroken = -2;
   static constexpr std::uint32_t kMaxParties = 1u << 16;
+  // Why the barrier broke (`reason`, shown in BrokenBarrierError).
+  static constexpr std::uint32_t kTimedOut = 1;
+  static constexpr std::uint32_t kAborted = 2;
+  static constexpr std::uint32_t kPartyDied = 3;
+  static constexpr std::uint32_t kInconsistent = 4;
 
   MutexState mutex;
   std::atomic<std::uint32_t> seq{0};
@@ -654,6 +656,19 @@ struct BarrierState {
   std::uint32_t count = 0;  // parties in slots (arrived, or released and not yet left)
   std::int32_t state = kFilling;
   std::int64_t default_timeout_ns = -1;  // -1: none
+  std::uint32_t reason = 0;              // of the last break
+  std::uint32_t reserved = 0;
+
+  // Why the barrier broke, for an error message.
+  const char* reason_text() const noexcept {
+    switch (reason) {
+      case kTimedOut: return " (a wait timed out)";
+      case kAborted: return " (abort() was called)";
+      case kPartyDied: return " (a party died while waiting)";
+      case kInconsistent: return " (its shared state was inconsistent)";
+      default: return "";
+    }
+  }
 
   // Bytes of a barrier's state with its slots.
   static constexpr std::size_t size_for(std::uint32_t parties) noexcept {
