@@ -7,11 +7,19 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "catch.hpp"
 #include "shm_children.hpp"
@@ -54,6 +62,50 @@ struct Holder {
     return shm_test::join(pid).exitcode;
   }
 };
+
+// Polls `pred` (shared state, not settling) until true or 10 s passed.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto deadline = Clock::now() + 10s;
+  while (!pred()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// SIGKILLs `pid` and returns once it is dead, leaving it a zombie (unreaped)
+// unless `reap`. Its exit status, when reaped, is returned (-1 otherwise).
+int kill_dead(pid_t pid, bool reap) {
+  ::kill(pid, SIGKILL);
+  if (reap) return shm_test::join(pid, 10s).exitcode;
+  const auto deadline = Clock::now() + 10s;
+  for (;;) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid)
+      return -1;
+    if (Clock::now() > deadline) throw std::runtime_error("child did not die");
+    std::this_thread::sleep_for(1ms);  // polling a child's death, not settling
+  }
+}
+
+// The shared state of `lock`, to plant an owner in it.
+mp::detail::MutexState& mutex_state_of(const mp::Lock& lock, std::shared_ptr<mp::detail::ShmBlock>& keep) {
+  keep = mp::detail::open_object(lock.handle(), mp::detail::ShmKind::lock, mp::detail::LockCore::kSize).first;
+  return *mp::detail::existing_state<mp::detail::MutexState>(*keep, mp::detail::kObjectStateOffset);
+}
+
+// The identity of a thread that has exited, stamped by `method`.
+std::uint64_t dead_thread_identity(std::uint32_t method) {
+  mp::detail::SyncTesting::identity_method = static_cast<int>(method);
+  std::uint64_t id = 0;
+  std::thread([&] { id = mp::detail::current_identity(); }).join();
+  mp::detail::SyncTesting::identity_method = -1;
+  return id;
+}
+
+// Whether this kernel gives pidfds unique inode numbers (pidfs, Linux >= 6.9).
+bool have_pidfs() { return mp::detail::identity_stamp(dead_thread_identity(mp::detail::kStampPidfs)) >> 30 == 1; }
 
 }  // namespace
 
@@ -540,7 +592,8 @@ TEST_CASE("Barrier: a timeout breaks it for everyone until reset") {
   CHECK(shm_test::join(waiter).exitcode == 0);
   CHECK(barrier.broken());
   CHECK(barrier.n_waiting() == 0);
-  REQUIRE_THROWS_MATCHES(barrier.wait(1s), mp::BrokenBarrierError, MessageContains("the barrier is broken"));
+  REQUIRE_THROWS_MATCHES(barrier.wait(1s), mp::BrokenBarrierError,
+                         MessageContains("the barrier is broken (a wait timed out)"));
   barrier.reset();
   CHECK_FALSE(barrier.broken());
   mp::Barrier one(1);
@@ -562,6 +615,7 @@ TEST_CASE("Barrier: abort breaks waiters, default timeout, bad parties") {
   barrier.abort();
   CHECK(shm_test::join(waiter).exitcode == 0);
   CHECK(barrier.broken());
+  REQUIRE_THROWS_MATCHES(barrier.wait(1s), mp::BrokenBarrierError, MessageContains("(abort() was called)"));
   barrier.reset();
 
   mp::Barrier timed(2, 50ms);
@@ -730,4 +784,472 @@ TEST_CASE("Sync frames: a kind mismatch is rejected") {
   REQUIRE_THROWS_AS(mp::loads<mp::RLock>(frame), mp::ProcessError);  // frame fingerprint differs
   frame.resize(frame.size() - 1);
   REQUIRE_THROWS_AS(mp::loads<mp::Lock>(frame), mp::ProcessError);
+}
+
+// ------------------------------------------------- dead parties (#10-#13)
+
+TEST_CASE("Lock: an owner whose tid now belongs to a live process is judged dead by its stamp (#13)",
+          "[lock][failure-model]") {
+  // Deterministic tid reuse: the lock's word names the tid of a live,
+  // unrelated process with the stamp of a thread that has died, exactly
+  // what a dead owner's word looks like once the kernel gave its tid to a
+  // newcomer. The reverse (that tid with its own stamp) is a live owner.
+  std::vector<std::uint32_t> methods{mp::detail::kStampProc};
+  if (have_pidfs()) methods.push_back(mp::detail::kStampPidfs);
+  for (const std::uint32_t method : methods) {
+    INFO("stamp method " << method);
+    mp::Lock lock;
+    std::shared_ptr<mp::detail::ShmBlock> keep;
+    auto& st = mutex_state_of(lock, keep);
+    shm_test::Pipe go;
+    const pid_t unrelated = shm_test::spawn([&] {
+      shm_test::recv<char>(go.r.get());
+      return 0;
+    });
+    const auto tid = static_cast<std::uint32_t>(unrelated);
+    mp::detail::SyncTesting::identity_method = static_cast<int>(method);
+    const std::uint64_t live_stamp = mp::detail::thread_stamp(tid);
+    mp::detail::SyncTesting::identity_method = -1;
+    REQUIRE(live_stamp >> 30 == method);
+    // A start-time stamp counts clock ticks: the dead thread must have
+    // started in another tick than the live process (as a reused tid always
+    // does: pids come round only after pid_max others).
+    std::uint64_t dead = 0;
+    REQUIRE(eventually([&] {
+      dead = dead_thread_identity(method);
+      return mp::detail::identity_stamp(dead) != live_stamp;
+    }));
+    st.state.store((dead & 0xffffffff00000000u) | tid);
+    bool got = false;
+    auto took = time_of([&] { got = lock.acquire(5s); });
+    CHECK(got);
+    CHECK(took < 100ms);
+    CHECK(lock.recovered());
+    lock.release();
+
+    st.state.store((live_stamp << 32) | tid);
+    took = time_of([&] { got = lock.acquire(150ms); });
+    CHECK_FALSE(got);  // never granted while the owner lives
+    CHECK(took >= 150ms);
+    shm_test::send(go.w.get(), 'g');
+    CHECK(shm_test::join(unrelated).exitcode == 0);
+    got = false;
+    took = time_of([&] { got = lock.acquire(5s); });
+    CHECK(got);  // the owner is gone now
+    CHECK(took < 100ms);
+    CHECK(lock.recovered());
+    lock.release();
+  }
+}
+
+TEST_CASE("Lock: a killed holder is recovered within 100 ms whatever its stamp (#13)", "[lock][failure-model]") {
+  for (const std::uint32_t method : {mp::detail::kStampPidfs, mp::detail::kStampProc, mp::detail::kStampNone}) {
+    for (const bool reap : {false, true}) {
+      INFO("stamp method " << method << ", holder reaped: " << reap);
+      mp::RLock lock;
+      shm_test::Pipe ready;
+      const pid_t pid = shm_test::spawn([&] {
+        mp::detail::SyncTesting::identity_method = static_cast<int>(method);
+        lock.acquire();
+        shm_test::send(ready.w.get(), 'h');
+        ::pause();
+        return 0;
+      });
+      shm_test::recv<char>(ready.r.get());
+      kill_dead(pid, reap);
+      bool got = false;
+      const auto took = time_of([&] { got = lock.acquire(5s); });
+      CHECK(got);
+      CHECK(took < 100ms);
+      CHECK(lock.recovered());
+      lock.release();
+      if (!reap) CHECK(shm_test::join(pid).exitcode == -SIGKILL);
+    }
+  }
+}
+
+TEST_CASE("Lock: held by a main thread that exited while its process runs on, it is recovered (#13)",
+          "[lock][failure-model]") {
+  // The exited leader stays a zombie until the whole process ends; its
+  // pidfd does not report it, /proc does.
+  mp::Lock lock;
+  shm_test::Pipe ready, go;
+  const pid_t pid = shm_test::spawn([&] {
+    lock.acquire();
+    std::thread([&] {
+      shm_test::recv<char>(go.r.get());
+      ::_exit(0);
+    }).detach();
+    shm_test::send(ready.w.get(), 'h');
+    ::syscall(SYS_exit, 0);  // only this thread ends, without unwinding
+    return 3;
+  });
+  shm_test::recv<char>(ready.r.get());
+  bool got = false;
+  const auto took = time_of([&] { got = lock.acquire(5s); });
+  CHECK(got);
+  CHECK(took < 2s);
+  CHECK(lock.recovered());
+  lock.release();
+  shm_test::send(go.w.get(), 'g');
+  CHECK(shm_test::join(pid).exitcode == 0);
+}
+
+namespace {
+
+// A child that waits on `cond` (in probe mode if `probe`: its record is not
+// in the kernel's robust list) and exits 0 if notified, 4 if not. Returns
+// once the child is inside wait(): it told us so holding the lock, and the
+// lock became free only when wait() released it.
+pid_t spawn_cond_waiter(mp::Condition& cond, bool probe, std::chrono::milliseconds timeout = 30s) {
+  shm_test::Pipe ready;
+  const pid_t pid = shm_test::spawn([&] {
+    mp::detail::SyncTesting::no_robust_list = probe;
+    std::lock_guard guard(cond);
+    shm_test::send(ready.w.get(), 'w');
+    return cond.wait(timeout) ? 0 : 4;
+  });
+  shm_test::recv<char>(ready.r.get());
+  std::lock_guard guard(cond);
+  return pid;
+}
+
+}  // namespace
+
+TEST_CASE("Condition: a notify() only a dead waiter could take is not kept for a later waiter (#12)",
+          "[condition][failure-model]") {
+  for (const bool probe : {false, true}) {
+    for (const bool reap : {false, true}) {
+      INFO("probe mode: " << probe << ", dead waiter reaped: " << reap);
+      mp::Condition cond;
+      const pid_t dead = spawn_cond_waiter(cond, probe);
+      kill_dead(dead, reap);
+      std::lock_guard guard(cond);
+      cond.notify();  // nobody alive waits: no effect
+      bool result = true;
+      const auto took = time_of([&] { result = cond.wait(150ms); });
+      CHECK_FALSE(result);  // not woken by the dead waiter's notification
+      CHECK(took >= 150ms);
+      if (!reap) CHECK(shm_test::join(dead).exitcode == -SIGKILL);
+    }
+  }
+}
+
+TEST_CASE("Condition: notify(n) wakes n live waiters when older dead ones are registered (#12)",
+          "[condition][failure-model]") {
+  for (const bool probe : {false, true}) {
+    INFO("probe mode: " << probe);
+    mp::Condition cond;
+    const pid_t dead1 = spawn_cond_waiter(cond, probe);
+    const pid_t dead2 = spawn_cond_waiter(cond, probe);
+    kill_dead(dead1, false);
+    kill_dead(dead2, true);
+    const pid_t live1 = spawn_cond_waiter(cond, probe);
+    const pid_t live2 = spawn_cond_waiter(cond, probe);
+    const pid_t late = spawn_cond_waiter(cond, probe, 300ms);  // must time out: nothing is left for it
+    {
+      std::lock_guard guard(cond);
+      cond.notify(2);
+    }
+    CHECK(shm_test::join(live1).exitcode == 0);
+    CHECK(shm_test::join(live2).exitcode == 0);
+    CHECK(shm_test::join(late).exitcode == 4);
+    CHECK(shm_test::join(dead1).exitcode == -SIGKILL);
+    // Dead waiters' records are forgotten: a full table of live waiters fits.
+    const pid_t again = spawn_cond_waiter(cond, probe);
+    {
+      std::lock_guard guard(cond);
+      cond.notify_all();
+    }
+    CHECK(shm_test::join(again).exitcode == 0);
+  }
+}
+
+TEST_CASE("Condition: more waiters than it has records get ProcessError, not a hang") {
+  mp::Condition cond;
+  constexpr int kMax = mp::detail::ConditionState::kMaxWaiters;
+  std::atomic<int> registered{0}, notified{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kMax; ++t)
+    threads.emplace_back([&] {
+      std::lock_guard guard(cond);
+      ++registered;
+      if (cond.wait(30s)) ++notified;
+    });
+  REQUIRE(eventually([&] {
+    std::lock_guard guard(cond);  // free only while every registered thread is inside wait()
+    return registered == kMax;
+  }));
+  {
+    std::lock_guard guard(cond);
+    REQUIRE_THROWS_MATCHES(cond.wait(10ms), mp::ProcessError, MessageContains("too many waiting threads (at most 192)"));
+    cond.notify_all();
+  }
+  for (auto& t : threads) t.join();
+  CHECK(notified == kMax);
+}
+
+TEST_CASE("Barrier: a party killed while waiting breaks the barrier for the others (#10)",
+          "[barrier][failure-model]") {
+  for (const bool probe : {false, true}) {
+    for (const bool reap : {false, true}) {
+      INFO("probe mode: " << probe << ", dead party reaped: " << reap);
+      mp::Barrier barrier(3);
+      const auto party = [&](int broken_code) {
+        return shm_test::spawn([&, broken_code] {
+          mp::detail::SyncTesting::no_robust_list = probe;
+          try {
+            barrier.wait(30s);
+          } catch (const mp::BrokenBarrierError& e) {
+            return std::string(e.what()).find("a party died while waiting") != std::string::npos ? broken_code : 5;
+          }
+          return 3;
+        });
+      };
+      const pid_t victim = party(0);
+      REQUIRE(eventually([&] { return barrier.n_waiting() == 1; }));
+      kill_dead(victim, reap);
+      // The last arriver does not count the dead party as arrived.
+      const auto took = time_of([&] {
+        // (Normally "...; the barrier is now broken"; if the party died while
+        // it held the barrier's lock, the barrier is already broken for that.)
+        REQUIRE_THROWS_MATCHES(barrier.wait(10s), mp::BrokenBarrierError,
+                               MessageContains("a party died while waiting"));
+      });
+      CHECK(took < 1s);
+      CHECK(barrier.broken());
+      REQUIRE_THROWS_MATCHES(barrier.wait(1s), mp::BrokenBarrierError,
+                             MessageContains("the barrier is broken (a party died while waiting)"));
+      if (!reap) CHECK(shm_test::join(victim).exitcode == -SIGKILL);
+
+      // A waiting party learns of a death by itself, within a few slices,
+      // though the last party never comes.
+      barrier.reset();
+      CHECK_FALSE(barrier.broken());
+      CHECK(barrier.n_waiting() == 0);
+      const pid_t victim2 = party(0);
+      REQUIRE(eventually([&] { return barrier.n_waiting() == 1; }));
+      const pid_t witness = party(0);
+      REQUIRE(eventually([&] { return barrier.n_waiting() == 2; }));
+      kill_dead(victim2, reap);
+      const auto learned = time_of([&] { CHECK(eventually([&] { return barrier.broken(); })); });
+      CHECK(learned < 200ms);
+      CHECK(shm_test::join(witness).exitcode == 0);
+      if (!reap) CHECK(shm_test::join(victim2).exitcode == -SIGKILL);
+
+      // Broken until reset(); then whole rounds pass again.
+      CHECK(barrier.broken());
+      barrier.reset();
+      const pid_t a = party(6), b = party(6);
+      const std::size_t index = barrier.wait(30s);
+      CHECK(index <= 2);
+      CHECK(shm_test::join(a).exitcode == 3);  // returned normally
+      CHECK(shm_test::join(b).exitcode == 3);
+      CHECK_FALSE(barrier.broken());
+    }
+  }
+}
+
+TEST_CASE("Barrier: a last arriver killed while releasing the round breaks it, and reset() repairs it (#10)",
+          "[barrier][failure-model]") {
+  mp::Barrier barrier(3);
+  const auto waiter = [&] {
+    return shm_test::spawn([&] {
+      try {
+        barrier.wait(30s);
+      } catch (const mp::BrokenBarrierError&) {
+        return 0;
+      }
+      return 3;
+    });
+  };
+  const pid_t a = waiter();
+  const pid_t b = waiter();
+  REQUIRE(eventually([&] { return barrier.n_waiting() == 2; }));
+  // The last arriver dies holding the barrier's internal lock, after it
+  // checked the others and before it let them go.
+  const pid_t last = shm_test::spawn([&] {
+    mp::detail::SyncTesting::barrier_releasing = [] { ::raise(SIGKILL); };
+    barrier.wait(30s);
+    return 3;
+  });
+  CHECK(shm_test::join(a, 10s).exitcode == 0);
+  CHECK(shm_test::join(b, 10s).exitcode == 0);
+  CHECK(shm_test::join(last).exitcode == -SIGKILL);
+  CHECK(barrier.broken());
+  barrier.reset();
+  CHECK(barrier.n_waiting() == 0);
+  const pid_t c = shm_test::spawn([&] { return barrier.wait(30s) <= 2 ? 0 : 3; });
+  const pid_t d = shm_test::spawn([&] { return barrier.wait(30s) <= 2 ? 0 : 3; });
+  CHECK(barrier.wait(30s) <= 2);
+  CHECK(shm_test::join(c).exitcode == 0);
+  CHECK(shm_test::join(d).exitcode == 0);
+}
+
+TEST_CASE("Barrier: a party killed after its round passed, before it left, does not stall the next round (#10)",
+          "[barrier][failure-model]") {
+  mp::Barrier barrier(2);
+  const pid_t passed = shm_test::spawn([&] {
+    barrier.wait(30s);
+    return 0;
+  });
+  REQUIRE(eventually([&] { return barrier.n_waiting() == 1; }));
+  // Stopped, the other party is alive when we arrive last and let the round
+  // pass, but cannot leave; then it dies without having left.
+  ::kill(passed, SIGSTOP);
+  CHECK(barrier.wait(10s) == 1);
+  kill_dead(passed, false);
+  CHECK_FALSE(barrier.broken());
+  // The next wait forgets the dead party instead of waiting forever for the
+  // round to drain, and keeps its deadline.
+  const auto took = time_of(
+      [&] { REQUIRE_THROWS_MATCHES(barrier.wait(150ms), mp::BrokenBarrierError, MessageContains("timed out")); });
+  CHECK(took >= 150ms);
+  CHECK(took < 150ms + kSlack);
+  barrier.reset();
+  const pid_t next = shm_test::spawn([&] { return barrier.wait(30s) <= 1 ? 0 : 3; });
+  CHECK(barrier.wait(30s) <= 1);
+  CHECK(shm_test::join(next).exitcode == 0);
+  CHECK(shm_test::join(passed).exitcode == -SIGKILL);
+}
+
+TEST_CASE("Barrier: a handle whose parties do not fit its block is rejected") {
+  mp::Barrier barrier(2);
+  auto h = barrier.handle();
+  auto block = mp::detail::open_object(h, mp::detail::ShmKind::barrier, 0).first;
+  auto* st = mp::detail::existing_state<mp::detail::BarrierState>(*block, mp::detail::kObjectStateOffset);
+  st->parties = 1000;
+  REQUIRE_THROWS_MATCHES(mp::Barrier::from_handle(h), mp::ProcessError, MessageContains("parties do not fit in its"));
+  st->parties = 0;
+  REQUIRE_THROWS_MATCHES(mp::Barrier::from_handle(h), mp::ProcessError, MessageContains("it has 0 parties"));
+  st->parties = 2;
+  CHECK(mp::Barrier::from_handle(h).parties() == 2);
+}
+
+// ---------------------------------------------------------- signal storms
+
+namespace {
+
+std::atomic<int> g_alarms{0};
+
+// SIGALRM every millisecond, handled without SA_RESTART, as a host
+// program's profiler or watchdog might: every blocking system call gets
+// EINTR about once a millisecond.
+struct AlarmStorm {
+  struct sigaction old {};
+  AlarmStorm() {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { g_alarms.fetch_add(1, std::memory_order_relaxed); };
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    ::sigaction(SIGALRM, &sa, &old);
+    const itimerval every_ms{{0, 1000}, {0, 1000}};
+    ::setitimer(ITIMER_REAL, &every_ms, nullptr);
+  }
+  ~AlarmStorm() {
+    const itimerval off{};
+    ::setitimer(ITIMER_REAL, &off, nullptr);
+    ::sigaction(SIGALRM, &old, nullptr);
+  }
+  AlarmStorm(const AlarmStorm&) = delete;
+  AlarmStorm& operator=(const AlarmStorm&) = delete;
+};
+
+double process_cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+}  // namespace
+
+TEST_CASE("Sync: every timed wait keeps its deadline under a 1 ms SIGALRM storm, without spinning (#13)",
+          "[failure-model]") {
+  mp::Lock lock;
+  mp::RLock rlock;
+  mp::Semaphore sem(0);
+  mp::BoundedSemaphore bsem(1);
+  mp::Event event;
+  mp::Condition cond;
+  mp::Barrier barrier(2);
+  mp::Lock doomed;  // held by a process that dies
+  lock.acquire();   // held by this (parent) thread throughout
+  rlock.acquire();
+  const auto result = mproc_test::run_in_child([&] {
+    int failures = 0;
+    const auto check = [&](bool ok, const char* what) {
+      if (!ok) {
+        std::fprintf(stderr, "storm: %s\n", what);
+        ++failures;
+      }
+    };
+    // Times `f`, a wait of `timeout` that must fail, and checks it ended
+    // neither early nor more than 200 ms late.
+    constexpr auto kTimeout = 120ms;
+    const auto timed = [&](const char* what, auto f) {
+      const auto start = Clock::now();
+      const bool ok = f();
+      const auto took = Clock::now() - start;
+      check(!ok, what);
+      if (took < kTimeout || took > kTimeout + 200ms) {
+        std::fprintf(stderr, "storm: %s took %lld ms\n", what,
+                     static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+        ++failures;
+      }
+    };
+    if (!bsem.try_acquire()) return 90;
+    const double cpu0 = process_cpu_seconds();
+    const auto wall0 = Clock::now();
+    {
+      AlarmStorm storm;
+      timed("Lock.acquire", [&] { return lock.acquire(kTimeout); });
+      timed("RLock.acquire", [&] { return rlock.acquire(kTimeout); });
+      timed("Lock.try_lock_for", [&] { return lock.try_lock_for(kTimeout); });
+      timed("Semaphore.acquire", [&] { return sem.acquire(kTimeout); });
+      timed("BoundedSemaphore.acquire", [&] { return bsem.acquire(kTimeout); });
+      timed("Event.wait", [&] { return event.wait(kTimeout); });
+      timed("Condition.wait", [&] {
+        std::lock_guard guard(cond);
+        return cond.wait(kTimeout);
+      });
+      timed("Condition.wait_for", [&] {
+        std::lock_guard guard(cond);
+        return cond.wait_for([] { return false; }, kTimeout);
+      });
+      timed("Barrier.wait", [&] {
+        try {
+          barrier.wait(kTimeout);
+        } catch (const mp::BrokenBarrierError&) {
+          return false;
+        }
+        return true;
+      });
+      // A holder that dies is still taken over within 100 ms: the storm
+      // must not keep the waiter from checking on it.
+      shm_test::Pipe ready;
+      const pid_t holder = shm_test::spawn([&] {
+        doomed.acquire();
+        shm_test::send(ready.w.get(), 'h');
+        ::raise(SIGKILL);
+        return 0;
+      });
+      shm_test::recv<char>(ready.r.get());
+      const auto start = Clock::now();
+      const bool got = doomed.acquire(5s);
+      const auto took = Clock::now() - start;
+      check(got && doomed.recovered(), "recovering a dead holder's Lock");
+      check(took < 100ms, "recovering a dead holder's Lock within 100 ms");
+      if (got) doomed.release();
+      check(shm_test::join(holder).exitcode == -SIGKILL, "the holder was killed");
+    }
+    const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
+    const double cpu = process_cpu_seconds() - cpu0;
+    check(g_alarms.load() > 500, "the storm interrupted the waits");
+    check(cpu < 0.5 * wall, "the waits slept rather than spun");
+    std::fprintf(stderr, "storm: %d alarms, %.0f ms CPU over %.0f ms\n", g_alarms.load(), cpu * 1e3, wall * 1e3);
+    return failures;
+  });
+  lock.release();
+  rlock.release();
+  CHECK(result.exitcode == 0);
 }

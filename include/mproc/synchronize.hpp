@@ -100,17 +100,17 @@ class LockCore {
   const char* name() const noexcept { return shm_kind_name(kind_); }
 
   bool try_acquire() {
-    const std::uint32_t me = current_tid();
-    if (recursive() && state_->owner() == me) return bump();
-    if (!state_->try_lock(me)) return false;
+    const std::uint64_t me = current_identity();
+    if (recursive() && state_->held_by(me)) return bump();
+    if (!state_->try_lock_id(me)) return false;
     if (recursive()) state_->count = 1;
     return true;
   }
 
   bool acquire(Clock::time_point deadline) {
-    const std::uint32_t me = current_tid();
-    if (recursive() && state_->owner() == me) return bump();
-    if (!state_->lock(me, deadline)) return false;
+    const std::uint64_t me = current_identity();
+    if (recursive() && state_->held_by(me)) return bump();
+    if (!state_->lock_id(me, deadline)) return false;
     if (recursive()) state_->count = 1;
     return true;
   }
@@ -126,7 +126,7 @@ class LockCore {
     if (owner == 0)
       throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
     if (recursive()) {
-      if (owner != current_tid())
+      if (!state_->held_by(current_identity()))
         throw ProcessError("mproc: RLock.release(): the RLock is held by another thread (tid " +
                            std::to_string(owner) + "); only its owner may release it");
       if (--state_->count > 0) return;
@@ -135,7 +135,7 @@ class LockCore {
       throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
   }
 
-  bool held_by_caller() const noexcept { return state_->owner() == current_tid(); }
+  bool held_by_caller() const noexcept { return state_->held_by(current_identity()); }
   bool recovered() const noexcept { return state_->recovered(); }
 
   // For Condition::wait: release completely, then take back at the same depth.
@@ -146,7 +146,7 @@ class LockCore {
     return saved;
   }
   void reacquire(std::uint32_t saved) {
-    state_->lock(current_tid(), Clock::time_point::max());
+    state_->lock_id(current_identity(), Clock::time_point::max());
     if (recursive()) state_->count = saved;
   }
 
@@ -403,9 +403,11 @@ class Event {
 // A process-shared condition variable (Python: multiprocessing.Condition),
 // over an RLock of its own or a given Lock or RLock. wait() and notify()
 // require the calling thread to hold that lock. notify(n) wakes at most n
-// waiters; wait() has no spurious wake-ups visible to the caller.
-// A process that dies inside wait() may absorb one notify(); notify_all()
-// is unaffected.
+// waiters, oldest first; wait() has no spurious wake-ups visible to the
+// caller. A waiter that died (its process killed inside wait()) is skipped:
+// it neither absorbs a notify() nor makes another waiter's wait() return
+// true without one. At most ConditionState::kMaxWaiters (192) threads may
+// wait at once.
 class Condition {
  public:
   // A condition over a new RLock. Throws ProcessError.
@@ -437,10 +439,12 @@ class Condition {
 
   // Releases the lock (all recursion levels), blocks until notified, then
   // re-acquires it at the same depth. Returns true. Throws ProcessError if
-  // the calling thread does not hold the lock.
+  // the calling thread does not hold the lock, or if 192 threads wait
+  // already.
   bool wait() { return wait_until_steady(detail::Clock::time_point::max()); }
   // As wait(), for at most `timeout`; returns false on timeout (the lock is
-  // re-acquired either way).
+  // re-acquired either way; a notify() that reached this waiter before it
+  // re-acquired the lock still counts: true).
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until_steady(detail::deadline_after(timeout));
@@ -464,17 +468,24 @@ class Condition {
     return result;
   }
 
-  // Wakes up to `n` waiting threads (n >= 0). Non-blocking. Throws
-  // ProcessError if the calling thread does not hold the lock.
+  // Wakes up to `n` waiting threads (n >= 0), those that began waiting
+  // first, skipping (and forgetting) waiters that died. Non-blocking.
+  // Throws ProcessError if the calling thread does not hold the lock.
   void notify(int n = 1) {
     check_held("notify");
     if (n < 0) throw ProcessError("mproc: Condition.notify(): n must be >= 0");
-    const std::uint32_t k = std::min(static_cast<std::uint32_t>(n), state_->waiters);
-    if (k == 0) return;
-    state_->waiters -= k;
-    state_->signals += k;
-    state_->seq.fetch_add(1, std::memory_order_release);
-    detail::futex_wake(state_->seq, static_cast<int>(k));
+    for (int woken = 0; woken < n;) {
+      detail::WaiterSlot* slot = state_->oldest_waiting();
+      if (!slot) break;
+      slot->state.store(detail::WaiterSlot::kNotified, std::memory_order_release);
+      // A waiter the kernel woke is alive; one that was not asleep is
+      // either about to look at its record or dead.
+      if (detail::futex_wake(slot->state, 1) == 0 && slot->owner_dead()) {
+        slot->reap();
+        continue;
+      }
+      ++woken;
+    }
   }
   // Wakes every waiting thread. Same rules as notify().
   void notify_all() { notify(INT_MAX); }
@@ -511,27 +522,27 @@ class Condition {
 
   bool wait_until_steady(detail::Clock::time_point deadline) {
     check_held("wait");
-    detail::ConditionState& c = *state_;
-    ++c.waiters;
-    std::uint32_t seq = c.seq.load(std::memory_order_relaxed);
-    std::uint32_t saved = lock_.release_all();
-    for (;;) {
-      detail::futex_wait(c.seq, seq, deadline);
-      const bool timed_out = detail::Clock::now() >= deadline;
-      if (!timed_out && c.seq.load(std::memory_order_acquire) == seq) continue;  // spurious
+    detail::WaiterSlot* slot = state_->free_slot();
+    if (!slot)
+      throw ProcessError("mproc: Condition.wait(): too many waiting threads (at most " +
+                         std::to_string(detail::ConditionState::kMaxWaiters) + ")");
+    slot->claim(detail::WaiterSlot::kWaiting, state_->next_ticket++);
+    const std::uint32_t saved = lock_.release_all();
+    // Sleep on our own record until notify() marks it or the deadline
+    // passes; signals and spurious wake-ups send us back to sleep.
+    try {
+      while (slot->state.load(std::memory_order_acquire) == detail::WaiterSlot::kWaiting &&
+             detail::Clock::now() < deadline)
+        detail::futex_wait(slot->state, detail::WaiterSlot::kWaiting, deadline);
+    } catch (...) {
       lock_.reacquire(saved);
-      if (c.signals > 0) {
-        --c.signals;
-        return true;
-      }
-      if (timed_out) {
-        --c.waiters;
-        return false;
-      }
-      // Woken, but the notification went to another waiter: sleep again.
-      seq = c.seq.load(std::memory_order_relaxed);
-      saved = lock_.release_all();
+      slot->release();
+      throw;
     }
+    lock_.reacquire(saved);
+    const bool notified = slot->state.load(std::memory_order_relaxed) == detail::WaiterSlot::kNotified;
+    slot->release();
+    return notified;
   }
 
   detail::LockCore lock_;
@@ -543,13 +554,16 @@ class Condition {
 // multiprocessing.Barrier, without the action callable). wait() returns a
 // distinct index in [0, parties) per round. A wait that times out breaks
 // the barrier: every waiter, present and future, gets BrokenBarrierError
-// until reset(). A process that dies holding the barrier's internal lock
-// breaks it too; one that dies while waiting is only noticed through the
-// others' timeouts.
+// until reset(). So does a party that dies while waiting (its process is
+// killed): it never counts as arrived; the others learn it within about
+// 20 ms, and the last arriver checks every party before it lets the round
+// pass. A party that dies holding the barrier's internal lock breaks it
+// too; one that dies after its round passed, before it left, is forgotten
+// when the next round starts.
 class Barrier {
  public:
-  // Creates a barrier for `parties` (>= 1) and an optional default timeout
-  // for wait(). Throws ProcessError for parties < 1.
+  // Creates a barrier for `parties` (1 to 65536) and an optional default
+  // timeout for wait(). Throws ProcessError for another number of parties.
   explicit Barrier(std::size_t parties) : Barrier(parties, -1) {}
   template <class Rep, class Period>
   Barrier(std::size_t parties, std::chrono::duration<Rep, Period> timeout)
@@ -562,12 +576,14 @@ class Barrier {
   // Blocks until all parties have called wait() (for at most the default
   // timeout, if any); returns this caller's index in [0, parties).
   // Throws BrokenBarrierError if the barrier is or becomes broken (a
-  // timeout breaks it).
+  // timeout, or a party's death, breaks it). Thread- and process-safe.
   std::size_t wait() {
     const std::int64_t ns = state_->default_timeout_ns;
     return wait_until_steady(ns < 0 ? detail::Clock::time_point::max()
                                     : detail::deadline_after(std::chrono::nanoseconds(ns)));
   }
+  // As wait(), for at most `timeout` (which also bounds the wait for the
+  // previous round to end).
   template <class Rep, class Period>
   std::size_t wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until_steady(detail::deadline_after(timeout));
@@ -581,24 +597,24 @@ class Barrier {
     if (st.count > 0) {
       if (st.state == detail::BarrierState::kFilling || st.state == detail::BarrierState::kBroken)
         st.state = detail::BarrierState::kResetting;
+      reap_dead();  // parties that died never leave
     } else {
       st.state = detail::BarrierState::kFilling;
     }
     broadcast();
   }
   // Breaks the barrier: current and future waiters get BrokenBarrierError
-  // until reset().
+  // until reset(). Blocks only on the internal lock.
   void abort() {
     Guard g(*this);
-    state_->state = detail::BarrierState::kBroken;
-    broadcast();
+    break_barrier(State::kAborted);
   }
-  // Whether the barrier is broken.
+  // Whether the barrier is broken. Blocks only on the internal lock.
   bool broken() const {
     Guard g(*this);
     return state_->state == detail::BarrierState::kBroken;
   }
-  // Number of parties currently waiting.
+  // Number of parties currently waiting. Blocks only on the internal lock.
   std::size_t n_waiting() const {
     Guard g(*this);
     return state_->state == detail::BarrierState::kFilling ? state_->count : 0;
@@ -607,27 +623,37 @@ class Barrier {
   std::size_t parties() const noexcept { return parties_; }
 
   detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::barrier); }
+  // The barrier a handle from another process describes. Throws
+  // ProcessError if the handle is malformed or its creator is gone.
   static Barrier from_handle(const detail::ShmHandle& h) { return Barrier(h); }
 
  private:
+  using State = detail::BarrierState;
+
   Barrier(std::size_t parties, std::int64_t timeout_ns) {
-    if (parties < 1 || parties > UINT32_MAX)
+    if (parties < 1 || parties > State::kMaxParties)
       throw ProcessError("mproc: Barrier(" + std::to_string(parties) + "): parties must be between 1 and " +
-                         std::to_string(UINT32_MAX));
-    block_ = detail::allocate_object(detail::ShmKind::barrier, detail::kObjectStateOffset,
-                                     sizeof(detail::BarrierState), alignof(detail::BarrierState));
-    state_ = detail::construct_state<detail::BarrierState>(*block_, detail::kObjectStateOffset);
-    state_->parties = static_cast<std::uint32_t>(parties);
+                         std::to_string(State::kMaxParties));
+    const auto n = static_cast<std::uint32_t>(parties);
+    block_ = detail::allocate_object(detail::ShmKind::barrier, detail::kObjectStateOffset, State::size_for(n),
+                                     alignof(State));
+    state_ = detail::construct_state<State>(*block_, detail::kObjectStateOffset);
+    for (std::uint32_t i = 0; i < n; ++i) ::new (static_cast<void*>(state_->slots() + i)) detail::WaiterSlot{};
+    state_->parties = n;
     state_->default_timeout_ns = timeout_ns;
-    parties_ = parties;
+    parties_ = n;
   }
   explicit Barrier(const detail::ShmHandle& h) {
-    auto opened = detail::open_object(h, detail::ShmKind::barrier,
-                                      detail::kObjectStateOffset + sizeof(detail::BarrierState));
+    auto opened = detail::open_object(h, detail::ShmKind::barrier, detail::kObjectStateOffset + sizeof(State));
     block_ = std::move(opened.first);
-    state_ = detail::existing_state<detail::BarrierState>(*block_, detail::kObjectStateOffset);
-    parties_ = state_->parties;
-    if (parties_ == 0) throw ProcessError("mproc: invalid handle for Barrier: it has 0 parties");
+    state_ = detail::existing_state<State>(*block_, detail::kObjectStateOffset);
+    const std::uint32_t n = state_->parties;
+    if (n < 1 || n > State::kMaxParties)
+      throw ProcessError("mproc: invalid handle for Barrier: it has " + std::to_string(n) + " parties");
+    if (detail::kObjectStateOffset + State::size_for(n) > block_->length())
+      throw ProcessError("mproc: invalid handle for Barrier: " + std::to_string(n) + " parties do not fit in its " +
+                         std::to_string(block_->length()) + "-byte block");
+    parties_ = n;
   }
 
   // Holds the internal lock; a recovered lock (a party died holding it)
@@ -643,32 +669,83 @@ class Barrier {
     const Barrier& b_;
   };
 
+  detail::WaiterSlot& slot(std::uint32_t i) const noexcept { return state_->slots()[i]; }
+
   void lock_internal() const {
-    state_->mutex.lock(detail::current_tid(), detail::Clock::time_point::max());
-    if (state_->mutex.recovered() && state_->state != detail::BarrierState::kBroken) {
-      state_->state = detail::BarrierState::kBroken;
-      broadcast();
-    }
+    state_->mutex.lock_id(detail::current_identity(), detail::Clock::time_point::max());
+    if (state_->mutex.recovered()) break_barrier(State::kPartyDied);
   }
   void broadcast() const {
     state_->seq.fetch_add(1, std::memory_order_release);
     detail::futex_wake(state_->seq);
   }
-  // Releases the internal lock, sleeps until a broadcast or `deadline`,
-  // re-locks. Returns false on timeout.
-  bool sleep(detail::Clock::time_point deadline) const {
+  // Marks the barrier broken for `reason`, forgets dead parties and wakes
+  // everyone. Under the internal lock.
+  void break_barrier(std::uint32_t reason) const {
+    state_->state = State::kBroken;
+    state_->reason = reason;
+    reap_dead();
+    broadcast();
+  }
+  // Whether a party of the round being filled, other than the caller (in
+  // slot `mine`), died. Under the internal lock.
+  bool party_died(std::uint32_t mine) const noexcept {
+    const std::uint32_t n = std::min(state_->count, static_cast<std::uint32_t>(parties_));
+    for (std::uint32_t i = 0; i < n; ++i)
+      if (i != mine && slot(i).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree &&
+          slot(i).owner_dead())
+        return true;
+    return false;
+  }
+  [[noreturn]] void throw_broken(const char* what) const {
+    throw BrokenBarrierError(std::string("mproc: Barrier.wait(): ") + what + state_->reason_text());
+  }
+  // Frees the slots of parties that died and recounts the others; a round
+  // that only dead parties kept from ending ends. Not while filling (where
+  // slot indices are arrival indices). Under the internal lock.
+  void reap_dead() const {
+    auto& st = *state_;
+    std::uint32_t live = 0;
+    for (std::uint32_t i = 0; i < parties_; ++i) {
+      detail::WaiterSlot& s = slot(i);
+      if (s.state.load(std::memory_order_relaxed) == detail::WaiterSlot::kFree) continue;
+      if (s.owner_dead())
+        s.reap();
+      else
+        ++live;
+    }
+    st.count = live;
+    if (live == 0 && (st.state == State::kDraining || st.state == State::kResetting)) {
+      st.state = State::kFilling;
+      broadcast();
+    }
+  }
+  // Releases the internal lock, sleeps until a broadcast, `deadline` or a
+  // slice (to look for dead parties) is over, and re-locks. Signals only
+  // end the sleep early.
+  void sleep(detail::Clock::time_point deadline) const {
     const std::uint32_t seq = state_->seq.load(std::memory_order_relaxed);
     state_->mutex.unlock();
-    while (state_->seq.load(std::memory_order_acquire) == seq && detail::Clock::now() < deadline)
-      detail::futex_wait(state_->seq, seq, deadline);
+    const auto until = std::min(deadline, detail::Clock::now() + detail::kDeathCheckSlice);
+    try {
+      while (state_->seq.load(std::memory_order_acquire) == seq && detail::Clock::now() < until)
+        detail::futex_wait(state_->seq, seq, until);
+    } catch (...) {
+      lock_internal();
+      throw;
+    }
     lock_internal();
-    return detail::Clock::now() < deadline;
   }
-  void leave() const {
+  // The party in slot `index` leaves (under the internal lock); the last
+  // one out of a passed or reset round opens the next.
+  void leave(std::uint32_t index) const {
     auto& st = *state_;
-    --st.count;
-    if (st.count == 0 && (st.state == detail::BarrierState::kResetting || st.state == detail::BarrierState::kDraining)) {
-      st.state = detail::BarrierState::kFilling;
+    detail::WaiterSlot& s = slot(index);
+    if (!s.mine()) return;  // forgotten as dead meanwhile: it cannot be, but the count stays right
+    s.release();
+    if (st.count > 0) --st.count;
+    if (st.count == 0 && (st.state == State::kResetting || st.state == State::kDraining)) {
+      st.state = State::kFilling;
       broadcast();
     }
   }
@@ -676,36 +753,59 @@ class Barrier {
   std::size_t wait_until_steady(detail::Clock::time_point deadline) {
     Guard g(*this);
     auto& st = *state_;
-    while (st.state == detail::BarrierState::kDraining || st.state == detail::BarrierState::kResetting)
-      sleep(detail::Clock::time_point::max());
-    if (st.state == detail::BarrierState::kBroken)
-      throw BrokenBarrierError("mproc: Barrier.wait(): the barrier is broken");
-    const std::uint32_t index = st.count++;
-    try {
-      if (index + 1 == st.parties) {
-        st.state = detail::BarrierState::kDraining;
-        broadcast();
-      } else {
-        while (st.state == detail::BarrierState::kFilling) {
-          if (detail::Clock::now() >= deadline) {
-            st.state = detail::BarrierState::kBroken;
-            broadcast();
-            throw BrokenBarrierError("mproc: Barrier.wait(): timed out; the barrier is now broken");
-          }
-          sleep(deadline);
-        }
-        if (st.state < 0) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was broken or reset");
+    // The previous round must drain (or a reset end) first; parties that
+    // died before leaving are forgotten.
+    while (st.state == State::kDraining || st.state == State::kResetting) {
+      if (detail::Clock::now() >= deadline) {
+        break_barrier(State::kTimedOut);
+        throw BrokenBarrierError(
+            "mproc: Barrier.wait(): timed out waiting for the previous round to end; the barrier is now broken");
       }
-    } catch (...) {
-      leave();
-      throw;
+      sleep(deadline);
+      if (st.state == State::kDraining || st.state == State::kResetting) reap_dead();
     }
-    leave();
+    if (st.state == State::kBroken) throw_broken("the barrier is broken");
+    const std::uint32_t index = st.count;
+    if (index >= parties_ || slot(index).state.load(std::memory_order_relaxed) != detail::WaiterSlot::kFree) {
+      break_barrier(State::kInconsistent);
+      throw BrokenBarrierError("mproc: Barrier.wait(): the barrier's shared state is inconsistent; it is now broken");
+    }
+    slot(index).claim(detail::WaiterSlot::kWaiting, index);
+    ++st.count;
+    struct Leave {
+      const Barrier& b;
+      std::uint32_t index;
+      ~Leave() { b.leave(index); }
+    } leave{*this, index};
+    if (index + 1 == parties_) {
+      // The last arriver: a party that died while waiting did not arrive.
+      if (party_died(index)) {
+        break_barrier(State::kPartyDied);
+        throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
+      }
+      if (auto hook = detail::SyncTesting::barrier_releasing) hook();
+      st.state = State::kDraining;
+      broadcast();
+      return index;
+    }
+    while (st.state == State::kFilling) {
+      if (detail::Clock::now() >= deadline) {
+        break_barrier(State::kTimedOut);
+        throw BrokenBarrierError("mproc: Barrier.wait(): timed out; the barrier is now broken");
+      }
+      sleep(deadline);
+      if (st.state == State::kFilling && party_died(index)) {
+        break_barrier(State::kPartyDied);
+        throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
+      }
+    }
+    if (st.state == State::kResetting) throw BrokenBarrierError("mproc: Barrier.wait(): the barrier was reset");
+    if (st.state < 0) throw_broken("the barrier was broken");
     return index;
   }
 
   std::shared_ptr<detail::ShmBlock> block_;
-  detail::BarrierState* state_ = nullptr;
+  State* state_ = nullptr;
   std::size_t parties_ = 0;
 };
 

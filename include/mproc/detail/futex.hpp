@@ -30,16 +30,22 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free,
               "mproc: futex words need a plain 32-bit lock-free atomic");
 
-// How a futex_wait ended. `woken` includes spurious wake-ups and signals:
-// callers always re-check their condition.
-enum class FutexWait { woken, value_changed, timed_out };
+// How a futex_wait ended. None of them means the caller's condition holds:
+// `woken` also covers spurious wake-ups, so callers always re-check their
+// condition and their deadline, and sleep again for the time left.
+enum class FutexWait {
+  woken,          // FUTEX_WAKE (or a spurious wake-up)
+  value_changed,  // the word no longer held `expected` when the call began
+  timed_out,      // the deadline passed
+  interrupted,    // a signal handler ran (EINTR)
+};
 
-// Sleeps while `word == expected`, until woken or `deadline` (steady clock,
-// i.e. CLOCK_MONOTONIC; time_point::max() = no deadline). Blocking;
-// thread- and process-safe. Throws ProcessError only on a kernel error
-// (bad address), never on EINTR/EAGAIN/ETIMEDOUT.
-inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
-                            Clock::time_point deadline) {
+// Sleeps while the 32-bit word at `addr` holds `expected`, until woken,
+// interrupted or `deadline` (steady clock, i.e. CLOCK_MONOTONIC;
+// time_point::max() = no deadline). `addr` may be the low or high half of a
+// 64-bit atomic. Blocking; thread- and process-safe. Throws ProcessError
+// only on a kernel error (bad address), never on EINTR/EAGAIN/ETIMEDOUT.
+inline FutexWait futex_wait(const std::uint32_t* addr, std::uint32_t expected, Clock::time_point deadline) {
   timespec ts{};
   const timespec* timeout = nullptr;
   if (deadline != Clock::time_point::max()) {
@@ -50,26 +56,32 @@ inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expe
     timeout = &ts;
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout (the clock
-  // of std::chrono::steady_clock on Linux) and, without FUTEX_PRIVATE_FLAG,
-  // works across processes sharing the page.
-  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected,
-                            timeout, nullptr, FUTEX_BITSET_MATCH_ANY);
+  // of std::chrono::steady_clock on Linux), so a wait interrupted and begun
+  // again keeps its deadline; without FUTEX_PRIVATE_FLAG it works across
+  // processes sharing the page.
+  const long rc = ::syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, timeout, nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == 0) return FutexWait::woken;
   switch (errno) {
     case EAGAIN: return FutexWait::value_changed;
     case ETIMEDOUT: return FutexWait::timed_out;
-    case EINTR: return FutexWait::woken;
+    case EINTR: return FutexWait::interrupted;
     default: throw_errno("futex(FUTEX_WAIT_BITSET)");
   }
 }
+inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, Clock::time_point deadline) {
+  return futex_wait(reinterpret_cast<const std::uint32_t*>(&word), expected, deadline);
+}
 
-// Wakes up to `n` waiters on `word` (INT_MAX: all). Non-blocking; thread-
-// and process-safe. Returns how many were woken. Throws ProcessError only on
-// a kernel error.
-inline int futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX) {
-  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, n, nullptr, nullptr, 0);
+// Wakes up to `n` waiters on the word at `addr` (INT_MAX: all).
+// Non-blocking; thread- and process-safe. Returns how many were woken.
+// Throws ProcessError only on a kernel error.
+inline int futex_wake(const std::uint32_t* addr, int n = INT_MAX) {
+  const long rc = ::syscall(SYS_futex, addr, FUTEX_WAKE, n, nullptr, nullptr, 0);
   if (rc < 0) throw_errno("futex(FUTEX_WAKE)");
   return static_cast<int>(rc);
+}
+inline int futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX) {
+  return futex_wake(reinterpret_cast<const std::uint32_t*>(&word), n);
 }
 
 // Tells the CPU we are spinning (x86 PAUSE, ARM YIELD).
