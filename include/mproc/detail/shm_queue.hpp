@@ -102,6 +102,39 @@ inline constexpr bool kQueueUseCaches = true;
 inline constexpr bool kQueueUseCaches = true;
 #endif
 
+// Test-only: the steps of put and get at which a test may stop the calling
+// process (to kill it there, at the worst instant). A test defines
+// MPROC_TEST_HOOKS before including mproc (in every translation unit of its
+// program, or in none) and sets QueueTesting::at_step; otherwise
+// queue_test_point() is an empty inline function and costs nothing.
+enum class QueueStep : int {
+  put_locked,          // holds the producers' lock
+  put_room_found,      // found room for its record
+  put_header_written,  // wrote the record's header (and the skip record), not its payload
+  put_written,         // wrote the whole record
+  put_journaled,       // about to publish the item
+  put_counted,         // published the item's count, not yet the tail
+  put_published,       // published the tail, still holds the lock
+  get_locked,          // holds the consumers' lock
+  get_skipped,         // moved the head past a skip record, has not read the item
+  get_taken,           // decoded the item, has not consumed it
+  get_journaled,       // about to consume the item
+  get_counted,         // published the consumed count, not yet the head
+  get_published,       // published the head, still holds the lock
+  realign_locked,      // holds both locks to move an empty queue's positions
+  realign_half,        // moved the head, not yet the tail
+};
+#if defined(MPROC_TEST_HOOKS)
+struct QueueTesting {
+  static inline std::atomic<void (*)(QueueStep)> at_step{nullptr};
+};
+inline void queue_test_point(QueueStep step) {
+  if (auto f = QueueTesting::at_step.load(std::memory_order_relaxed)) f(step);
+}
+#else
+inline void queue_test_point(QueueStep) noexcept {}
+#endif
+
 // A record's header in the ring: an item of `size` payload bytes, or a
 // skip record (size 0) that fills the ring up to its end.
 struct QueueRecord {
@@ -352,6 +385,7 @@ class QueueCore {
     for (;;) {
       {
         QueueLock g(s.put_mutex);
+        queue_test_point(QueueStep::put_locked);
         if (s.closed.load(std::memory_order_acquire))
           throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
         Slot slot;
@@ -364,17 +398,23 @@ class QueueCore {
                        [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
             continue;
           }
+          queue_test_point(QueueStep::put_room_found);
           const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
           if (slot.skip != 0) {
             write_header((t & mask_), 0, QueueRecord::kSkip);
             raise_high_water((t & mask_) + sizeof(QueueRecord));
           }
           write_header(slot.off, static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(len) ^ QueueRecord::kItem);
+          queue_test_point(QueueStep::put_header_written);
           fill(ring_ + slot.off + sizeof(QueueRecord));
           raise_high_water(slot.off + rec);
+          queue_test_point(QueueStep::put_written);
           if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
+          queue_test_point(QueueStep::put_journaled);
           s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+          queue_test_point(QueueStep::put_counted);
           s.tail.store(t + slot.skip + rec, std::memory_order_release);  // publish
+          queue_test_point(QueueStep::put_published);
           g.unlock();
           fence_after_unlock();
           queue_notify(s.items_seq);
@@ -410,6 +450,7 @@ class QueueCore {
     for (;;) {
       {
         QueueLock g(s.get_mutex);
+        queue_test_point(QueueStep::get_locked);
         const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
         std::uint64_t h = s.head.load(std::memory_order_relaxed);
         if (h == s.tail_cache || !kQueueUseCaches) s.tail_cache = s.tail.load(std::memory_order_acquire);
@@ -420,6 +461,7 @@ class QueueCore {
             h += r.bytes;
             s.head.store(h, std::memory_order_seq_cst);
             give_back_cold(h);
+            queue_test_point(QueueStep::get_skipped);
             if (h == t) corrupt(g, h, "a skip record at the end of the data");
             r = read_header(g, h, t);
             if (r.skip) corrupt(g, h, "two skip records in a row");
@@ -429,6 +471,7 @@ class QueueCore {
           const std::uint64_t next = h + r.bytes;
           try {
             auto value = take(payload);
+            queue_test_point(QueueStep::get_taken);
             consume(g, next);
             return value;
           } catch (const ProcessError&) {
@@ -619,8 +662,11 @@ class QueueCore {
     QueueState& s = *state_;
     // got_count before head: a putter that reads the new head also sees the
     // new count.
+    queue_test_point(QueueStep::get_journaled);
     s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    queue_test_point(QueueStep::get_counted);
     s.head.store(next, std::memory_order_release);
+    queue_test_point(QueueStep::get_published);
     g.unlock();
     fence_after_unlock();
     queue_notify(s.space_seq);
@@ -634,8 +680,10 @@ class QueueCore {
     QueueLock p(s.put_mutex);
     const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
     if (s.head.load(std::memory_order_relaxed) != t || (t & mask_) == 0) return;
+    queue_test_point(QueueStep::realign_locked);
     const std::uint64_t start = t + (ring_bytes_ - (t & mask_));
     s.head.store(start, std::memory_order_release);
+    queue_test_point(QueueStep::realign_half);
     s.tail.store(start, std::memory_order_release);
     s.head_cache = s.tail_cache = start;
   }
