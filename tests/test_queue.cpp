@@ -3,7 +3,14 @@
 // failures, corrupted rings, several producer and consumer processes and
 // threads, passing by handle and by fork, robustness against a process
 // killed holding the internal lock (R5-style), the R4 leak loop and R8
-// permissions.
+// permissions; and the failure model of #11: a producer or consumer killed
+// at every step of put and get (stopped there through the test hooks), waits
+// that keep their deadlines under a signal storm, untrusted ring bytes.
+//
+// Stops a process inside put/get at a chosen step (see QueueStep in
+// detail/shm_queue.hpp); must come before any mproc header.
+#define MPROC_TEST_HOOKS 1
+
 #include <mproc/connection.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
@@ -14,7 +21,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <map>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -24,6 +33,8 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include "catch.hpp"
 #include "shm_children.hpp"
@@ -646,4 +657,450 @@ TEST_CASE("Queue: R8, its memory is owner-only (0600) and nothing is left in /de
   ::kill(child, SIGKILL);
   CHECK(shm_test::join(child).exitcode == -SIGKILL);
   CHECK(shm_test::dev_shm_entries() == shm_before);
+}
+
+// ------------------------------------------------- failure model (#11)
+
+namespace {
+
+using Step = mp::detail::QueueStep;
+using mp::detail::QueueCore;
+
+const char* step_name(Step step) {
+  static const char* const names[] = {"put_locked",    "put_room_found", "put_header_written", "put_written",
+                                      "put_journaled", "put_counted",    "put_published",      "get_locked",
+                                      "get_skipped",   "get_taken",      "get_journaled",      "get_counted",
+                                      "get_published", "realign_locked", "realign_half"};
+  return names[static_cast<int>(step)];
+}
+
+// The step a child stops at, and the pipe it says so on (see kill_at_step).
+std::atomic<int> g_stop_step{-1};
+int g_stop_fd = -1;
+
+void stop_at_step(Step step) {
+  if (static_cast<int>(step) != g_stop_step.load(std::memory_order_relaxed)) return;
+  shm_test::send(g_stop_fd, static_cast<int>(step));
+  for (;;) ::pause();  // until the test kills this process
+}
+
+// Forks a child that runs op() and stops inside it at `step` (through the
+// queue's test hook); once the child says it is there, SIGKILLs and reaps
+// it. Fails if the child finished op(), or died, without reaching `step`.
+template <class Op>
+void kill_at_step(Step step, Op op) {
+  shm_test::Pipe pipe;
+  const pid_t child = shm_test::spawn([&]() {
+    g_stop_fd = pipe.w.get();
+    g_stop_step.store(static_cast<int>(step));
+    mp::detail::QueueTesting::at_step.store(stop_at_step);
+    op();
+    shm_test::send(pipe.w.get(), -1);
+    return 0;
+  });
+  pipe.w.reset();  // only the child writes: if it dies early, the read sees the pipe closed
+  int reached = -2;
+  try {
+    reached = shm_test::recv<int>(pipe.r.get(), 30s);
+  } catch (const std::exception&) {
+  }
+  ::kill(child, SIGKILL);
+  const auto result = shm_test::join(child);
+  INFO("the child stopped at step " << reached);
+  REQUIRE(reached == static_cast<int>(step));
+  REQUIRE(result.exitcode == -SIGKILL);
+}
+
+std::uint64_t record_of(const std::string& s) { return QueueCore::record_bytes(mp::encoded_size(s)); }
+
+// A string item whose record takes exactly `bytes` bytes in a queue's ring.
+std::string item_of_record(std::uint64_t bytes) {
+  for (std::size_t n = 0; n <= bytes; ++n) {
+    std::string s(n, 'f');
+    if (record_of(s) == bytes) return s;
+  }
+  throw std::logic_error("no string item has a record of " + std::to_string(bytes) + " bytes");
+}
+
+template <class Q>
+void task_done_if_joinable(Q& q) {
+  if constexpr (requires { q.task_done(); }) q.task_done();
+}
+
+// Moves the positions of an empty queue of strings `bytes` forward (one
+// item of that record size put and got).
+template <class Q>
+void advance_positions(Q& q, std::uint64_t bytes) {
+  q.put(item_of_record(bytes));
+  (void)q.get();
+  task_done_if_joinable(q);
+}
+
+// Pumps 300 strings of up to ~900 bytes through a queue of strings with a
+// 4096-byte ring and a bound of 3 (wrapping the ring many times), keeping
+// up to 3 queued: each put must find room at once, each get returns the
+// oldest item. Proves the positions and counts are consistent.
+template <class Q>
+void pump_through(Q& q) {
+  std::vector<std::string> sent;
+  std::size_t next = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (sent.size() - next == 3) {
+      REQUIRE(q.get_nowait() == sent[next++]);
+      task_done_if_joinable(q);
+    }
+    sent.push_back(text_of(i) + std::string(static_cast<std::size_t>((i * 7919) % 800), 'x'));
+    q.put_nowait(sent.back());
+  }
+  while (next < sent.size()) {
+    REQUIRE(q.get_nowait() == sent[next++]);
+    task_done_if_joinable(q);
+  }
+  CHECK(q.empty());
+  CHECK(q.qsize() == 0);
+}
+
+// Checks that a bounded queue of strings (maxsize 3) holds exactly 3 items.
+template <class Q>
+void check_holds_exactly_3(Q& q) {
+  for (int i = 0; i < 3; ++i) q.put_nowait(text_of(i));
+  CHECK(q.full());
+  CHECK(q.qsize() == 3);
+  REQUIRE_THROWS_AS(q.put_nowait("one too many"), mp::Full);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(q.get_nowait() == text_of(i));
+    task_done_if_joinable(q);
+  }
+  CHECK(q.empty());
+}
+
+}  // namespace
+
+TEST_CASE("JoinableQueue: a producer killed at any step of put leaves no phantom item; join returns, the bound frees (#11)",
+          "[queue][failure-model]") {
+  const Step step = GENERATE(Step::put_locked, Step::put_room_found, Step::put_header_written, Step::put_written,
+                             Step::put_journaled, Step::put_counted, Step::put_published);
+  const bool wrap = GENERATE(false, true);
+  CAPTURE(step_name(step), wrap);
+  // The item is queued if and only if its one publishing store was done.
+  const bool published = step >= Step::put_counted;
+  mp::JoinableQueue<std::string> q(3, 4096);
+  const std::string first = "real-1", killed(1000, 'k'), second = "real-2";
+  if (wrap) {
+    // The killed put's record does not fit before the end of the ring: it
+    // writes a skip record there and goes to offset 0.
+    const std::uint64_t tail = 4096 - record_of(killed) / 16 * 8;
+    advance_positions(q, tail - record_of(first));
+  }
+  q.put(first);
+  kill_at_step(step, [&] { q.put(killed); });
+
+  CHECK(q.qsize() == (published ? 2u : 1u));
+  CHECK(q.unfinished_tasks() == (published ? 2u : 1u));
+  CHECK_FALSE(q.full());
+  // The next put takes the dead producer's lock over, within its deadline.
+  const auto put_time = timed([&] { q.put(second, 5s); });
+  CHECK(put_time < 1s);
+  CHECK(q.get(1s) == first);
+  q.task_done();
+  if (published) {
+    CHECK(q.get(1s) == killed);
+    q.task_done();
+  }
+  CHECK(q.get(1s) == second);
+  q.task_done();
+  CHECK(q.empty());
+  REQUIRE_THROWS_AS(q.get_nowait(), mp::Empty);
+  CHECK(q.join(1s));  // every real item is done
+  check_holds_exactly_3(q);
+  pump_through(q);
+  CHECK(q.join(1s));
+}
+
+TEST_CASE("JoinableQueue: a consumer killed at any step of get leaves its item queued or consumed, never half or twice (#11)",
+          "[queue][failure-model]") {
+  const auto [step, wrap] = GENERATE(table<Step, bool>({{Step::get_locked, false},
+                                                        {Step::get_taken, false},
+                                                        {Step::get_journaled, false},
+                                                        {Step::get_counted, false},
+                                                        {Step::get_published, false},
+                                                        {Step::get_locked, true},
+                                                        {Step::get_skipped, true},
+                                                        {Step::get_taken, true},
+                                                        {Step::get_journaled, true},
+                                                        {Step::get_counted, true},
+                                                        {Step::get_published, true}}));
+  CAPTURE(step_name(step), wrap);
+  // The item is consumed if and only if its one consuming store was done.
+  const bool consumed = step >= Step::get_counted;
+  mp::JoinableQueue<std::string> q(3, 4096);
+  const std::string first(200, '1'), second = "item-2";
+  if (wrap) advance_positions(q, 4096 - 40);  // `first` does not fit in the last 40 bytes: a skip record precedes it
+  q.put(first);
+  q.put(second);
+  kill_at_step(step, [&] { (void)q.get(); });
+
+  CHECK(q.qsize() == (consumed ? 1u : 2u));
+  CHECK(q.unfinished_tasks() == 2u);  // the dead consumer did not call task_done
+  std::string got;
+  const auto get_time = timed([&] { got = q.get(5s); });
+  CHECK(get_time < 1s);
+  CHECK(got == (consumed ? second : first));
+  q.task_done();
+  if (!consumed) {
+    CHECK(q.get(1s) == second);
+    q.task_done();
+  }
+  CHECK(q.empty());
+  REQUIRE_THROWS_AS(q.get_nowait(), mp::Empty);  // nothing is delivered twice
+  if (consumed) {
+    // The dead consumer got `first` and never reported it done: join waits
+    // for it (as Python's does); join(timeout) says so, and whoever knows
+    // the consumer died may report the task done in its place.
+    CHECK(q.unfinished_tasks() == 1u);
+    CHECK_FALSE(q.join(50ms));
+    q.task_done();
+  }
+  CHECK(q.join(1s));
+  check_holds_exactly_3(q);
+  pump_through(q);
+  CHECK(q.join(1s));
+}
+
+TEST_CASE("Queue: a consumer killed after consuming gives the item's bytes back to a waiting put, with no consumer to come (#11)",
+          "[queue][failure-model]") {
+  mp::Queue<std::string> q(0, 4096);
+  // Items whose records fit twice in the ring but not three times.
+  const std::string a = item_of_record(1800), b(a.size(), 'b'), c(a.size(), 'c');
+  q.put(a);
+  q.put(b);
+  REQUIRE_THROWS_AS(q.put_nowait(c), mp::Full);
+  // Killed after the store that consumes `a`, before the one that gives
+  // its bytes back.
+  kill_at_step(Step::get_counted, [&] { (void)q.get(); });
+  CHECK(q.qsize() == 1u);
+  const auto put_time = timed([&] { REQUIRE_NOTHROW(q.put(c, 5s)); });
+  CHECK(put_time < 1s);
+  CHECK(q.get(1s) == b);
+  CHECK(q.get(1s) == c);
+  CHECK(q.empty());
+}
+
+TEST_CASE("JoinableQueue: a consumer killed while dropping an undecodable item does not keep join waiting (#11)",
+          "[queue][failure-model]") {
+  mp::JoinableQueue<std::vector<int>> q;
+  q.put({1, 2, 3});
+  auto ring = q.core_for_testing().ring_for_testing();
+  for (std::size_t i = sizeof(mp::detail::QueueRecord); i < sizeof(mp::detail::QueueRecord) + 4; ++i)
+    ring[i] = std::byte{0xEE};  // the frame's magic: the item does not decode and is dropped
+  // Killed after the store that consumes (drops) it, before the one that
+  // counts it dropped.
+  kill_at_step(Step::get_counted, [&] {
+    try {
+      (void)q.get();
+    } catch (const mp::ProcessError&) {
+    }
+  });
+  CHECK(q.empty());
+  bool joined = false;
+  const auto join_time = timed([&] { joined = q.join(5s); });
+  CHECK(joined);
+  CHECK(join_time < 1s);
+  CHECK(q.unfinished_tasks() == 0u);
+  q.put({4});
+  CHECK(q.get(1s) == std::vector<int>{4});
+  q.task_done();
+  CHECK(q.join(1s));
+}
+
+TEST_CASE("Queue: a producer killed while it realigns an empty queue under both locks leaves the ring consistent (#11)",
+          "[queue][failure-model]") {
+  const Step step = GENERATE(Step::realign_locked, Step::realign_half);
+  CAPTURE(step_name(step));
+  mp::Queue<std::string> q(3, 4096);
+  advance_positions(q, 2048);
+  const std::string big = item_of_record(3000);  // fits neither in the ring's last 2048 bytes nor in its first
+  kill_at_step(step, [&] { q.put(big); });
+
+  CHECK(q.empty());
+  const auto put_time = timed([&] { q.put(big, 5s); });
+  CHECK(put_time < 1s);
+  CHECK(q.get(1s) == big);
+  REQUIRE_THROWS_AS(q.get_nowait(), mp::Empty);
+  check_holds_exactly_3(q);
+  pump_through(q);
+}
+
+TEST_CASE("JoinableQueue: a consumer killed between get() and task_done() leaves its task unfinished; join(timeout) says so (#11)",
+          "[queue][failure-model]") {
+  mp::JoinableQueue<int> q;
+  q.put(1);
+  q.put(2);
+  shm_test::Pipe got;
+  const pid_t child = shm_test::spawn([&] {
+    shm_test::send(got.w.get(), q.get());
+    for (;;) ::pause();
+    return 0;
+  });
+  CHECK(shm_test::recv<int>(got.r.get()) == 1);
+  ::kill(child, SIGKILL);
+  CHECK(shm_test::join(child).exitcode == -SIGKILL);
+  CHECK(q.get(1s) == 2);
+  q.task_done();
+  CHECK(q.unfinished_tasks() == 1u);
+  const auto waited = timed([&] { CHECK_FALSE(q.join(100ms)); });
+  CHECK(waited >= 100ms);
+  CHECK(waited < 2s);
+  q.task_done();  // on behalf of the dead consumer
+  CHECK(q.join(1s));
+}
+
+TEST_CASE("Queue: timed put and get keep their deadlines while a live process holds the internal lock (#11)",
+          "[queue][failure-model]") {
+  const bool producers = GENERATE(true, false);
+  CAPTURE(producers);
+  mp::Queue<int> q(4);
+  q.put(1);
+  shm_test::Pipe ready;
+  const pid_t child = shm_test::spawn([&] {
+    q.core_for_testing().lock_for_testing(producers);
+    shm_test::send(ready.w.get(), 1);
+    for (;;) ::pause();
+    return 0;
+  });
+  CHECK(shm_test::recv<int>(ready.r.get()) == 1);
+  // If the call ignored its deadline it would wait for the holder: a
+  // watchdog kills the holder after 5 s so that the test ends either way.
+  std::promise<void> finished;
+  std::thread watchdog([child, f = finished.get_future()] {
+    if (f.wait_for(5s) != std::future_status::ready) ::kill(child, SIGKILL);
+  });
+  const auto waited = timed([&] {
+    if (producers)
+      CHECK_THROWS_MATCHES(q.put(2, 200ms), mp::Full, MessageContains("Queue.put(): timed out waiting for the producers' lock"));
+    else
+      CHECK_THROWS_MATCHES(q.get(200ms), mp::Empty, MessageContains("Queue.get(): timed out waiting for the consumers' lock"));
+  });
+  finished.set_value();
+  watchdog.join();
+  CHECK(waited >= 200ms);
+  CHECK(waited < 1500ms);
+  ::kill(child, SIGKILL);
+  CHECK(shm_test::join(child).exitcode == -SIGKILL);
+  // The dead holder's lock is taken over.
+  q.put(2, 5s);
+  CHECK(q.get(5s) == 1);
+  CHECK(q.get(5s) == 2);
+}
+
+namespace {
+
+// How one timed call went in the signal-storm child.
+struct StormWait {
+  double elapsed_ms = 0;
+  double cpu_ms = 0;
+  bool timed_out = false;  // threw Full / Empty, or join returned false
+};
+
+std::atomic<int> g_storm_signals{0};
+
+double process_cpu_ms() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
+
+}  // namespace
+
+TEST_CASE("Queue: timed put, get and join keep their deadlines without spinning under a 1 ms signal storm (#11)",
+          "[queue][failure-model]") {
+  mp::JoinableQueue<int> full(1);
+  full.put(1);  // full, and one task unfinished
+  mp::Queue<int> empty;
+  shm_test::Pipe results;
+  const pid_t child = shm_test::spawn([&] {
+    // A host program's interval timer: SIGALRM every millisecond, handled
+    // without SA_RESTART, so every sleep is interrupted.
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { g_storm_signals.fetch_add(1, std::memory_order_relaxed); };
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    ::sigaction(SIGALRM, &sa, nullptr);
+    itimerval every_ms{};
+    every_ms.it_interval.tv_usec = 1000;
+    every_ms.it_value.tv_usec = 1000;
+    ::setitimer(ITIMER_REAL, &every_ms, nullptr);
+    const auto measure = [&](auto op) {
+      StormWait w;
+      const double cpu0 = process_cpu_ms();
+      const auto t0 = Clock::now();
+      w.timed_out = op();
+      w.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      w.cpu_ms = process_cpu_ms() - cpu0;
+      shm_test::send(results.w.get(), w);
+    };
+    measure([&] {
+      try {
+        full.put(2, 1s);
+      } catch (const mp::Full&) {
+        return true;
+      }
+      return false;
+    });
+    measure([&] {
+      try {
+        (void)empty.get(1s);
+      } catch (const mp::Empty&) {
+        return true;
+      }
+      return false;
+    });
+    measure([&] { return !full.join(1s); });
+    shm_test::send(results.w.get(), g_storm_signals.load());
+    return 0;
+  });
+  for (const char* what : {"put", "get", "join"}) {
+    const auto w = shm_test::recv<StormWait>(results.r.get());
+    INFO(what << ": " << w.elapsed_ms << " ms elapsed, " << w.cpu_ms << " ms of CPU");
+    CHECK(w.timed_out);
+    CHECK(w.elapsed_ms >= 1000);
+    CHECK(w.elapsed_ms < 2000);
+    CHECK(w.cpu_ms < 100);
+  }
+  const int signals = shm_test::recv<int>(results.r.get());
+  CHECK(signals > 300);  // the storm did happen
+  CHECK(shm_test::join(child).exitcode == 0);
+}
+
+TEST_CASE("Queue: random bytes written over the ring make get return items or throw ProcessError, never crash or loop (#11)",
+          "[queue][failure-model]") {
+  std::mt19937 rng(20240611);
+  const auto below = [&rng](std::uint32_t n) { return static_cast<std::uint32_t>(rng() % n); };
+  const std::uint64_t smallest = record_of("");
+  for (int round = 0; round < 300; ++round) {
+    CAPTURE(round);
+    mp::Queue<std::string> q(0, 4096);
+    advance_positions(q, smallest + 8 * below(480));  // the records start anywhere in the ring
+    const int n = 1 + static_cast<int>(below(6));
+    for (int i = 0; i < n; ++i) q.put(text_of(i) + std::string(below(300), 'r'));
+    auto ring = q.core_for_testing().ring_for_testing();
+    for (std::uint32_t k = 1 + below(4); k > 0; --k) {
+      const std::uint32_t at = below(4096), len = 1 + below(16);
+      for (std::uint32_t i = 0; i < len; ++i) ring[(at + i) % 4096] = static_cast<std::byte>(rng());
+    }
+    // Each get consumes at least one record or empties the queue.
+    bool emptied = false;
+    for (int attempt = 0; attempt <= n && !emptied; ++attempt) {
+      try {
+        (void)q.get_nowait();
+      } catch (const mp::Empty&) {
+        emptied = true;
+      } catch (const mp::ProcessError&) {
+      }
+    }
+    CHECK(q.empty());
+    REQUIRE_THROWS_AS(q.get_nowait(), mp::Empty);
+    q.put("after");
+    REQUIRE(q.get_nowait() == "after");
+  }
 }

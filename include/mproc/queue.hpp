@@ -39,14 +39,34 @@
 // (no waiting) — so consumers can drain and stop. Blocked getters and
 // putters wake up.
 //
-// Robustness: a process that dies while holding one of the queue's two
-// internal locks (killed mid-put or mid-get) does not block the others: the
-// next operation takes the lock over within about 20 ms; the item being put
-// is dropped, the item being got stays queued. (A process killed between
-// the two stores that publish an item may leave qsize() off by one.) A
-// record found corrupted (bytes of the ring overwritten) makes get() throw
-// ProcessError and empties the queue; an item whose bytes do not decode as
-// a T makes get() throw the decoder's ProcessError and is dropped.
+// A process killed at any instant (SIGKILL, a crash) leaves the queue
+// whole. A put is one publishing store: killed before it, the put did not
+// happen (nothing queued, nothing counted); killed after it, the item is
+// queued like any other. A get is one consuming store: killed before it,
+// the item stays queued for the next get (the killed process never
+// returned it, so nothing is delivered twice); killed after it, the item
+// is consumed and lost with the process. qsize(), full(), the bound and a
+// JoinableQueue's unfinished tasks stay exact either way. A process that
+// dies holding one of the queue's two internal locks does not block the
+// others: the next operation takes the lock over within about 20 ms and
+// first finishes the dead holder's bookkeeping. A JoinableQueue consumer
+// killed between get() and task_done() leaves its task unfinished: join()
+// waits for it, as Python's does; join(timeout) returns false,
+// unfinished_tasks() counts it, and whoever knows the consumer died may
+// call task_done() in its place.
+//
+// Deadlines. A timed or non-blocking call waits for the internal locks
+// (held only while one item is copied in or out) until its deadline too: a
+// lock held past it, by a live thread or process (say, a stopped one),
+// makes put throw Full and get throw Empty, saying so (Python's get_nowait
+// raises Empty when its lock is busy, too). Waits interrupted by signals
+// resume where they were and keep their deadline.
+//
+// Untrusted bytes. A record found corrupted (bytes of the ring overwritten)
+// makes get() throw ProcessError and empties the queue; an item whose bytes
+// do not decode as a T makes get() throw the decoder's ProcessError and is
+// dropped (a JoinableQueue counts it done). get() never reads outside the
+// ring nor loops on bad bytes.
 #pragma once
 
 #include <chrono>
@@ -153,8 +173,9 @@ class QueueBase {
 
 // A FIFO queue shared by threads and processes (Python:
 // multiprocessing.Queue). All members are thread- and process-safe. put and
-// get (all variants, nowait too) may wait briefly for the producers' or
-// consumers' internal lock, held only while one item is copied in or out.
+// get (all variants) may wait for the producers' or consumers' internal
+// lock, held only while one item is copied in or out; the timed and nowait
+// variants only until their deadline (see "Deadlines" above).
 template <class T>
 class Queue : protected detail::QueueBase<T> {
  public:
@@ -172,24 +193,28 @@ class Queue : protected detail::QueueBase<T> {
   // throws (queue unchanged), ProcessError if the queue is closed or x can
   // never fit.
   void put(const T& x) { this->put_until(x, detail::Clock::time_point::max()); }
-  // As put(x), waiting at most `timeout` for room; throws Full after it.
+  // As put(x), waiting at most `timeout` for room (and for the producers'
+  // lock); throws Full after it.
   template <class Rep, class Period>
   void put(const T& x, std::chrono::duration<Rep, Period> timeout) {
     this->put_until(x, this->deadline_of(timeout));
   }
-  // As put(x) without waiting for room; throws Full if there is none.
+  // As put(x) without waiting for room; throws Full if there is none (or
+  // if the producers' lock stays busy beyond a brief spin).
   void put_nowait(const T& x) { this->put_until(x, detail::Clock::now()); }
 
   // Removes and returns the oldest item, blocking while the queue is empty.
   // Throws Empty if the queue is closed and empty, ProcessError if the item
   // cannot be decoded (it is dropped) or the queue is corrupted.
   T get() { return this->get_until(detail::Clock::time_point::max()); }
-  // As get(), waiting at most `timeout`; throws Empty after it.
+  // As get(), waiting at most `timeout` (for an item and for the
+  // consumers' lock); throws Empty after it.
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) {
     return this->get_until(this->deadline_of(timeout));
   }
-  // As get() without waiting; throws Empty if there is no item.
+  // As get() without waiting; throws Empty if there is no item (or if the
+  // consumers' lock stays busy beyond a brief spin).
   T get_nowait() { return this->get_until(detail::Clock::now()); }
 
   // Number of items in the queue (a snapshot). Non-blocking.
@@ -239,9 +264,13 @@ class JoinableQueue : public Queue<T> {
   // and process-safe. Throws ProcessError if called more times than items
   // were put (Python's ValueError).
   void task_done() { this->core_.task_done(); }
-  // Blocks until every item put has been task_done().
-  void join() { this->core_.join(detail::Clock::time_point::max()); }
-  // As join(), for at most `timeout`; returns whether all tasks were done.
+  // Blocks until every item put has been task_done() (items dropped as
+  // corrupt or undecodable count as done). Like Python's, waits forever
+  // for the task of a consumer that died before its task_done(): use
+  // join(timeout) where consumers may die. Thread- and process-safe.
+  void join() { (void)this->core_.join(detail::Clock::time_point::max()); }
+  // As join(), for at most `timeout`; returns whether all tasks were done
+  // (false: unfinished_tasks() says how many are left).
   template <class Rep, class Period>
   [[nodiscard]] bool join(std::chrono::duration<Rep, Period> timeout) {
     return this->core_.join(detail::deadline_after(timeout));

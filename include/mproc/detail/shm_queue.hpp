@@ -25,16 +25,26 @@
 // Concurrency. Producers serialize on one robust mutex, consumers on
 // another (MutexState: a holder that dies is taken over by the next
 // acquirer), so a producer and a consumer never contend. Between the two
-// sides, the positions and counters are atomics: a producer writes its
-// record, then publishes the tail; a consumer reads the record, then
-// publishes the head. A process killed mid-operation has published nothing
-// (the record is ignored or stays queued). A side that must wait first
-// spins (adaptively: only as long as spinning recently paid, i.e. while the
-// other side runs on another CPU), then yields twice, then sleeps. Sleepers
-// use an eventcount (queue_wait): they arm a sequence word, re-check, then
-// sleep on it; the other side bumps and wakes it (all its sleepers) only
-// when armed. They sleep in slices (kQueueWaitSlice), re-checking, as a
-// last resort against a lost wake-up.
+// sides each operation has ONE publishing store: a producer writes its
+// record, then publishes it by storing the item count (put_count); a
+// consumer reads a record, then consumes it by storing its count
+// (got_count). Everything else a side keeps (the tail, the head, the count
+// of dropped items) follows that store and is re-derivable from a small
+// journal written before it (pend_*, gpend_*): whoever takes a side's lock
+// next first finishes what a holder killed after its publishing store left
+// undone (repair_producers, repair_consumers). So a process killed at any
+// instant of put or get leaves its item either wholly queued or wholly
+// consumed, and the counts (qsize, the bound, a JoinableQueue's unfinished
+// tasks) exact. Waiters that cannot rely on a next lock holder coming (a
+// putter short of room, a joiner) finish a dead consumer's work themselves
+// (settle_consumers). A side that must wait first spins (adaptively: only
+// as long as spinning recently paid, i.e. while the other side runs on
+// another CPU), then yields twice, then sleeps. Sleepers use an eventcount
+// (queue_wait): they arm a sequence word, re-check, then sleep on it; the
+// other side bumps and wakes it (all its sleepers) only when armed. They
+// sleep in slices (kQueueWaitSlice), re-checking, as a last resort against
+// a lost wake-up; a sleep cut short by a signal resumes at once, without
+// spinning again, and keeps its deadline.
 #pragma once
 
 #include <algorithm>
@@ -102,6 +112,39 @@ inline constexpr bool kQueueUseCaches = true;
 inline constexpr bool kQueueUseCaches = true;
 #endif
 
+// Test-only: the steps of put and get at which a test may stop the calling
+// process (to kill it there, at the worst instant). A test defines
+// MPROC_TEST_HOOKS before including mproc (in every translation unit of its
+// program, or in none) and sets QueueTesting::at_step; otherwise
+// queue_test_point() is an empty inline function and costs nothing.
+enum class QueueStep : int {
+  put_locked,          // holds the producers' lock
+  put_room_found,      // found room for its record
+  put_header_written,  // wrote the record's header (and the skip record), not its payload
+  put_written,         // wrote the whole record
+  put_journaled,       // about to publish the item
+  put_counted,         // published the item's count, not yet the tail
+  put_published,       // published the tail, still holds the lock
+  get_locked,          // holds the consumers' lock
+  get_skipped,         // moved the head past a skip record, has not read the item
+  get_taken,           // decoded the item, has not consumed it
+  get_journaled,       // about to consume the item
+  get_counted,         // published the consumed count, not yet the head
+  get_published,       // published the head, still holds the lock
+  realign_locked,      // holds both locks to move an empty queue's positions
+  realign_half,        // moved the head, not yet the tail
+};
+#if defined(MPROC_TEST_HOOKS)
+struct QueueTesting {
+  static inline std::atomic<void (*)(QueueStep)> at_step{nullptr};
+};
+inline void queue_test_point(QueueStep step) {
+  if (auto f = QueueTesting::at_step.load(std::memory_order_relaxed)) f(step);
+}
+#else
+inline void queue_test_point(QueueStep) noexcept {}
+#endif
+
 // A record's header in the ring: an item of `size` payload bytes, or a
 // skip record (size 0) that fills the ring up to its end.
 struct QueueRecord {
@@ -118,7 +161,8 @@ inline constexpr std::size_t kQueueMaxItemBytes = UINT32_MAX - 64;
 // The control block in shared memory (after the ObjectHeader). Each side's
 // lock and private fields, and each side's published fields, have cache
 // lines of their own, so polling the other side's position does not slow
-// down its locking.
+// down its locking. Every field is read by other processes after this one
+// died, so a field whose order of stores matters is an atomic.
 struct QueueState {
   // Fixed at creation (read-only afterwards), and the closed flag.
   std::int64_t maxsize = 0;  // items; 0: unbounded
@@ -132,40 +176,57 @@ struct QueueState {
   std::uint64_t got_cache = 0;
   std::uint64_t wrap_probe = 0;  // tail position from which to refresh them to find room at the start
   std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written (read by a consumer)
-  // Producers: published.
-  alignas(64) std::atomic<std::uint64_t> tail{0};
-  std::atomic<std::uint64_t> put_count{0};
+  // Producers: published (and their journal, on the same line: consumers
+  // read it anyway). put_count is THE publishing store of a put; the tail
+  // follows it. pend_tail is the tail that goes with put_count ==
+  // pend_count, stored before put_count: it also bounds the published data
+  // for consumers (it is >= the end of every record put_count counts).
+  alignas(64) std::atomic<std::uint64_t> put_count{0};
+  std::atomic<std::uint64_t> pend_count{0};
+  std::atomic<std::uint64_t> pend_tail{0};
+  std::atomic<std::uint64_t> tail{0};
   std::atomic<std::uint32_t> items_seq{0};  // eventcount of waiting getters
   // Consumers: their lock and private fields (under get_mutex).
   alignas(64) MutexState get_mutex;
-  std::uint64_t tail_cache = 0;  // tail as last read
-  // Consumers: published.
-  alignas(64) std::atomic<std::uint64_t> head{0};
-  std::atomic<std::uint64_t> got_count{0};
+  std::uint64_t put_cache = 0;   // put_count as last read
+  std::uint64_t tail_cache = 0;  // pend_tail read right after it: bounds the records put_cache counts
+  // Consumers: published, and their journal. got_count is THE publishing
+  // store of a get (items consumed or dropped); head and dropped follow it;
+  // gpend_head and gpend_dropped are what they must be when got_count ==
+  // gpend_count.
+  alignas(64) std::atomic<std::uint64_t> got_count{0};
+  std::atomic<std::uint64_t> head{0};
+  std::atomic<std::uint64_t> dropped{0};  // items discarded as corrupt or undecodable
+  std::atomic<std::uint64_t> gpend_count{0};
+  std::atomic<std::uint64_t> gpend_head{0};
+  std::atomic<std::uint64_t> gpend_dropped{0};
   std::atomic<std::uint32_t> space_seq{0};  // eventcount of waiting putters
   // Sleepers (written when going to sleep only).
   alignas(64) std::atomic<std::uint32_t> getters_waiting{0};
   std::atomic<std::uint32_t> putters_waiting{0};
   std::atomic<std::uint32_t> joiners_waiting{0};
-  // JoinableQueue: items put and not yet task_done().
-  alignas(64) std::atomic<std::uint64_t> unfinished{0};
+  // JoinableQueue: task_done() calls. Unfinished tasks: put_count -
+  // dropped - done_count.
+  alignas(64) std::atomic<std::uint64_t> done_count{0};
   std::atomic<std::uint32_t> done_seq{0};  // eventcount of joiners
 };
 
 inline constexpr std::size_t kQueueStateOffset = 64;
 
-// Holds a MutexState (robust: taken over from a dead holder).
+// Holds a MutexState (robust: taken over from a dead holder) once lock()
+// succeeded; releases it on destruction.
 class QueueLock {
  public:
-  explicit QueueLock(MutexState& m) : m_(m) { lock(); }
+  explicit QueueLock(MutexState& m) noexcept : m_(m) {}
   QueueLock(const QueueLock&) = delete;
   QueueLock& operator=(const QueueLock&) = delete;
   ~QueueLock() {
     if (held_) m_.unlock();
   }
-  void lock() {
-    m_.lock(current_tid(), Clock::time_point::max());
-    held_ = true;
+  // Acquires until `deadline`; false on timeout.
+  bool lock(Clock::time_point deadline) {
+    held_ = m_.lock(current_tid(), deadline);
+    return held_;
   }
   void unlock() {
     held_ = false;
@@ -176,6 +237,11 @@ class QueueLock {
   MutexState& m_;
   bool held_ = false;
 };
+
+// Keeps the compiler from swapping the stores around it, so that a process
+// killed between them has done the first and not the second (the kernel
+// stops a process at an instruction boundary, its earlier stores done).
+inline void crash_order() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
 // This thread's current spin time before yielding, in nanoseconds.
 inline std::int64_t& queue_spin_budget() noexcept {
@@ -224,8 +290,13 @@ bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& wa
   }
   armed |= 1u;
   waiting.fetch_add(1, std::memory_order_seq_cst);
-  if (!ready()) {
-    if (now < deadline) futex_wait(word, armed, deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline);
+  // Sleep until woken (the word moved on), ready() or the end of the slice.
+  // A sleep cut short by a signal (or a spurious wake-up) resumes here, at
+  // the cost of one check: no spinning, yielding or locking again.
+  const auto slice_end = deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline;
+  while (now < slice_end && word.load(std::memory_order_seq_cst) == armed && !ready()) {
+    futex_wait(word, armed, slice_end);
+    now = Clock::now();
   }
   waiting.fetch_sub(1, std::memory_order_seq_cst);
   return true;
@@ -319,7 +390,16 @@ class QueueCore {
     return m > 0 && items() >= static_cast<std::uint64_t>(m);
   }
   bool closed() const noexcept { return state_->closed.load(std::memory_order_acquire) != 0; }
-  std::uint64_t unfinished() const noexcept { return state_->unfinished.load(std::memory_order_acquire); }
+  // JoinableQueue: items put and neither task_done() nor dropped (a snapshot).
+  std::uint64_t unfinished() const noexcept {
+    const QueueState& s = *state_;
+    // Each only grows; read put_count last so that the result is never
+    // below what it was at some instant.
+    const std::uint64_t done = s.done_count.load(std::memory_order_seq_cst);
+    const std::uint64_t dropped = s.dropped.load(std::memory_order_seq_cst);
+    const std::uint64_t put = s.put_count.load(std::memory_order_seq_cst);
+    return put > done + dropped ? put - done - dropped : 0;
+  }
 
   // Tests only: the ring's bytes (to corrupt records), and taking the
   // producers' or consumers' lock without releasing it (to die holding it).
@@ -334,9 +414,9 @@ class QueueCore {
   }
 
   // Appends a record of `len` payload bytes, written by fill(std::byte*)
-  // (noexcept), waiting for room until `deadline`. A JoinableQueue counts
-  // the item as unfinished. Throws Full on timeout, ProcessError if closed
-  // or the item can never fit.
+  // (noexcept), waiting for room (and for the producers' lock) until
+  // `deadline`. A JoinableQueue counts the item as unfinished. Throws Full
+  // on timeout, ProcessError if closed or the item can never fit.
   template <class Fill>
   void push(std::size_t len, Clock::time_point deadline, Fill&& fill) {
     const std::uint64_t rec = record_bytes(len);
@@ -349,9 +429,13 @@ class QueueCore {
     // room for a batch, once: so producer and consumer do not advance in
     // lockstep, fighting over each other's cache lines for every item.
     bool may_batch = deadline == Clock::time_point::max();
+    bool realigned = false;
+    Clock::time_point settle_at{};  // see below
     for (;;) {
       {
         QueueLock g(s.put_mutex);
+        if (!lock_producers(g, deadline)) throw Full(lock_timeout("put", "producers"));
+        queue_test_point(QueueStep::put_locked);
         if (s.closed.load(std::memory_order_acquire))
           throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
         Slot slot;
@@ -364,76 +448,111 @@ class QueueCore {
                        [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
             continue;
           }
+          queue_test_point(QueueStep::put_room_found);
           const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
           if (slot.skip != 0) {
             write_header((t & mask_), 0, QueueRecord::kSkip);
             raise_high_water((t & mask_) + sizeof(QueueRecord));
           }
           write_header(slot.off, static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(len) ^ QueueRecord::kItem);
+          queue_test_point(QueueStep::put_header_written);
           fill(ring_ + slot.off + sizeof(QueueRecord));
           raise_high_water(slot.off + rec);
-          if (kind_ == ShmKind::joinable_queue) s.unfinished.fetch_add(1, std::memory_order_seq_cst);
-          s.put_count.store(s.put_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-          s.tail.store(t + slot.skip + rec, std::memory_order_release);  // publish
+          queue_test_point(QueueStep::put_written);
+          // Journal (count first: until both are stored they describe
+          // nothing), publish, then the tail.
+          const std::uint64_t count = s.put_count.load(std::memory_order_relaxed) + 1;
+          const std::uint64_t end = t + slot.skip + rec;
+          s.pend_count.store(count, std::memory_order_relaxed);
+          crash_order();
+          s.pend_tail.store(end, std::memory_order_relaxed);
+          queue_test_point(QueueStep::put_journaled);
+          s.put_count.store(count, std::memory_order_release);  // publish: the record and pend_tail before it
+          queue_test_point(QueueStep::put_counted);
+          s.tail.store(end, std::memory_order_release);
+          queue_test_point(QueueStep::put_published);
           g.unlock();
           fence_after_unlock();
           queue_notify(s.items_seq);
           return;
         }
         // An empty queue always has room: if the record fits neither
-        // before the end of the ring nor at its start, move both positions
-        // to the start.
-        if (s.head_cache == s.tail.load(std::memory_order_relaxed) && (s.head_cache & mask_) != 0) {
+        // before the end of the ring nor at its start (or the positions
+        // are off, after a process died realigning), move both positions
+        // to the start of the next lap. Once per wait.
+        if (!realigned && s.put_count.load(std::memory_order_relaxed) == s.got_count.load(std::memory_order_seq_cst)) {
           g.unlock();
-          realign_empty();
+          realigned = true;
+          realign_empty(deadline);
           continue;
         }
       }
+      // A consumer killed after consuming an item may have left its bytes
+      // taken; the next consumer would give them back, but none may come.
+      // Only after a slice of waiting: so it seldom meets a live consumer.
+      const auto now = Clock::now();
+      if (settle_at == Clock::time_point{}) {
+        settle_at = now + kQueueWaitSlice;
+      } else if (now >= settle_at) {
+        settle_consumers();
+        settle_at = now + kQueueWaitSlice;
+      }
       const auto ready = [&] {
         return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0) ||
-               s.head.load(std::memory_order_seq_cst) == s.tail.load(std::memory_order_relaxed);  // empty: realign
+               s.put_count.load(std::memory_order_relaxed) == s.got_count.load(std::memory_order_seq_cst);  // empty: realign
       };
       const auto batch = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); };
       if (!queue_wait(s.space_seq, s.putters_waiting, deadline, ready, batch)) throw Full();
+      realigned = false;
     }
   }
 
   // Removes the oldest record and returns take(std::span<const std::byte>)
-  // of its payload, waiting for one until `deadline`. If take throws a
-  // ProcessError (undecodable item) the record is dropped and the error
-  // propagates; any other exception leaves it queued. Throws Empty on
-  // timeout or when the queue is closed and empty, ProcessError if the
-  // ring is corrupt (the queue is then emptied).
+  // of its payload, waiting for one (and for the consumers' lock) until
+  // `deadline`. If take throws a ProcessError (undecodable item) the
+  // record is dropped and the error propagates; any other exception leaves
+  // it queued. Throws Empty on timeout or when the queue is closed and
+  // empty, ProcessError if the ring is corrupt (the queue is then emptied).
   template <class Take>
   auto pop(Clock::time_point deadline, Take&& take) {
     QueueState& s = *state_;
     for (;;) {
       {
         QueueLock g(s.get_mutex);
+        if (!lock_consumers(g, deadline)) throw Empty(lock_timeout("get", "consumers"));
+        queue_test_point(QueueStep::get_locked);
         const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
-        std::uint64_t h = s.head.load(std::memory_order_relaxed);
-        if (h == s.tail_cache || !kQueueUseCaches) s.tail_cache = s.tail.load(std::memory_order_acquire);
-        const std::uint64_t t = s.tail_cache;
-        if (h != t) {
-          Found r = read_header(g, h, t);
+        const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
+        if (got == s.put_cache || !kQueueUseCaches) {
+          const std::uint64_t put = s.put_count.load(std::memory_order_acquire);
+          s.tail_cache = s.pend_tail.load(std::memory_order_acquire);
+          crash_order();  // the bound before the count it bounds
+          s.put_cache = put;
+        }
+        if (s.put_cache != got) {
+          std::uint64_t h = s.head.load(std::memory_order_relaxed);
+          if (s.put_cache - got > ring_bytes_ / sizeof(QueueRecord)) corrupt(g, deadline, h, "bad item counts");
+          Found r = read_header(g, deadline, h);
           if (r.skip) {
             h += r.bytes;
+            s.gpend_head.store(h, std::memory_order_relaxed);  // the count is unchanged: a skip is no item
+            crash_order();
             s.head.store(h, std::memory_order_seq_cst);
             give_back_cold(h);
-            if (h == t) corrupt(g, h, "a skip record at the end of the data");
-            r = read_header(g, h, t);
-            if (r.skip) corrupt(g, h, "two skip records in a row");
+            queue_test_point(QueueStep::get_skipped);
+            r = read_header(g, deadline, h);
+            if (r.skip) corrupt(g, deadline, h, "two skip records in a row");
           }
           const std::size_t off = static_cast<std::size_t>(h & mask_);
           const std::span<const std::byte> payload(ring_ + off + sizeof(QueueRecord), static_cast<std::size_t>(r.size));
           const std::uint64_t next = h + r.bytes;
           try {
             auto value = take(payload);
-            consume(g, next);
+            queue_test_point(QueueStep::get_taken);
+            consume(g, got, next, 0);
             return value;
           } catch (const ProcessError&) {
-            consume(g, next);
-            drop_unfinished(1);  // nobody will call task_done() for it
+            consume(g, got, next, 1);  // dropped: nobody will call task_done() for it
             throw;
           }
         }
@@ -441,7 +560,7 @@ class QueueCore {
       }
       if (!queue_wait(s.items_seq, s.getters_waiting, deadline, [&s] {
             return s.closed.load(std::memory_order_seq_cst) ||
-                   s.tail.load(std::memory_order_seq_cst) != s.head.load(std::memory_order_relaxed);
+                   s.put_count.load(std::memory_order_seq_cst) != s.got_count.load(std::memory_order_relaxed);
           }))
         throw Empty();
     }
@@ -460,34 +579,36 @@ class QueueCore {
   // JoinableQueue::task_done. Non-blocking.
   void task_done() {
     QueueState& s = *state_;
-    std::uint64_t v = s.unfinished.load(std::memory_order_relaxed);
-    do {
-      if (v == 0)
+    std::uint64_t v = s.done_count.load(std::memory_order_relaxed);
+    for (;;) {
+      // dropped before put_count: a drop seen without its put cannot make
+      // a correct call fail.
+      const std::uint64_t dropped = s.dropped.load(std::memory_order_seq_cst);
+      const std::uint64_t put = s.put_count.load(std::memory_order_seq_cst);
+      if (v + dropped >= put)
         throw ProcessError(std::string("mproc: ") + name() +
                            ".task_done(): called more times than there were items put");
-    } while (!s.unfinished.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst, std::memory_order_relaxed));
-    if (v == 1) queue_notify(s.done_seq);
-  }
-
-  // A JoinableQueue's items discarded without reaching a caller (corrupt
-  // or undecodable) count as done, so join() does not wait for them.
-  void drop_unfinished(std::uint64_t n) {
-    if (kind_ != ShmKind::joinable_queue || n == 0) return;
-    QueueState& s = *state_;
-    std::uint64_t v = s.unfinished.load(std::memory_order_relaxed);
-    std::uint64_t next = 0;
-    do {
-      next = v > n ? v - n : 0;
-    } while (!s.unfinished.compare_exchange_weak(v, next, std::memory_order_seq_cst, std::memory_order_relaxed));
-    if (v != 0 && next == 0) queue_notify(s.done_seq);
+      if (s.done_count.compare_exchange_weak(v, v + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) break;
+    }
+    queue_notify(s.done_seq);
   }
 
   // JoinableQueue::join: waits until no item is unfinished or `deadline`.
   bool join(Clock::time_point deadline) {
     QueueState& s = *state_;
-    const auto done = [&s] { return s.unfinished.load(std::memory_order_seq_cst) == 0; };
-    while (!done())
+    const auto done = [this] { return unfinished() == 0; };
+    auto settle_at = Clock::now() + kQueueWaitSlice;
+    while (!done()) {
       if (!queue_wait(s.done_seq, s.joiners_waiting, deadline, done)) return false;
+      // A consumer killed right after dropping an item may not have
+      // counted it yet; the next consumer would, but none may come. After
+      // each slice of waiting.
+      const auto now = Clock::now();
+      if (now >= settle_at && !done()) {
+        settle_consumers();
+        settle_at = now + kQueueWaitSlice;
+      }
+    }
     return true;
   }
 
@@ -498,6 +619,80 @@ class QueueCore {
     const std::uint64_t got = state_->got_count.load(std::memory_order_acquire);
     const std::uint64_t put = state_->put_count.load(std::memory_order_acquire);
     return put > got ? put - got : 0;
+  }
+
+  std::string lock_timeout(const char* op, const char* side) const {
+    return std::string("mproc: ") + name() + "." + op + "(): timed out waiting for the " + side +
+           "' lock (held by another thread or process)";
+  }
+
+  // Takes the producers' lock until `deadline` (false: timed out), then
+  // finishes what a holder killed after publishing an item left undone.
+  bool lock_producers(QueueLock& g, Clock::time_point deadline) {
+    if (!g.lock(deadline)) return false;
+    repair_producers();
+    return true;
+  }
+  bool lock_consumers(QueueLock& g, Clock::time_point deadline) {
+    if (!g.lock(deadline)) return false;
+    repair_consumers();
+    return true;
+  }
+
+  // Producers' lock held. If the journal describes the published count, the
+  // tail must be its pend_tail (a producer died between publishing and
+  // moving the tail); otherwise a producer died before publishing: its
+  // record is ignored, and the journal is made to describe the present.
+  void repair_producers() noexcept {
+    QueueState& s = *state_;
+    const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+    if (s.pend_count.load(std::memory_order_relaxed) == put) [[likely]] {
+      const std::uint64_t t = s.pend_tail.load(std::memory_order_relaxed);
+      if (s.tail.load(std::memory_order_relaxed) != t) [[unlikely]]
+        s.tail.store(t, std::memory_order_release);
+      return;
+    }
+    s.pend_tail.store(s.tail.load(std::memory_order_relaxed), std::memory_order_release);
+    crash_order();
+    s.pend_count.store(put, std::memory_order_relaxed);
+  }
+
+  // Consumers' lock held. The same for the consumers' journal: the head and
+  // the dropped count that go with got_count.
+  void repair_consumers() {
+    QueueState& s = *state_;
+    const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
+    if (s.gpend_count.load(std::memory_order_relaxed) == got) [[likely]] {
+      const std::uint64_t h = s.gpend_head.load(std::memory_order_relaxed);
+      const std::uint64_t d = s.gpend_dropped.load(std::memory_order_relaxed);
+      if (s.head.load(std::memory_order_relaxed) != h) [[unlikely]] {
+        s.head.store(h, std::memory_order_seq_cst);
+        queue_notify(s.space_seq);
+      }
+      if (s.dropped.load(std::memory_order_relaxed) != d) [[unlikely]] {
+        s.dropped.store(d, std::memory_order_seq_cst);
+        queue_notify(s.done_seq);
+      }
+      return;
+    }
+    s.gpend_head.store(s.head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    s.gpend_dropped.store(s.dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    crash_order();
+    s.gpend_count.store(got, std::memory_order_relaxed);
+  }
+
+  // Without a lock: if the consumers' journal shows a consumed or dropped
+  // item whose head or dropped count was not stored (its consumer died, or
+  // is storing them right now), takes the consumers' lock without waiting
+  // (taking it over from a dead holder), which repairs them.
+  void settle_consumers() {
+    QueueState& s = *state_;
+    if (s.gpend_count.load(std::memory_order_acquire) != s.got_count.load(std::memory_order_acquire)) return;
+    if (s.gpend_head.load(std::memory_order_acquire) == s.head.load(std::memory_order_acquire) &&
+        s.gpend_dropped.load(std::memory_order_acquire) == s.dropped.load(std::memory_order_acquire))
+      return;
+    QueueLock g(s.get_mutex);
+    (void)lock_consumers(g, Clock::now());
   }
 
   // Where a record goes: at ring offset `off`, after a skip record of
@@ -538,7 +733,7 @@ class QueueCore {
     }
     const std::uint64_t n = ring_bytes_;
     const std::uint64_t used = t - head;
-    if (used > n) return false;  // inconsistent snapshot (a waiter's check)
+    if (used > n) return false;  // inconsistent snapshot (a waiter's check), or a realign half done
     const std::uint64_t off = t & mask_;
     const bool fits_here = off + rec <= n;
     const bool wrap_ok = off != 0 && used + (n - off) + rec <= n;
@@ -590,13 +785,15 @@ class QueueCore {
     std::uint64_t bytes = 0;
   };
 
-  // Reads and checks the record header at position h < t (consumer lock
-  // held). Throws ProcessError (and empties the queue) if it is corrupt.
-  Found read_header(QueueLock& g, std::uint64_t h, std::uint64_t t) {
+  // Reads and checks the record header at position h, which the consumer
+  // counts knows to hold a record (consumer lock held): the record must lie
+  // in the ring and within the published data (before tail_cache). Throws
+  // ProcessError (and empties the queue) if it is corrupt.
+  Found read_header(QueueLock& g, Clock::time_point deadline, std::uint64_t h) {
     const std::uint64_t off = h & mask_;
-    const std::uint64_t avail = t - h;
+    const std::uint64_t avail = state_->tail_cache - h;
     if (avail < sizeof(QueueRecord) || avail > ring_bytes_ || off % kQueueRecordAlign != 0)
-      corrupt(g, h, "bad positions");
+      corrupt(g, deadline, h, "bad positions");
     QueueRecord r{};
     std::memcpy(&r, ring_ + off, sizeof r);
     Found f;
@@ -607,68 +804,119 @@ class QueueCore {
       f.size = r.size;
       f.bytes = record_bytes(r.size);
     } else {
-      corrupt(g, h, "bad record header");
+      corrupt(g, deadline, h, "bad record header");
     }
-    if (f.bytes > avail || off + f.bytes > ring_bytes_) corrupt(g, h, "bad record size");
+    if (f.bytes > avail || off + f.bytes > ring_bytes_) corrupt(g, deadline, h, "bad record size");
     return f;
   }
 
-  // Publishes the head past a record ending at `next` (consumer lock held)
-  // and wakes a putter waiting for room.
-  void consume(QueueLock& g, std::uint64_t next) {
+  // Consumes the record that ends at `next` (consumer lock held, the
+  // consumed count `got` before it), counting it dropped if `dropped` is 1;
+  // wakes a putter waiting for room.
+  void consume(QueueLock& g, std::uint64_t got, std::uint64_t next, std::uint64_t dropped) {
     QueueState& s = *state_;
-    // got_count before head: a putter that reads the new head also sees the
-    // new count.
-    s.got_count.store(s.got_count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    const std::uint64_t d = s.dropped.load(std::memory_order_relaxed) + dropped;
+    // Journal (count first: until all are stored they describe nothing),
+    // publish, then the head (got_count before head: a putter that reads
+    // the new head also sees the new count) and the dropped count.
+    s.gpend_count.store(got + 1, std::memory_order_relaxed);
+    crash_order();
+    s.gpend_head.store(next, std::memory_order_relaxed);
+    if (dropped != 0) s.gpend_dropped.store(d, std::memory_order_relaxed);
+    queue_test_point(QueueStep::get_journaled);
+    s.got_count.store(got + 1, std::memory_order_release);  // publish
+    queue_test_point(QueueStep::get_counted);
     s.head.store(next, std::memory_order_release);
+    if (dropped != 0) s.dropped.store(d, std::memory_order_seq_cst);
+    queue_test_point(QueueStep::get_published);
     g.unlock();
     fence_after_unlock();
     queue_notify(s.space_seq);
+    if (dropped != 0) queue_notify(s.done_seq);
   }
 
   // Moves head and tail of an empty queue to the start of the next lap of
-  // the ring (takes both locks, consumers' first).
-  void realign_empty() {
+  // the ring (takes both locks, consumers' first). Throws Full if a lock
+  // stays busy past `deadline`.
+  void realign_empty(Clock::time_point deadline) {
     QueueState& s = *state_;
     QueueLock c(s.get_mutex);
+    if (!lock_consumers(c, deadline)) throw Full(lock_timeout("put", "consumers"));
     QueueLock p(s.put_mutex);
+    if (!lock_producers(p, deadline)) throw Full(lock_timeout("put", "producers"));
+    const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
+    if (s.put_count.load(std::memory_order_relaxed) != got) return;  // no longer empty
+    const std::uint64_t h = s.head.load(std::memory_order_relaxed);
     const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
-    if (s.head.load(std::memory_order_relaxed) != t || (t & mask_) == 0) return;
-    const std::uint64_t start = t + (ring_bytes_ - (t & mask_));
+    // The later of the two (the head is ahead after a realign half done).
+    const std::uint64_t front = t - h <= ring_bytes_ ? t : h;
+    if (h == t && (t & mask_) == 0) return;
+    queue_test_point(QueueStep::realign_locked);
+    const std::uint64_t start = (front & mask_) == 0 ? front : front + (ring_bytes_ - (front & mask_));
+    // Both journals first (counts unchanged, so each applies alone: the
+    // consumers' first, as a head ahead of the tail is mended by the next
+    // realign, a tail ahead of the head is not), then the positions.
+    s.gpend_head.store(start, std::memory_order_relaxed);
+    crash_order();
+    s.pend_tail.store(start, std::memory_order_relaxed);
+    crash_order();
     s.head.store(start, std::memory_order_release);
+    queue_test_point(QueueStep::realign_half);
     s.tail.store(start, std::memory_order_release);
-    s.head_cache = s.tail_cache = start;
+    s.head_cache = start;
+    s.got_cache = got;
+    s.tail_cache = start;
+    s.put_cache = got;
   }
 
   // Drops every item (consumer lock held; takes the producer lock) and
   // throws ProcessError describing the corruption found at position `at`.
-  [[noreturn]] void corrupt(QueueLock& g, std::uint64_t at, const char* why) {
+  // If the producers' lock stays busy past `deadline` the items stay (the
+  // next get finds the corruption again).
+  [[noreturn]] void corrupt(QueueLock& g, Clock::time_point deadline, std::uint64_t at, const char* why) {
     QueueState& s = *state_;
-    std::uint64_t dropped = 0;
+    bool emptied = false;
     {
       QueueLock p(s.put_mutex);
-      s.tail_cache = s.tail.load(std::memory_order_relaxed);
-      s.head.store(s.tail_cache, std::memory_order_seq_cst);
-      const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
-      const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
-      dropped = put > got ? put - got : 0;
-      s.got_count.store(put, std::memory_order_seq_cst);
+      if (lock_producers(p, deadline)) {
+        const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
+        const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
+        const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+        const std::uint64_t d = s.dropped.load(std::memory_order_relaxed) + (put > got ? put - got : 0);
+        s.gpend_count.store(put, std::memory_order_relaxed);  // != got: the journal describes nothing yet
+        crash_order();
+        s.gpend_head.store(t, std::memory_order_relaxed);
+        s.gpend_dropped.store(d, std::memory_order_relaxed);
+        crash_order();
+        s.got_count.store(put, std::memory_order_seq_cst);
+        s.head.store(t, std::memory_order_seq_cst);
+        s.dropped.store(d, std::memory_order_seq_cst);
+        s.tail_cache = t;
+        s.put_cache = put;
+        emptied = true;
+      }
     }
     g.unlock();
+    fence_after_unlock();
     queue_notify(s.space_seq);
-    drop_unfinished(dropped);
+    queue_notify(s.done_seq);
     throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
-                       std::to_string(at & mask_) + "); the queue's items were discarded");
+                       std::to_string(at & mask_) + "); " +
+                       (emptied ? "the queue's items were discarded"
+                                : "its items could not be discarded: the producers' lock is busy"));
   }
 
   // After the head passed a skip record to the start of the ring (consumer
   // lock held): gives back the drained pages beyond the hot region and the
-  // live data when there are many. Takes the producer lock.
-  void give_back_cold(std::uint64_t h) noexcept {
+  // live data when there are many. Takes the producer lock if it is free
+  // (or its holder dead); skips the work otherwise.
+  void give_back_cold(std::uint64_t h) {
     QueueState& s = *state_;
     if (s.high_water.load(std::memory_order_relaxed) < hot_bytes_ + kQueueColdSlack) return;  // a peek; re-checked below
     QueueLock p(s.put_mutex);
+    if (!lock_producers(p, Clock::now())) return;
     const std::uint64_t live = s.tail.load(std::memory_order_relaxed) - h;  // live data: [0, live)
+    if (live > ring_bytes_) return;
     const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     const std::uint64_t from = (std::max<std::uint64_t>(hot_bytes_, live) + page - 1) / page * page;
     const std::uint64_t hw = s.high_water.load(std::memory_order_relaxed);
