@@ -130,6 +130,7 @@ class Connection {
   // Connection's receive buffer: valid until the next recv<>() on it.
   template <class T>
   T recv() {
+    static_assert(detail::check_owning_decodable<T, detail::decode_site::connection_recv>());  // no views
     const std::size_t size = read_header("recv");
     read_payload("recv", recv_buffer_, size);
     try {
