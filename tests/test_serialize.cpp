@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <memory_resource>
+#include <new>
 #include <optional>
 #include <random>
 #include <set>
@@ -29,6 +31,7 @@
 #include "catch.hpp"
 
 namespace mp = mproc;
+using mproc_test::Contains;
 using mproc_test::MessageContains;
 using Bytes = std::vector<std::byte>;
 
@@ -120,6 +123,73 @@ struct mproc::serializer<Celsius> {
   }
 };
 
+// ------------------------------------------------------------ allocation counting
+
+// Counts the bytes this thread allocates through operator new while an
+// AllocationCount is alive (the decoder's containers and strings).
+namespace {
+thread_local std::size_t* counted_bytes = nullptr;
+}  // namespace
+
+// Not inlined, neither new nor delete: GCC would see free() meet operator
+// new's pointer, or operator delete meet malloc's, and warn.
+[[gnu::noinline]] void* operator new(std::size_t n) {
+  if (counted_bytes != nullptr) *counted_bytes += n;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void* operator new[](std::size_t n) { return ::operator new(n); }
+// Every unaligned form is replaced, so that all of them allocate with malloc
+// and free with free (the aligned forms stay the library's, as a pair).
+[[gnu::noinline]] void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return ::operator new(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+[[gnu::noinline]] void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return ::operator new(n, std::nothrow);
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+
+class AllocationCount {
+ public:
+  AllocationCount() noexcept { counted_bytes = &bytes_; }
+  AllocationCount(const AllocationCount&) = delete;
+  AllocationCount& operator=(const AllocationCount&) = delete;
+  ~AllocationCount() { counted_bytes = nullptr; }
+  std::size_t bytes() const noexcept { return bytes_; }
+
+ private:
+  std::size_t bytes_ = 0;
+};
+
+// Decodes `frame` as a T, which must fail: the error, and the bytes the
+// attempt allocated.
+template <class T>
+std::pair<std::string, std::size_t> failed_decode(const std::vector<std::byte>& frame) {
+  std::size_t bytes = 0;
+  std::string error = "(decoded)";
+  try {
+    AllocationCount count;
+    try {
+      (void)mp::loads<T>(frame);
+    } catch (...) {
+      bytes = count.bytes();
+      throw;
+    }
+  } catch (const mp::ProcessError& e) {
+    error = e.what();
+  }
+  return {error, bytes};
+}
+
 // ------------------------------------------------------------ helpers
 
 // Encodes `value` through every sink, checks they agree, and decodes it.
@@ -171,6 +241,18 @@ Bytes with_fixed_size(Bytes frame) {
 }
 
 void put_u64(mp::Writer& w, std::uint64_t v) { w.write_bytes(&v, 8); }
+
+// Decodes the payload of `frame` as a T the way a pool worker decodes task
+// parameters: through a Reader over the received bytes, so that a view type
+// points into `frame` (mp::loads refuses view types).
+template <class T>
+T read_in_place(std::span<const std::byte> frame) {
+  mp::Reader r(frame);
+  r.read_span(mp::frame_header_size);
+  T value = r.read<T>();
+  CHECK(r.remaining() == 0);
+  return value;
+}
 
 // ------------------------------------------------------------ round trips
 
@@ -252,7 +334,7 @@ TEST_CASE("pair, tuple, optional, variant and monostate round-trip") {
   using Tup = std::tuple<int, double, std::string, bool>;
   CHECK(round_trip(Tup{1, 2.5, "x", true}) == Tup{1, 2.5, "x", true});
   CHECK(round_trip(std::tuple<>{}) == std::tuple<>{});
-  CHECK(mp::dumps(std::tuple<>{}).size() == mp::frame_header_size);
+  CHECK(mp::dumps(std::tuple<>{}).size() == mp::frame_header_size + 1);  // every value takes a byte
   CHECK(round_trip(std::optional<std::string>{}) == std::nullopt);
   CHECK(round_trip(std::optional<std::string>{"set"}) == std::optional<std::string>{"set"});
   CHECK(round_trip(std::optional<int>{7}) == std::optional<int>{7});
@@ -344,7 +426,7 @@ TEST_CASE("MPROC_SERIALIZE generates the specialization") {
   CHECK(round_trip(r) == r);
   CHECK(round_trip(Record{}) == Record{});
   CHECK(round_trip(Nothing{}) == Nothing{});
-  CHECK(mp::dumps(Nothing{}).size() == mp::frame_header_size);
+  CHECK(mp::dumps(Nothing{}).size() == mp::frame_header_size + 1);  // every value takes a byte
   STATIC_REQUIRE(mp::serializer<Record>::zero_copy);
 }
 
@@ -431,6 +513,187 @@ TEST_CASE("types that cannot cross a process boundary are rejected at compile ti
   STATIC_REQUIRE(mp::serializable<std::vector<std::string_view>>);
   STATIC_REQUIRE(mp::serializable<std::unordered_map<std::string, std::vector<Sample>>>);
   STATIC_REQUIRE(mp::detail::assert_serializable<std::vector<Record>>());
+}
+
+// Trivially copyable aggregates that point into the sender's memory.
+struct WithPointer {
+  int id;
+  const char* name;
+};
+struct WithView {
+  int id;
+  std::string_view name;
+};
+struct WithSpan {
+  std::span<const double> values;
+};
+struct WithReference {
+  const int& ref;
+};
+struct WithMemberPointer {
+  int Pod::*field;
+};
+struct WithPointerArray {
+  int id;
+  int* slots[3];
+};
+struct WithOptionalPointer {
+  std::optional<int*> maybe;
+};
+struct WithViewArray {
+  std::array<std::string_view, 2> names;
+};
+struct NestedPointer {
+  double x;
+  WithPointer inner;
+};
+struct NestedPointerArray {
+  int n;
+  WithPointer items[2];
+};
+struct DerivedPointer : WithPointer {};
+
+// Trivially copyable aggregates without pointers: one memcpy.
+struct Empty {
+  bool operator==(const Empty&) const = default;
+};
+struct MixedPod {
+  std::chrono::milliseconds when;
+  Empty tag;
+  Color color;
+  std::array<float, 3> xyz;
+  std::int16_t grid[2][3];
+  Pod pod;
+  std::optional<int> maybe;
+  bool operator==(const MixedPod&) const = default;
+};
+struct DerivedPod : Pod {};
+struct LargeArray {
+  std::int32_t id;
+  std::array<char, 100000> bytes;
+};
+// Not an aggregate: cannot be inspected, sent by bytes on its author's word.
+class Opaque {
+ public:
+  Opaque() = default;
+  explicit Opaque(int v) : v_(v) {}
+  int value() const { return v_; }
+
+ private:
+  int v_ = 0;
+};
+
+TEST_CASE("a trivially copyable struct holding a pointer, reference or view cannot cross, also nested (#7)",
+          "[failure-model]") {
+  STATIC_REQUIRE(!mp::serializable<WithPointer>);
+  STATIC_REQUIRE(!mp::serializable<WithView>);
+  STATIC_REQUIRE(!mp::serializable<WithSpan>);
+  STATIC_REQUIRE(!mp::serializable<WithReference>);
+  STATIC_REQUIRE(!mp::serializable<WithMemberPointer>);
+  STATIC_REQUIRE(!mp::serializable<WithPointerArray>);
+  STATIC_REQUIRE(!mp::serializable<WithOptionalPointer>);
+  STATIC_REQUIRE(!mp::serializable<WithViewArray>);
+  STATIC_REQUIRE(!mp::serializable<NestedPointer>);
+  STATIC_REQUIRE(!mp::serializable<NestedPointerArray>);
+  STATIC_REQUIRE(!mp::serializable<DerivedPointer>);
+  STATIC_REQUIRE(!mp::serializable<std::vector<WithPointer>>);
+  STATIC_REQUIRE(!mp::serializable<std::map<int, NestedPointer>>);
+  STATIC_REQUIRE(!mp::serializable<std::array<WithView, 2>>);
+  STATIC_REQUIRE(!mp::serializable<std::optional<WithSpan>>);
+
+  // Without pointers: still serializable, still one memcpy.
+  STATIC_REQUIRE(mp::detail::bitwise<Pod>);
+  STATIC_REQUIRE(mp::detail::bitwise<MixedPod>);
+  STATIC_REQUIRE(mp::detail::bitwise<DerivedPod>);
+  STATIC_REQUIRE(mp::detail::bitwise<LargeArray>);
+  STATIC_REQUIRE(mp::detail::bitwise<Empty>);
+  STATIC_REQUIRE(mp::detail::bitwise<Opaque>);  // documented: its author answers for it
+  MixedPod mixed{};
+  mixed.when = std::chrono::milliseconds(1500);
+  mixed.color = Color::green;
+  mixed.xyz = {1, 2, 3};
+  mixed.grid[1][2] = -7;
+  mixed.pod = Pod{1, 2.5, {'a', 'b', 'c', 'd'}};
+  mixed.maybe = 42;
+  CHECK(round_trip(mixed) == mixed);
+  CHECK(mp::dumps(mixed).size() == mp::frame_header_size + sizeof(MixedPod));
+  CHECK(round_trip(std::vector<MixedPod>{mixed, MixedPod{}}) == std::vector<MixedPod>{mixed, MixedPod{}});
+  DerivedPod derived{};
+  derived.a = 5;
+  CHECK(round_trip(derived).a == 5);
+  CHECK(round_trip(Opaque(9)).value() == 9);
+  auto large = std::make_unique<LargeArray>();
+  large->id = 3;
+  large->bytes[99999] = 'z';
+  const auto large_back = mp::loads<LargeArray>(mp::dumps(*large));
+  CHECK(large_back.id == 3);
+  CHECK(large_back.bytes[99999] == 'z');
+}
+
+// Views in user types: a task's arguments read in place, and a serializer
+// that declares it.
+struct ViewArgs {
+  int n = 0;
+  std::string_view text;
+  std::span<const double> values;
+};
+MPROC_SERIALIZE(ViewArgs, n, text, values);
+struct Borrowing {
+  std::string_view text;
+};
+template <>
+struct mproc::serializer<Borrowing> {
+  static constexpr bool borrows_input = true;
+  static void write(mproc::Writer& w, const Borrowing& b) { w.write(b.text); }
+  static Borrowing read(mproc::Reader& r) { return {r.read<std::string_view>()}; }
+};
+
+TEST_CASE("views are encoded by copy and decoded only where they cannot outlive the bytes (#7)",
+          "[failure-model]") {
+  STATIC_REQUIRE(!mp::owning_decodable<std::string_view>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::span<const double>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::vector<std::string_view>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::list<std::span<const int>>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::map<std::string, std::span<const int>>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::map<std::string_view, int>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::set<std::string_view>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::optional<std::string_view>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::variant<int, std::string_view>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::tuple<int, std::pair<double, std::span<const float>>>>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::array<std::string_view, 2>>);
+  STATIC_REQUIRE(!mp::owning_decodable<ViewArgs>);
+  STATIC_REQUIRE(!mp::owning_decodable<std::vector<ViewArgs>>);
+  STATIC_REQUIRE(!mp::owning_decodable<Borrowing>);
+  STATIC_REQUIRE(!mp::owning_decodable<int*>);  // not serializable at all
+  STATIC_REQUIRE(mp::serializable<ViewArgs>);
+  STATIC_REQUIRE(mp::owning_decodable<std::string>);
+  STATIC_REQUIRE(mp::owning_decodable<std::vector<double>>);
+  STATIC_REQUIRE(mp::owning_decodable<Record>);
+  STATIC_REQUIRE(mp::owning_decodable<Tree>);  // recursive
+  STATIC_REQUIRE(mp::owning_decodable<std::map<std::string, std::vector<Sample>>>);
+  STATIC_REQUIRE(mp::owning_decodable<std::tuple<int, std::optional<std::string>>>);
+  // The check the receiving sites use: true for owning types (and void).
+  STATIC_REQUIRE(mp::detail::check_owning_decodable<std::string, mp::detail::decode_site::queue_item>());
+  STATIC_REQUIRE(mp::detail::check_owning_decodable<void, mp::detail::decode_site::pool_result>());
+
+  // Encoding copies what a view refers to: the frame of the owning type.
+  const std::string text = "contents";
+  CHECK(mp::dumps(std::string_view(text)) == mp::dumps(text));
+  CHECK(mp::loads<std::string>(mp::dumps(std::string_view(text))) == text);
+  const std::vector<double> values{1.5, 2.5};
+  CHECK(mp::loads<std::vector<double>>(mp::dumps(std::span<const double>(values))) == values);
+
+  // Read in place where the bytes outlive the value (a Pool task's
+  // parameters): the views point into the frame.
+  const ViewArgs args{3, text, values};
+  const Bytes frame = mp::dumps(args);
+  const ViewArgs in_place = read_in_place<ViewArgs>(frame);
+  CHECK(in_place.n == 3);
+  CHECK(in_place.text == text);
+  CHECK(std::vector<double>(in_place.values.begin(), in_place.values.end()) == values);
+  CHECK(reinterpret_cast<const std::byte*>(in_place.text.data()) > frame.data());
+  CHECK(reinterpret_cast<const std::byte*>(in_place.text.data()) < frame.data() + frame.size());
+  CHECK(read_in_place<Borrowing>(mp::dumps(Borrowing{text})).text == text);
 }
 
 TEST_CASE("type fingerprints are compile-time, distinct per type, shared by a view and its owner") {
@@ -614,10 +877,10 @@ TEST_CASE("Writer::align pads with zeros relative to its start") {
 
 // ------------------------------------------------------------ views
 
-TEST_CASE("a span<const T> view reads in place from a frame of vector<T>") {
+TEST_CASE("a span<const T> view reads in place through a Reader from a frame of vector<T>") {
   const std::vector<double> v{1.0, 2.0, 3.0, 4.0};
   const Bytes frame = mp::dumps(v);
-  const std::span<const double> view = mp::loads<std::span<const double>>(frame);
+  const std::span<const double> view = read_in_place<std::span<const double>>(frame);
   REQUIRE(view.size() == 4);
   const auto* p = reinterpret_cast<const std::byte*>(view.data());
   CHECK(p >= frame.data());
@@ -628,25 +891,25 @@ TEST_CASE("a span<const T> view reads in place from a frame of vector<T>") {
   const Bytes from_span = mp::dumps(std::span<const double>(v));
   CHECK(from_span == frame);
   CHECK(mp::loads<std::vector<double>>(from_span) == v);
-  CHECK(mp::loads<std::span<const double>>(mp::dumps(std::vector<double>{})).empty());
+  CHECK(read_in_place<std::span<const double>>(mp::dumps(std::vector<double>{})).empty());
 }
 
-TEST_CASE("string_view views read in place, also nested") {
+TEST_CASE("string_view views read in place through a Reader, also nested") {
   const Bytes frame = mp::dumps(std::string("in place"));
-  const auto sv = mp::loads<std::string_view>(frame);
+  const auto sv = read_in_place<std::string_view>(frame);
   CHECK(sv == "in place");
   CHECK(reinterpret_cast<const std::byte*>(sv.data()) > frame.data());
   CHECK(reinterpret_cast<const std::byte*>(sv.data()) < frame.data() + frame.size());
 
   const std::vector<std::string> words{"a", "bb", "ccc"};
   const Bytes words_frame = mp::dumps(words);
-  const auto views = mp::loads<std::vector<std::string_view>>(words_frame);
+  const auto views = read_in_place<std::vector<std::string_view>>(words_frame);
   CHECK(views == std::vector<std::string_view>{"a", "bb", "ccc"});
 
   // The pool's case: a tuple of arguments, one of them viewed in place.
   const auto args = std::make_tuple(7, std::vector<double>{0.5, 1.5});
   const Bytes args_frame = mp::dumps(args);
-  const auto [n, data] = mp::loads<std::tuple<int, std::span<const double>>>(args_frame);
+  const auto [n, data] = read_in_place<std::tuple<int, std::span<const double>>>(args_frame);
   CHECK(n == 7);
   CHECK(data.size() == 2);
   CHECK(data[1] == 1.5);
@@ -659,7 +922,7 @@ TEST_CASE("a misaligned frame cannot be viewed, but still loads as the owning ty
   Bytes shifted(frame.size() + 1);
   std::memcpy(shifted.data() + 1, frame.data(), frame.size());
   const std::span<const std::byte> misaligned(shifted.data() + 1, frame.size());
-  REQUIRE_THROWS_MATCHES(mp::loads<std::span<const double>>(misaligned), mp::ProcessError,
+  REQUIRE_THROWS_MATCHES(read_in_place<std::span<const double>>(misaligned), mp::ProcessError,
                          MessageContains("mproc: cannot view std::span<const double> in place: its data is not "
                                          "8-byte aligned in memory"));
   CHECK(mp::loads<std::vector<double>>(misaligned) == v);  // copied through memcpy
@@ -668,7 +931,7 @@ TEST_CASE("a misaligned frame cannot be viewed, but still loads as the owning ty
   const Bytes text = mp::dumps(std::string("anywhere"));
   Bytes shifted_text(text.size() + 1);
   std::memcpy(shifted_text.data() + 1, text.data(), text.size());
-  CHECK(mp::loads<std::string_view>(std::span(shifted_text).subspan(1)) == "anywhere");
+  CHECK(read_in_place<std::string_view>(std::span(shifted_text).subspan(1)) == "anywhere");
 }
 
 // ------------------------------------------------------------ frames
@@ -783,7 +1046,7 @@ TEST_CASE("oversized size prefixes throw ProcessError before allocating") {
         "need 1152921504606846976 bytes for std::string elements, 0 left");
   check(frame_with_payload<std::vector<std::string>>(claim(huge)), std::type_identity<std::vector<std::string>>{},
         "mproc: corrupted frame: std::vector<std::string> claims 1152921504606846976 elements but only 0 bytes "
-        "remain (an element takes at least 8)");
+        "remain for them (an element takes at least 8)");
   check(frame_with_payload<std::map<int, int>>(claim(huge)), std::type_identity<std::map<int, int>>{},
         "std::map<int, int> claims 1152921504606846976 elements");
   check(frame_with_payload<std::deque<std::int16_t>>(claim(huge)), std::type_identity<std::deque<std::int16_t>>{},
@@ -791,7 +1054,10 @@ TEST_CASE("oversized size prefixes throw ProcessError before allocating") {
   check(frame_with_payload<std::vector<bool>>(claim(huge)), std::type_identity<std::vector<bool>>{},
         "need 144115188075855872 bytes for std::vector<bool> bits, 0 left");
   check(frame_with_payload<std::list<Sample>>(claim(huge)), std::type_identity<std::list<Sample>>{},
-        "mproc: truncated frame: need 8 bytes for std::string, 0 left");
+        "mproc: corrupted frame: std::list<Sample> claims 1152921504606846976 elements but only 0 bytes remain for "
+        "them (an element takes at least 1)");
+  check(frame_with_payload<std::list<Record>>(claim(3)), std::type_identity<std::list<Record>>{},
+        "std::list<Record> claims 3 elements but only 0 bytes remain for them (an element takes at least 33)");
   // A nested claim inside otherwise valid data.
   check(frame_with_payload<std::vector<std::vector<int>>>([&](mp::Writer& w) {
           put_u64(w, 1);
@@ -800,28 +1066,116 @@ TEST_CASE("oversized size prefixes throw ProcessError before allocating") {
         std::type_identity<std::vector<std::vector<int>>>{}, "bytes for std::vector<int> elements");
 }
 
-TEST_CASE("elements that encode to zero bytes cannot make a decoder loop forever") {
+TEST_CASE("a frame too short for a fixed-size object is rejected before the object is built or reserved (#15)",
+          "[failure-model]") {
+  // 1 byte of payload announcing an engaged std::optional of 4 KiB: neither
+  // reserved as a vector element nor built before its bytes are there.
+  using Big = std::optional<std::array<char, 4096>>;
+  const auto [big_error, big_bytes] = failed_decode<std::vector<Big>>(frame_with_payload<std::vector<Big>>(
+      [](mp::Writer& w) {
+        put_u64(w, 1);
+        w.write_bytes("\1", 1);
+      }));
+  CHECK_THAT(big_error, Contains("mproc: truncated frame: need 4096 bytes for std::array<char, 4096>, 0 left"));
+  CHECK(big_bytes < 1024);
+  CHECK_THROWS_MATCHES(mp::loads<Big>(frame_with_payload<Big>([](mp::Writer& w) { w.write_bytes("\1", 1); })),
+                       mp::ProcessError, MessageContains("need 4096 bytes for std::array<char, 4096>, 0 left"));
+  // A fixed array of non-bitwise elements is checked as a whole first.
+  using Strings = std::array<std::string, 1000>;
+  CHECK_THROWS_MATCHES(mp::loads<Strings>(frame_with_payload<Strings>([](mp::Writer& w) { put_u64(w, 0); })),
+                       mp::ProcessError,
+                       MessageContains("mproc: truncated frame: need 8000 bytes for std::array<std::string, 1000>, 8 left"));
+  // A user type is checked against the sum of its members' minimum sizes.
+  CHECK_THROWS_MATCHES(mp::loads<Record>(frame_with_payload<Record>([](mp::Writer& w) { put_u64(w, 0); })),
+                       mp::ProcessError, MessageContains("need 33 bytes for Record, 8 left"));
+  // Legitimate values: reserved capacity stays within 16 times the bytes
+  // their elements take at least, the rest grows as elements arrive.
+  CHECK(round_trip(std::vector<Big>(40)).size() == 40);
+  CHECK(mp::detail::reserve_hint<Big>(40) == 0);
+  CHECK(mp::detail::reserve_hint<std::string>(40) == 40);
+}
+
+TEST_CASE("nested containers cannot claim the same bytes twice: decoding allocates in proportion to the frame (#15)",
+          "[failure-model]") {
+  // A chain of Tree levels (int value, child count: 12 bytes each), every
+  // level claiming as many children as the bytes after it could hold.
+  constexpr std::size_t levels = 200;
+  const auto chain = [&](bool huge_counts) {
+    return frame_with_payload<Tree>([&](mp::Writer& w) {
+      for (std::size_t k = 0; k < levels; ++k) {
+        w.write(static_cast<int>(k));
+        put_u64(w, huge_counts ? std::uint64_t{1} << 32 : levels - 1 - k);
+      }
+    });
+  };
+  for (const bool huge_counts : {false, true}) {
+    const Bytes frame = chain(huge_counts);
+    const auto [error, bytes] = failed_decode<Tree>(frame);
+    INFO("counts: " << (huge_counts ? "2^32" : "what remains") << ", frame: " << frame.size()
+                    << " bytes, allocated: " << bytes << ", error: " << error);
+    CHECK_THAT(error, Contains("mproc: corrupted frame: std::vector<Tree> claims "));
+    CHECK(bytes <= 64 * frame.size() + 16 * 1024);
+  }
+  // The sibling still to come keeps its bytes: the first inner vector may
+  // not claim them.
+  using Nested = std::vector<std::vector<std::string>>;
+  const Bytes nested = frame_with_payload<Nested>([](mp::Writer& w) {
+    put_u64(w, 2);  // two inner vectors: 16 bytes at least
+    put_u64(w, 1);  // the first claims one string: 8 bytes at least
+    put_u64(w, 0);  //   ""
+    put_u64(w, 0);  // the second: empty
+  });
+  CHECK(mp::loads<Nested>(nested) == Nested{{""}, {}});
+  const Bytes overclaim = frame_with_payload<Nested>([](mp::Writer& w) {
+    put_u64(w, 2);
+    put_u64(w, 2);  // two strings would take the second vector's bytes
+    put_u64(w, 0);
+    put_u64(w, 0);
+  });
+  CHECK_THROWS_MATCHES(mp::loads<Nested>(overclaim), mp::ProcessError,
+                       MessageContains("std::vector<std::string> claims 2 elements but only 8 bytes remain for them"));
+}
+
+TEST_CASE("every value takes at least one byte, so element counts are bounded by the bytes received (#15)",
+          "[failure-model]") {
   const std::uint64_t huge = std::uint64_t{1} << 60;
-  const Bytes frame = frame_with_payload<std::vector<std::tuple<>>>([&](mp::Writer& w) { put_u64(w, huge); });
-  REQUIRE_THROWS_MATCHES(mp::loads<std::vector<std::tuple<>>>(frame), mp::ProcessError,
-                         MessageContains("std::vector<std::tuple<>> holds more than 1048576 elements that encode "
-                                         "to zero bytes"));
-  const Bytes tuples = frame_with_payload<std::list<std::tuple<>>>([&](mp::Writer& w) { put_u64(w, huge); });
-  REQUIRE_THROWS_AS(mp::loads<std::list<std::tuple<>>>(tuples), mp::ProcessError);
-  const Bytes nothings = frame_with_payload<std::vector<Nothing>>([&](mp::Writer& w) { put_u64(w, huge); });
-  REQUIRE_THROWS_AS(mp::loads<std::vector<Nothing>>(nothings), mp::ProcessError);
-  const Bytes sets = frame_with_payload<std::set<std::tuple<>>>([&](mp::Writer& w) { put_u64(w, 2); });
-  REQUIRE_THROWS_MATCHES(mp::loads<std::set<std::tuple<>>>(sets), mp::ProcessError,
-                         MessageContains("duplicate key"));
+  const auto claims = [&](auto type_tag, std::uint64_t n, const std::string& message) {
+    using T = typename decltype(type_tag)::type;
+    REQUIRE_THROWS_MATCHES(mp::loads<T>(frame_with_payload<T>([&](mp::Writer& w) { put_u64(w, n); })),
+                           mp::ProcessError, MessageContains(message));
+  };
+  // Empty values: one zero byte each, so a count of them needs that many bytes.
+  CHECK(mp::dumps(std::tuple<>{}).size() == mp::frame_header_size + 1);
+  CHECK(mp::dumps(std::array<std::string, 0>{}).size() == mp::frame_header_size + 1);
+  CHECK(mp::dumps(Nothing{}).size() == mp::frame_header_size + 1);
+  CHECK(mp::dumps(std::vector<std::tuple<>>(3)).size() == mp::frame_header_size + 8 + 3);
+  claims(std::type_identity<std::vector<std::tuple<>>>{}, huge,
+         "mproc: corrupted frame: std::vector<std::tuple<>> claims 1152921504606846976 elements but only 0 bytes "
+         "remain for them (an element takes at least 1)");
+  claims(std::type_identity<std::vector<std::tuple<>>>{}, 1u << 20, "claims 1048576 elements but only 0 bytes");
+  claims(std::type_identity<std::list<std::tuple<>>>{}, 2, "std::list<std::tuple<>> claims 2 elements");
+  claims(std::type_identity<std::vector<Nothing>>{}, 5, "std::vector<Nothing> claims 5 elements");
+  claims(std::type_identity<std::vector<std::array<std::string, 0>>>{}, 5, "claims 5 elements");
+  claims(std::type_identity<std::vector<std::monostate>>{}, huge,
+         "std::vector<std::monostate> claims 1152921504606846976 elements");
+  const Bytes sets = frame_with_payload<std::set<std::tuple<>>>([&](mp::Writer& w) {
+    put_u64(w, 2);
+    w.write_bytes(std::array<std::byte, 2>{}.data(), 2);
+  });
+  REQUIRE_THROWS_MATCHES(mp::loads<std::set<std::tuple<>>>(sets), mp::ProcessError, MessageContains("duplicate key"));
+  // The zero byte is checked.
+  REQUIRE_THROWS_MATCHES(
+      mp::loads<Nothing>(frame_with_payload<Nothing>([](mp::Writer& w) { w.write_bytes("\7", 1); })),
+      mp::ProcessError, MessageContains("mproc: corrupted frame: invalid byte 7 after an empty Nothing (must be 0)"));
+  REQUIRE_THROWS_MATCHES(
+      mp::loads<std::tuple<>>(frame_with_payload<std::tuple<>>([](mp::Writer& w) { w.write_bytes("\1", 1); })),
+      mp::ProcessError, MessageContains("invalid std::tuple<> byte 1 (must be 0)"));
   // Legitimate ones still round-trip.
   CHECK(round_trip(std::vector<std::tuple<>>(1000)).size() == 1000);
+  CHECK(round_trip(std::list<std::tuple<>>(3)).size() == 3);
   CHECK(round_trip(std::vector<Nothing>(10)).size() == 10);
-  // std::monostate takes one byte, so containers of it are bounded by bytes.
   CHECK(round_trip(std::vector<std::monostate>(100000)).size() == 100000);
-  REQUIRE_THROWS_MATCHES(
-      mp::loads<std::vector<std::monostate>>(
-          frame_with_payload<std::vector<std::monostate>>([&](mp::Writer& w) { put_u64(w, huge); })),
-      mp::ProcessError, MessageContains("std::vector<std::monostate> claims 1152921504606846976 elements"));
+  CHECK(round_trip(std::make_tuple(std::tuple<>{}, Nothing{}, 7)) == std::make_tuple(std::tuple<>{}, Nothing{}, 7));
 }
 
 TEST_CASE("invalid bool, optional flag, variant index, padding and duplicate keys are rejected") {
@@ -833,11 +1187,18 @@ TEST_CASE("invalid bool, optional flag, variant index, padding and duplicate key
                          mp::ProcessError, MessageContains("invalid std::optional<int> flag 7"));
   using Var = std::variant<int, std::string>;
   REQUIRE_THROWS_MATCHES(
-      mp::loads<Var>(frame_with_payload<Var>([](mp::Writer& w) { w.write(std::uint32_t{2}); })), mp::ProcessError,
+      mp::loads<Var>(frame_with_payload<Var>([](mp::Writer& w) {
+        w.write(std::uint32_t{2});
+        put_u64(w, 0);
+      })),
+      mp::ProcessError,
       MessageContains("mproc: corrupted frame: std::variant<int, std::string> alternative index 2 out of range "
                       "(2 alternatives)"));
   REQUIRE_THROWS_AS(
-      mp::loads<Var>(frame_with_payload<Var>([](mp::Writer& w) { w.write(std::uint32_t{0xFFFFFFFF}); })),
+      mp::loads<Var>(frame_with_payload<Var>([](mp::Writer& w) {
+        w.write(std::uint32_t{0xFFFFFFFF});
+        put_u64(w, 0);
+      })),
       mp::ProcessError);
   REQUIRE_THROWS_MATCHES(
       mp::loads<std::monostate>(frame_with_payload<std::monostate>([](mp::Writer& w) { w.write(std::uint8_t{3}); })),
@@ -948,7 +1309,7 @@ TEST_CASE("encoding and decoding run concurrently from many threads") {
       for (int i = 0; i < 200; ++i) {
         const Bytes frame = mp::dumps(rec);
         if (frame == expected && mp::loads<Record>(frame) == rec &&
-            mp::loads<std::span<const double>>(mp::dumps(rec.values)).size() == 5000)
+            read_in_place<std::span<const double>>(mp::dumps(rec.values)).size() == 5000)
           ++ok[static_cast<std::size_t>(t)];
       }
     });

@@ -150,6 +150,7 @@ class Connection {
   // Connection's receive buffer: valid until the next recv<>() or close().
   template <class T>
   T recv() {
+    static_assert(detail::check_owning_decodable<T, detail::decode_site::connection_recv>());  // no views
     const std::size_t size = read_header("recv");
     const std::size_t need = recent_need(recv_last_, size);
     trim(recv_buffer_, need);  // the previous message's views end here

@@ -11,12 +11,32 @@
 // (copied bitwise), std::string, std::vector (incl. vector<bool>), std::array,
 // std::deque, std::list, std::pair, std::tuple, std::optional, std::variant,
 // std::map/set/multimap/multiset/unordered_*, std::chrono::duration,
-// std::monostate, nested freely; views std::span<const T> and std::string_view
-// (written like std::vector<T>/std::string, read in place without a copy).
-// Any container with the same shape also works (std::pmr, Boost.Container).
-// Contiguous trivially copyable data moves as one memcpy (no per-element work).
-// Pointers, references, std::function, smart pointers and other types without
-// a serialization are a compile error (static_assert) that says so.
+// std::monostate, nested freely. Any container with the same shape also
+// works (std::pmr, Boost.Container). Contiguous trivially copyable data moves
+// as one memcpy (no per-element work).
+//
+// What points into the sender's memory does not cross:
+//   - Pointers, references, std::function, smart pointers and other types
+//     without a serialization are a compile error (static_assert) that says so,
+//     also inside containers, tuples, optionals and variants.
+//   - A trivially copyable aggregate (a plain struct) is copied bitwise only if
+//     none of its members, recursively, is a pointer, a reference or a view:
+//     its members are inspected through aggregate initialization, without
+//     naming them. One with such a member is a compile error naming the struct
+//     and the member's type. An aggregate taking more than 256 initializers
+//     (each element of a C array member counts; use std::array for large
+//     arrays) cannot be inspected and is a compile error too. Trivially
+//     copyable classes that are not aggregates (private members,
+//     constructors) and unions cannot be inspected: they are sent bitwise and
+//     their author answers for what they hold.
+//   - Views, std::span<const T> and std::string_view, are written like the
+//     owning std::vector<T>/std::string (their contents are copied). Decoded,
+//     they point into the bytes received, so they are read only where the
+//     value cannot outlive those bytes: as a Pool task's parameters (valid
+//     during the call) or by Reader::read in a serializer. mp::loads,
+//     Connection::recv, Queue items and Pool results of a type holding a
+//     view (see owning_decodable) are a compile error saying which owning
+//     type to receive instead.
 //
 // Your own type: specialize the one customization point, mproc::serializer<T>,
 // at global namespace scope, before first use:
@@ -42,29 +62,39 @@
 //   static constexpr bool zero_copy = true;   // write() passes only parts of `value`
 //                                             // (no temporaries) to the Writer
 //   static constexpr std::size_t min_size = N; // every encoding has >= N bytes
+//   static constexpr bool borrows_input = true; // read() returns a value that
+//                                             // points into the Reader's bytes
 // The first lets gather-mode writers reference large members in place; the
-// second tightens the bound checks of containers of T. MPROC_SERIALIZE sets
-// zero_copy.
+// second tightens the bound checks of containers of T; the third makes T a
+// view type (see owning_decodable). MPROC_SERIALIZE sets zero_copy and
+// derives min_size and borrows_input from the members.
 //
 // Wire format (one program image talks to itself, so byte order and type
 // layout are the machine's own; little-endian on every supported platform):
 // integers at fixed width, sizes as 64-bit, a frame header {magic "MPRC",
 // format version, type_fingerprint<T>(), payload size} of frame_header_size
-// bytes, then the payload. Contiguous blocks of trivially copyable T are padded
-// with zero bytes to alignof(T) relative to the frame start, so a frame that
-// starts 16-byte aligned can be viewed in place.
+// bytes, then the payload. Every value takes at least one byte: std::tuple<>,
+// std::array<T, 0> and std::monostate are one zero byte, and a user type whose
+// serializer writes nothing is followed by one zero byte. Contiguous blocks of
+// trivially copyable T are padded with zero bytes to alignof(T) relative to
+// the frame start, so a frame that starts 16-byte aligned can be viewed in
+// place.
 //
 // Untrusted input: bytes from another process are checked before use. Every
-// read is bounds-checked, a size prefix is checked against the bytes that
-// remain before anything is allocated, bool/optional flags and variant indices
-// are validated, duplicate keys in unique-key containers are rejected, nesting
-// of user types is bounded (Reader::max_depth), and any failure throws
-// ProcessError naming the type and the fault. What cannot be checked: the raw
-// value of an enum (an unscoped enum without a fixed underlying type holding a
-// value outside its range is undefined behaviour: prefer `enum class`), the
-// members of a trivially copyable struct (a bool, enum or pointer member is
-// copied as is; raw pointers inside such structs cannot be detected and are
-// meaningless in another process), and hash flooding of unordered containers.
+// read is bounds-checked, bool/optional flags and variant indices are
+// validated, duplicate keys in unique-key containers are rejected, nesting of
+// user types is bounded (Reader::max_depth), and any failure throws
+// ProcessError naming the type and the fault. Allocation is bounded by the
+// bytes received: no value is constructed before the minimum bytes of its
+// encoding are there (so a 1-byte frame never builds a 4 KiB object), an
+// element count is checked against the bytes that remain, minus those the
+// elements still to come of the enclosing containers need (so nested
+// containers cannot claim the same bytes twice), and capacity reserved ahead
+// is at most 16 times those bytes. What cannot be checked: the raw value of
+// an enum (an unscoped enum without a fixed underlying type holding a value
+// outside its range is undefined behaviour: prefer `enum class`), a bool or
+// enum member of a bitwise-copied struct (copied as is), and hash flooding of
+// unordered containers.
 #pragma once
 
 #include <algorithm>
@@ -182,13 +212,17 @@ concept bitwise = requires { requires serializer<T>::mproc_bitwise; };
 template <class T>
 inline constexpr bool is_builtin_v = std::is_base_of_v<builtin_tag, serializer<T>>;
 
-// A lower bound of the encoded size of any T (0 when unknown).
+// A lower bound of the encoded size of any T: at least 1, since every value
+// takes at least one byte (a user type whose serializer writes nothing is
+// followed by a zero byte; see Writer::write).
 template <class T>
 constexpr std::size_t min_size_of() noexcept {
+  std::size_t n = 0;
   if constexpr (requires { { serializer<T>::min_size } -> std::convertible_to<std::size_t>; })
-    return serializer<T>::min_size;
-  else
-    return 0;
+    n = serializer<T>::min_size;
+  else if constexpr (requires { { serializer<T>::template mproc_min_size<T>() } -> std::convertible_to<std::size_t>; })
+    n = serializer<T>::template mproc_min_size<T>();  // MPROC_SERIALIZE: the members' sum
+  return n == 0 ? 1 : n;
 }
 template <class T>
 inline constexpr std::size_t min_size_v = min_size_of<std::remove_cv_t<T>>();
@@ -257,11 +291,152 @@ constexpr bool associative_ok() {
     return serializable<typename C::key_type>;
 }
 
+// ------------------------------------------------------ aggregate inspection
+//
+// An aggregate's members, seen without naming them: through aggregate
+// initialization T{p, p, ...} with probe objects `p` whose conversion
+// operator template accepts (or refuses) each member's type. Reusable: a
+// later member-wise serializer can take aggregate_initializers<T>() as the
+// member count of aggregates without C array members and base classes.
+
+// Largest number of initializers inspected (each element of a C array member
+// counts: brace elision); beyond it compile time grows too much.
+inline constexpr std::size_t max_aggregate_initializers = 256;
+// aggregate_initializers<T>() when T cannot be inspected.
+inline constexpr std::size_t uninspectable = std::size_t(-1);
+
+// Converts to any type except the aggregate T itself (declared only).
+template <class T>
+struct init_any {
+  template <class U>
+    requires(!std::is_same_v<U, T>)
+  operator U&() const noexcept;
+};
+
+// T{p_0, ..., p_{N-1}} (and one more initializer `Extra` when not void) is
+// well-formed, each p_i a prvalue of Probe.
+template <class T, class Probe, class Extra, std::size_t... I>
+constexpr bool brace_init_with(std::index_sequence<I...>) {
+  if constexpr (std::is_void_v<Extra>)
+    return requires { T{(static_cast<void>(I), std::declval<Probe>())...}; };
+  else
+    return requires { T{(static_cast<void>(I), std::declval<Probe>())..., std::declval<Extra>()}; };
+}
+template <class T, class Probe, std::size_t N, class Extra = void>
+inline constexpr bool brace_init_v = brace_init_with<T, Probe, Extra>(std::make_index_sequence<N>());
+
+// The largest N in [Lo, Hi) with T{any x N} well-formed, given that it is
+// well-formed for Lo and not for Hi.
+template <class T, std::size_t Lo, std::size_t Hi>
+constexpr std::size_t last_initializer_count() {
+  if constexpr (Hi - Lo <= 1) {
+    return Lo;
+  } else {
+    constexpr std::size_t mid = Lo + (Hi - Lo) / 2;
+    if constexpr (brace_init_v<T, init_any<T>, mid>)
+      return last_initializer_count<T, mid, Hi>();
+    else
+      return last_initializer_count<T, Lo, mid>();
+  }
+}
+template <class T, std::size_t N>
+constexpr std::size_t initializer_count_from() {
+  if constexpr (N > max_aggregate_initializers)
+    return uninspectable;
+  else if constexpr (brace_init_v<T, init_any<T>, 2 * N + 1>)
+    return initializer_count_from<T, 2 * N + 1>();
+  else
+    return last_initializer_count<T, N, 2 * N + 1>();
+}
+// The first N <= 16 with T{any x N} well-formed (0 unless a member has no
+// default: a reference, a class without default constructor).
+template <class T, std::size_t N = 0>
+constexpr std::size_t first_initializer_count() {
+  if constexpr (N > 16)
+    return uninspectable;
+  else if constexpr (brace_init_v<T, init_any<T>, N>)
+    return N;
+  else
+    return first_initializer_count<T, N + 1>();
+}
+
+// How many initializers the aggregate class T takes at most: its members,
+// counting each element of a C array member (brace elision), or uninspectable
+// beyond max_aggregate_initializers.
+template <class T>
+constexpr std::size_t aggregate_initializers() {
+  constexpr std::size_t first = first_initializer_count<T>();
+  if constexpr (first == uninspectable) {
+    return uninspectable;
+  } else {
+    constexpr std::size_t n = initializer_count_from<T, first>();
+    return n > max_aggregate_initializers ? uninspectable : n;
+  }
+}
+
+template <class U>
+constexpr bool bitwise_safe();
+
+// Converts to the member types that bitwise_safe accepts; a reference member
+// (a mutable one cannot bind the prvalue, a const one deduces a const U)
+// fails. Refused types have a deleted conversion, so that the compiler does
+// not brace-elide into a refused aggregate member.
+template <class T>
+struct init_safe {
+  template <class U>
+    requires(!std::is_same_v<U, T> && !std::is_const_v<U> && bitwise_safe<U>())
+  operator U&&() const noexcept;
+  template <class U>
+    requires(!std::is_same_v<U, T> && !(!std::is_const_v<U> && bitwise_safe<U>()))
+  operator U&&() const noexcept = delete;
+};
+
+// The aggregate class T can be copied bitwise: each of its N initializers
+// accepts an init_safe, and no initializer more fits (Clang brace-elides
+// into a member whose conversion is deleted; the extra initializer then
+// lands inside it instead of being one too many).
+template <class T>
+constexpr bool aggregate_bitwise_safe() {
+  constexpr std::size_t n = aggregate_initializers<T>();
+  if constexpr (n == uninspectable)
+    return false;
+  else
+    return brace_init_v<T, init_safe<T>, n> && !brace_init_v<T, init_safe<T>, n, init_any<T>>;
+}
+
+// A value of U (cv-unqualified) can be copied bitwise to another process:
+// nothing in it, as far as can be seen, points into the sender's memory.
+template <class U>
+constexpr bool bitwise_safe() {
+  using V = std::remove_cv_t<std::remove_all_extents_t<U>>;
+  if constexpr (std::is_reference_v<V> || std::is_pointer_v<V> || std::is_member_pointer_v<V> ||
+                std::is_null_pointer_v<V>) {
+    return false;
+  } else if constexpr (std::is_arithmetic_v<V> || std::is_enum_v<V>) {
+    return true;
+  } else if constexpr (is_instance_v<V, std::basic_string_view> || is_std_span_v<V> ||
+                       is_reference_wrapper_v<V> || is_instance_v<V, std::initializer_list>) {
+    return false;
+  } else if constexpr (is_instance_v<V, std::optional> || is_std_array_v<V>) {
+    return bitwise_safe<typename V::value_type>();
+  } else if constexpr (is_instance_v<V, std::variant> || is_instance_v<V, std::tuple> ||
+                       is_instance_v<V, std::pair>) {
+    return []<template <class...> class Tm, class... Ts>(std::type_identity<Tm<Ts...>>) {
+      return (bitwise_safe<Ts>() && ...);
+    }(std::type_identity<V>{});
+  } else if constexpr (std::is_class_v<V> && std::is_aggregate_v<V>) {
+    return aggregate_bitwise_safe<V>();
+  } else {
+    return true;  // a union or a class with private members: cannot be seen into
+  }
+}
+
 // Which built-in serializer handles T.
 enum class kind {
   unsupported,
   boolean,      // bool: one byte, validated
-  empty,        // std::monostate: one zero byte (so containers of it are bounded by bytes)
+  empty,        // std::monostate, std::tuple<>, std::array<T, 0>: one zero byte (so
+                // that containers of them are bounded by the bytes received)
   bitwise,      // arithmetic, enum, trivially copyable class, std::array of bitwise
   bit_vector,   // std::vector<bool>: size + packed bits
   optional,     // flag byte + value
@@ -290,6 +465,8 @@ constexpr kind kind_of() {
     return serializable<typename T::value_type> ? kind::optional : kind::unsupported;
   } else if constexpr (is_instance_v<T, std::variant>) {
     return all_serializable_v<T> ? kind::variant : kind::unsupported;
+  } else if constexpr (std::is_same_v<T, std::tuple<>>) {
+    return kind::empty;
   } else if constexpr (is_instance_v<T, std::tuple> || is_instance_v<T, std::pair>) {
     return all_serializable_v<T> ? kind::tuple : kind::unsupported;
   } else if constexpr (is_std_span_v<T>) {
@@ -302,7 +479,9 @@ constexpr kind kind_of() {
     return bitwise<typename T::value_type> ? kind::view : kind::unsupported;
   } else if constexpr (is_std_array_v<T>) {
     using E = typename T::value_type;
-    if constexpr (bitwise<E>)
+    if constexpr (std::tuple_size_v<T> == 0)
+      return serializable<E> ? kind::empty : kind::unsupported;
+    else if constexpr (bitwise<E>)
       return kind::bitwise;
     else if constexpr (serializable<E> && std::is_default_constructible_v<E>)
       return kind::fixed_array;
@@ -318,8 +497,10 @@ constexpr kind kind_of() {
     return serializable<typename T::value_type> ? kind::sequence : kind::unsupported;
   } else if constexpr (associative_container<T>) {
     return associative_ok<T>() ? kind::associative : kind::unsupported;
+  } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T> && std::is_trivially_copyable_v<T>) {
+    return bitwise_safe<T>() ? kind::bitwise : kind::unsupported;  // members inspected
   } else if constexpr ((std::is_class_v<T> || std::is_union_v<T>) && std::is_trivially_copyable_v<T>) {
-    return kind::bitwise;
+    return kind::bitwise;  // cannot be inspected: its author answers for it
   } else {
     return kind::unsupported;
   }
@@ -340,6 +521,72 @@ struct cannot_cross_process_boundary {
                 "...) at global scope (see mproc/serialize.hpp).");
   static constexpr bool value = false;
 };
+
+// Instantiated for a trivially copyable aggregate T with a member of type
+// Member that points into the sender's memory.
+template <class T, class Member>
+struct member_points_into_sender {
+  static_assert(dependent_false<T>,
+                "mproc: this struct cannot cross a process boundary: it is copied bitwise, and its member "
+                "of type Member (T and Member of mproc::detail::member_points_into_sender<T, Member> in "
+                "this error) is a pointer or a view that would point into the sender's memory. Hold the "
+                "data itself instead (std::string for const char* or std::string_view, std::vector<U> for "
+                "U* or std::span<const U>), or give the struct a serializer that sends what the pointer "
+                "refers to (MPROC_SERIALIZE(T, members...), see mproc/serialize.hpp).");
+  static constexpr bool value = true;  // one error is enough
+};
+
+// Instantiated for a trivially copyable aggregate T whose members cannot all
+// be checked, or with a reference member.
+template <class T>
+struct cannot_inspect_members {
+  static_assert(dependent_false<T>,
+                "mproc: this struct (the T of mproc::detail::cannot_inspect_members<T> in this error) is "
+                "trivially copyable, but mproc cannot check that it holds no pointer before copying it "
+                "bitwise to another process: it has a reference member, or a member that has no default "
+                "and cannot be initialized from any value, or it takes more than 256 initializers (each "
+                "element of a C array member counts: use std::array<E, N> for large arrays). Hold values "
+                "instead of references, or give it a serializer (MPROC_SERIALIZE(T, members...)).");
+  static constexpr bool value = false;
+};
+
+template <class T, class U>
+constexpr bool report_member();
+
+// Converts to any member type; a member type that bitwise_safe refuses makes
+// report_member fail with a static_assert naming it.
+template <class T>
+struct init_report {
+  template <class U>
+    requires(!std::is_same_v<U, T> && report_member<T, U>())
+  operator U&&() const noexcept;
+};
+
+// Names the member of the aggregate T (recursively, of its aggregate members)
+// that cannot be copied bitwise. Always true, after a static_assert.
+template <class T>
+constexpr bool report_aggregate_members() {
+  constexpr std::size_t n = aggregate_initializers<T>();
+  if constexpr (n == uninspectable)
+    return cannot_inspect_members<T>::value;
+  else if constexpr (!brace_init_v<T, init_report<T>, n>)
+    return cannot_inspect_members<T>::value;  // a reference member
+  else
+    return true;
+}
+
+template <class T, class U>
+constexpr bool report_member() {
+  using V = std::remove_cv_t<std::remove_all_extents_t<U>>;
+  if constexpr (std::is_const_v<U>)
+    return cannot_inspect_members<T>::value;  // a const reference member
+  else if constexpr (bitwise_safe<U>())
+    return true;
+  else if constexpr (std::is_class_v<V> && std::is_aggregate_v<V> && !is_std_array_v<V>)
+    return report_aggregate_members<V>();
+  else
+    return member_points_into_sender<T, U>::value;
+}
 
 // static_assert(assert_serializable<T>()) fails with a message naming the
 // innermost type that cannot be serialized (int* in std::vector<int*>).
@@ -371,6 +618,8 @@ constexpr bool assert_serializable() {
       return assert_serializable<E>();
     else
       return cannot_cross_process_boundary<U>::value;
+  } else if constexpr (std::is_class_v<U> && std::is_aggregate_v<U> && std::is_trivially_copyable_v<U>) {
+    return report_aggregate_members<U>() && false;
   } else {
     return cannot_cross_process_boundary<U>::value;
   }
@@ -654,9 +903,6 @@ class Reader {
  public:
   // Nesting limit of user-type reads (recursive types), against stack exhaustion.
   static constexpr unsigned default_max_depth = 256;
-  // Elements of containers whose element encodes to zero bytes (std::tuple<>,
-  // empty user types) allowed in one reader, against endless loops.
-  static constexpr std::size_t max_empty_elements = std::size_t{1} << 20;
 
   explicit Reader(std::span<const std::byte> data) noexcept
       : begin_(data.data()), cur_(data.data()), end_(data.data() + data.size()) {}
@@ -675,7 +921,10 @@ class Reader {
     cur_ += n;
     return s;
   }
-  // Reads a T with serializer<T>. Throws ProcessError on bad data.
+  // Reads a T with serializer<T>; checks first that the least bytes any T
+  // encodes to are there, so nothing is built for a frame too short to hold
+  // it. A view type (std::string_view, std::span<const U>, or holding one)
+  // points into the reader's bytes. Throws ProcessError on bad data.
   template <class T>
   T read();
 
@@ -698,6 +947,10 @@ class Reader {
   }
 
   std::size_t remaining() const noexcept { return static_cast<std::size_t>(end_ - cur_); }
+  // The bytes that remain for the value being read: remaining() minus those
+  // that the elements still to come of the containers being read need at
+  // least. Element counts are checked against it.
+  std::size_t available() const noexcept { return remaining() - std::min(pledged_, remaining()); }
   std::size_t position() const noexcept { return static_cast<std::size_t>(cur_ - begin_); }
   // The current position in memory.
   const std::byte* current() const noexcept { return cur_; }
@@ -726,7 +979,7 @@ class Reader {
   const std::byte* end_;
   unsigned depth_ = 0;
   unsigned max_depth_ = default_max_depth;
-  std::size_t empty_budget_ = max_empty_elements;
+  std::size_t pledged_ = 0;  // bytes at the end promised to elements not read yet
 };
 
 namespace detail {
@@ -770,14 +1023,27 @@ struct reader_access {
    private:
     Reader& r_;
   };
-  // Counts n elements that consumed no bytes; throws when too many did.
-  static void charge_empty_elements(Reader& r, std::string_view container, std::size_t n = 1) {
-    if (n > r.empty_budget_)
-      r.fail(readable_type_name(container) + " holds more than " +
-             std::to_string(Reader::max_empty_elements) +
-             " elements that encode to zero bytes (limit per frame)");
-    r.empty_budget_ -= n;
-  }
+  // Promises the bytes that the elements of a container need at least
+  // (count * element_min, checked against available()) to those elements,
+  // so that what the elements read before them contain cannot claim them
+  // too; next() hands the next element its share. Restores the reader's
+  // promise on destruction.
+  class pledge {
+   public:
+    pledge(Reader& r, std::size_t count, std::size_t element_min) noexcept
+        : r_(r), saved_(r.pledged_), element_min_(element_min) {
+      r.pledged_ += count * element_min;
+    }
+    pledge(const pledge&) = delete;
+    pledge& operator=(const pledge&) = delete;
+    ~pledge() { r_.pledged_ = saved_; }
+    void next() noexcept { r_.pledged_ -= element_min_; }
+
+   private:
+    Reader& r_;
+    std::size_t saved_;
+    std::size_t element_min_;
+  };
 };
 
 }  // namespace detail
@@ -786,11 +1052,19 @@ template <class T>
 void Writer::write(const T& value) {
   static_assert(detail::assert_serializable<T>());
   using U = std::remove_cv_t<T>;
-  if constexpr (detail::zero_copy_of<U>()) {
-    serializer<U>::write(*this, value);
+  if constexpr (detail::is_builtin_v<U>) {
+    serializer<U>::write(*this, value);  // never empty
   } else {
-    detail::writer_access::no_borrow guard(*this);
-    serializer<U>::write(*this, value);
+    const std::size_t start = size();
+    if constexpr (detail::zero_copy_of<U>()) {
+      serializer<U>::write(*this, value);
+    } else {
+      detail::writer_access::no_borrow guard(*this);
+      serializer<U>::write(*this, value);
+    }
+    // Every value takes at least one byte, so that a count of them is
+    // bounded by the bytes received: an empty encoding becomes a zero byte.
+    if (size() == start) write_zeros(1);
   }
 }
 
@@ -804,11 +1078,21 @@ template <class T>
 T Reader::read() {
   static_assert(detail::assert_serializable<T>());
   using U = std::remove_cv_t<T>;
+  require(detail::min_size_v<U>, detail::type_name_v<U>);
   if constexpr (detail::is_builtin_v<U>) {
     return serializer<U>::read(*this);
   } else {
     detail::reader_access::depth_guard guard(*this, detail::type_name_v<U>);
-    return serializer<U>::read(*this);
+    const std::size_t start = position();
+    U value = serializer<U>::read(*this);
+    if (position() == start) {  // written empty: the zero byte Writer::write added
+      std::uint8_t zero;
+      read_bytes(&zero, 1, detail::type_name_v<U>);
+      if (zero != 0)
+        fail("invalid byte " + std::to_string(zero) + " after an empty " +
+             detail::readable_type_name(detail::type_name_v<U>) + " (must be 0)");
+    }
+    return value;
   }
 }
 
@@ -830,41 +1114,34 @@ inline std::uint64_t read_size(Reader& r, std::string_view type) {
 [[noreturn]] inline void fail_count(Reader& r, std::string_view type, std::uint64_t n,
                                     std::size_t element_min) {
   r.fail(readable_type_name(type) + " claims " + std::to_string(n) + " elements but only " +
-         std::to_string(r.remaining()) + " bytes remain (an element takes at least " +
+         std::to_string(r.available()) + " bytes remain for them (an element takes at least " +
          std::to_string(element_min) + ")");
 }
 
-// Reads an element count and checks it against the bytes that remain, given
-// that every element takes at least min_size_v<E> bytes. Returns it with a
-// safe capacity to reserve.
+// Reads an element count and checks it against the bytes available, given
+// that every element takes at least min_size_v<E> (>= 1) bytes.
 template <class E>
 std::size_t read_count(Reader& r, std::string_view type) {
   const std::uint64_t n = read_size(r, type);
-  if constexpr (constexpr std::size_t m = min_size_v<E>; m != 0) {
-    if (n > r.remaining() / m) fail_count(r, type, n, m);
-  }
-  // Zero-size elements: bounded per element by read_element instead.
-  return static_cast<std::size_t>(std::min<std::uint64_t>(n, std::numeric_limits<std::size_t>::max()));
-}
-
-// Safe number of elements to reserve for a count from read_count<E>.
-template <class E>
-std::size_t reserve_hint(const Reader& r, std::size_t n) {
   constexpr std::size_t m = min_size_v<E>;
-  return std::min(n, r.remaining() / (m == 0 ? 1 : m));
+  if (n > r.available() / m) fail_count(r, type, n, m);
+  return static_cast<std::size_t>(n);
 }
 
-// Reads one element of a container of E into it with `add`, guarding against
-// endless loops when E may encode to zero bytes.
-template <class E, class Add>
-void read_element(Reader& r, std::string_view container, Add&& add) {
-  if constexpr (min_size_v<E> == 0) {
-    const std::size_t before = r.position();
-    add();
-    if (r.position() == before) reader_access::charge_empty_elements(r, container);
-  } else {
-    add();
-  }
+// Capacity worth reserving ahead for n elements of E (a count from
+// read_count<E>): all of them unless that would take more than
+// reserve_factor times the bytes they encode to at least, so that a frame
+// of small encodings of large objects (std::optional<std::array<char,
+// 4096>>) reserves no more than its size allows. More elements grow the
+// container as they are decoded.
+inline constexpr std::size_t reserve_factor = 16;
+template <class E>
+constexpr std::size_t reserve_hint(std::size_t n) noexcept {
+  constexpr std::size_t m = min_size_v<E>;
+  if constexpr (sizeof(E) <= reserve_factor * m)
+    return n;
+  else
+    return n / (sizeof(E) / m) * reserve_factor;
 }
 
 // Size, zero padding to alignof(E), then the elements as one block.
@@ -1025,9 +1302,13 @@ struct builtin_impl<kind::fixed_array, T> : builtin_tag {
   static void write(Writer& w, const T& value) {
     for (const E& element : value) w.write(element);
   }
-  static T read(Reader& r) {
+  static T read(Reader& r) {  // Reader::read checked min_size
     T value{};
-    for (E& element : value) element = r.read<E>();
+    reader_access::pledge pledge(r, std::tuple_size_v<T>, min_size_v<E>);
+    for (E& element : value) {
+      pledge.next();
+      element = r.read<E>();
+    }
     return value;
   }
 };
@@ -1115,14 +1396,12 @@ struct builtin_impl<kind::sequence, T> : builtin_tag {
   static T read(Reader& r) {
     const std::size_t n = read_count<E>(r, type_name_v<T>);
     T value;
-    if constexpr (std::is_same_v<E, std::tuple<>> && requires { value.resize(n); }) {
-      reader_access::charge_empty_elements(r, type_name_v<T>, n);  // nothing to read
-      value.resize(n);
-      return value;
+    if constexpr (requires { value.reserve(n); }) value.reserve(reserve_hint<E>(n));
+    reader_access::pledge pledge(r, n, min_size_v<E>);
+    for (std::size_t i = 0; i < n; ++i) {
+      pledge.next();
+      value.push_back(r.read<E>());
     }
-    if constexpr (requires { value.reserve(n); }) value.reserve(reserve_hint<E>(r, n));
-    for (std::size_t i = 0; i < n; ++i)
-      read_element<E>(r, type_name_v<T>, [&] { value.push_back(r.read<E>()); });
     return value;
   }
 };
@@ -1152,13 +1431,14 @@ struct builtin_impl<kind::associative, T> : builtin_tag {
   }
   static T read(Reader& r) {
     const std::uint64_t n = read_size(r, type_name_v<T>);
-    constexpr std::size_t m = element_min == 0 ? 1 : element_min;
-    if (element_min != 0 && n > r.remaining() / m) fail_count(r, type_name_v<T>, n, element_min);
-    const auto count = static_cast<std::size_t>(std::min<std::uint64_t>(n, std::numeric_limits<std::size_t>::max()));
+    if (n > r.available() / element_min) fail_count(r, type_name_v<T>, n, element_min);
+    const auto count = static_cast<std::size_t>(n);
     T value;
-    if constexpr (requires { value.reserve(count); }) value.reserve(std::min(count, r.remaining() / m));
+    // Buckets: a pointer each, at most 8 times the bytes the elements take.
+    if constexpr (requires { value.reserve(count); }) value.reserve(count);
+    reader_access::pledge pledge(r, count, element_min);
     for (std::size_t i = 0; i < count; ++i) {
-      const std::size_t before_bytes = r.position();
+      pledge.next();
       const std::size_t before = value.size();
       if constexpr (is_map) {
         K key = r.read<K>();
@@ -1169,8 +1449,6 @@ struct builtin_impl<kind::associative, T> : builtin_tag {
       }
       if (value.size() == before)
         r.fail("duplicate key in " + readable_type_name(type_name_v<T>));
-      if (element_min == 0 && r.position() == before_bytes)
-        reader_access::charge_empty_elements(r, type_name_v<T>);
     }
     return value;
   }
@@ -1231,7 +1509,7 @@ struct wire<std::variant<T...>> {
 };
 
 inline constexpr std::uint32_t frame_magic = 0x4352504D;  // "MPRC" in memory
-inline constexpr std::uint16_t frame_version = 1;
+inline constexpr std::uint16_t frame_version = 2;  // 2: empty values take one byte
 
 inline std::string hex(std::uint64_t v) {
   static constexpr char digits[] = "0123456789abcdef";
@@ -1289,6 +1567,125 @@ inline frame_header parse_frame_header(std::span<const std::byte> frame) {
 // serializable.
 template <class T, class Enable>
 struct serializer : detail::builtin_serializer<T> {};
+
+namespace detail {
+
+// Decoding a T yields a value that points into the bytes decoded: T is a
+// view (std::basic_string_view, std::span), holds one (in a container,
+// tuple, optional, variant), or is a user type whose serializer says so
+// (borrows_input, or MPROC_SERIALIZE with such a member). Seen: the user
+// types being looked into (recursive types).
+template <class T, class... Seen>
+constexpr bool borrows_input() {
+  using U = std::remove_cv_t<T>;
+  if constexpr ((std::is_same_v<U, Seen> || ...) || !serializable<U>) {
+    return false;
+  } else if constexpr (!is_builtin_v<U>) {
+    if constexpr (requires { { serializer<U>::borrows_input } -> std::convertible_to<bool>; })
+      return serializer<U>::borrows_input;
+    else if constexpr (requires { serializer<U>::template mproc_borrows_input<U, Seen...>(); })
+      return serializer<U>::template mproc_borrows_input<U, Seen...>();
+    else
+      return false;
+  } else if constexpr (kind_of<U>() == kind::view) {
+    return true;
+  } else if constexpr (kind_of<U>() == kind::variant || kind_of<U>() == kind::tuple) {
+    return []<template <class...> class Tm, class... Ts>(std::type_identity<Tm<Ts...>>) {
+      return (borrows_input<Ts, Seen...>() || ...);
+    }(std::type_identity<U>{});
+  } else if constexpr (kind_of<U>() == kind::associative && map_like<U>) {
+    return borrows_input<typename U::key_type, Seen...>() || borrows_input<typename U::mapped_type, Seen...>();
+  } else if constexpr (kind_of<U>() == kind::optional || kind_of<U>() == kind::fixed_array ||
+                       kind_of<U>() == kind::sequence || kind_of<U>() == kind::associative) {
+    return borrows_input<typename U::value_type, Seen...>();
+  } else {
+    return false;  // arithmetic, bitwise, strings and vectors of them: owning
+  }
+}
+
+// The innermost type in T that borrows its input (for error messages).
+template <class T>
+struct first_borrowing {
+  using type = T;
+};
+template <class T>
+using first_borrowing_t = typename first_borrowing<std::remove_cv_t<T>>::type;
+template <template <class...> class Tm, class... Ts>
+  requires(is_builtin_v<Tm<Ts...>> && kind_of<Tm<Ts...>>() != kind::view)
+struct first_borrowing<Tm<Ts...>> {
+  template <class First, class... Rest>
+  static auto pick() {
+    if constexpr (borrows_input<First>())
+      return std::type_identity<first_borrowing_t<First>>{};
+    else
+      return pick<Rest...>();
+  }
+  using type = typename decltype(pick<Ts...>())::type;
+};
+template <class E, std::size_t N>
+struct first_borrowing<std::array<E, N>> {
+  using type = first_borrowing_t<E>;
+};
+
+}  // namespace detail
+
+// True when T is serializable and decoding it yields a value that owns all
+// its data: no std::string_view or std::span<const U> in it, which would point
+// into the bytes received. Only such types can be received where the value
+// outlives those bytes: mp::loads, Connection::recv, Queue items, Pool
+// results. (Views remain fine as Pool task parameters, decoded in place for
+// the duration of the call.)
+template <class T>
+concept owning_decodable = serializable<T> && !detail::borrows_input<T>();
+
+namespace detail {
+
+// Where a value is received, for the error a view type gives there.
+enum class decode_site { loads, connection_recv, queue_item, pool_result };
+
+// Instantiated for a view V (or a type holding views) received at Where.
+template <class V, decode_site Where>
+struct view_cannot_outlive_buffer {
+  static_assert(dependent_false<V>,
+                "mproc: this type (the V of mproc::detail::view_cannot_outlive_buffer<V, Where> in this "
+                "error) reads views (std::string_view, std::span) pointing into the bytes received, which "
+                "are gone once the value is returned (they are the sender's memory, in effect): receive a "
+                "type with owning members (std::string, std::vector<U>) instead. Views are decoded only as "
+                "Pool task parameters, valid during the call.");
+  static constexpr bool value = true;  // one error is enough
+};
+template <class C, class Tr, decode_site Where>
+struct view_cannot_outlive_buffer<std::basic_string_view<C, Tr>, Where> {
+  static_assert(dependent_false<C>,
+                "mproc: std::string_view points into the sender's memory (the bytes received, gone once "
+                "the value is returned): receive std::string instead (the Where of "
+                "mproc::detail::view_cannot_outlive_buffer<V, Where> in this error says where). Views are "
+                "decoded only as Pool task parameters, valid during the call.");
+  static constexpr bool value = true;
+};
+template <class E, std::size_t N, decode_site Where>
+struct view_cannot_outlive_buffer<std::span<E, N>, Where> {
+  static_assert(dependent_false<E>,
+                "mproc: std::span<const U> points into the sender's memory (the bytes received, gone once "
+                "the value is returned): receive std::vector<U> instead (the Where of "
+                "mproc::detail::view_cannot_outlive_buffer<V, Where> in this error says where). Views are "
+                "decoded only as Pool task parameters, valid during the call.");
+  static constexpr bool value = true;
+};
+
+// static_assert(check_owning_decodable<T, Where>()) fails with a message
+// naming the view in T and what to receive instead, unless T is
+// owning_decodable (or not serializable at all, which is reported elsewhere,
+// or void).
+template <class T, decode_site Where>
+constexpr bool check_owning_decodable() {
+  if constexpr (std::is_void_v<T> || !serializable<T> || owning_decodable<T>)
+    return true;
+  else
+    return view_cannot_outlive_buffer<first_borrowing_t<T>, Where>::value;
+}
+
+}  // namespace detail
 
 // A 64-bit hash of T's name, stable within one program image: the frame's
 // type check. A view and its owning type share it (std::span<const double>
@@ -1394,38 +1791,47 @@ std::size_t dumps_into(std::span<std::byte> out, const T& value) {
   }
 }
 
-// Decodes a frame written by dumps/dumps_into/write_frame of a T (or of the
-// owning type of a view T). Checks magic, version, type fingerprint, that the
-// frame holds exactly the announced payload, and every byte of the payload.
-// A view type (std::span<const U>, std::string_view, or containing them)
-// points into `frame`. Throws ProcessError naming the fault; never reads
-// outside `frame`. Thread-safe.
+namespace detail {
+
+// loads<T> without the owning check: a view type points into `frame`. For
+// the decoder's own tests and fuzzing.
 template <class T>
-T loads(std::span<const std::byte> frame) {
+T decode_frame(std::span<const std::byte> frame) {
   using U = std::remove_cv_t<T>;
-  static_assert(detail::assert_serializable<U>());
-  const detail::frame_header h = detail::parse_frame_header(frame);
+  static_assert(assert_serializable<U>());
+  const frame_header h = parse_frame_header(frame);
   if (h.fingerprint != type_fingerprint<U>())
-    throw ProcessError("mproc: type mismatch: expected a frame of " +
-                       detail::readable_type_name(detail::type_name_v<U>) + " (fingerprint " +
-                       detail::hex(type_fingerprint<U>()) + "), got a frame of another type (fingerprint " +
-                       detail::hex(h.fingerprint) + ")");
+    throw ProcessError("mproc: type mismatch: expected a frame of " + readable_type_name(type_name_v<U>) +
+                       " (fingerprint " + hex(type_fingerprint<U>()) +
+                       "), got a frame of another type (fingerprint " + hex(h.fingerprint) + ")");
   const std::size_t available = frame.size() - frame_header_size;
   if (h.payload_size > available)
-    throw ProcessError("mproc: truncated frame: the header announces " +
-                       std::to_string(h.payload_size) + " payload bytes, " +
-                       std::to_string(available) + " present");
+    throw ProcessError("mproc: truncated frame: the header announces " + std::to_string(h.payload_size) +
+                       " payload bytes, " + std::to_string(available) + " present");
   if (h.payload_size < available)
     throw ProcessError("mproc: corrupted frame: " + std::to_string(available - h.payload_size) +
-                       " trailing bytes after the " + std::to_string(h.payload_size) +
-                       "-byte payload");
+                       " trailing bytes after the " + std::to_string(h.payload_size) + "-byte payload");
   Reader r(frame);
   r.read_span(frame_header_size);
   U value = r.read<U>();
   if (r.remaining() != 0)
-    r.fail(std::to_string(r.remaining()) + " bytes left over after decoding " +
-           detail::readable_type_name(detail::type_name_v<U>));
+    r.fail(std::to_string(r.remaining()) + " bytes left over after decoding " + readable_type_name(type_name_v<U>));
   return value;
+}
+
+}  // namespace detail
+
+// Decodes a frame written by dumps/dumps_into/write_frame of a T (or of the
+// owning type of a view T). Checks magic, version, type fingerprint, that the
+// frame holds exactly the announced payload, and every byte of the payload.
+// T must be owning_decodable: a type holding std::string_view or std::span
+// is a compile error (the value would point into `frame`; load std::string
+// or std::vector instead). Throws ProcessError naming the fault; never reads
+// outside `frame`, and allocates in proportion to its size. Thread-safe.
+template <class T>
+T loads(std::span<const std::byte> frame) {
+  static_assert(detail::check_owning_decodable<std::remove_cv_t<T>, detail::decode_site::loads>());
+  return detail::decode_frame<T>(frame);
 }
 
 }  // namespace mproc
@@ -1436,7 +1842,9 @@ T loads(std::span<const std::byte> frame) {
 // for Type, writing and reading the listed members in order. Write it at
 // global namespace scope, after Type is defined and before Type is sent.
 // Type must be default-constructible with assignable public members; a Type
-// spelled with commas needs an alias. Up to 64 members.
+// spelled with commas needs an alias. Up to 64 members. Its min_size is the
+// sum of the members', and it borrows its input (see owning_decodable) if a
+// member does.
 #define MPROC_SERIALIZE(Type, ...)                                            \
   template <>                                                                 \
   struct mproc::serializer<Type> {                                            \
@@ -1450,10 +1858,23 @@ T loads(std::span<const std::byte> frame) {
       MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_READ_MEMBER, __VA_ARGS__)            \
       return value;                                                           \
     }                                                                         \
+    /* Templates: evaluated once Type's serializer is complete (recursion). */ \
+    template <class Self>                                                     \
+    static constexpr std::size_t mproc_min_size() {                           \
+      return std::size_t{0} MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_MIN_SIZE_MEMBER, __VA_ARGS__); \
+    }                                                                         \
+    template <class Self, class... Seen>                                      \
+    static constexpr bool mproc_borrows_input() {                             \
+      return false MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_BORROWS_MEMBER, __VA_ARGS__); \
+    }                                                                         \
   }
 
 #define MPROC_DETAIL_WRITE_MEMBER(member) w.write(value.member);
 #define MPROC_DETAIL_READ_MEMBER(member) value.member = r.read<decltype(value.member)>();
+#define MPROC_DETAIL_MIN_SIZE_MEMBER(member) \
+  +::mproc::detail::min_size_v<decltype(std::declval<const Self&>().member)>
+#define MPROC_DETAIL_BORROWS_MEMBER(member) \
+  || ::mproc::detail::borrows_input<decltype(std::declval<const Self&>().member), Self, Seen...>()
 
 // MPROC_DETAIL_FOR_EACH(m, a, b, c) -> m(a) m(b) m(c)
 #define MPROC_DETAIL_FOR_EACH(macro, ...) \

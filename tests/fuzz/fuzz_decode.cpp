@@ -5,6 +5,9 @@
 // decoded as one of several nested types; decoding must either succeed or
 // throw mproc::ProcessError, never crash, over-read, over-allocate or hang.
 // A value that decodes must re-encode consistently through every sink.
+// Amplification: a decode, successful or not, may allocate at most
+// amplification_factor times the frame's size plus amplification_slack
+// bytes (counted through the sanitizer's malloc hook); more aborts.
 //
 // Input: byte 0 selects the type (low 7 bits) and the mode (high bit):
 //   0: the rest is a payload; a valid header for the type is put in front,
@@ -14,6 +17,7 @@
 // Build and run: .ci/fuzz. `fuzz_decode --seed DIR` writes a seed corpus of
 // valid inputs to DIR and exits.
 #include <mproc/serialize.hpp>
+#include <sanitizer/allocator_interface.h>
 
 #include <array>
 #include <chrono>
@@ -93,7 +97,19 @@ using T10 = std::pair<std::vector<std::array<float, 3>>, std::u16string>;
 using T11 = std::vector<Pod>;
 using T12 = std::optional<std::vector<Record>>;
 using T13 = std::pair<std::vector<std::tuple<>>, std::list<std::tuple<std::tuple<>, std::monostate>>>;
-constexpr int type_count = 14;
+using T14 = std::vector<std::vector<std::vector<std::string>>>;
+using T15 = std::map<std::string, std::list<std::array<std::string, 3>>>;
+constexpr int type_count = 16;
+
+// The allocation budget of one decode: the fuzz types' elements take at most
+// ~16 times their smallest encoding in memory, and containers grow by
+// doubling; the slack covers error messages and first blocks (std::deque).
+constexpr std::size_t amplification_factor = 64;
+constexpr std::size_t amplification_slack = 16 * 1024;
+
+// Bytes allocated while `counting` (single-threaded target).
+bool counting = false;
+std::size_t allocated = 0;
 
 [[noreturn]] void fail(const char* what, int type) {
   std::fprintf(stderr, "fuzz_decode: %s (type %d)\n", what, type);
@@ -108,7 +124,18 @@ constexpr int type_count = 14;
 // Encodings whose decoder accepts exactly one encoding per value: re-encoding
 // what decoded must give the input back.
 template <class T>
-constexpr bool canonical = !std::is_same_v<T, T1> && !std::is_same_v<T, T5> && !std::is_same_v<T, T8>;
+constexpr bool canonical = !std::is_same_v<T, T1> && !std::is_same_v<T, T5> && !std::is_same_v<T, T8> &&
+                           !std::is_same_v<T, T15>;
+
+// mp::loads, or for view types (which loads refuses) the same decoder
+// without that check: the views point into `frame`.
+template <class T>
+T load(std::span<const std::byte> frame) {
+  if constexpr (mproc::owning_decodable<T>)
+    return mproc::loads<T>(frame);
+  else
+    return mproc::detail::decode_frame<T>(frame);
+}
 
 template <class T>
 void check_value(const T& value, std::span<const std::byte> frame, int type) {
@@ -119,7 +146,7 @@ void check_value(const T& value, std::span<const std::byte> frame, int type) {
     FUZZ_CHECK(std::memcmp(again.data(), frame.data(), frame.size()) == 0, type);
   }
   // A second decode is a fixed point.
-  const T second = mproc::loads<T>(again);
+  const T second = load<T>(again);
   if constexpr (std::is_same_v<T, T5>) {
     FUZZ_CHECK(second == value, type);  // unordered: iteration order may differ
   } else {
@@ -148,17 +175,26 @@ void check_value(const T& value, std::span<const std::byte> frame, int type) {
 
 template <class T>
 void decode(std::span<const std::byte> frame, int type) {
+  std::optional<T> value;
+  allocated = 0;
+  counting = true;
   try {
-    const T value = mproc::loads<T>(frame);
-    check_value(value, frame, type);
+    value.emplace(load<T>(frame));
   } catch (const mproc::ProcessError&) {
     // Rejected: fine. Anything else escapes and is reported by libFuzzer.
   }
+  counting = false;
+  if (allocated > amplification_factor * frame.size() + amplification_slack) {
+    std::fprintf(stderr, "fuzz_decode: decoding a %zu-byte frame allocated %zu bytes\n", frame.size(), allocated);
+    fail("allocation amplification", type);
+  }
+  if (value) check_value(*value, frame, type);
 }
 
 template <class T>
 std::vector<std::byte> with_header(std::span<const std::byte> payload) {
   std::vector<std::byte> frame = mproc::dumps(std::tuple<>{});
+  frame.resize(mproc::frame_header_size);
   const std::uint64_t fingerprint = mproc::type_fingerprint<T>();
   const std::uint64_t size = payload.size();
   std::memcpy(frame.data() + 8, &fingerprint, 8);
@@ -191,6 +227,8 @@ void dispatch(int type, std::span<const std::byte> rest, bool whole_frame) {
     case 11: return run<T11>(rest, whole_frame, type);
     case 12: return run<T12>(rest, whole_frame, type);
     case 13: return run<T13>(rest, whole_frame, type);
+    case 14: return run<T14>(rest, whole_frame, type);
+    case 15: return run<T15>(rest, whole_frame, type);
     default: return;
   }
 }
@@ -243,11 +281,19 @@ void write_seeds(const std::filesystem::path& dir) {
   seed(dir, 12, T12{std::vector<Record>{r, Record{}}});
   seed(dir, 12, T12{});
   seed(dir, 13, T13{std::vector<std::tuple<>>(3), {{}, {}}});
+  seed(dir, 14, T14{{{"a", ""}, {}}, {}, {{"bc"}}});
+  seed(dir, 15, T15{{"k", {{"x", "", "z"}, {}}}, {"", {}}});
 }
+
+void on_malloc(const volatile void*, std::size_t size) {
+  if (counting) allocated += size;
+}
+void on_free(const volatile void*) {}
 
 }  // namespace fuzz
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  __sanitizer_install_malloc_and_free_hooks(fuzz::on_malloc, fuzz::on_free);
   for (int i = 1; i < *argc; ++i) {
     const std::string_view arg = (*argv)[i];
     if (arg == "--seed" && i + 1 < *argc) {
