@@ -1,7 +1,7 @@
 // Test support: fault injection for pool workers. A test that includes this
 // header first defines MPROC_TEST_HOOKS, under which pool_worker.hpp calls
-// the fault_point() defined here at each step of the task protocol (in every
-// other build that call is an empty inline function).
+// the hook installed here (PoolTesting::at_step) at each step of the task
+// protocol (in every other build that call is an empty inline function).
 //
 // The plan lives in an anonymous shared mapping made by the first call to
 // fault_plan(), so workers forked later (StartMethod::fork) share it: a
@@ -86,7 +86,7 @@ inline void apply_fault(FaultAction action) {
 }
 
 // Called by the worker at each step; injects the planned fault, if any.
-void fault_point(FaultStep step) {
+inline void inject_planned_fault(FaultStep step) {
   FaultPlan& plan = fault_plan();
   if (plan.shots.load(std::memory_order_relaxed) <= 0) return;
   const int want = plan.step.load(std::memory_order_relaxed);
@@ -113,5 +113,11 @@ void fault_point(FaultStep step) {
   plan.fired.fetch_add(1);
   apply_fault(action);
 }
+
+// Installed before main() runs (and so before any pool exists).
+inline const bool fault_injection_installed = [] {
+  PoolTesting::at_step.store(&inject_planned_fault);
+  return true;
+}();
 
 }  // namespace mproc::detail

@@ -395,9 +395,11 @@ void init_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t, std::vector
 
 // ---------------------------------------------------------------- worker
 
-// The steps of a worker's task protocol. mproc's tests (MPROC_TEST_HOOKS,
-// tests/support/fault_injection.hpp) inject faults there; in every other
-// build fault_point() is empty.
+// The steps of a worker's task protocol. A test defines MPROC_TEST_HOOKS
+// before including mproc (in every translation unit of its program, or in
+// none) and sets PoolTesting::at_step to inject faults there (see
+// tests/support/fault_injection.hpp); in every other build fault_point() is
+// an empty inline function.
 enum class FaultStep {
   before_read,       // waiting for the next task (it may already be in the socket)
   after_read,        // the task frame has been read, nothing decoded yet
@@ -408,7 +410,12 @@ enum class FaultStep {
   after_write,       // the results have left
 };
 #if defined(MPROC_TEST_HOOKS)
-void fault_point(FaultStep step);  // defined by the test
+struct PoolTesting {
+  static inline std::atomic<void (*)(FaultStep)> at_step{nullptr};
+};
+inline void fault_point(FaultStep step) {
+  if (auto f = PoolTesting::at_step.load(std::memory_order_relaxed)) f(step);
+}
 #else
 inline void fault_point(FaultStep) noexcept {}
 #endif
