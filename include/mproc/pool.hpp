@@ -67,6 +67,7 @@ constexpr void check_pool_result() {
   static_assert(std::is_void_v<R> || serializable<R>,
                 "mproc::Pool: the task function's return type cannot cross a process boundary; "
                 "return a serializable type or specialize mproc::serializer<T> (see serialize.hpp).");
+  static_assert(check_owning_decodable<R, decode_site::pool_result>());  // no views into the worker
 }
 
 template <class Arg>

@@ -115,6 +115,7 @@ template <class T>
 class QueueBase {
   static_assert(serializable<T>, "mproc::Queue<T>: T must be serializable (see mproc/serialize.hpp)");
   static_assert(!std::is_const_v<T> && !std::is_reference_v<T>, "mproc::Queue<T>: T must be a plain object type");
+  static_assert(check_owning_decodable<T, decode_site::queue_item>());  // no views into the producer
 
  protected:
   QueueBase(ShmKind kind, int maxsize, std::size_t ring_bytes)
