@@ -1,0 +1,237 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Internals of mproc::mpi shared by the client and the serving ranks: the one
+// place that includes the rest of mproc's internals, MPI error checks, the
+// message format and its transport (messages larger than one MPI message
+// travel in parts), and the idle backoff of polling loops.
+//
+// Every message of a pool's protocol is [MsgHeader][body] on the pool's own
+// duplicated communicator, tag kTagMsg; when the whole message is larger than
+// max_message_bytes(), its first max_message_bytes() bytes go in that message
+// and the rest follows in kTagPart messages from the same sender. MPI keeps
+// the order of messages between one pair of ranks on one communicator, so a
+// message's parts follow it and a rank's tasks arrive in the order sent.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <mpi.h>
+#include <sched.h>
+
+// The parts of mproc's core that mproc::mpi builds on (and nothing else of
+// mproc/detail is included anywhere under detail/mpi/).
+#include "../../async_result.hpp"
+#include "../../errors.hpp"
+#include "../../pool.hpp"
+#include "../../serialize.hpp"
+#include "../deadline.hpp"
+#include "../demangle.hpp"
+#include "../lazy_results.hpp"
+#include "../pool_worker.hpp"
+#include "../type_name.hpp"
+
+namespace mproc::detail::mpi {
+
+// Throws ProcessError("mproc::mpi: <what> failed: <MPI's message>") unless rc
+// is MPI_SUCCESS. The pool's communicator returns errors (MPI_ERRORS_RETURN)
+// instead of aborting, so they surface here.
+inline void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  throw ProcessError(std::string("mproc::mpi: ") + what + " failed: " +
+                     (len > 0 ? std::string(text, static_cast<std::size_t>(len)) : "error " + std::to_string(rc)));
+}
+
+inline constexpr int kTagMsg = 0x6d70;   // a message (its header and up to max_message_bytes())
+inline constexpr int kTagPart = 0x6d71;  // the continuation of a message too large for one
+
+inline constexpr std::uint32_t kMsgMagic = 0x69706d6du;  // "mmpi"
+inline constexpr std::uint16_t kProtocolVersion = 1;
+
+enum class Kind : std::uint16_t {
+  hello = 1,        // client -> server: body = Hello
+  hello_ok = 2,     // server -> client
+  hello_error = 3,  // server -> client: body = the error message (text)
+  task = 4,         // client -> server: id = task id, body = TaskRef + encoded arguments
+  result = 5,       // server -> client: id = task id, body = the task's results (pool_worker.hpp's format)
+  broadcast = 6,    // client -> server: id = handle id, body = CodeRef of the decoder + encoded value
+  stop = 7,         // client -> server: serve no more
+  bye = 8,          // server -> client: the last message of a serving rank
+};
+
+// 32 bytes, so a body starts 16-byte aligned in a receive buffer (operator
+// new's alignment) and its arguments can be viewed in place.
+struct MsgHeader {
+  std::uint32_t magic = kMsgMagic;
+  std::uint16_t version = kProtocolVersion;
+  std::uint16_t kind = 0;
+  std::uint64_t id = 0;
+  std::uint64_t total = 0;  // bytes of the whole message, header included
+  std::uint64_t reserved = 0;
+};
+static_assert(sizeof(MsgHeader) == 32);
+
+// The largest message body a rank accepts (untrusted sizes are checked
+// against it before anything is allocated): 64 GiB.
+inline constexpr std::uint64_t kMaxMessage = std::uint64_t{1} << 36;
+
+// Bytes per MPI message; larger messages travel in parts. MPI counts are
+// ints, so at most INT_MAX; 1 GiB by default. Tests lower it to exercise
+// the parts. Set it before any pool exists; not thread-safe.
+inline std::size_t& max_message_bytes() noexcept {
+  static std::size_t bytes = std::size_t{1} << 30;
+  return bytes;
+}
+
+// A message being built: header first, then the body appended.
+inline std::vector<std::byte> new_message(Kind kind, std::uint64_t id, std::size_t body_hint = 0) {
+  std::vector<std::byte> msg;
+  msg.reserve(sizeof(MsgHeader) + body_hint);
+  MsgHeader h;
+  h.kind = static_cast<std::uint16_t>(kind);
+  h.id = id;
+  msg.resize(sizeof h);
+  std::memcpy(msg.data(), &h, sizeof h);
+  return msg;
+}
+
+// Sets the header's total size (call once the body is complete) and, if
+// given, its id.
+inline void seal_message(std::vector<std::byte>& msg) noexcept {
+  const std::uint64_t total = msg.size();
+  std::memcpy(msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
+}
+inline void set_message_id(std::vector<std::byte>& msg, std::uint64_t id) noexcept {
+  std::memcpy(msg.data() + offsetof(MsgHeader, id), &id, sizeof id);
+}
+
+// Starts sending `msg` (sealed) to `dest`: one MPI_Isend per part, appended
+// to `requests`. `msg` must stay alive and unchanged until they complete.
+inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> msg,
+                          std::vector<MPI_Request>& requests) {
+  const std::size_t part = std::clamp<std::size_t>(max_message_bytes(), 64,
+                                                   static_cast<std::size_t>(std::numeric_limits<int>::max()));
+  std::size_t at = 0;
+  int tag = kTagMsg;
+  do {
+    const std::size_t n = std::min(part, msg.size() - at);
+    MPI_Request r = MPI_REQUEST_NULL;
+    check(MPI_Isend(msg.data() + at, static_cast<int>(n), MPI_BYTE, dest, tag, comm, &r), "MPI_Isend");
+    requests.push_back(r);
+    at += n;
+    tag = kTagPart;
+  } while (at < msg.size());
+}
+
+// Sends `msg` (sealed) to `dest` and waits until its buffer is free.
+inline void send_message(MPI_Comm comm, int dest, std::span<const std::byte> msg) {
+  std::vector<MPI_Request> requests;
+  isend_message(comm, dest, msg, requests);
+  check(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+}
+
+// Receives the rest of a message whose first part (with its header) was
+// just received from `source` into `buf`. The header is untrusted: a bad
+// magic, version or size throws ProcessError naming `peer`.
+inline void complete_message(MPI_Comm comm, int source, std::vector<std::byte>& buf, const std::string& peer) {
+  if (buf.size() < sizeof(MsgHeader))
+    throw ProcessError("mproc::mpi: malformed message from " + peer + " (" + std::to_string(buf.size()) +
+                       " bytes, shorter than a header)");
+  MsgHeader h;
+  std::memcpy(&h, buf.data(), sizeof h);
+  if (h.magic != kMsgMagic)
+    throw ProcessError("mproc::mpi: malformed message from " + peer + " (bad magic: not an mproc::mpi message)");
+  if (h.version != kProtocolVersion)
+    throw ProcessError("mproc::mpi: " + peer + " speaks protocol version " + std::to_string(h.version) +
+                       ", this rank version " + std::to_string(kProtocolVersion) + " (different mproc builds)");
+  if (h.total < buf.size() || h.total > kMaxMessage)
+    throw ProcessError("mproc::mpi: malformed message from " + peer + " (declared size " + std::to_string(h.total) +
+                       " for " + std::to_string(buf.size()) + " bytes received)");
+  while (buf.size() < h.total) {
+    MPI_Message m;
+    MPI_Status st;
+    check(MPI_Mprobe(source, kTagPart, comm, &m, &st), "MPI_Mprobe");
+    int n = 0;
+    check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
+    const std::size_t at = buf.size();
+    if (n <= 0 || static_cast<std::uint64_t>(n) > h.total - at) {
+      // Take it off the wire before failing, so nothing stays queued.
+      std::vector<std::byte> sink(static_cast<std::size_t>(std::max(n, 0)));
+      MPI_Mrecv(sink.data(), n, MPI_BYTE, &m, MPI_STATUS_IGNORE);
+      throw ProcessError("mproc::mpi: malformed message from " + peer + " (a part of " + std::to_string(n) +
+                         " bytes where " + std::to_string(h.total - at) + " remain)");
+    }
+    buf.resize(at + static_cast<std::size_t>(n));
+    check(MPI_Mrecv(buf.data() + at, n, MPI_BYTE, &m, MPI_STATUS_IGNORE), "MPI_Mrecv");
+  }
+}
+
+// Receives the first part of the next message from `source` (MPI_ANY_SOURCE
+// allowed) if one is there: returns its sender, or -1 when none is.
+inline int try_receive_head(MPI_Comm comm, int source, std::vector<std::byte>& buf) {
+  int flag = 0;
+  MPI_Message m;
+  MPI_Status st;
+  check(MPI_Improbe(source, kTagMsg, comm, &flag, &m, &st), "MPI_Improbe");
+  if (!flag) return -1;
+  int n = 0;
+  check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
+  buf.resize(static_cast<std::size_t>(std::max(n, 0)));
+  check(MPI_Mrecv(buf.data(), n, MPI_BYTE, &m, MPI_STATUS_IGNORE), "MPI_Mrecv");
+  return st.MPI_SOURCE;
+}
+
+// The header of a complete message (checked by complete_message).
+inline MsgHeader header_of(std::span<const std::byte> msg) noexcept {
+  MsgHeader h;
+  std::memcpy(&h, msg.data(), sizeof h);
+  return h;
+}
+
+// How a polling loop waits when there is nothing to do: it yields the CPU
+// (other ranks may share it) for the first `spin` of idleness, then sleeps,
+// doubling from 20 µs up to 500 µs. A busy loop costs a core; sleeping adds
+// up to 500 µs of latency after a long idle period, never during a burst of
+// work (reset() after each unit of progress).
+class Backoff {
+ public:
+  explicit Backoff(std::chrono::microseconds spin = std::chrono::microseconds(2000)) noexcept : spin_(spin) {}
+  void reset() noexcept { idle_ = false; }
+  void pause() {
+    const auto now = Clock::now();
+    if (!idle_) {
+      idle_ = true;
+      since_ = now;
+      sleep_ = std::chrono::microseconds(20);
+    }
+    if (now - since_ < spin_) {
+      ::sched_yield();
+      return;
+    }
+    std::this_thread::sleep_for(sleep_);
+    sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(500));
+  }
+
+ private:
+  std::chrono::microseconds spin_;
+  bool idle_ = false;
+  Clock::time_point since_{};
+  std::chrono::microseconds sleep_{20};
+};
+
+// "rank 2" (of the pool's communicator).
+inline std::string rank_name(int rank) { return "rank " + std::to_string(rank); }
+
+}  // namespace mproc::detail::mpi
