@@ -139,6 +139,63 @@ std::vector<std::byte> encode_task(const CodeRef& fn, std::uint64_t count, std::
   return msg;
 }
 
+// Writes input `in` as wire type Arg; without a converted temporary when
+// `in` already encodes as Arg does (a std::vector<double> for a
+// std::span<const double> parameter: they share a fingerprint and an
+// encoding), so a gather writer can refer to its data in place.
+template <class Arg, class In>
+void write_input(Writer& w, const In& in) {
+  using I = std::remove_cvref_t<In>;
+  if constexpr (std::is_same_v<I, Arg>) {
+    w.write(in);
+  } else if constexpr (serializable<I> && type_fingerprint<I>() == type_fingerprint<Arg>()) {
+    w.write(in);
+  } else {
+    w.write(Arg(in));
+  }
+}
+
+// The next `n` inputs from `it` as one task, referring to the inputs' large
+// contiguous blocks in place instead of copying them (a gathered message),
+// when `it` yields lvalues, the task has such blocks and fits in one MPI
+// message; a plain (copied) message otherwise. The caller keeps the inputs
+// alive and unchanged until `borrowing` is back to 0.
+template <class F, class Arg, bool Star, class It>
+OutTask encode_chunk_in_place(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
+                              std::size_t chunk, const std::shared_ptr<std::atomic<std::size_t>>& borrowing) {
+  static_assert(std::is_lvalue_reference_v<std::iter_reference_t<It>>);
+  OutTask t;
+  t.count = n;
+  t.sink = std::move(sink);
+  t.chunk = chunk;
+  t.msg = new_message(Kind::task, 0, sizeof(TaskRef) + 1024);
+  const TaskRef ref{task_code_ref<F, Arg, Star>(), task_code<F, Arg, Star>.check, fn, n};
+  const auto* p = reinterpret_cast<const std::byte*>(&ref);
+  t.msg.insert(t.msg.end(), p, p + sizeof ref);
+  const std::size_t head = t.msg.size();
+  std::size_t total = head;
+  std::vector<std::byte> flat;
+  {
+    Writer w(Writer::gather, t.msg);  // (refers to t.msg until its end)
+    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
+    w.finish();
+    total += w.size();
+    if (w.piece_count() > 1 && total <= max_message_bytes()) {
+      t.pieces.emplace_back(t.msg.data(), head);
+      w.for_each_piece([&](std::span<const std::byte> piece) { t.pieces.push_back(piece); });
+    } else if (w.piece_count() > 1) {
+      // Too large for one message: copy it into a plain one (sent in parts).
+      flat.reserve(total);
+      flat.insert(flat.end(), t.msg.begin(), t.msg.begin() + static_cast<std::ptrdiff_t>(head));
+      w.for_each_piece([&](std::span<const std::byte> piece) { flat.insert(flat.end(), piece.begin(), piece.end()); });
+    }
+  }
+  if (!flat.empty()) t.msg = std::move(flat);
+  std::memcpy(t.msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
+  if (!t.pieces.empty()) t.borrowing = borrowing;
+  return t;
+}
+
 // The next `n` inputs from `it` as one task.
 template <class F, class Arg, bool Star, class It>
 OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<TaskSink> sink, std::size_t chunk) {
@@ -150,11 +207,11 @@ OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<T
   if constexpr (std::forward_iterator<It>) {
     Writer counter(Writer::count_only);
     It probe = it;
-    for (std::size_t k = 0; k < n; ++k, ++probe) write_as<Arg>(counter, *probe);
+    for (std::size_t k = 0; k < n; ++k, ++probe) write_input<Arg>(counter, *probe);
     size = counter.size();
   }
   t.msg = encode_task<F, Arg, Star>(fn, n, size, [&](Writer& w) {
-    for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
   });
   return t;
 }
@@ -659,16 +716,25 @@ class Pool {
     auto counter = std::make_shared<detail::CountingSink>(sink);
     const detail::CodeRef fn = detail::function_ref(f);
     auto it = std::ranges::begin(inputs);
+    // The inputs outlive this call, so large ones are sent from where they
+    // are (no copy); the call returns only once no send reads them any more.
+    auto borrowing = std::make_shared<std::atomic<std::size_t>>(0);
     std::size_t next = 0;
     // Chunks are encoded while earlier ones travel and run, a few ahead of
     // the serving ranks (not all at once: memory stays bounded).
     const std::size_t window = static_cast<std::size_t>(size()) + 1;
     c.drive_until([&] {
       while (next < chunks && !sink->failed() && c.backlog() < window) {
-        c.submit(detail::encode_chunk<F, Arg, Star>(fn, it, std::min(cs, n - next * cs), counter, next));
+        const std::size_t count = std::min(cs, n - next * cs);
+        if constexpr (std::is_lvalue_reference_v<std::iter_reference_t<decltype(it)>>) {
+          c.submit(detail::encode_chunk_in_place<F, Arg, Star>(fn, it, count, counter, next, borrowing));
+        } else {
+          c.submit(detail::encode_chunk<F, Arg, Star>(fn, it, count, counter, next));
+        }
         ++next;
       }
-      return sink->failed() || counter->finished() == chunks;
+      return (sink->failed() || counter->finished() == chunks) &&
+             (borrowing->load(std::memory_order_acquire) == 0 || c.broken());
     });
     return sink->wait_results();
   }

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <thread>
@@ -117,6 +119,48 @@ inline void set_message_id(std::vector<std::byte>& msg, std::uint64_t id) noexce
   std::memcpy(msg.data() + offsetof(MsgHeader, id), &id, sizeof id);
 }
 
+// A receive buffer: grows without zero-filling (a received message
+// overwrites it) and keeps its memory between messages, so a rank that
+// receives large messages does not fault fresh pages in for each.
+// 16-byte aligned (operator new[]'s alignment for std::byte is not enough
+// to view 16-byte aligned types in place: the buffer asks for it).
+class Bytes {
+ public:
+  std::byte* data() noexcept { return data_.get(); }
+  const std::byte* data() const noexcept { return data_.get(); }
+  std::size_t size() const noexcept { return size_; }
+  std::size_t capacity() const noexcept { return capacity_; }
+  // Sets the size; the first min(old size, n) bytes are kept, the others are
+  // indeterminate. Throws std::bad_alloc.
+  void resize(std::size_t n) {
+    if (n > capacity_) {
+      const std::size_t cap = std::max(n, capacity_ + capacity_ / 2);
+      Storage fresh(static_cast<std::byte*>(::operator new[](cap, std::align_val_t{16})));
+      if (size_ != 0) std::memcpy(fresh.get(), data_.get(), size_);
+      data_ = std::move(fresh);
+      capacity_ = cap;
+    }
+    size_ = n;
+  }
+  // Frees the memory when more than `keep` bytes are held.
+  void trim(std::size_t keep) noexcept {
+    if (capacity_ > keep) {
+      data_.reset();
+      capacity_ = size_ = 0;
+    }
+  }
+  operator std::span<const std::byte>() const noexcept { return {data_.get(), size_}; }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{16}); }
+  };
+  using Storage = std::unique_ptr<std::byte[], Free>;
+  Storage data_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
 // Starts sending `msg` (sealed) to `dest`: one MPI_Isend per part, appended
 // to `requests`. `msg` must stay alive and unchanged until they complete.
 inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> msg,
@@ -135,6 +179,34 @@ inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> ms
   } while (at < msg.size());
 }
 
+// Starts sending one message made of `pieces` (in order; their total at most
+// max_message_bytes()) to `dest` without copying them: an MPI datatype lists
+// their addresses. They must stay alive and unchanged until the request
+// completes.
+inline MPI_Request isend_gathered(MPI_Comm comm, int dest, std::span<const std::span<const std::byte>> pieces) {
+  std::vector<int> lengths;
+  std::vector<MPI_Aint> displacements;
+  lengths.reserve(pieces.size());
+  displacements.reserve(pieces.size());
+  for (const auto& p : pieces) {
+    if (p.empty()) continue;
+    MPI_Aint at = 0;
+    check(MPI_Get_address(p.data(), &at), "MPI_Get_address");
+    lengths.push_back(static_cast<int>(p.size()));
+    displacements.push_back(at);
+  }
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  check(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(), displacements.data(), MPI_BYTE,
+                                 &type),
+        "MPI_Type_create_hindexed");
+  check(MPI_Type_commit(&type), "MPI_Type_commit");
+  MPI_Request r = MPI_REQUEST_NULL;
+  const int rc = MPI_Isend(MPI_BOTTOM, 1, type, dest, kTagMsg, comm, &r);
+  MPI_Type_free(&type);  // the pending send keeps what it needs
+  check(rc, "MPI_Isend");
+  return r;
+}
+
 // Sends `msg` (sealed) to `dest` and waits until its buffer is free.
 inline void send_message(MPI_Comm comm, int dest, std::span<const std::byte> msg) {
   std::vector<MPI_Request> requests;
@@ -145,7 +217,7 @@ inline void send_message(MPI_Comm comm, int dest, std::span<const std::byte> msg
 // Receives the rest of a message whose first part (with its header) was
 // just received from `source` into `buf`. The header is untrusted: a bad
 // magic, version or size throws ProcessError naming `peer`.
-inline void complete_message(MPI_Comm comm, int source, std::vector<std::byte>& buf, const std::string& peer) {
+inline void complete_message(MPI_Comm comm, int source, Bytes& buf, const std::string& peer) {
   if (buf.size() < sizeof(MsgHeader))
     throw ProcessError("mproc::mpi: malformed message from " + peer + " (" + std::to_string(buf.size()) +
                        " bytes, shorter than a header)");
@@ -168,7 +240,7 @@ inline void complete_message(MPI_Comm comm, int source, std::vector<std::byte>& 
     const std::size_t at = buf.size();
     if (n <= 0 || static_cast<std::uint64_t>(n) > h.total - at) {
       // Take it off the wire before failing, so nothing stays queued.
-      std::vector<std::byte> sink(static_cast<std::size_t>(std::max(n, 0)));
+      std::vector<std::byte> sink(static_cast<std::size_t>(std::max(n, 0)));  // NOLINT: rare
       MPI_Mrecv(sink.data(), n, MPI_BYTE, &m, MPI_STATUS_IGNORE);
       throw ProcessError("mproc::mpi: malformed message from " + peer + " (a part of " + std::to_string(n) +
                          " bytes where " + std::to_string(h.total - at) + " remain)");
@@ -180,7 +252,7 @@ inline void complete_message(MPI_Comm comm, int source, std::vector<std::byte>& 
 
 // Receives the first part of the next message from `source` (MPI_ANY_SOURCE
 // allowed) if one is there: returns its sender, or -1 when none is.
-inline int try_receive_head(MPI_Comm comm, int source, std::vector<std::byte>& buf) {
+inline int try_receive_head(MPI_Comm comm, int source, Bytes& buf) {
   int flag = 0;
   MPI_Message m;
   MPI_Status st;

@@ -53,7 +53,16 @@ struct Hello {
 
 // An encoded task waiting for a serving rank.
 struct OutTask {
-  std::vector<std::byte> msg;  // sealed message; its id is set when dispatched
+  // The sealed message (its id is set when dispatched); or, when `pieces`
+  // is not empty, its header and TaskRef followed by the small parts the
+  // pieces refer to.
+  std::vector<std::byte> msg;
+  // A gathered message: its pieces in order, the first being msg's header
+  // and TaskRef; the others refer to msg or to the caller's own data.
+  std::vector<std::span<const std::byte>> pieces;
+  // For gathered messages: sends of the same call still reading the
+  // caller's data (the call waits until it is 0 before returning).
+  std::shared_ptr<std::atomic<std::size_t>> borrowing;
   std::shared_ptr<TaskSink> sink;
   std::size_t chunk = 0;
   std::uint64_t count = 1;
@@ -160,13 +169,19 @@ class Client final : public WaitHelper {
     guarded_locked([&] {
       for (int r = 0; r < size_; ++r) {
         if (r == root_) continue;
-        Send s{buf, {}};
+        Send s{buf, {}, nullptr};
         isend_message(comm_, r, *buf, s.requests);
         sends_.push_back(std::move(s));
       }
     });
     if (broken_) std::rethrow_exception(broken_);
     cv_.notify_all();
+  }
+
+  // Whether an MPI or protocol failure broke the pool. Non-blocking.
+  bool broken() const {
+    std::lock_guard lock(mutex_);
+    return broken_ != nullptr;
   }
 
   // Tasks queued but not yet handed to a serving rank.
@@ -280,6 +295,11 @@ class Client final : public WaitHelper {
   struct Send {
     std::shared_ptr<const std::vector<std::byte>> buf;
     std::vector<MPI_Request> requests;
+    std::shared_ptr<std::atomic<std::size_t>> borrowing;  // decremented when done
+    void done() noexcept {
+      if (borrowing) borrowing->fetch_sub(1, std::memory_order_acq_rel);
+      borrowing.reset();
+    }
   };
 
   void check_accepting_locked() const {
@@ -342,6 +362,7 @@ class Client final : public WaitHelper {
         check(MPI_Testall(static_cast<int>(it->requests.size()), it->requests.data(), &done, MPI_STATUSES_IGNORE),
               "MPI_Testall");
         if (done) {
+          it->done();
           it = sends_.erase(it);
           did = true;
         } else {
@@ -395,7 +416,7 @@ class Client final : public WaitHelper {
         throw ProcessError("mproc::mpi::Pool: " + peer + " sent an unexpected message (kind " +
                            std::to_string(h.kind) + ")");
     }
-    if (in_.capacity() > (std::size_t{16} << 20)) std::vector<std::byte>().swap(in_);
+    in_.trim(std::size_t{64} << 20);
   }
 
   // Hands queued tasks to ranks with a free credit. Returns whether it sent any.
@@ -410,13 +431,22 @@ class Client final : public WaitHelper {
       const int rank = credits_.front();
       const std::uint64_t id = ++next_task_;
       set_message_id(t.msg, id);
-      auto buf = std::make_shared<const std::vector<std::byte>>(std::move(t.msg));
-      Send s{std::move(buf), {}};
-      isend_message(comm_, rank, *s.buf, s.requests);
+      Send s{std::make_shared<const std::vector<std::byte>>(std::move(t.msg)), {}, nullptr};
+      if (t.pieces.empty()) {
+        isend_message(comm_, rank, *s.buf, s.requests);
+      } else {
+        s.requests.push_back(isend_gathered(comm_, rank, t.pieces));
+        s.borrowing = std::move(t.borrowing);
+        s.borrowing->fetch_add(1, std::memory_order_acq_rel);
+      }
       int done = 0;
       check(MPI_Testall(static_cast<int>(s.requests.size()), s.requests.data(), &done, MPI_STATUSES_IGNORE),
             "MPI_Testall");
-      if (!done) sends_.push_back(std::move(s));
+      if (done) {
+        s.done();
+      } else {
+        sends_.push_back(std::move(s));
+      }
       credits_.pop_front();
       slots_[static_cast<std::size_t>(rank)].in_flight.push_back({id, t.sink, t.chunk, t.count});
       if (t.sink) t.sink->dispatched();
@@ -481,7 +511,7 @@ class Client final : public WaitHelper {
           }());
           for (int r = 0; r < size_; ++r) {
             if (r == root_) continue;
-            Send s{stop_msg_, {}};
+            Send s{stop_msg_, {}, nullptr};
             isend_message(comm_, r, *stop_msg_, s.requests);
             sends_.push_back(std::move(s));
           }
@@ -553,7 +583,7 @@ class Client final : public WaitHelper {
   std::vector<Slot> slots_;  // by rank (the root's is unused)
   std::deque<int> credits_;  // a rank once per task it may still take
   std::deque<Send> sends_;
-  std::vector<std::byte> in_;
+  Bytes in_;
   std::shared_ptr<const std::vector<std::byte>> stop_msg_;
   std::uint64_t next_task_ = 0;
   int byes_ = 0;

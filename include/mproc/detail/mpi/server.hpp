@@ -111,7 +111,7 @@ inline std::uint64_t next_shared_id() {
 // Runs one task message `in` (complete, checked header), leaving the
 // result message in `out`. Never throws: a failure to decode or resolve the
 // task fails each of its calls with that error.
-inline void run_task_message(const std::vector<std::byte>& in, std::vector<std::byte>& out, int rank) noexcept {
+inline void run_task_message(std::span<const std::byte> in, std::vector<std::byte>& out, int rank) noexcept {
   const MsgHeader h = header_of(in);
   std::uint64_t count = 0;
   try {
@@ -123,7 +123,7 @@ inline void run_task_message(const std::vector<std::byte>& in, std::vector<std::
     count = ref.count;
     const Trampoline run = resolve_trampoline(ref.trampoline, ref.check);
     const std::uintptr_t fn = resolve_function(ref.fn);
-    Reader args(std::span<const std::byte>(in).subspan(sizeof(MsgHeader) + sizeof(TaskRef)));
+    Reader args(in.subspan(sizeof(MsgHeader) + sizeof(TaskRef)));
     run(fn, args, count, out);
   } catch (...) {
     try {
@@ -145,7 +145,7 @@ inline void serve(MPI_Comm comm, int client) {
   int rank = 0;
   check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
   const std::string peer = "the client (" + rank_name(client) + ")";
-  std::vector<std::byte> in;
+  Bytes in;
   std::vector<std::byte> out;
   std::uint64_t first_shared = 0;
   std::uint64_t last_shared = 0;
@@ -218,7 +218,7 @@ inline void serve(MPI_Comm comm, int client) {
       default:
         throw ProcessError("mproc::mpi: an unexpected message from " + peer + " (kind " + std::to_string(h.kind) + ")");
     }
-    if (in.capacity() > (std::size_t{16} << 20)) std::vector<std::byte>().swap(in);
+    in.trim(std::size_t{256} << 20);
   }
 }
 
