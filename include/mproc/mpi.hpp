@@ -155,6 +155,18 @@ void write_input(Writer& w, const In& in) {
   }
 }
 
+// Whether the encoding of consecutive inputs from `It` as Arg is their
+// memory itself: contiguous inputs of a type copied bitwise (int, double,
+// trivially copyable structs), written back to back without padding.
+template <class Arg, class It>
+constexpr bool contiguous_bitwise_inputs() {
+  if constexpr (std::contiguous_iterator<It>) {
+    return std::is_same_v<std::iter_value_t<It>, Arg> && mproc::detail::bitwise<Arg>;
+  } else {
+    return false;
+  }
+}
+
 // The next `n` inputs from `it` as one task, referring to the inputs' large
 // contiguous blocks in place instead of copying them (a gathered message),
 // when `it` yields lvalues, the task has such blocks and fits in one MPI
@@ -174,6 +186,20 @@ OutTask encode_chunk_in_place(const CodeRef& fn, It& it, std::size_t n, std::sha
   t.msg.insert(t.msg.end(), p, p + sizeof ref);
   const std::size_t head = t.msg.size();
   std::size_t total = head;
+  if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
+    // The calls' arguments are the inputs' own bytes, one after the other.
+    const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
+    it += static_cast<std::iter_difference_t<It>>(n);
+    total += bytes.size();
+    if (total <= max_message_bytes()) {
+      t.pieces = {std::span<const std::byte>(t.msg.data(), head), bytes};
+      t.borrowing = borrowing;
+    } else {
+      t.msg.insert(t.msg.end(), bytes.begin(), bytes.end());
+    }
+    std::memcpy(t.msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
+    return t;
+  }
   std::vector<std::byte> flat;
   {
     Writer w(Writer::gather, t.msg);  // (refers to t.msg until its end)
@@ -203,6 +229,12 @@ OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<T
   t.count = n;
   t.sink = std::move(sink);
   t.chunk = chunk;
+  if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
+    const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
+    it += static_cast<std::iter_difference_t<It>>(n);
+    t.msg = encode_task<F, Arg, Star>(fn, n, bytes.size(), [&](Writer& w) { w.write_bytes(bytes.data(), bytes.size()); });
+    return t;
+  }
   std::size_t size = 0;
   if constexpr (std::forward_iterator<It>) {
     Writer counter(Writer::count_only);

@@ -147,7 +147,7 @@ class Client final : public WaitHelper {
     check_accepting_locked();
     queue_.push_back(std::move(task));
     guarded_locked([&] { dispatch_locked(); });
-    cv_.notify_all();
+    wake_locked();
   }
   void submit(std::vector<OutTask>& tasks) {
     if (tasks.empty()) return;
@@ -156,7 +156,7 @@ class Client final : public WaitHelper {
     for (auto& t : tasks) queue_.push_back(std::move(t));
     tasks.clear();
     guarded_locked([&] { dispatch_locked(); });
-    cv_.notify_all();
+    wake_locked();
   }
 
   // Sends `msg` (a sealed broadcast message) to every serving rank now,
@@ -175,7 +175,7 @@ class Client final : public WaitHelper {
       }
     });
     if (broken_) std::rethrow_exception(broken_);
-    cv_.notify_all();
+    wake_locked();
   }
 
   // Whether an MPI or protocol failure broke the pool. Non-blocking.
@@ -203,12 +203,7 @@ class Client final : public WaitHelper {
   class Driver {
    public:
     explicit Driver(Client& c) noexcept : c_(c) { c_.drivers_.fetch_add(1, std::memory_order_acq_rel); }
-    ~Driver() {
-      if (c_.drivers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard lock(c_.mutex_);
-        c_.cv_.notify_all();
-      }
-    }
+    ~Driver() { c_.drivers_.fetch_sub(1, std::memory_order_acq_rel); }
     Driver(const Driver&) = delete;
     Driver& operator=(const Driver&) = delete;
 
@@ -238,11 +233,15 @@ class Client final : public WaitHelper {
   bool help_while_waiting() override {
     Driver driving(*this);
     const auto until = Clock::now() + std::chrono::microseconds(200);
-    do {
+    for (unsigned n = 1;; ++n) {
       if (poll()) return true;
-      ::sched_yield();
-    } while (Clock::now() < until);
-    return false;
+      if (Clock::now() >= until) return false;
+      if (n % 16 == 0) {
+        ::sched_yield();  // let a rank that shares this core run
+      } else {
+        cpu_relax();
+      }
+    }
   }
 
   // No more tasks. Non-blocking.
@@ -354,6 +353,7 @@ class Client final : public WaitHelper {
 
   bool poll_locked() {
     if (joined_) return false;  // the communicator is gone
+    last_poll_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     bool did = false;
     guarded_locked([&] {
       // Sends that completed free their buffers.
@@ -395,7 +395,9 @@ class Client final : public WaitHelper {
                              ", which it was not running");
         InFlight f = std::move(slot.in_flight.front());
         slot.in_flight.pop_front();
-        if (!stopping_) credits_.push_back(from);
+        // The rank that just finished takes the next task first: a lone
+        // caller's tasks stay on one warm rank, the others can idle.
+        if (!stopping_) credits_.push_front(from);
         if (f.sink) {
           try {
             Reader r(std::span<const std::byte>(in_).subspan(sizeof(MsgHeader)));
@@ -543,14 +545,42 @@ class Client final : public WaitHelper {
     std::abort();
   }
 
+  // Drives the pool while work is outstanding and no other thread has
+  // polled for kStandBy (a thread that submits and then waits drives it
+  // itself: the progress thread stays out of its way). Sleeps on the
+  // condition variable while there is no work.
+  //
+  // Submitting tasks wakes it only when it sleeps for want of work; after
+  // its last piece of work it stays in timed waits for a while, so a program
+  // that submits again and again does not wake it each time.
   void progress_thread() {
+    static constexpr auto kStandBy = std::chrono::microseconds(100);
+    static constexpr auto kLinger = std::chrono::milliseconds(2);
     Backoff backoff;
     std::unique_lock lock(mutex_);
+    auto last_work = Clock::now();
     for (;;) {
-      cv_.wait(lock, [&] {
-        return stop_thread_ || (drivers_.load(std::memory_order_acquire) == 0 && has_work_locked());
-      });
       if (stop_thread_) return;
+      if (!has_work_locked()) {
+        if (Clock::now() - last_work < kLinger) {
+          cv_.wait_for(lock, kLinger / 4);
+        } else {
+          idle_ = true;
+          cv_.wait(lock, [&] { return stop_thread_ || has_work_locked(); });
+          idle_ = false;
+        }
+        continue;
+      }
+      last_work = Clock::now();
+      const auto since = Clock::now() - Clock::time_point(Clock::duration(last_poll_.load(std::memory_order_relaxed)));
+      if (drivers_.load(std::memory_order_acquire) != 0) {
+        cv_.wait_for(lock, kLinger / 2);  // another thread drives: look again later
+        continue;
+      }
+      if (since < kStandBy) {
+        cv_.wait_for(lock, kStandBy - since);
+        continue;
+      }
       const bool did = poll_locked();
       lock.unlock();
       if (did) {
@@ -560,6 +590,11 @@ class Client final : public WaitHelper {
       }
       lock.lock();
     }
+  }
+
+  // Wakes the progress thread if it sleeps for want of work.
+  void wake_locked() {
+    if (idle_) cv_.notify_all();
   }
 
   void stop_thread() {
@@ -579,6 +614,7 @@ class Client final : public WaitHelper {
   mutable std::mutex mutex_;  // everything below, and every MPI call on comm_
   std::condition_variable cv_;
   std::atomic<int> drivers_{0};
+  std::atomic<Clock::rep> last_poll_{0};  // when a thread last polled (steady clock ticks)
   std::deque<OutTask> queue_;
   std::vector<Slot> slots_;  // by rank (the root's is unused)
   std::deque<int> credits_;  // a rank once per task it may still take
@@ -592,6 +628,7 @@ class Client final : public WaitHelper {
   bool stopping_ = false;
   bool joined_ = false;
   bool stop_thread_ = false;
+  bool idle_ = false;  // the progress thread waits for work without a timeout
   std::exception_ptr broken_;
   std::thread thread_;
 };

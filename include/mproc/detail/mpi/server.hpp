@@ -114,8 +114,16 @@ inline std::uint64_t next_shared_id() {
 inline void run_task_message(std::span<const std::byte> in, std::vector<std::byte>& out, int rank) noexcept {
   const MsgHeader h = header_of(in);
   std::uint64_t count = 0;
+  // `out` keeps its memory from task to task (no fresh pages for each result).
+  auto start_result = [&] {
+    MsgHeader r;
+    r.kind = static_cast<std::uint16_t>(Kind::result);
+    r.id = h.id;
+    out.resize(sizeof r);
+    std::memcpy(out.data(), &r, sizeof r);
+  };
   try {
-    out = new_message(Kind::result, h.id);
+    start_result();
     if (in.size() < sizeof(MsgHeader) + sizeof(TaskRef))
       throw ProcessError("mproc::mpi: malformed task (" + std::to_string(in.size()) + " bytes)");
     TaskRef ref;
@@ -129,10 +137,11 @@ inline void run_task_message(std::span<const std::byte> in, std::vector<std::byt
     try {
       ExceptionInfo info = describe_current_exception();
       info.message = "on serving " + rank_name(rank) + ": " + info.message;
-      out = new_message(Kind::result, h.id);
+      start_result();
       write_task_failed(out, std::min<std::uint64_t>(count, 1u << 20), info);
     } catch (...) {
-      out = new_message(Kind::result, h.id);  // the client reports malformed results
+      std::vector<std::byte>().swap(out);
+      start_result();  // (a header fits in the memory just freed) the client reports malformed results
     }
   }
   seal_message(out);
@@ -184,7 +193,7 @@ inline void serve(MPI_Comm comm, int client) {
         if (!greeted) throw ProcessError("mproc::mpi: a task from " + peer + " before its greeting");
         run_task_message(in, out, rank);
         send_message(comm, client, out);
-        if (out.capacity() > (std::size_t{16} << 20)) std::vector<std::byte>().swap(out);
+        if (out.capacity() > (std::size_t{64} << 20)) std::vector<std::byte>().swap(out);
         break;
       case Kind::broadcast: {
         BroadcastRef ref;
