@@ -656,7 +656,7 @@ class Pool {
   // client, ahead of every task submitted later) and returns its handle;
   // pass the handle as a task argument (Shared<T> const& parameter) to use
   // the rank's copy. The copies live until the pool is joined. Blocks only
-  // to encode `value`. Throws ProcessError if the pool is closed.
+  // to encode `value`. Thread-safe. Throws ProcessError if the pool is closed.
   template <class T>
   Shared<std::remove_cvref_t<T>> broadcast(T&& value) {
     using U = std::remove_cvref_t<T>;
@@ -681,10 +681,13 @@ class Pool {
       w.write(*ptr);
     }
     detail::seal_message(msg);
-    c.broadcast(std::move(msg));
     detail::SharedStore::instance().put(id, type_fingerprint<U>(), ptr);
-    if (first_shared_ == 0) first_shared_ = id;
-    last_shared_ = id;
+    try {
+      c.broadcast(id, std::move(msg));
+    } catch (...) {
+      detail::SharedStore::instance().erase(id);
+      throw;
+    }
     return Shared<U>(id, std::move(ptr));
   }
 
@@ -717,7 +720,7 @@ class Pool {
     client_->join();
     if (!joined_) {
       joined_ = true;
-      if (first_shared_ != 0) detail::SharedStore::instance().erase_range(first_shared_, last_shared_);
+      for (const std::uint64_t id : client_->shared_ids()) detail::SharedStore::instance().erase(id);
       detail::open_clients().fetch_sub(1);
     }
   }
@@ -848,8 +851,6 @@ class Pool {
   int rank_ = 0;
   int root_ = 0;
   bool joined_ = false;
-  std::uint64_t first_shared_ = 0;
-  std::uint64_t last_shared_ = 0;
 };
 
 }  // namespace mproc::mpi

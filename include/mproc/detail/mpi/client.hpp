@@ -159,12 +159,13 @@ class Client final : public WaitHelper {
     wake_locked();
   }
 
-  // Sends `msg` (a sealed broadcast message) to every serving rank now,
-  // ahead of any task submitted later. Throws ProcessError if the pool is
-  // closed or broken.
-  void broadcast(std::vector<std::byte> msg) {
+  // Sends `msg` (a sealed broadcast message of handle `id`) to every serving
+  // rank now, ahead of any task submitted later. Throws ProcessError if the
+  // pool is closed or broken.
+  void broadcast(std::uint64_t id, std::vector<std::byte> msg) {
     std::lock_guard lock(mutex_);
     check_accepting_locked();
+    shared_ids_.push_back(id);
     auto buf = std::make_shared<const std::vector<std::byte>>(std::move(msg));
     guarded_locked([&] {
       for (int r = 0; r < size_; ++r) {
@@ -176,6 +177,13 @@ class Client final : public WaitHelper {
     });
     if (broken_) std::rethrow_exception(broken_);
     wake_locked();
+  }
+
+  // The ids of the handles broadcast so far (the client's SharedStore
+  // entries to drop when the pool is joined).
+  std::vector<std::uint64_t> shared_ids() const {
+    std::lock_guard lock(mutex_);
+    return shared_ids_;
   }
 
   // Whether an MPI or protocol failure broke the pool. Non-blocking.
@@ -621,6 +629,7 @@ class Client final : public WaitHelper {
   std::deque<Send> sends_;
   Bytes in_;
   std::shared_ptr<const std::vector<std::byte>> stop_msg_;
+  std::vector<std::uint64_t> shared_ids_;
   std::uint64_t next_task_ = 0;
   int byes_ = 0;
   bool closed_ = false;

@@ -85,6 +85,10 @@ class SharedStore {
     if (!it->second.value) throw ProcessError(what + ": the value could not be decoded here: " + it->second.error);
     return it->second.value;
   }
+  void erase(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    values_.erase(id);
+  }
   // Forgets the values of handles in [first, last].
   void erase_range(std::uint64_t first, std::uint64_t last) {
     std::lock_guard lock(mutex_);
