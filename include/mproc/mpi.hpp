@@ -191,7 +191,8 @@ OutTask encode_chunk_in_place(const CodeRef& fn, It& it, std::size_t n, std::sha
     const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
     it += static_cast<std::iter_difference_t<It>>(n);
     total += bytes.size();
-    if (total <= max_message_bytes()) {
+    // Small: one copy costs less than describing the pieces to MPI.
+    if (bytes.size() >= default_gather_threshold && total <= max_message_bytes()) {
       t.pieces = {std::span<const std::byte>(t.msg.data(), head), bytes};
       t.borrowing = borrowing;
     } else {
