@@ -133,8 +133,23 @@ inline void run_task_message(std::span<const std::byte> in, std::vector<std::byt
     TaskRef ref;
     std::memcpy(&ref, in.data() + sizeof(MsgHeader), sizeof ref);
     count = ref.count;
-    const Trampoline run = resolve_trampoline(ref.trampoline, ref.check);
-    const std::uintptr_t fn = resolve_function(ref.fn);
+    // The last resolution is remembered: a rank usually runs one function
+    // many times. (An entry is only ever one that was fully checked.)
+    static thread_local TaskRef last_ref{};
+    static thread_local Trampoline last_run = nullptr;
+    static thread_local std::uintptr_t last_fn = 0;
+    Trampoline run = nullptr;
+    std::uintptr_t fn = 0;
+    if (last_run != nullptr && std::memcmp(&ref, &last_ref, offsetof(TaskRef, count)) == 0) {
+      run = last_run;
+      fn = last_fn;
+    } else {
+      run = resolve_trampoline(ref.trampoline, ref.check);
+      fn = resolve_function(ref.fn);
+      last_ref = ref;
+      last_run = run;
+      last_fn = fn;
+    }
     Reader args(in.subspan(sizeof(MsgHeader) + sizeof(TaskRef)));
     run(fn, args, count, out);
   } catch (...) {
