@@ -219,6 +219,30 @@ TEST_CASE("mpi::Pool: a broadcast handle is unknown to a later pool: a clear Rem
                          MessageContains("is unknown on this rank"));
 }
 
+TEST_CASE("mpi::Pool: map sends large inputs from the caller's vectors, of every size around the first part's", "[mpi]") {
+  mp::mpi::Pool pool(opts());
+  if (!pool) return;
+  // Sizes around the gather threshold (16 KiB), the first part (64 KiB) and large.
+  std::vector<std::vector<double>> sets;
+  for (std::size_t n : {std::size_t{100}, std::size_t{2047}, std::size_t{2048}, std::size_t{5000},
+                        std::size_t{8180}, std::size_t{8192}, std::size_t{8200}, std::size_t{200000}}) {
+    std::vector<double> v(n);
+    std::iota(v.begin(), v.end(), 1.0);
+    sets.push_back(std::move(v));
+  }
+  for (std::size_t chunksize : {std::size_t{1}, std::size_t{3}}) {
+    const auto sums = pool.map(sum_view, sets, chunksize);
+    for (std::size_t i = 0; i < sets.size(); ++i) {
+      const double n = static_cast<double>(sets[i].size());
+      REQUIRE(sums[i] == n * (n + 1) / 2);
+    }
+  }
+  std::vector<std::tuple<std::vector<double>, double>> pairs;
+  for (const auto& v : sets) pairs.emplace_back(v, 2.0);
+  const auto scaled_sets = pool.starmap(scaled, pairs, 2);
+  for (std::size_t i = 0; i < sets.size(); ++i) REQUIRE(scaled_sets[i].back() == 2.0 * sets[i].back());
+}
+
 TEST_CASE("mpi::Pool: messages larger than one MPI message travel in parts", "[mpi]") {
   const std::size_t saved = mp::detail::mpi::max_message_bytes();
   mp::detail::mpi::max_message_bytes() = 4096;  // on every rank, before the pool exists

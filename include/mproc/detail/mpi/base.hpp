@@ -7,11 +7,13 @@
 // travel in parts), and the idle backoff of polling loops.
 //
 // Every message of a pool's protocol is [MsgHeader][body] on the pool's own
-// duplicated communicator, tag kTagMsg; when the whole message is larger than
-// max_message_bytes(), its first max_message_bytes() bytes go in that message
-// and the rest follows in kTagPart messages from the same sender. MPI keeps
-// the order of messages between one pair of ranks on one communicator, so a
-// message's parts follow it and a rank's tasks arrive in the order sent.
+// duplicated communicator. Its first kHeadBytes bytes at most travel as one
+// MPI message with tag kTagMsg, which the receiver has posted a receive for
+// in advance (Inbox: no probe, no intermediate copy); the rest, if any,
+// follows in kTagPart messages of at most max_message_bytes() each. MPI
+// keeps the order of messages between one pair of ranks on one
+// communicator, so a message's parts follow it and a rank's tasks arrive in
+// the order sent.
 #pragma once
 
 #include <algorithm>
@@ -97,6 +99,10 @@ inline std::size_t& max_message_bytes() noexcept {
   return bytes;
 }
 
+// The first part of every message is at most this large: the receive the
+// receiver posts in advance has room for it.
+inline constexpr std::size_t kHeadBytes = std::size_t{64} << 10;
+
 // A message being built: header first, then the body appended.
 inline std::vector<std::byte> new_message(Kind kind, std::uint64_t id, std::size_t body_hint = 0) {
   std::vector<std::byte> msg;
@@ -170,7 +176,7 @@ inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> ms
   std::size_t at = 0;
   int tag = kTagMsg;
   do {
-    const std::size_t n = std::min(part, msg.size() - at);
+    const std::size_t n = std::min(tag == kTagMsg ? kHeadBytes : part, msg.size() - at);
     MPI_Request r = MPI_REQUEST_NULL;
     check(MPI_Isend(msg.data() + at, static_cast<int>(n), MPI_BYTE, dest, tag, comm, &r), "MPI_Isend");
     requests.push_back(r);
@@ -183,28 +189,38 @@ inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> ms
 // max_message_bytes()) to `dest` without copying them: an MPI datatype lists
 // their addresses. They must stay alive and unchanged until the request
 // completes.
-inline MPI_Request isend_gathered(MPI_Comm comm, int dest, std::span<const std::span<const std::byte>> pieces) {
-  std::vector<int> lengths;
-  std::vector<MPI_Aint> displacements;
-  lengths.reserve(pieces.size());
-  displacements.reserve(pieces.size());
+inline void isend_gathered(MPI_Comm comm, int dest, std::span<const std::span<const std::byte>> pieces,
+                           std::vector<MPI_Request>& requests) {
+  // The first kHeadBytes go as the message, the rest as one part.
+  std::vector<int> lengths[2];
+  std::vector<MPI_Aint> displacements[2];
+  std::size_t at = 0;
   for (const auto& p : pieces) {
-    if (p.empty()) continue;
-    MPI_Aint at = 0;
-    check(MPI_Get_address(p.data(), &at), "MPI_Get_address");
-    lengths.push_back(static_cast<int>(p.size()));
-    displacements.push_back(at);
+    std::size_t done = 0;
+    while (done < p.size()) {
+      const int which = at < kHeadBytes ? 0 : 1;
+      const std::size_t n = which == 0 ? std::min(p.size() - done, kHeadBytes - at) : p.size() - done;
+      MPI_Aint address = 0;
+      check(MPI_Get_address(p.data() + done, &address), "MPI_Get_address");
+      lengths[which].push_back(static_cast<int>(n));
+      displacements[which].push_back(address);
+      done += n;
+      at += n;
+    }
   }
-  MPI_Datatype type = MPI_DATATYPE_NULL;
-  check(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(), displacements.data(), MPI_BYTE,
-                                 &type),
-        "MPI_Type_create_hindexed");
-  check(MPI_Type_commit(&type), "MPI_Type_commit");
-  MPI_Request r = MPI_REQUEST_NULL;
-  const int rc = MPI_Isend(MPI_BOTTOM, 1, type, dest, kTagMsg, comm, &r);
-  MPI_Type_free(&type);  // the pending send keeps what it needs
-  check(rc, "MPI_Isend");
-  return r;
+  for (int which = 0; which < 2; ++which) {
+    if (lengths[which].empty()) continue;
+    MPI_Datatype type = MPI_DATATYPE_NULL;
+    check(MPI_Type_create_hindexed(static_cast<int>(lengths[which].size()), lengths[which].data(),
+                                   displacements[which].data(), MPI_BYTE, &type),
+          "MPI_Type_create_hindexed");
+    check(MPI_Type_commit(&type), "MPI_Type_commit");
+    MPI_Request r = MPI_REQUEST_NULL;
+    const int rc = MPI_Isend(MPI_BOTTOM, 1, type, dest, which == 0 ? kTagMsg : kTagPart, comm, &r);
+    MPI_Type_free(&type);  // the pending send keeps what it needs
+    check(rc, "MPI_Isend");
+    requests.push_back(r);
+  }
 }
 
 // Sends `msg` (sealed) to `dest` and waits until its buffer is free.
@@ -214,22 +230,45 @@ inline void send_message(MPI_Comm comm, int dest, std::span<const std::byte> msg
   check(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
 }
 
+// Checks the header of a complete message: throws ProcessError naming
+// `peer` unless it is an mproc::mpi message of this protocol version whose
+// declared size is its size.
+template <class Peer>
+void check_header(std::span<const std::byte> msg, Peer&& peer_name) {
+  const auto peer = [&] { return std::string(peer_name()); };
+  if (msg.size() < sizeof(MsgHeader))
+    throw ProcessError("mproc::mpi: malformed message from " + peer() + " (" + std::to_string(msg.size()) +
+                       " bytes, shorter than a header)");
+  MsgHeader h;
+  std::memcpy(&h, msg.data(), sizeof h);
+  if (h.magic != kMsgMagic)
+    throw ProcessError("mproc::mpi: malformed message from " + peer() + " (bad magic: not an mproc::mpi message)");
+  if (h.version != kProtocolVersion)
+    throw ProcessError("mproc::mpi: " + peer() + " speaks protocol version " + std::to_string(h.version) +
+                       ", this rank version " + std::to_string(kProtocolVersion) + " (different mproc builds)");
+  if (h.total != msg.size())
+    throw ProcessError("mproc::mpi: malformed message from " + peer() + " (declared size " + std::to_string(h.total) +
+                       " for " + std::to_string(msg.size()) + " bytes)");
+}
+
 // Receives the rest of a message whose first part (with its header) was
 // just received from `source` into `buf`. The header is untrusted: a bad
 // magic, version or size throws ProcessError naming `peer`.
-inline void complete_message(MPI_Comm comm, int source, Bytes& buf, const std::string& peer) {
+template <class Peer>
+void complete_message(MPI_Comm comm, int source, Bytes& buf, Peer&& peer_name) {
+  const auto peer = [&] { return std::string(peer_name()); };
   if (buf.size() < sizeof(MsgHeader))
-    throw ProcessError("mproc::mpi: malformed message from " + peer + " (" + std::to_string(buf.size()) +
+    throw ProcessError("mproc::mpi: malformed message from " + peer() + " (" + std::to_string(buf.size()) +
                        " bytes, shorter than a header)");
   MsgHeader h;
   std::memcpy(&h, buf.data(), sizeof h);
   if (h.magic != kMsgMagic)
-    throw ProcessError("mproc::mpi: malformed message from " + peer + " (bad magic: not an mproc::mpi message)");
+    throw ProcessError("mproc::mpi: malformed message from " + peer() + " (bad magic: not an mproc::mpi message)");
   if (h.version != kProtocolVersion)
-    throw ProcessError("mproc::mpi: " + peer + " speaks protocol version " + std::to_string(h.version) +
+    throw ProcessError("mproc::mpi: " + peer() + " speaks protocol version " + std::to_string(h.version) +
                        ", this rank version " + std::to_string(kProtocolVersion) + " (different mproc builds)");
   if (h.total < buf.size() || h.total > kMaxMessage)
-    throw ProcessError("mproc::mpi: malformed message from " + peer + " (declared size " + std::to_string(h.total) +
+    throw ProcessError("mproc::mpi: malformed message from " + peer() + " (declared size " + std::to_string(h.total) +
                        " for " + std::to_string(buf.size()) + " bytes received)");
   while (buf.size() < h.total) {
     MPI_Message m;
@@ -242,7 +281,7 @@ inline void complete_message(MPI_Comm comm, int source, Bytes& buf, const std::s
       // Take it off the wire before failing, so nothing stays queued.
       std::vector<std::byte> sink(static_cast<std::size_t>(std::max(n, 0)));  // NOLINT: rare
       MPI_Mrecv(sink.data(), n, MPI_BYTE, &m, MPI_STATUS_IGNORE);
-      throw ProcessError("mproc::mpi: malformed message from " + peer + " (a part of " + std::to_string(n) +
+      throw ProcessError("mproc::mpi: malformed message from " + peer() + " (a part of " + std::to_string(n) +
                          " bytes where " + std::to_string(h.total - at) + " remain)");
     }
     buf.resize(at + static_cast<std::size_t>(n));
@@ -250,20 +289,95 @@ inline void complete_message(MPI_Comm comm, int source, Bytes& buf, const std::s
   }
 }
 
-// Receives the first part of the next message from `source` (MPI_ANY_SOURCE
-// allowed) if one is there: returns its sender, or -1 when none is.
-inline int try_receive_head(MPI_Comm comm, int source, Bytes& buf) {
-  int flag = 0;
-  MPI_Message m;
-  MPI_Status st;
-  check(MPI_Improbe(source, kTagMsg, comm, &flag, &m, &st), "MPI_Improbe");
-  if (!flag) return -1;
-  int n = 0;
-  check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
-  buf.resize(static_cast<std::size_t>(std::max(n, 0)));
-  check(MPI_Mrecv(buf.data(), n, MPI_BYTE, &m, MPI_STATUS_IGNORE), "MPI_Mrecv");
-  return st.MPI_SOURCE;
-}
+// The receiving end of a pool's messages from `source` (a rank, or
+// MPI_ANY_SOURCE): a receive for the next message's first part is always
+// posted, into one of two buffers, so a message lands in place as it
+// arrives. take() hands out a view of the complete message, valid until the
+// next take(). Not thread-safe (the client calls it under its lock).
+class Inbox {
+ public:
+  Inbox(MPI_Comm comm, int source) : comm_(comm), source_(source) {
+    for (Bytes& b : heads_) b.resize(kHeadBytes);
+    post();
+  }
+  Inbox(const Inbox&) = delete;
+  Inbox& operator=(const Inbox&) = delete;
+  // Cancels the posted receive. Call before freeing the communicator.
+  ~Inbox() { cancel(); }
+
+  void cancel() noexcept {
+    if (request_ == MPI_REQUEST_NULL) return;
+    MPI_Cancel(&request_);
+    MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    request_ = MPI_REQUEST_NULL;
+  }
+
+  // If the next message has arrived: receives its remaining parts, checks
+  // its header (ProcessError naming the sender via `peer(rank)` when it is
+  // malformed), stores its sender in `from` and returns it. Otherwise
+  // returns an empty span. Non-blocking but for the parts of a message
+  // that has begun to arrive.
+  template <class Peer>
+  std::span<const std::byte> take(int& from, Peer&& peer) {
+    if (request_ == MPI_REQUEST_NULL) return {};
+    int done = 0;
+    MPI_Status st;
+    check(MPI_Test(&request_, &done, &st), "MPI_Test");
+    if (!done) return {};
+    from = st.MPI_SOURCE;
+    int n = 0;
+    check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
+    Bytes& head = heads_[current_];
+    current_ ^= 1;
+    post();  // the next message may arrive while this one is handled
+    head.resize(static_cast<std::size_t>(std::max(n, 0)));
+    std::span<const std::byte> msg = head;
+    if (head.size() >= sizeof(MsgHeader)) {
+      MsgHeader h;
+      std::memcpy(&h, head.data(), sizeof h);
+      if (h.magic == kMsgMagic && h.total > head.size()) {
+        // A large message: its parts follow.
+        big_.resize(head.size());
+        std::memcpy(big_.data(), head.data(), head.size());
+        complete_message(comm_, from, big_, [&] { return peer(from); });
+        msg = big_;
+      }
+    }
+    check_header(msg, [&] { return peer(from); });
+    return msg;
+  }
+
+  // As take(), waiting until a message arrives (polling with `backoff`).
+  template <class Peer, class Backoff>
+  std::span<const std::byte> wait(int& from, Peer&& peer, Backoff& backoff) {
+    for (;;) {
+      auto msg = take(from, peer);
+      if (!msg.empty()) {
+        backoff.reset();
+        return msg;
+      }
+      backoff.pause();
+    }
+  }
+
+  // Frees the memory of a large message when more than `keep` bytes are held.
+  void trim(std::size_t keep) noexcept { big_.trim(keep); }
+
+ private:
+  void post() {
+    heads_[current_].resize(kHeadBytes);  // within its capacity: no reallocation
+    check(MPI_Irecv(heads_[current_].data(), static_cast<int>(kHeadBytes), MPI_BYTE, source_, kTagMsg, comm_,
+                    &request_),
+          "MPI_Irecv");
+  }
+
+  MPI_Comm comm_;
+  int source_;
+  Bytes heads_[2];
+  int current_ = 0;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  Bytes big_;
+};
 
 // The header of a complete message (checked by complete_message).
 inline MsgHeader header_of(std::span<const std::byte> msg) noexcept {

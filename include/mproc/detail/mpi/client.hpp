@@ -102,6 +102,7 @@ class Client final : public WaitHelper {
     size_ = size;
     slots_.resize(static_cast<std::size_t>(size));
     for (int r = 0; r < size; ++r) slots_[static_cast<std::size_t>(r)].rank = r;
+    inbox_ = std::make_unique<Inbox>(comm_, MPI_ANY_SOURCE);
     std::string errors;
     try {
       errors = handshake();
@@ -379,27 +380,28 @@ class Client final : public WaitHelper {
       }
       // Results (at most a batch per round, so dispatch is not starved).
       for (int k = 0; k < 64; ++k) {
-        const int from = try_receive_head(comm_, MPI_ANY_SOURCE, in_);
-        if (from < 0) break;
+        int from = -1;
+        const auto msg = inbox_->take(from, peer_name);
+        if (msg.empty()) break;
         did = true;
-        handle_locked(from);
+        handle_locked(from, msg);
       }
       if (dispatch_locked()) did = true;
     });
     return did || !sends_.empty();
   }
 
-  void handle_locked(int from) {
+  static std::string peer_name(int rank) { return "serving " + rank_name(rank); }
+
+  void handle_locked(int from, std::span<const std::byte> msg) {
     if (from < 0 || from >= size_ || from == root_)
       throw ProcessError("mproc::mpi::Pool: a message from an unexpected rank " + std::to_string(from));
-    const std::string peer = "serving " + rank_name(from);
-    complete_message(comm_, from, in_, peer);
-    const MsgHeader h = header_of(in_);
+    const MsgHeader h = header_of(msg);
     Slot& slot = slots_[static_cast<std::size_t>(from)];
     switch (static_cast<Kind>(h.kind)) {
       case Kind::result: {
         if (slot.in_flight.empty() || slot.in_flight.front().id != h.id)
-          throw ProcessError("mproc::mpi::Pool: " + peer + " sent the result of task " + std::to_string(h.id) +
+          throw ProcessError("mproc::mpi::Pool: " + peer_name(from) + " sent the result of task " + std::to_string(h.id) +
                              ", which it was not running");
         InFlight f = std::move(slot.in_flight.front());
         slot.in_flight.pop_front();
@@ -408,7 +410,7 @@ class Client final : public WaitHelper {
         if (!stopping_) credits_.push_front(from);
         if (f.sink) {
           try {
-            Reader r(std::span<const std::byte>(in_).subspan(sizeof(MsgHeader)));
+            Reader r(msg.subspan(sizeof(MsgHeader)));
             f.sink->complete(f.chunk, r, f.count);
           } catch (...) {
             fail_sink(*f.sink, f.chunk, std::current_exception());
@@ -423,10 +425,10 @@ class Client final : public WaitHelper {
         }
         break;
       default:
-        throw ProcessError("mproc::mpi::Pool: " + peer + " sent an unexpected message (kind " +
+        throw ProcessError("mproc::mpi::Pool: " + peer_name(from) + " sent an unexpected message (kind " +
                            std::to_string(h.kind) + ")");
     }
-    in_.trim(std::size_t{64} << 20);
+    inbox_->trim(std::size_t{64} << 20);
   }
 
   // Hands queued tasks to ranks with a free credit. Returns whether it sent any.
@@ -441,11 +443,12 @@ class Client final : public WaitHelper {
       const int rank = credits_.front();
       const std::uint64_t id = ++next_task_;
       set_message_id(t.msg, id);
-      Send s{std::make_shared<const std::vector<std::byte>>(std::move(t.msg)), {}, nullptr};
+      // The send starts from t.msg's buffer, which moving the vector keeps.
+      Send s{nullptr, {}, nullptr};
       if (t.pieces.empty()) {
-        isend_message(comm_, rank, *s.buf, s.requests);
+        isend_message(comm_, rank, t.msg, s.requests);
       } else {
-        s.requests.push_back(isend_gathered(comm_, rank, t.pieces));
+        isend_gathered(comm_, rank, t.pieces, s.requests);
         s.borrowing = std::move(t.borrowing);
         s.borrowing->fetch_add(1, std::memory_order_acq_rel);
       }
@@ -455,6 +458,7 @@ class Client final : public WaitHelper {
       if (done) {
         s.done();
       } else {
+        s.buf = std::make_shared<const std::vector<std::byte>>(std::move(t.msg));
         sends_.push_back(std::move(s));
       }
       credits_.pop_front();
@@ -477,23 +481,17 @@ class Client final : public WaitHelper {
     for (int r = 0; r < size_; ++r)
       if (r != root_) isend_message(comm_, r, msg, requests);
     std::string errors;
+    Backoff backoff;
     for (int answered = 0; answered < servers();) {
-      MPI_Message m;
-      MPI_Status st;
-      check(MPI_Mprobe(MPI_ANY_SOURCE, kTagMsg, comm_, &m, &st), "MPI_Mprobe");
-      int n = 0;
-      check(MPI_Get_count(&st, MPI_BYTE, &n), "MPI_Get_count");
-      in_.resize(static_cast<std::size_t>(std::max(n, 0)));
-      check(MPI_Mrecv(in_.data(), n, MPI_BYTE, &m, MPI_STATUS_IGNORE), "MPI_Mrecv");
-      const std::string peer = "serving " + rank_name(st.MPI_SOURCE);
-      complete_message(comm_, st.MPI_SOURCE, in_, peer);
-      const MsgHeader h = header_of(in_);
+      int from = -1;
+      const auto answer = inbox_->wait(from, peer_name, backoff);
+      const MsgHeader h = header_of(answer);
       if (h.kind == static_cast<std::uint16_t>(Kind::hello_error)) {
         if (!errors.empty()) errors += "; ";
-        errors += rank_name(st.MPI_SOURCE) + ": " +
-                  std::string(reinterpret_cast<const char*>(in_.data()) + sizeof h, in_.size() - sizeof h);
+        errors += rank_name(from) + ": " +
+                  std::string(reinterpret_cast<const char*>(answer.data()) + sizeof h, answer.size() - sizeof h);
       } else if (h.kind != static_cast<std::uint16_t>(Kind::hello_ok)) {
-        throw ProcessError("mproc::mpi::Pool: " + peer + " answered the greeting with message kind " +
+        throw ProcessError("mproc::mpi::Pool: " + peer_name(from) + " answered the greeting with message kind " +
                            std::to_string(h.kind));
       }
       ++answered;
@@ -534,6 +532,7 @@ class Client final : public WaitHelper {
     });
     std::lock_guard lock(mutex_);
     if (broken_) abort_broken_locked();
+    inbox_->cancel();
     MPI_Comm_free(&comm_);
     joined_ = true;
   }
@@ -627,7 +626,7 @@ class Client final : public WaitHelper {
   std::vector<Slot> slots_;  // by rank (the root's is unused)
   std::deque<int> credits_;  // a rank once per task it may still take
   std::deque<Send> sends_;
-  Bytes in_;
+  std::unique_ptr<Inbox> inbox_;  // results and goodbyes from every serving rank
   std::shared_ptr<const std::vector<std::byte>> stop_msg_;
   std::vector<std::uint64_t> shared_ids_;
   std::uint64_t next_task_ = 0;

@@ -173,21 +173,18 @@ inline void serve(MPI_Comm comm, int client) {
   int rank = 0;
   check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
   const std::string peer = "the client (" + rank_name(client) + ")";
-  Bytes in;
+  auto peer_name = [&](int) { return peer; };
+  Inbox inbox(comm, client);
   std::vector<std::byte> out;
   std::uint64_t first_shared = 0;
   std::uint64_t last_shared = 0;
   Backoff backoff;
   bool greeted = false;
   for (;;) {
-    if (try_receive_head(comm, client, in) < 0) {
-      backoff.pause();
-      continue;
-    }
-    backoff.reset();
-    complete_message(comm, client, in, peer);
+    int from = -1;
+    const std::span<const std::byte> in = inbox.wait(from, peer_name, backoff);
     const MsgHeader h = header_of(in);
-    const auto body = std::span<const std::byte>(in).subspan(sizeof(MsgHeader));
+    const auto body = in.subspan(sizeof(MsgHeader));
     switch (static_cast<Kind>(h.kind)) {
       case Kind::hello: {
         Hello hello;
@@ -241,12 +238,13 @@ inline void serve(MPI_Comm comm, int client) {
         auto bye = new_message(Kind::bye, 0);
         seal_message(bye);
         send_message(comm, client, bye);
+        inbox.cancel();
         return;
       }
       default:
         throw ProcessError("mproc::mpi: an unexpected message from " + peer + " (kind " + std::to_string(h.kind) + ")");
     }
-    in.trim(std::size_t{256} << 20);
+    inbox.trim(std::size_t{256} << 20);
   }
 }
 
