@@ -483,7 +483,10 @@ class ImapResult : public mproc::detail::LazyResults<ImapResult<R>, R> {
           return outcome.has_value();
         },
         deadline);
-    if (!outcome) throw TimeoutError("mproc::mpi::Pool.imap: no result within the timeout");
+    if (!outcome) {
+      if (client_->joined()) throw ProcessError("mproc::mpi::Pool.imap: the pool was joined before this result came");
+      throw TimeoutError("mproc::mpi::Pool.imap: no result within the timeout");
+    }
     top_up();
     if (outcome->error) std::rethrow_exception(outcome->error);
     return std::move(outcome->value);

@@ -220,14 +220,18 @@ class Client final : public WaitHelper {
     Client& c_;
   };
 
-  // Drives the pool until pred() holds or `deadline` passes; returns pred().
+  // Whether join() has completed (nothing will arrive any more). Non-blocking.
+  bool joined() const noexcept { return joined_.load(std::memory_order_acquire); }
+
+  // Drives the pool until pred() holds, `deadline` passes or the pool is
+  // joined; returns pred().
   template <class Pred>
   bool drive_until(Pred&& pred, Clock::time_point deadline = Clock::time_point::max()) {
     Driver driving(*this);
     Backoff backoff;
     for (;;) {
       if (pred()) return true;
-      if (Clock::now() >= deadline) return pred();
+      if (Clock::now() >= deadline || joined()) return pred();
       if (poll()) {
         backoff.reset();
       } else {
@@ -634,7 +638,7 @@ class Client final : public WaitHelper {
   bool closed_ = false;
   bool terminated_ = false;
   bool stopping_ = false;
-  bool joined_ = false;
+  std::atomic<bool> joined_{false};  // written under mutex_
   bool stop_thread_ = false;
   bool idle_ = false;  // the progress thread waits for work without a timeout
   std::exception_ptr broken_;
