@@ -18,12 +18,15 @@ import subprocess
 import sys
 
 
+MPIEXEC_EXTRA = []
+
+
 def mpiexec(ranks, extra):
     cmd = ["mpiexec", "-n", str(ranks)]
     version = subprocess.run(["mpiexec", "--version"], capture_output=True, text=True).stdout
     if "Open MPI" in version or "OpenRTE" in version:
         cmd += ["--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-    return cmd + extra
+    return cmd + MPIEXEC_EXTRA + extra
 
 
 def run_json(cmd, env):
@@ -60,7 +63,13 @@ def main():
     parser.add_argument("--python", default="/usr/bin/python3", help="a python3 with mpi4py and numpy")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ranks", type=int, default=3)
+    parser.add_argument("--no-yield", action="store_true",
+                        help="Open MPI: --mca mpi_yield_when_idle 0 (MPI's waits spin instead of yielding the CPU "
+                             "at every poll, as on nodes with a core per rank; Open MPI yields by default when "
+                             "ranks outnumber cores)")
     args = parser.parse_args()
+    if args.no_yield:
+        MPIEXEC_EXTRA.extend(["--mca", "mpi_yield_when_idle", "0"])
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 
     ours, theirs = [], []
@@ -90,7 +99,9 @@ def main():
         ("article map, cold (first call)", med(ours, "MpiPool_Cold_Article"), med(theirs, "cold_article_s"), 1, "ms"),
     ]
     scale = {"us": 1e6, "ns": 1e9, "ms": 1e3}
-    print(f"\n{args.ranks} ranks (1 client + {args.ranks - 1} serving), medians of {args.runs} runs\n")
+    mode = "MPI waits spin (mpi_yield_when_idle 0)" if args.no_yield else "Open MPI's default"
+    print(f"\n{args.ranks} ranks (1 client + {args.ranks - 1} serving), {os.cpu_count()} cores, {mode}; "
+          f"medians of {args.runs} runs\n")
     print(f"{'workload':48} {'mproc::mpi':>12} {'mpi4py':>12} {'mpi4py / mproc':>15}")
     for name, a, b, div, u in rows:
         print(f"{name:48} {a / div * scale[u]:9.2f} {u:2} {b / div * scale[u]:9.2f} {u:2} {b / a:14.1f}x")
