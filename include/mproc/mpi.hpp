@@ -33,9 +33,12 @@
 // Failures: MPI without fault tolerance (ULFM) cannot survive the death of
 // a rank. If a serving rank dies, mpiexec aborts the whole job within
 // seconds with a non-zero exit code and its own message naming the rank;
-// nothing hangs. A malformed message (different builds on different ranks,
-// memory corruption) is a ProcessError on the client or, on a serving rank,
-// aborts the job with a message.
+// nothing hangs. Ranks running another build are refused when the pool is
+// created (ProcessError). A task naming code its rank does not have fails
+// with RemoteError. A malformed protocol message (corruption, another mproc
+// version) fails the client's pending calls with ProcessError and aborts
+// the job when the pool is joined; on a serving rank it aborts the job at
+// once, with a message.
 #pragma once
 
 #include <atomic>

@@ -315,13 +315,14 @@ TEST_CASE("mpi::Pool: misuse gives clear errors", "[mpi]") {
   REQUIRE(pool.apply(square, 3) == 9);
 }
 
-TEST_CASE("mpi::Pool: a task naming code this rank does not have is refused, never jumped to", "[mpi]") {
+TEST_CASE("mpi::Pool: a task naming code this rank does not have, or a corrupted count, is refused, never run", "[mpi]") {
   // No pool: the serving side's task runner, fed tampered messages.
   namespace d = mp::detail::mpi;
   const auto good = d::task_code_ref<int (*)(int), int, false>();
   const auto check = d::task_code<int (*)(int), int, false>.check;
-  auto run = [](std::vector<std::byte> msg, d::CodeRef tramp, std::uint64_t chk, d::CodeRef fn) {
-    d::TaskRef ref{tramp, chk, fn, 1};
+  auto run = [](std::vector<std::byte> msg, d::CodeRef tramp, std::uint64_t chk, d::CodeRef fn,
+                std::uint64_t count = 1) {
+    d::TaskRef ref{tramp, chk, fn, count};
     std::memcpy(msg.data() + sizeof(d::MsgHeader), &ref, sizeof ref);
     std::vector<std::byte> out;
     d::run_task_message(msg, out, 1);
@@ -355,6 +356,9 @@ TEST_CASE("mpi::Pool: a task naming code this rank does not have is refused, nev
   // An object this rank has not loaded (another build).
   REQUIRE_THAT(run(base, {good.object ^ 0x10, good.offset}, check, fn).second,
                mproc_test::Contains("that this rank has not loaded"));
+  // A call count the bytes cannot hold: refused, not looped over.
+  REQUIRE_THAT(run(base, good, check, fn, std::uint64_t{1} << 40).second,
+               mproc_test::Contains("malformed task (1099511627776 calls for 4 bytes"));
   // A function pointer outside the code.
   REQUIRE_THAT(run(base, good, check, {fn.object, std::uint64_t{1} << 46}).second,
                mproc_test::Contains("is outside the object"));

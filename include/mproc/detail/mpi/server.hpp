@@ -117,7 +117,7 @@ inline std::uint64_t next_shared_id() {
 // task fails each of its calls with that error.
 inline void run_task_message(std::span<const std::byte> in, std::vector<std::byte>& out, int rank) noexcept {
   const MsgHeader h = header_of(in);
-  std::uint64_t count = 0;
+  std::uint64_t count = 1;  // until the task's own count is known: one error item
   // `out` keeps its memory from task to task (no fresh pages for each result).
   auto start_result = [&] {
     MsgHeader r;
@@ -132,6 +132,13 @@ inline void run_task_message(std::span<const std::byte> in, std::vector<std::byt
       throw ProcessError("mproc::mpi: malformed task (" + std::to_string(in.size()) + " bytes)");
     TaskRef ref;
     std::memcpy(&ref, in.data() + sizeof(MsgHeader), sizeof ref);
+    // The count is untrusted: bounded by the bytes that came with it (with
+    // room for arguments that encode to nothing), so a corrupted count
+    // cannot make this rank report errors for ever.
+    const std::size_t arg_bytes = in.size() - sizeof(MsgHeader) - sizeof(TaskRef);
+    if (ref.count > arg_bytes + (std::uint64_t{1} << 16))
+      throw ProcessError("mproc::mpi: malformed task (" + std::to_string(ref.count) + " calls for " +
+                         std::to_string(arg_bytes) + " bytes of arguments)");
     count = ref.count;
     // The last resolution is remembered: a rank usually runs one function
     // many times. (An entry is only ever one that was fully checked.)
