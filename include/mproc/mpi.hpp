@@ -48,6 +48,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -256,6 +257,9 @@ OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<T
 // and checks the thread level. Throws ProcessError.
 void ensure_initialized();
 
+// Terminates and joins a pool left open in this process (see below).
+void shut_down_open_client() noexcept;
+
 }  // namespace detail
 
 // RAII MPI environment: MPI_Init_thread on construction, MPI_Finalize on
@@ -280,12 +284,16 @@ class Environment {
   Environment(const Environment&) = delete;
   Environment& operator=(const Environment&) = delete;
 
-  // MPI_Finalize if this object initialized MPI. Blocks (MPI_Finalize is collective).
+  // MPI_Finalize if this object initialized MPI (a pool still open on this
+  // client is terminated and joined first). Blocks (MPI_Finalize is collective).
   ~Environment() {
     alive() = false;
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (owner_ && !finalized) MPI_Finalize();
+    if (owner_ && !finalized) {
+      detail::shut_down_open_client();  // a pool still open would keep its serving ranks waiting
+      MPI_Finalize();
+    }
   }
 
   // Whether this object initialized MPI (and will finalize it).
@@ -348,11 +356,14 @@ inline void ensure_initialized() {
   if (!initialized) {
     int provided = 0;
     check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
-    // Nobody else will finalize it: do it when the program exits.
+    // Nobody else will finalize it: do it when the program exits (after
+    // stopping a pool left open, whose serving ranks would wait for ever).
     std::atexit([] {
       int done = 0;
       MPI_Finalized(&done);
-      if (!done) MPI_Finalize();
+      if (done) return;
+      shut_down_open_client();
+      MPI_Finalize();
     });
   }
   int level = MPI_THREAD_SINGLE;
@@ -367,11 +378,43 @@ inline void ensure_initialized() {
   }
 }
 
-// Pools whose client side is open in this process (at most one: serving
-// ranks serve one pool at a time).
-inline std::atomic<int>& open_clients() noexcept {
-  static std::atomic<int> n{0};
-  return n;
+// The pool whose client side is open in this process, if any (at most one:
+// serving ranks serve one pool at a time).
+struct OpenClient {
+  std::mutex mutex;
+  std::weak_ptr<Client> client;
+};
+inline OpenClient& open_client() {
+  static OpenClient* open = new OpenClient;  // never destroyed: used by exit handlers
+  return *open;
+}
+
+// Whether a pool's client side is open (not yet joined) in this process.
+inline bool client_open() {
+  OpenClient& o = open_client();
+  std::lock_guard lock(o.mutex);
+  const auto c = o.client.lock();
+  return c && !c->joined();
+}
+
+// Before MPI is finalized: a pool the program left open (it called exit()
+// with a pool alive, say) is terminated and joined, so that its serving ranks
+// reach MPI_Finalize too instead of serving for ever (MPI_Finalize waits for
+// every rank). Never throws.
+inline void shut_down_open_client() noexcept {
+  try {
+    std::shared_ptr<Client> c;
+    {
+      OpenClient& o = open_client();
+      std::lock_guard lock(o.mutex);
+      c = o.client.lock();
+    }
+    if (c && !c->joined()) {
+      c->terminate();
+      c->join();
+    }
+  } catch (...) {
+  }
 }
 
 }  // namespace detail
@@ -530,20 +573,17 @@ class Pool {
     if (root_ < 0 || root_ >= size)
       throw ProcessError("mproc::mpi::Pool: root " + std::to_string(root_) + " is not a rank of the communicator (size " +
                          std::to_string(size) + ")");
-    if (rank_ == root_ && detail::open_clients().load() > 0)
+    if (rank_ == root_ && detail::client_open())
       throw ProcessError("mproc::mpi::Pool: another pool is open in this process; serving ranks serve one pool at "
                          "a time: close() and join() it (or destroy it) before creating the next");
     MPI_Comm comm = MPI_COMM_NULL;
     detail::check(MPI_Comm_dup(options.comm_, &comm), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     if (rank_ == root_) {
-      detail::open_clients().fetch_add(1);
-      try {
-        client_ = std::make_shared<detail::Client>(comm, root_, options.prefetch_);
-      } catch (...) {
-        detail::open_clients().fetch_sub(1);
-        throw;
-      }
+      client_ = std::make_shared<detail::Client>(comm, root_, options.prefetch_);
+      detail::OpenClient& open = detail::open_client();
+      std::lock_guard lock(open.mutex);
+      open.client = client_;
       return;
     }
     try {
@@ -728,7 +768,6 @@ class Pool {
     if (!joined_) {
       joined_ = true;
       for (const std::uint64_t id : client_->shared_ids()) detail::SharedStore::instance().erase(id);
-      detail::open_clients().fetch_sub(1);
     }
   }
 
