@@ -1,0 +1,924 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// mproc::mpi — the same Pool over the ranks of an MPI job (Python:
+// mpi4py.futures). Optional: link the CMake target mproc::mpi (mproc +
+// MPI::MPI_CXX); the umbrella mproc.hpp never includes this header.
+//
+//   mp::mpi::Pool pool;                                    // every rank runs this line
+//   std::vector<double> means = pool.map(analyze_data, data_sets);   // only the client gets here
+//
+//   $ mpiexec -n 4 ./prog        # rank 0 is the client, ranks 1..3 serve its tasks
+//
+// Every rank runs the same binary. One rank (the root, 0 by default) is the
+// client: it runs the program's code and submits tasks. The constructor is
+// collective: on every other rank it serves tasks until the client closes the
+// pool, then ends the process (MPI_Finalize, exit 0) — so code after it runs
+// on the client only. With PoolOptions().servers_return(), serving ranks
+// return from the constructor instead, with an empty pool (`if (pool)` is
+// false), for programs that must go on on every rank (mpi4py's
+// MPICommExecutor).
+//
+// Tasks follow mproc::Pool's rules: the task function is a function pointer
+// or a captureless lambda, arguments and results cross through mproc's
+// serialization, a task's exception comes back as RemoteError, chunksize
+// defaults to Python's formula. Tasks are pulled dynamically (each serving
+// rank holds at most `prefetch` tasks; a result frees its rank's slot), map
+// and imap return results in input order, imap_unordered in completion order.
+// Large read-only data go to every rank once with broadcast(); tasks receive
+// the returned handle (Shared<T>) by reference. Process-shared objects
+// (Array, Value, SharedMemory, locks, queues) cannot cross machines: passing
+// one is a compile error.
+//
+// Failures: MPI without fault tolerance (ULFM) cannot survive the death of
+// a rank. If a serving rank dies, mpiexec aborts the whole job within
+// seconds with a non-zero exit code and its own message naming the rank;
+// nothing hangs. Ranks running another build are refused when the pool is
+// created (ProcessError). A task naming code its rank does not have fails
+// with RemoteError. A malformed protocol message (corruption, another mproc
+// version) fails the client's pending calls with ProcessError and aborts
+// the job when the pool is joined; on a serving rank it aborts the job at
+// once, with a message.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "detail/mpi/base.hpp"
+#include "detail/mpi/client.hpp"
+#include "detail/mpi/image.hpp"
+#include "detail/mpi/server.hpp"
+
+namespace mproc::mpi {
+
+namespace detail {
+
+using namespace mproc::detail;
+using namespace mproc::detail::mpi;
+
+// Whether T is, or contains, a process-shared object (its serializer sends
+// a handle to memory of this machine).
+template <class T, class = void>
+struct holds_shared_object : std::bool_constant<mproc::detail::shared_object<T>> {};
+template <class T>
+inline constexpr bool holds_shared_object_v = holds_shared_object<std::remove_cvref_t<T>>::value;
+template <class... E>
+struct holds_shared_object<std::tuple<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
+template <class A, class B>
+struct holds_shared_object<std::pair<A, B>> : std::bool_constant<holds_shared_object_v<A> || holds_shared_object_v<B>> {};
+template <class T>
+struct holds_shared_object<std::optional<T>> : std::bool_constant<holds_shared_object_v<T>> {};
+template <class... E>
+struct holds_shared_object<std::variant<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
+template <class T>
+struct holds_shared_object<T, std::enable_if_t<std::ranges::range<T> && !mproc::detail::shared_object<T> &&
+                                               !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<T>>, T>>>
+    : std::bool_constant<holds_shared_object_v<std::ranges::range_value_t<T>>> {};
+
+template <class Arg>
+constexpr void check_mpi_argument() {
+  static_assert(!holds_shared_object_v<Arg>,
+                "mproc::mpi::Pool: a task argument is (or contains) a process-shared object (mp::Array, mp::Value, "
+                "mp::SharedMemory, a lock or a queue): its memory exists on this machine only. Pass the contents "
+                "by value (std::vector, std::span), or send large read-only data once with pool.broadcast().");
+}
+
+template <class R>
+constexpr void check_mpi_result() {
+  static_assert(!holds_shared_object_v<R>,
+                "mproc::mpi::Pool: the task function returns a process-shared object (mp::Array, mp::Value, ...), "
+                "whose memory exists on its own machine only; return the contents by value.");
+}
+
+// The type each input travels as (as mproc::Pool decides it).
+template <bool Star, class F, class Range>
+auto wire_type() {
+  using In = std::ranges::range_value_t<Range>;
+  if constexpr (Star) {
+    return std::type_identity<typename tuple_wire_args<F, std::remove_cvref_t<In>>::type>{};
+  } else {
+    return std::type_identity<typename single_wire_arg<F, In>::type>{};
+  }
+}
+
+// The inputs as a sized forward range (a copy when they are not one).
+template <class Range>
+decltype(auto) sized(Range&& inputs) {
+  if constexpr (std::ranges::sized_range<Range> && std::ranges::forward_range<Range>) {
+    return std::forward<Range>(inputs);
+  } else {
+    std::vector<std::ranges::range_value_t<Range>> all;
+    for (auto&& x : inputs) all.push_back(std::forward<decltype(x)>(x));
+    return all;
+  }
+}
+
+// A task message: header, TaskRef, then the arguments `write(w)` writes
+// (`size`: their encoded size if known, to reserve once).
+template <class F, class Arg, bool Star, class Write>
+std::vector<std::byte> encode_task(const CodeRef& fn, std::uint64_t count, std::size_t size, Write&& write) {
+  auto msg = new_message(Kind::task, 0, sizeof(TaskRef) + size);
+  const TaskRef ref{task_code_ref<F, Arg, Star>(), task_code<F, Arg, Star>.check, fn, count};
+  const auto* p = reinterpret_cast<const std::byte*>(&ref);
+  msg.insert(msg.end(), p, p + sizeof ref);
+  {
+    Writer w(msg);
+    write(w);
+  }
+  seal_message(msg);
+  return msg;
+}
+
+// Writes input `in` as wire type Arg; without a converted temporary when
+// `in` already encodes as Arg does (a std::vector<double> for a
+// std::span<const double> parameter: they share a fingerprint and an
+// encoding), so a gather writer can refer to its data in place.
+template <class Arg, class In>
+void write_input(Writer& w, const In& in) {
+  using I = std::remove_cvref_t<In>;
+  if constexpr (std::is_same_v<I, Arg>) {
+    w.write(in);
+  } else if constexpr (serializable<I> && type_fingerprint<I>() == type_fingerprint<Arg>()) {
+    w.write(in);
+  } else {
+    w.write(Arg(in));
+  }
+}
+
+// Whether the encoding of consecutive inputs from `It` as Arg is their
+// memory itself: contiguous inputs of a type copied bitwise (int, double,
+// trivially copyable structs), written back to back without padding.
+template <class Arg, class It>
+constexpr bool contiguous_bitwise_inputs() {
+  if constexpr (std::contiguous_iterator<It>) {
+    return std::is_same_v<std::iter_value_t<It>, Arg> && mproc::detail::bitwise<Arg>;
+  } else {
+    return false;
+  }
+}
+
+// The next `n` inputs from `it` as one task, referring to the inputs' large
+// contiguous blocks in place instead of copying them (a gathered message),
+// when `it` yields lvalues, the task has such blocks and fits in one MPI
+// message; a plain (copied) message otherwise. The caller keeps the inputs
+// alive and unchanged until `borrowing` is back to 0.
+template <class F, class Arg, bool Star, class It>
+OutTask encode_chunk_in_place(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
+                              std::size_t chunk, const std::shared_ptr<std::atomic<std::size_t>>& borrowing) {
+  static_assert(std::is_lvalue_reference_v<std::iter_reference_t<It>>);
+  OutTask t;
+  t.count = n;
+  t.sink = std::move(sink);
+  t.chunk = chunk;
+  t.msg = new_message(Kind::task, 0, sizeof(TaskRef) + 1024);
+  const TaskRef ref{task_code_ref<F, Arg, Star>(), task_code<F, Arg, Star>.check, fn, n};
+  const auto* p = reinterpret_cast<const std::byte*>(&ref);
+  t.msg.insert(t.msg.end(), p, p + sizeof ref);
+  const std::size_t head = t.msg.size();
+  std::size_t total = head;
+  if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
+    // The calls' arguments are the inputs' own bytes, one after the other.
+    const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
+    it += static_cast<std::iter_difference_t<It>>(n);
+    total += bytes.size();
+    // Small: one copy costs less than describing the pieces to MPI.
+    if (bytes.size() >= default_gather_threshold && total <= max_message_bytes()) {
+      t.pieces = {std::span<const std::byte>(t.msg.data(), head), bytes};
+      t.borrowing = borrowing;
+    } else {
+      t.msg.insert(t.msg.end(), bytes.begin(), bytes.end());
+    }
+    std::memcpy(t.msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
+    return t;
+  }
+  std::vector<std::byte> flat;
+  {
+    Writer w(Writer::gather, t.msg);  // (refers to t.msg until its end)
+    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
+    w.finish();
+    total += w.size();
+    if (w.piece_count() > 1 && total <= max_message_bytes()) {
+      t.pieces.emplace_back(t.msg.data(), head);
+      w.for_each_piece([&](std::span<const std::byte> piece) { t.pieces.push_back(piece); });
+    } else if (w.piece_count() > 1) {
+      // Too large for one message: copy it into a plain one (sent in parts).
+      flat.reserve(total);
+      flat.insert(flat.end(), t.msg.begin(), t.msg.begin() + static_cast<std::ptrdiff_t>(head));
+      w.for_each_piece([&](std::span<const std::byte> piece) { flat.insert(flat.end(), piece.begin(), piece.end()); });
+    }
+  }
+  if (!flat.empty()) t.msg = std::move(flat);
+  std::memcpy(t.msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
+  if (!t.pieces.empty()) t.borrowing = borrowing;
+  return t;
+}
+
+// The next `n` inputs from `it` as one task.
+template <class F, class Arg, bool Star, class It>
+OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<TaskSink> sink, std::size_t chunk) {
+  OutTask t;
+  t.count = n;
+  t.sink = std::move(sink);
+  t.chunk = chunk;
+  if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
+    const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
+    it += static_cast<std::iter_difference_t<It>>(n);
+    t.msg = encode_task<F, Arg, Star>(fn, n, bytes.size(), [&](Writer& w) { w.write_bytes(bytes.data(), bytes.size()); });
+    return t;
+  }
+  std::size_t size = 0;
+  if constexpr (std::forward_iterator<It>) {
+    Writer counter(Writer::count_only);
+    It probe = it;
+    for (std::size_t k = 0; k < n; ++k, ++probe) write_input<Arg>(counter, *probe);
+    size = counter.size();
+  }
+  t.msg = encode_task<F, Arg, Star>(fn, n, size, [&](Writer& w) {
+    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
+  });
+  return t;
+}
+
+// Initializes MPI if nobody has (MPI_THREAD_MULTIPLE; finalized at exit),
+// and checks the thread level. Throws ProcessError.
+void ensure_initialized();
+
+// Terminates and joins a pool left open in this process (see below).
+void shut_down_open_client() noexcept;
+
+}  // namespace detail
+
+// RAII MPI environment: MPI_Init_thread on construction, MPI_Finalize on
+// destruction — unless MPI was already initialized (by the program itself
+// or by a Pool), in which case it uses that initialization and leaves
+// finalizing to its owner. Create it first thing in main(), on every rank:
+//
+//   int main(int argc, char** argv) { mp::mpi::Environment env(argc, argv); ... }
+//
+// mproc::mpi asks for MPI_THREAD_MULTIPLE and requires it: the pool's
+// progress thread makes MPI calls (on the pool's own communicator) while
+// the program's threads may make theirs; only MPI_THREAD_MULTIPLE allows
+// calls from several threads at once. Blocks (MPI_Init_thread may wait for
+// the other ranks). Not thread-safe: one Environment per process.
+class Environment {
+ public:
+  // Throws ProcessError if another Environment is alive (MPI is initialized
+  // once per process: nested initialization), if MPI was already finalized,
+  // or if MPI does not provide MPI_THREAD_MULTIPLE.
+  Environment() : Environment(nullptr, nullptr) {}
+  Environment(int& argc, char**& argv) : Environment(&argc, &argv) {}
+  Environment(const Environment&) = delete;
+  Environment& operator=(const Environment&) = delete;
+
+  // MPI_Finalize if this object initialized MPI (a pool still open on this
+  // client is terminated and joined first). Blocks (MPI_Finalize is collective).
+  ~Environment() {
+    alive() = false;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owner_ && !finalized) {
+      detail::shut_down_open_client();  // a pool still open would keep its serving ranks waiting
+      MPI_Finalize();
+    }
+  }
+
+  // Whether this object initialized MPI (and will finalize it).
+  bool owns_mpi() const noexcept { return owner_; }
+  // This process's rank in MPI_COMM_WORLD and the world's size.
+  int rank() const {
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+  }
+  int size() const {
+    int n = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    return n;
+  }
+
+ private:
+  static bool& alive() noexcept {
+    static bool flag = false;
+    return flag;
+  }
+
+  Environment(int* argc, char*** argv) {
+    if (alive())
+      throw ProcessError("mproc::mpi::Environment: another Environment is alive in this process; MPI is "
+                         "initialized once per process: create one Environment at the top of main()");
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized)
+      throw ProcessError("mproc::mpi::Environment: MPI was already finalized in this process; it cannot be "
+                         "initialized again");
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      mproc::detail::mpi::check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+      owner_ = true;
+    }
+    try {
+      detail::ensure_initialized();  // checks the thread level
+    } catch (...) {
+      if (owner_) MPI_Finalize();
+      throw;
+    }
+    alive() = true;
+  }
+
+  bool owner_ = false;
+};
+
+namespace detail {
+
+inline void ensure_initialized() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized)
+    throw ProcessError("mproc::mpi: MPI was already finalized in this process; a pool cannot be created any more");
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+    // Nobody else will finalize it: do it when the program exits (after
+    // stopping a pool left open, whose serving ranks would wait for ever).
+    std::atexit([] {
+      int done = 0;
+      MPI_Finalized(&done);
+      if (done) return;
+      shut_down_open_client();
+      MPI_Finalize();
+    });
+  }
+  int level = MPI_THREAD_SINGLE;
+  check(MPI_Query_thread(&level), "MPI_Query_thread");
+  if (level < MPI_THREAD_MULTIPLE) {
+    const char* names[] = {"MPI_THREAD_SINGLE", "MPI_THREAD_FUNNELED", "MPI_THREAD_SERIALIZED"};
+    const char* name = level >= 0 && level < 3 ? names[level] : "an unknown level";
+    throw ProcessError(std::string("mproc::mpi: MPI provides ") + name +
+                       "; mproc::mpi needs MPI_THREAD_MULTIPLE (the pool's progress thread makes MPI calls). "
+                       "Initialize MPI with MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) or "
+                       "mproc::mpi::Environment, with an MPI library built with thread support");
+  }
+}
+
+// The pool whose client side is open in this process, if any (at most one:
+// serving ranks serve one pool at a time).
+struct OpenClient {
+  std::mutex mutex;
+  std::weak_ptr<Client> client;
+};
+inline OpenClient& open_client() {
+  static OpenClient* open = new OpenClient;  // never destroyed: used by exit handlers
+  return *open;
+}
+
+// Whether a pool's client side is open (not yet joined) in this process.
+inline bool client_open() {
+  OpenClient& o = open_client();
+  std::lock_guard lock(o.mutex);
+  const auto c = o.client.lock();
+  return c && !c->joined();
+}
+
+// Before MPI is finalized: a pool the program left open (it called exit()
+// with a pool alive, say) is terminated and joined, so that its serving ranks
+// reach MPI_Finalize too instead of serving for ever (MPI_Finalize waits for
+// every rank). Never throws.
+inline void shut_down_open_client() noexcept {
+  try {
+    std::shared_ptr<Client> c;
+    {
+      OpenClient& o = open_client();
+      std::lock_guard lock(o.mutex);
+      c = o.client.lock();
+    }
+    if (c && !c->joined()) {
+      c->terminate();
+      c->join();
+    }
+  } catch (...) {
+  }
+}
+
+}  // namespace detail
+
+// A value sent once to every rank of a pool by Pool::broadcast(), and the
+// handle task functions receive it by:
+//
+//   auto model = pool.broadcast(load_model());           // once per rank
+//   double score(const mp::mpi::Shared<Model>& m, const Sample& s) { return m->predict(s); }
+//   pool.starmap(score, pairs_of(model, samples));         // each task sends 16 bytes for `model`
+//
+// A task argument of type Shared<T> travels as its id; on the serving rank
+// it refers to that rank's copy. Valid in tasks of the pool that made it,
+// until that pool is joined. Copies share the value. Read-only.
+template <class T>
+class Shared {
+ public:
+  // An empty handle.
+  Shared() = default;
+
+  // The value (on the client: the broadcast object; on a serving rank: its
+  // copy). Throws ProcessError if the handle is empty.
+  const T& get() const {
+    if (!value_) throw ProcessError("mproc::mpi::Shared: empty handle");
+    return *value_;
+  }
+  const T& operator*() const { return get(); }
+  const T* operator->() const { return &get(); }
+  explicit operator bool() const noexcept { return value_ != nullptr; }
+  // The handle's id (unique in the client's process).
+  std::uint64_t id() const noexcept { return id_; }
+
+ private:
+  friend class Pool;
+  friend struct mproc::serializer<Shared<T>>;
+  Shared(std::uint64_t id, std::shared_ptr<const T> value) : id_(id), value_(std::move(value)) {}
+  std::uint64_t id_ = 0;
+  std::shared_ptr<const T> value_;
+};
+
+// Options of an MPI pool, set fluently:
+//   mp::mpi::Pool pool(mp::mpi::PoolOptions().root(0).servers_return());
+class PoolOptions {
+ public:
+  // The communicator whose ranks form the pool (default MPI_COMM_WORLD; the
+  // pool duplicates it, so its traffic never mixes with the program's).
+  PoolOptions& comm(MPI_Comm c) noexcept {
+    comm_ = c;
+    return *this;
+  }
+  // The client's rank in it (default 0).
+  PoolOptions& root(int r) noexcept {
+    root_ = r;
+    return *this;
+  }
+  // Serving ranks return from the constructor once the client closes the
+  // pool (with an empty pool) instead of ending the process.
+  PoolOptions& servers_return(bool yes = true) noexcept {
+    servers_return_ = yes;
+    return *this;
+  }
+  // Tasks a serving rank holds at once (default 2: the next one waits while
+  // it runs one). 1 balances the last tasks of a map best; more hides latency.
+  PoolOptions& prefetch(std::size_t n) noexcept {
+    prefetch_ = n;
+    return *this;
+  }
+
+ private:
+  friend class Pool;
+  MPI_Comm comm_ = MPI_COMM_WORLD;
+  int root_ = 0;
+  bool servers_return_ = false;
+  std::size_t prefetch_ = 2;
+};
+
+// The lazily computed results of Pool::imap / imap_unordered: an input
+// range (for (R r : pool.imap(f, xs))) and next(), as mproc::ImapResult.
+// Inputs are encoded and submitted as results are consumed (a bounded window
+// ahead). Iterating drives the pool's communication. Use from one thread at a time.
+template <class R>
+class ImapResult : public mproc::detail::LazyResults<ImapResult<R>, R> {
+ public:
+  ImapResult(ImapResult&&) noexcept = default;
+  ImapResult& operator=(ImapResult&&) noexcept = default;
+  // Abandons the remaining results: undispatched tasks are dropped.
+  ~ImapResult() {
+    if (sink_) sink_->abandon();
+  }
+
+ private:
+  friend class Pool;
+  friend class mproc::detail::LazyResults<ImapResult<R>, R>;
+  using Produce = std::function<bool(mproc::detail::ImapSink<R>&)>;  // submits a chunk; false at the end
+
+  ImapResult(std::shared_ptr<detail::Client> client, std::shared_ptr<mproc::detail::ImapSink<R>> sink,
+             Produce produce, std::size_t window)
+      : client_(std::move(client)), sink_(std::move(sink)), produce_(std::move(produce)), window_(window) {}
+
+  void top_up() {
+    while (!exhausted_ && sink_->outstanding() < window_)
+      if (!produce_(*sink_)) exhausted_ = true;
+  }
+
+  std::optional<R> next_until(mproc::detail::Clock::time_point deadline) {
+    top_up();
+    if (exhausted_ && sink_->outstanding() == 0) return std::nullopt;
+    std::optional<typename mproc::detail::ImapSink<R>::Outcome> outcome;
+    client_->drive_until(
+        [&] {
+          outcome = sink_->try_take();
+          return outcome.has_value();
+        },
+        deadline);
+    if (!outcome) {
+      if (client_->joined()) throw ProcessError("mproc::mpi::Pool.imap: the pool was joined before this result came");
+      throw TimeoutError("mproc::mpi::Pool.imap: no result within the timeout");
+    }
+    top_up();
+    if (outcome->error) std::rethrow_exception(outcome->error);
+    return std::move(outcome->value);
+  }
+
+  std::shared_ptr<detail::Client> client_;
+  std::shared_ptr<mproc::detail::ImapSink<R>> sink_;
+  Produce produce_;
+  std::size_t window_;
+  bool exhausted_ = false;
+};
+
+// A pool of MPI ranks (Python: mpi4py.futures.MPIPoolExecutor /
+// MPICommExecutor), with mproc::Pool's interface. See the top of this file.
+// All methods are thread-safe on the client; on a serving rank (servers_return
+// form) every method but the observers throws ProcessError.
+class Pool {
+ public:
+  // Collective over the options' communicator: every rank must construct the
+  // pool. Initializes MPI if needed (MPI_THREAD_MULTIPLE, finalized at
+  // exit). On the client: duplicates the communicator, checks that every
+  // serving rank runs the same program image, returns. On a serving rank:
+  // serves until the client closes the pool, then ends the process
+  // (MPI_Finalize, exit 0), or returns an empty pool with servers_return().
+  // Throws ProcessError: a communicator of one rank (no one to serve), an
+  // invalid root, a client that still has another pool open (serving ranks
+  // serve one pool at a time: close() and join() it first), MPI that lacks
+  // MPI_THREAD_MULTIPLE, serving ranks that run another build.
+  explicit Pool(PoolOptions options = {}) : root_(options.root_) {
+    detail::ensure_initialized();
+    int size = 0;
+    detail::check(MPI_Comm_size(options.comm_, &size), "MPI_Comm_size");
+    detail::check(MPI_Comm_rank(options.comm_, &rank_), "MPI_Comm_rank");
+    if (size < 2)
+      throw ProcessError("mproc::mpi::Pool: the communicator has " + std::to_string(size) +
+                         " rank; a pool needs a client and at least one serving rank: launch the program with "
+                         "mpiexec -n N (N >= 2)");
+    if (root_ < 0 || root_ >= size)
+      throw ProcessError("mproc::mpi::Pool: root " + std::to_string(root_) + " is not a rank of the communicator (size " +
+                         std::to_string(size) + ")");
+    if (rank_ == root_ && detail::client_open())
+      throw ProcessError("mproc::mpi::Pool: another pool is open in this process; serving ranks serve one pool at "
+                         "a time: close() and join() it (or destroy it) before creating the next");
+    MPI_Comm comm = MPI_COMM_NULL;
+    detail::check(MPI_Comm_dup(options.comm_, &comm), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    if (rank_ == root_) {
+      client_ = std::make_shared<detail::Client>(comm, root_, options.prefetch_);
+      detail::OpenClient& open = detail::open_client();
+      std::lock_guard lock(open.mutex);
+      open.client = client_;
+      return;
+    }
+    try {
+      detail::serve(comm, root_);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mproc::mpi::Pool: serving rank %d: %s; aborting the MPI job\n", rank_, e.what());
+      std::fflush(stderr);
+      MPI_Abort(comm, 70);
+    }
+    MPI_Comm_free(&comm);
+    if (!options.servers_return_) {
+      MPI_Finalize();
+      std::exit(0);
+    }
+  }
+
+  Pool(Pool&& other) noexcept
+      : client_(std::move(other.client_)), rank_(other.rank_), root_(other.root_), joined_(other.joined_) {}
+  Pool& operator=(Pool&&) = delete;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // On the client: close() + join() — every submitted task runs; blocks
+  // until the serving ranks have stopped. Nothing on a serving rank.
+  ~Pool() {
+    if (!client_) return;
+    try {
+      client_->close();
+      finish_join();
+    } catch (...) {
+    }
+  }
+
+  // Whether this rank is the pool's client (false on serving ranks, which
+  // reach this only with servers_return()). Non-blocking.
+  explicit operator bool() const noexcept { return client_ != nullptr; }
+  bool is_client() const noexcept { return client_ != nullptr; }
+  // This process's rank in the pool's communicator, and the client's.
+  int rank() const noexcept { return rank_; }
+  int root() const noexcept { return root_; }
+
+  // Number of serving ranks (the communicator's size - 1).
+  int size() const { return client().servers(); }
+
+  // f applied to every input, results in input order (Python: map). Inputs
+  // go in chunks of `chunksize` (0: Python's default, ceil(n / (4 * size()))).
+  // Blocks, driving the pool's communication. Throws the first failure:
+  // RemoteError (f threw; its type name and message), ProcessError.
+  template <class F, std::ranges::input_range Range>
+  auto map(F f, Range&& inputs, std::size_t chunksize = 0) {
+    return map_impl<false>(f, std::forward<Range>(inputs), chunksize);
+  }
+
+  // map with each input a tuple unpacked into f's arguments (Python: starmap).
+  template <class F, std::ranges::input_range Range>
+  auto starmap(F f, Range&& inputs, std::size_t chunksize = 0) {
+    return map_impl<true>(f, std::forward<Range>(inputs), chunksize);
+  }
+
+  // map without blocking: encodes every input now, returns an AsyncResult
+  // of the vector of results (or of the first failure).
+  template <class F, std::ranges::input_range Range>
+  auto map_async(F f, Range&& inputs, std::size_t chunksize = 0) {
+    return map_async_impl<false>(f, std::forward<Range>(inputs), chunksize);
+  }
+
+  // starmap without blocking.
+  template <class F, std::ranges::input_range Range>
+  auto starmap_async(F f, Range&& inputs, std::size_t chunksize = 0) {
+    return map_async_impl<true>(f, std::forward<Range>(inputs), chunksize);
+  }
+
+  // Lazy map: returns at once; results come in input order as they are
+  // iterated; inputs are consumed progressively. An lvalue range must
+  // outlive the ImapResult; an rvalue range is moved into it.
+  template <class F, std::ranges::input_range Range>
+  auto imap(F f, Range&& inputs, std::size_t chunksize = 1) {
+    return imap_impl(f, std::forward<Range>(inputs), chunksize, true);
+  }
+
+  // As imap, but results come in completion order.
+  template <class F, std::ranges::input_range Range>
+  auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1) {
+    return imap_impl(f, std::forward<Range>(inputs), chunksize, false);
+  }
+
+  // f(args...) on a serving rank, without blocking; the AsyncResult yields
+  // its value or rethrows RemoteError / ProcessError. Throws ProcessError if
+  // the pool is closed.
+  template <class F, class... Args>
+  auto apply_async(F f, Args&&... args) {
+    mproc::detail::check_pool_callable<F>();
+    using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
+    mproc::detail::check_pool_argument<Arg>();
+    detail::check_mpi_argument<Arg>();
+    using R = detail::pool_result_t<F, Arg, true>;
+    mproc::detail::check_pool_result<R>();
+    detail::check_mpi_result<R>();
+    detail::Client& c = client();
+    auto state = std::make_shared<detail::ResultState<R>>(&c);
+    detail::OutTask task;
+    task.sink = std::make_shared<detail::ApplySink<R>>(state);
+    const Arg packed(std::forward<Args>(args)...);
+    task.msg = detail::encode_task<F, Arg, true>(detail::function_ref(f), 1, encoded_size(packed),
+                                                 [&](Writer& w) { w.write(packed); });
+    c.submit(std::move(task));
+    return AsyncResult<R>(std::move(state));
+  }
+
+  // f(args...) on a serving rank; blocks for the result (Python: apply).
+  template <class F, class... Args>
+  auto apply(F f, Args&&... args) {
+    return apply_async(f, std::forward<Args>(args)...).get();
+  }
+
+  // Sends `value` to every serving rank once (point to point from the
+  // client, ahead of every task submitted later) and returns its handle;
+  // pass the handle as a task argument (Shared<T> const& parameter) to use
+  // the rank's copy. The copies live until the pool is joined. Blocks only
+  // to encode `value`. Thread-safe. Throws ProcessError if the pool is closed.
+  template <class T>
+  Shared<std::remove_cvref_t<T>> broadcast(T&& value) {
+    using U = std::remove_cvref_t<T>;
+    static_assert(serializable<U>, "mproc::mpi::Pool::broadcast: the value's type is not serializable "
+                                   "(see serialize.hpp)");
+    static_assert(!mproc::detail::is_std_span_v<U> && !mproc::detail::is_instance_v<U, std::basic_string_view>,
+                  "mproc::mpi::Pool::broadcast: broadcast a type that owns its data (std::vector, std::string), "
+                  "not a view");
+    static_assert(!detail::holds_shared_object_v<U>,
+                  "mproc::mpi::Pool::broadcast: a process-shared object (mp::Array, mp::Value, ...) cannot be "
+                  "sent to other machines; broadcast its contents by value");
+    detail::Client& c = client();
+    auto ptr = std::make_shared<const U>(std::forward<T>(value));
+    const std::uint64_t id = detail::next_shared_id();
+    const std::size_t size = encoded_size(*ptr);
+    auto msg = detail::new_message(detail::Kind::broadcast, id, sizeof(detail::BroadcastRef) + size);
+    const detail::BroadcastRef ref{detail::decoder_ref<U>(), detail::decoder_code<U>.check, type_fingerprint<U>()};
+    const auto* p = reinterpret_cast<const std::byte*>(&ref);
+    msg.insert(msg.end(), p, p + sizeof ref);
+    {
+      Writer w(msg);
+      w.write(*ptr);
+    }
+    detail::seal_message(msg);
+    detail::SharedStore::instance().put(id, type_fingerprint<U>(), ptr);
+    try {
+      c.broadcast(id, std::move(msg));
+    } catch (...) {
+      detail::SharedStore::instance().erase(id);
+      throw;
+    }
+    return Shared<U>(id, std::move(ptr));
+  }
+
+  // No more tasks may be submitted; queued ones still run. Non-blocking.
+  void close() { client().close(); }
+
+  // Fails every queued and running task with ProcessError. Tasks already
+  // running on serving ranks run to their end there (MPI cannot interrupt
+  // them); their results are discarded. Non-blocking; follow with join().
+  void terminate() { client().terminate(); }
+
+  // Blocks until every task has finished and the serving ranks have
+  // stopped (they then end, or return from their constructor). Throws
+  // ProcessError unless close() or terminate() was called first.
+  void join() {
+    client();
+    finish_join();
+  }
+
+ private:
+  detail::Client& client() const {
+    if (!client_)
+      throw ProcessError("mproc::mpi::Pool: this is serving rank " + std::to_string(rank_) +
+                         "; only the client (rank " + std::to_string(root_) +
+                         ") submits tasks and manages the pool: test `if (pool)` first");
+    return *client_;
+  }
+
+  void finish_join() {
+    client_->join();
+    if (!joined_) {
+      joined_ = true;
+      for (const std::uint64_t id : client_->shared_ids()) detail::SharedStore::instance().erase(id);
+    }
+  }
+
+  template <class F, class Arg, class R>
+  static constexpr void check_types() {
+    mproc::detail::check_pool_callable<F>();
+    mproc::detail::check_pool_argument<Arg>();
+    detail::check_mpi_argument<Arg>();
+    mproc::detail::check_pool_result<R>();
+    detail::check_mpi_result<R>();
+  }
+
+  template <bool Star, class F, class Range>
+  auto map_impl(F f, Range&& inputs_in, std::size_t chunksize) {
+    mproc::detail::check_pool_callable<F>();
+    using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
+    using R = detail::pool_result_t<F, Arg, Star>;
+    check_types<F, Arg, R>();
+    detail::Client& c = client();
+    c.check_accepting();
+
+    decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
+    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
+    const std::size_t cs = chunksize == 0 ? detail::default_chunksize(n, size()) : chunksize;
+    const std::size_t chunks = (n + cs - 1) / cs;
+    auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
+    auto counter = std::make_shared<detail::CountingSink>(sink);
+    const detail::CodeRef fn = detail::function_ref(f);
+    auto it = std::ranges::begin(inputs);
+    // The inputs outlive this call, so large ones are sent from where they
+    // are (no copy); the call returns only once no send reads them any more.
+    auto borrowing = std::make_shared<std::atomic<std::size_t>>(0);
+    std::size_t next = 0;
+    // Chunks are encoded while earlier ones travel and run, a few ahead of
+    // the serving ranks (not all at once: memory stays bounded).
+    const std::size_t window = static_cast<std::size_t>(size()) + 1;
+    c.drive_until([&] {
+      while (next < chunks && !sink->failed() && c.backlog() < window) {
+        const std::size_t count = std::min(cs, n - next * cs);
+        if constexpr (std::is_lvalue_reference_v<std::iter_reference_t<decltype(it)>>) {
+          c.submit(detail::encode_chunk_in_place<F, Arg, Star>(fn, it, count, counter, next, borrowing));
+        } else {
+          c.submit(detail::encode_chunk<F, Arg, Star>(fn, it, count, counter, next));
+        }
+        ++next;
+      }
+      return (sink->failed() || counter->finished() == chunks) &&
+             (borrowing->load(std::memory_order_acquire) == 0 || c.broken());
+    });
+    return sink->wait_results();
+  }
+
+  template <bool Star, class F, class Range>
+  auto map_async_impl(F f, Range&& inputs_in, std::size_t chunksize) {
+    mproc::detail::check_pool_callable<F>();
+    using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
+    using R = detail::pool_result_t<F, Arg, Star>;
+    check_types<F, Arg, R>();
+    detail::Client& c = client();
+    c.check_accepting();
+
+    decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
+    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
+    const std::size_t cs = chunksize == 0 ? detail::default_chunksize(n, size()) : chunksize;
+    const std::size_t chunks = (n + cs - 1) / cs;
+    auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
+    const detail::CodeRef fn = detail::function_ref(f);
+    std::vector<detail::OutTask> tasks;
+    tasks.reserve(chunks);
+    auto it = std::ranges::begin(inputs);
+    for (std::size_t k = 0; k < chunks; ++k)
+      tasks.push_back(detail::encode_chunk<F, Arg, Star>(fn, it, std::min(cs, n - k * cs), sink, k));
+    using Out = typename detail::MapSink<R>::Out;
+    auto state = std::make_shared<detail::ResultState<Out>>(&c);
+    sink->complete_into(state);
+    c.submit(tasks);
+    return AsyncResult<Out>(std::move(state));
+  }
+
+  template <class F, class Range>
+  auto imap_impl(F f, Range&& inputs, std::size_t chunksize, bool ordered) {
+    mproc::detail::check_pool_callable<F>();
+    using Arg = typename decltype(detail::wire_type<false, F, Range>())::type;
+    using R = detail::pool_result_t<F, Arg, false>;
+    check_types<F, Arg, R>();
+    static_assert(!std::is_void_v<R>, "mproc::mpi::Pool::imap: f returns void; use map or apply_async");
+    detail::Client& c = client();
+    c.check_accepting();
+    if (chunksize == 0) chunksize = 1;
+
+    auto view = std::views::all(std::forward<Range>(inputs));
+    using View = decltype(view);
+    struct Source {
+      View view;
+      std::ranges::iterator_t<View> it;
+      std::size_t chunk = 0;
+    };
+    auto source = std::make_shared<Source>(Source{std::move(view), {}, 0});
+    source->it = std::ranges::begin(source->view);
+    auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
+    const detail::CodeRef fn = detail::function_ref(f);
+    std::shared_ptr<detail::Client> client = client_;
+    auto produce = [client, source, fn, chunksize,
+                    weak = std::weak_ptr<detail::ImapSink<R>>(sink)](detail::ImapSink<R>& s) -> bool {
+      std::size_t n = 0;
+      auto msg = detail::encode_task<F, Arg, false>(fn, 0, 0, [&](Writer& w) {
+        for (; n < chunksize && source->it != std::ranges::end(source->view); ++n, ++source->it)
+          detail::write_as<Arg>(w, *source->it);
+      });
+      if (n == 0) return false;
+      // Patch the call count into the TaskRef.
+      const std::uint64_t count = n;
+      std::memcpy(msg.data() + sizeof(detail::MsgHeader) + offsetof(detail::TaskRef, count), &count, sizeof count);
+      detail::OutTask t;
+      t.msg = std::move(msg);
+      t.count = n;
+      t.chunk = source->chunk++;
+      t.sink = weak.lock();
+      s.submitted(t.chunk, n);
+      client->submit(std::move(t));
+      return true;
+    };
+    return ImapResult<R>(client_, sink, std::move(produce), 2 * static_cast<std::size_t>(size()) * chunksize);
+  }
+
+  std::shared_ptr<detail::Client> client_;
+  int rank_ = 0;
+  int root_ = 0;
+  bool joined_ = false;
+};
+
+}  // namespace mproc::mpi
+
+// Shared<T> travels as its id and T's fingerprint; it is read back as this
+// rank's copy of the value. Throws ProcessError if this rank has no value
+// for the id (it belongs to a pool that is not open here) or its type differs.
+template <class T>
+struct mproc::serializer<mproc::mpi::Shared<T>> {
+  static constexpr std::size_t min_size = 16;
+  static void write(mproc::Writer& w, const mproc::mpi::Shared<T>& s) {
+    if (!s) throw mproc::ProcessError("mproc::mpi::Shared: an empty handle cannot be a task argument");
+    w.write(s.id_);
+    w.write(mproc::type_fingerprint<T>());
+  }
+  static mproc::mpi::Shared<T> read(mproc::Reader& r) {
+    const auto id = r.read<std::uint64_t>();
+    const auto fingerprint = r.read<std::uint64_t>();
+    if (fingerprint != mproc::type_fingerprint<T>())
+      throw mproc::ProcessError("mproc::mpi::Shared: a handle of another type where Shared<" +
+                                mproc::detail::readable_type_name(mproc::detail::type_name_v<T>) + "> was expected");
+    auto value = mproc::detail::mpi::SharedStore::instance().get(id, fingerprint, mproc::detail::type_name_v<T>);
+    return mproc::mpi::Shared<T>(id, std::static_pointer_cast<const T>(std::move(value)));
+  }
+};
