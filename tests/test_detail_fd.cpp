@@ -1,5 +1,5 @@
-#include <mproc/detail/demangle.hpp>
-#include <mproc/detail/fd.hpp>
+#include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/os/fd.hpp>
 
 #include <chrono>
 #include <stdexcept>

@@ -306,7 +306,7 @@ TEST_CASE("process limit reached: a pool runs on the workers it could start; wit
     return;
   }
   // RLIMIT_NPROC counts threads: this process's (a sanitizer may add its
-  // own), the pool's I/O thread, the template, then `workers` workers.
+  // own), the pool's I/O thread, the zygote, then `workers` workers.
   auto limited = [](int workers, int processes) {
     return mproc_test::run_in_child(
         [=] {

@@ -637,7 +637,7 @@ TEST_CASE("two pools: destroying the first while the second lives returns, and n
   CHECK(b.map(square, iota_vec(4)) == std::vector<int>{0, 1, 4, 9});
   const auto b_workers = wait_for_workers(b, 2);
   std::vector<int> others(b_workers.begin(), b_workers.end());
-  others.push_back(mproc_test::parent_of(b_workers[0]));  // b's template
+  others.push_back(mproc_test::parent_of(b_workers[0]));  // b's zygote
   others.push_back(*p.pid());
   for (int pid : others) {
     for (const auto& target : mproc_test::fd_targets(pid)) {
@@ -662,7 +662,7 @@ TEST_CASE("a pool created on a thread that exits keeps serving, also after a wor
   CHECK(pool->map(square, iota_vec(6)) == std::vector<int>{0, 1, 4, 9, 16, 25});
   const auto before = wait_for_workers(*pool, 2);
   REQUIRE(::kill(before[0], SIGKILL) == 0);
-  // The replacement is forked by the template, whose owner thread is gone.
+  // The replacement is forked by the zygote, whose owner thread is gone.
   const auto deadline = mp::detail::deadline_after(10s);
   std::vector<int> now;
   do {
@@ -725,7 +725,7 @@ TEST_CASE("an initializer's return value is ignored, as in Python (#9)", "[failu
 }
 
 TEST_CASE("a transfer-heap block is not reused while a worker may still read it (#16)", "[failure-model]") {
-  // The worker of a terminated task is kept alive (its template is stopped,
+  // The worker of a terminated task is kept alive (its zygote is stopped,
   // so the kill order waits) while this process encodes new arguments of the
   // same size: they must not land in the block the worker still reads.
   int ann[2], go[2], rep[2];

@@ -4,7 +4,7 @@
 // after a crash (R8), no leak over 1000 create/use/destroy cycles (R4),
 // and segments sealed against resizing, with received handles checked
 // before anything is mapped (#14).
-#include <mproc/detail/pool_heap.hpp>
+#include <mproc/detail/shm/transfer_heap.hpp>
 #include <mproc/queue.hpp>
 #include <mproc/shared_memory.hpp>
 #include <mproc/sharedctypes.hpp>

@@ -15,8 +15,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/deadline.hpp"
-#include "errors.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 

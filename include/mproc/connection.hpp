@@ -65,11 +65,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "detail/deadline.hpp"
-#include "detail/fd.hpp"
-#include "detail/sigpipe.hpp"
-#include "errors.hpp"
-#include "serialize.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/sigpipe.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/serialize.hpp>
 
 namespace mproc {
 

@@ -58,10 +58,10 @@
 #include <variant>
 #include <vector>
 
-#include "detail/mpi/base.hpp"
-#include "detail/mpi/client.hpp"
-#include "detail/mpi/image.hpp"
-#include "detail/mpi/server.hpp"
+#include <mproc/detail/mpi/base.hpp>
+#include <mproc/detail/mpi/client.hpp>
+#include <mproc/detail/mpi/image.hpp>
+#include <mproc/detail/mpi/server.hpp>
 
 namespace mproc::mpi {
 

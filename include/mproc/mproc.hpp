@@ -6,18 +6,19 @@
 //   namespace mp = mproc;
 #pragma once
 
-#include "async_result.hpp"
-#include "connection.hpp"
-#include "errors.hpp"
-#include "pool.hpp"
-#include "process.hpp"
-#include "progress.hpp"
-#include "queue.hpp"
-#include "serialize.hpp"
-#include "shared_memory.hpp"
-#include "sharedctypes.hpp"
-#include "synchronize.hpp"
-#include "system.hpp"
-#include "thread_pool.hpp"
-#include "threading.hpp"
-#include "version.hpp"
+#include <mproc/async_result.hpp>
+#include <mproc/connection.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/progress.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/serialize.hpp>
+#include <mproc/shared_memory.hpp>
+#include <mproc/sharedctypes.hpp>
+#include <mproc/start_method.hpp>
+#include <mproc/synchronize.hpp>
+#include <mproc/system.hpp>
+#include <mproc/thread_pool.hpp>
+#include <mproc/threading.hpp>
+#include <mproc/version.hpp>

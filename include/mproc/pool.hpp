@@ -30,12 +30,12 @@
 #include <utility>
 #include <vector>
 
-#include "async_result.hpp"
-#include "detail/lazy_results.hpp"
-#include "detail/pool_engine.hpp"
-#include "errors.hpp"
-#include "serialize.hpp"
-#include "system.hpp"
+#include <mproc/async_result.hpp>
+#include <mproc/detail/pool/lazy_results.hpp>
+#include <mproc/detail/pool/engine.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/serialize.hpp>
+#include <mproc/system.hpp>
 
 namespace mproc {
 
@@ -600,7 +600,7 @@ class ImapResult : public detail::LazyResults<ImapResult<R>, R> {
 class Pool {
  public:
   // Starts `processes` workers (0: cpu_count()). Blocks only to fork the
-  // pool's template process. Throws ProcessError (e.g. fork failed, negative count).
+  // pool's zygote. Throws ProcessError (e.g. fork failed, negative count).
   explicit Pool(int processes = 0, PoolOptions options = {}) {
     if (processes < 0) throw ProcessError("mproc: Pool: the number of processes must be at least 1, not " + std::to_string(processes));
     detail::EngineConfig cfg;

@@ -63,10 +63,10 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "detail/deadline.hpp"
-#include "detail/fd.hpp"
-#include "detail/spawn.hpp"
-#include "errors.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/spawn.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 

@@ -11,7 +11,7 @@
 //   p.start();
 //   std::string s = q.get();           // blocks; q.get(1s) throws mp::Empty on timeout
 //
-// Items live in the queue's shared memory (see detail/shm_queue.hpp): put()
+// Items live in the queue's shared memory (see detail/shm/queue_ring.hpp): put()
 // encodes the item into the queue and returns at once (no feeder thread, no
 // pipe), so an item put by a process that then exits is still delivered.
 // An item that cannot be encoded makes put() throw and leaves the queue
@@ -80,12 +80,12 @@
 #include <utility>
 #include <vector>
 
-#include "detail/deadline.hpp"
-#include "detail/shm_object.hpp"
-#include "detail/shm_queue.hpp"
-#include "detail/shm_serialize.hpp"
-#include "errors.hpp"
-#include "serialize.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/shm/object.hpp>
+#include <mproc/detail/shm/queue_ring.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/serialize.hpp>
 
 namespace mproc {
 

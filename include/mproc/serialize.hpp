@@ -117,8 +117,8 @@
 #include <variant>
 #include <vector>
 
-#include "detail/type_name.hpp"
-#include "errors.hpp"
+#include <mproc/detail/util/type_name.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 

@@ -34,9 +34,9 @@
 
 #include <sys/mman.h>
 
-#include "detail/shm_segment.hpp"
-#include "detail/shm_serialize.hpp"
-#include "errors.hpp"
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 

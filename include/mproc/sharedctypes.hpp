@@ -28,10 +28,10 @@
 #include <utility>
 #include <vector>
 
-#include "detail/shm_object.hpp"
-#include "detail/shm_serialize.hpp"
-#include "errors.hpp"
-#include "synchronize.hpp"
+#include <mproc/detail/shm/object.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/synchronize.hpp>
 
 namespace mproc {
 

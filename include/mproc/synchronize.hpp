@@ -36,11 +36,11 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/deadline.hpp"
-#include "detail/shm_object.hpp"
-#include "detail/shm_serialize.hpp"
-#include "detail/sync_state.hpp"
-#include "errors.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/shm/object.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/detail/shm/sync_state.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 

@@ -45,12 +45,12 @@
 #include <variant>
 #include <vector>
 
-#include "async_result.hpp"
-#include "detail/deadline.hpp"
-#include "detail/futex.hpp"
-#include "detail/lazy_results.hpp"
-#include "errors.hpp"
-#include "system.hpp"
+#include <mproc/async_result.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/pool/lazy_results.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/system.hpp>
 
 namespace mproc {
 

@@ -18,8 +18,8 @@
 #include <string>
 #include <utility>
 
-#include "detail/deadline.hpp"
-#include "errors.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::threading {
 

@@ -1,5 +1,5 @@
 // Test support: fault injection for pool workers. A test that includes this
-// header first defines MPROC_TEST_HOOKS, under which pool_worker.hpp calls
+// header first defines MPROC_TEST_HOOKS, under which detail/pool/worker.hpp calls
 // the hook installed here (PoolTesting::at_step) at each step of the task
 // protocol (in every other build that call is an empty inline function).
 //
@@ -20,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <mproc/detail/pool_worker.hpp>
+#include <mproc/detail/pool/worker.hpp>
 
 namespace mproc::detail {
 

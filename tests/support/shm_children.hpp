@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <mproc/detail/fd.hpp>
+#include <mproc/detail/os/fd.hpp>
 
 #include "child.hpp"
 

@@ -36,15 +36,15 @@
 
 // The parts of mproc's core that mproc::mpi builds on (and nothing else of
 // mproc/detail is included anywhere under detail/mpi/).
-#include "../../async_result.hpp"
-#include "../../errors.hpp"
-#include "../../pool.hpp"
-#include "../../serialize.hpp"
-#include "../deadline.hpp"
-#include "../demangle.hpp"
-#include "../lazy_results.hpp"
-#include "../pool_worker.hpp"
-#include "../type_name.hpp"
+#include <mproc/async_result.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/serialize.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/pool/lazy_results.hpp>
+#include <mproc/detail/pool/worker.hpp>
+#include <mproc/detail/util/type_name.hpp>
 
 namespace mproc::detail::mpi {
 
@@ -71,7 +71,7 @@ enum class Kind : std::uint16_t {
   hello_ok = 2,     // server -> client
   hello_error = 3,  // server -> client: body = the error message (text)
   task = 4,         // client -> server: id = task id, body = TaskRef + encoded arguments
-  result = 5,       // server -> client: id = task id, body = the task's results (pool_worker.hpp's format)
+  result = 5,       // server -> client: id = task id, body = the task's results (detail/pool/worker.hpp format)
   broadcast = 6,    // client -> server: id = handle id, body = CodeRef of the decoder + encoded value
   stop = 7,         // client -> server: serve no more
   bye = 8,          // server -> client: the last message of a serving rank

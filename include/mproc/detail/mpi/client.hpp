@@ -30,8 +30,8 @@
 #include <utility>
 #include <vector>
 
-#include "base.hpp"
-#include "image.hpp"
+#include <mproc/detail/mpi/base.hpp>
+#include <mproc/detail/mpi/image.hpp>
 
 namespace mproc::detail::mpi {
 

@@ -32,7 +32,7 @@
 #include <elf.h>
 #include <link.h>
 
-#include "base.hpp"
+#include <mproc/detail/mpi/base.hpp>
 
 namespace mproc::detail::mpi {
 

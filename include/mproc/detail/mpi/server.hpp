@@ -15,9 +15,9 @@
 #include <utility>
 #include <vector>
 
-#include "base.hpp"
-#include "client.hpp"
-#include "image.hpp"
+#include <mproc/detail/mpi/base.hpp>
+#include <mproc/detail/mpi/client.hpp>
+#include <mproc/detail/mpi/image.hpp>
 
 namespace mproc::detail::mpi {
 

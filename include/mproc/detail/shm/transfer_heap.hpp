@@ -17,7 +17,7 @@
 #include <span>
 #include <vector>
 
-#include "shm_segment.hpp"
+#include <mproc/detail/shm/segment.hpp>
 
 namespace mproc::detail {
 

@@ -11,7 +11,7 @@
 #include <optional>
 #include <utility>
 
-#include "deadline.hpp"
+#include <mproc/detail/os/deadline.hpp>
 
 namespace mproc::detail {
 

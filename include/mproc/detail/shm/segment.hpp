@@ -49,8 +49,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../errors.hpp"
-#include "fd.hpp"
+#include <mproc/errors.hpp>
+#include <mproc/detail/os/fd.hpp>
 
 namespace mproc::detail {
 

@@ -28,11 +28,11 @@
 #include <utility>
 #include <vector>
 
-#include "../serialize.hpp"
-#include "channel.hpp"
-#include "demangle.hpp"
-#include "shm_segment.hpp"
-#include "spawn.hpp"
+#include <mproc/serialize.hpp>
+#include <mproc/detail/pool/channel.hpp>
+#include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/os/spawn.hpp>
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -21,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "deadline.hpp"
-#include "fd.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/fd.hpp>
 
 namespace mproc::detail {
 

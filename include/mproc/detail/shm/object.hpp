@@ -15,9 +15,9 @@
 #include <string_view>
 #include <utility>
 
-#include "../errors.hpp"
-#include "shm_segment.hpp"
-#include "type_name.hpp"
+#include <mproc/errors.hpp>
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/util/type_name.hpp>
 
 namespace mproc::detail {
 

@@ -1,7 +1,7 @@
 // mproc — Python's multiprocessing model for C++20.
 // SPDX-License-Identifier: MIT
 //
-// The owner side of the process pool: a template process, the worker
+// The owner side of the process pool: a zygote, the worker
 // processes forked from it, and one I/O thread that feeds tasks to workers,
 // collects results, notices deaths, replaces workers and shuts down.
 //
@@ -35,9 +35,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "pool_heap.hpp"
-#include "pool_worker.hpp"
-#include "worker_template.hpp"
+#include <mproc/detail/shm/transfer_heap.hpp>
+#include <mproc/detail/pool/worker.hpp>
+#include <mproc/detail/pool/zygote.hpp>
+#include <mproc/start_method.hpp>
 
 namespace mproc::detail {
 
@@ -109,8 +110,8 @@ class ResultMapping {
 
 class PoolEngine {
  public:
-  // Starts the template and asks it for the workers. Blocks for the fork of
-  // the template. Throws ProcessError (fork, descriptors, memory or the I/O
+  // Starts the zygote and asks it for the workers. Blocks for the fork of
+  // the zygote. Throws ProcessError (fork, descriptors, memory or the I/O
   // thread refused); nothing is left behind then.
   explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)), owner_(::getpid()) {
     wake_ = std::move(PrivateFds::instance().create<1>("eventfd (process pool)", [](int* out) {
@@ -144,8 +145,8 @@ class PoolEngine {
       auto [pid, fd] = ForkServer::instance().make_template(&pool_worker_main, config);
       template_ch_ = Channel(std::move(fd));
     } else {
-      auto [child, fd] = fork_template(&pool_worker_main, std::move(config), creator_mask);
-      template_ = std::move(child);
+      auto [child, fd] = fork_zygote(&pool_worker_main, std::move(config), creator_mask);
+      zygote_ = std::move(child);
       template_ch_ = Channel(std::move(fd));
     }
     for (std::size_t i = 0; i < slots_.size(); ++i) spawn(i);
@@ -316,7 +317,7 @@ class PoolEngine {
 
   // ---------------------------------------------------------------- I/O thread
 
-  // Asks the template for a worker in slot `index`. A failure here (out of
+  // Asks the zygote for a worker in slot `index`. A failure here (out of
   // descriptors or memory) counts as a failed spawn.
   void spawn(std::size_t index) {
     Slot& s = slots_[index];
@@ -434,7 +435,7 @@ class PoolEngine {
       }
       switch (f.header.type) {
         case pm_ready:
-          // May arrive before the template's tm_spawned: the pid comes later.
+          // May arrive before the zygote's tm_spawned: the pid comes later.
           if (s.state == State::starting || s.state == State::spawning) s.state = State::ready;
           startup_deaths_ = 0;
           s.spawn_failures = 0;
@@ -495,7 +496,7 @@ class PoolEngine {
       handle_worker_frames(index);
       if (io == Channel::Io::would_block) return;
       if (io == Channel::Io::closed || io == Channel::Io::error) {
-        s.ch.close();  // wait for the template's exit report
+        s.ch.close();  // wait for the zygote's exit report
         return;
       }
     }
@@ -624,7 +625,7 @@ class PoolEngine {
       } catch (...) {
       }
     }
-    // Teardown: closing the channel makes the template kill its workers and exit.
+    // Teardown: closing the channel makes the zygote kill its workers and exit.
     try {
       template_ch_.close();
       for (auto& s : slots_) {
@@ -633,12 +634,12 @@ class PoolEngine {
         s.pid = -1;
         s.orphans.clear();
       }
-      if (template_.valid()) {
+      if (zygote_.valid()) {
         // Ours to wait for: it exits once it sees the channel close (and
         // never waits for anything but its own workers). Bounded anyway.
-        if (!template_.wait_exited(Clock::now() + std::chrono::seconds(5))) template_.send_signal(SIGKILL);
-        template_.wait_exited(Clock::time_point::max());
-        template_.try_reap();
+        if (!zygote_.wait_exited(Clock::now() + std::chrono::seconds(5))) zygote_.send_signal(SIGKILL);
+        zygote_.wait_exited(Clock::time_point::max());
+        zygote_.try_reap();
       }
       update_pids();
     } catch (...) {
@@ -682,7 +683,7 @@ class PoolEngine {
       if (stopping_ && std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == State::dead; }))
         return;
 
-      // Flush what is queued for the template and the workers.
+      // Flush what is queued for the zygote and the workers.
       if (template_ch_.flush() == Channel::Io::closed) {
         template_died();
         return;
@@ -761,7 +762,7 @@ class PoolEngine {
   void template_died() {
     broken_local_ = true;
     auto reason = std::make_exception_ptr(
-        ProcessError("mproc: Pool: its template process died, and with it every worker"));
+        ProcessError("mproc: Pool: its zygote died, and with it every worker"));
     {
       std::lock_guard lock(mutex_);
       if (!broken_) broken_ = reason;
@@ -774,7 +775,7 @@ class PoolEngine {
   std::shared_ptr<TransferHeap> heap_ = std::make_shared<TransferHeap>();
   std::shared_ptr<Mapping> board_;  // SlotStatus per slot
   UniqueFd wake_;
-  Child template_;  // StartMethod::fork: the template is our child
+  Child zygote_;  // StartMethod::fork: the zygote is our child
 
   // Shared with submitting threads, under mutex_.
   mutable std::mutex mutex_;

@@ -65,12 +65,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../errors.hpp"
-#include "deadline.hpp"
-#include "futex.hpp"
-#include "shm_object.hpp"
-#include "shm_segment.hpp"
-#include "sync_state.hpp"
+#include <mproc/errors.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/shm/object.hpp>
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/shm/sync_state.hpp>
 
 namespace mproc::detail {
 

@@ -8,8 +8,8 @@
 
 #include <string_view>
 
-#include "../serialize.hpp"
-#include "shm_segment.hpp"
+#include <mproc/serialize.hpp>
+#include <mproc/detail/shm/segment.hpp>
 
 namespace mproc::detail {
 

@@ -1,5 +1,6 @@
-// The template processes pool workers are forked from (detail layer).
-#include <mproc/detail/worker_template.hpp>
+// The zygotes pool workers are forked from (detail layer).
+#include <mproc/detail/pool/zygote.hpp>
+#include <mproc/start_method.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -64,23 +65,23 @@ struct DefaultCrashSignals {
   void (*saved[3])(int);
 };
 
-struct Template {
+struct Zygote {
   pid_t pid;
   d::Channel ch;
-  d::Child child;  // StartMethod::fork: the template is our child
+  d::Child child;  // StartMethod::fork: the zygote is our child
 };
 
-Template start(mproc::StartMethod method) {
+Zygote start(mproc::StartMethod method) {
   if (method == mproc::StartMethod::forkserver) {
     auto [pid, fd] = d::ForkServer::instance().make_template(&echo_entry, bytes("cfg:"));
     return {pid, d::Channel(std::move(fd)), {}};
   }
-  auto [child, fd] = d::fork_template(&echo_entry, bytes("cfg:"));
+  auto [child, fd] = d::fork_zygote(&echo_entry, bytes("cfg:"));
   const pid_t pid = child.pid();
   return {pid, d::Channel(std::move(fd)), std::move(child)};
 }
 
-pid_t spawn(Template& t, std::uint64_t slot, d::Channel& worker) {
+pid_t spawn(Zygote& t, std::uint64_t slot, d::Channel& worker) {
   auto [mine, theirs] = d::socket_pair();
   t.ch.put(d::tm_spawn, slot, {}, std::move(theirs));
   REQUIRE(t.ch.flush_blocking());
@@ -92,7 +93,7 @@ pid_t spawn(Template& t, std::uint64_t slot, d::Channel& worker) {
   return *d::read_pod<std::int32_t>(f.payload);
 }
 
-d::PidCode next_exit(Template& t) {
+d::PidCode next_exit(Zygote& t) {
   d::Frame f;
   REQUIRE(receive(t.ch, f));
   REQUIRE(f.header.type == d::tm_exited);
@@ -144,11 +145,11 @@ TEST_CASE("exit codes follow Python's convention") {
   CHECK(d::exitcode_from_status(status) == -SIGKILL);
 }
 
-TEST_CASE("a template forks workers, reports their exits, and takes them down with it") {
+TEST_CASE("a zygote forks workers, reports their exits, and takes them down with it") {
   const auto method = GENERATE(mproc::StartMethod::fork, mproc::StartMethod::forkserver);
   DefaultCrashSignals plain_crashes;
   if (method == mproc::StartMethod::forkserver) mproc::set_start_method(mproc::StartMethod::forkserver);
-  Template t = start(method);
+  Zygote t = start(method);
 
   d::Channel w1, w2;
   const pid_t p1 = spawn(t, 1, w1);
@@ -185,7 +186,7 @@ TEST_CASE("a template forks workers, reports their exits, and takes them down wi
   CHECK(e.pid == p3);
   CHECK(e.code == -SIGTERM);
 
-  // Closing the channel: the template kills its workers and exits.
+  // Closing the channel: the zygote kills its workers and exits.
   d::Channel w4;
   const pid_t p4 = spawn(t, 4, w4);
   t.ch.close();
@@ -201,7 +202,7 @@ TEST_CASE("a template forks workers, reports their exits, and takes them down wi
   CHECK(process_gone(p4));
 }
 
-TEST_CASE("killing the owner takes the template and its workers down within 1 s") {
+TEST_CASE("killing the owner takes the zygote and its workers down within 1 s") {
   DefaultCrashSignals plain_crashes;
   int pids[2];
   REQUIRE(::pipe(pids) == 0);
@@ -210,7 +211,7 @@ TEST_CASE("killing the owner takes the template and its workers down within 1 s"
   if (owner == 0) {
     try {
       rd.reset();
-      Template t = start(mproc::StartMethod::fork);
+      Zygote t = start(mproc::StartMethod::fork);
       d::Channel w;
       pid_t list[3] = {t.pid, spawn(t, 1, w), 0};
       d::Channel w2;

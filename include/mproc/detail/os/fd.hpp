@@ -24,8 +24,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "../errors.hpp"
-#include "deadline.hpp"
+#include <mproc/errors.hpp>
+#include <mproc/detail/os/deadline.hpp>
 
 namespace mproc::detail {
 

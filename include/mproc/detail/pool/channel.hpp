@@ -3,7 +3,7 @@
 //
 // Channel: framed messages over a non-blocking AF_UNIX stream socket, with
 // file descriptors passed alongside (SCM_RIGHTS). The process pool talks to
-// its workers and to its template process through channels.
+// its workers and to its zygote through channels.
 //
 // A frame is a 16-byte header {payload size, type, fd count, id} and the
 // payload, padded to a multiple of 16 bytes so that every payload starts
@@ -26,7 +26,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "fd.hpp"
+#include <mproc/detail/os/fd.hpp>
 
 namespace mproc::detail {
 

@@ -1,26 +1,26 @@
 // mproc — Python's multiprocessing model for C++20.
 // SPDX-License-Identifier: MIT
 //
-// Template processes: the clean, single-threaded processes that a process
+// Zygotes: the clean, single-threaded processes that a process
 // pool's workers are forked from, so that a worker never inherits a lock some
 // other thread of the pool's owner held at fork time.
 //
-// A pool owns one template. The template is forked either directly from the
+// A pool owns one zygote. The zygote is forked either directly from the
 // pool's creator (StartMethod::fork, when the creator is single-threaded) or
-// by the process-wide fork server (StartMethod::forkserver), a template of
-// templates started early by set_start_method(). The owner talks to its
-// template over a Channel:
-//   owner -> template  spawn{slot} + worker's socket end;  kill{pid, signal}
-//   template -> owner  spawned{slot, pid};  spawn_failed{slot, errno};
+// by the process-wide fork server (StartMethod::forkserver), a zygote of
+// zygotes started early by set_start_method(). The owner talks to its
+// zygote over a Channel:
+//   owner -> zygote  spawn{slot} + worker's socket end;  kill{pid, signal}
+//   zygote -> owner  spawned{slot, pid};  spawn_failed{slot, errno};
 //                      exited{pid, exitcode}   (Python convention: -N = signal N)
-// When the owner closes the channel or exits, the template SIGKILLs and
-// reaps its workers and exits. The template watches the owner *process*
+// When the owner closes the channel or exits, the zygote SIGKILLs and
+// reaps its workers and exits. The zygote watches the owner *process*
 // through a pidfd (PR_SET_PDEATHSIG would fire when the owner's forking
-// thread exits, not the process); workers die with their template
-// (PR_SET_PDEATHSIG: the template is single-threaded), so nothing outlives a
+// thread exits, not the process); workers die with their zygote
+// (PR_SET_PDEATHSIG: the zygote is single-threaded), so nothing outlives a
 // SIGKILLed owner.
 //
-// The host program's signal setup is not ours: templates and the fork server
+// The host program's signal setup is not ours: zygotes and the fork server
 // restore the default SIGCHLD disposition (a host that ignores SIGCHLD, or
 // sets SA_NOCLDWAIT, would make the kernel reap workers before we learn how
 // they ended), and nothing outside them depends on SIGCHLD.
@@ -44,43 +44,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "channel.hpp"
-#include "spawn.hpp"
+#include <mproc/detail/pool/channel.hpp>
+#include <mproc/detail/os/spawn.hpp>
 
 namespace mproc {
-
-// How a process pool starts its workers (Python: multiprocessing start methods).
-enum class StartMethod {
-  // fork when the creating process is single-threaded, else forkserver if it
-  // was started, else fork (see set_start_method).
-  automatic,
-  // Workers are forks of the pool's creator as it was when the pool was
-  // created: they see all its state. If other threads run at that moment, a
-  // lock one of them holds stays locked in the workers (as in Python).
-  fork,
-  // Workers are forks of the fork server, a process started by
-  // set_start_method(StartMethod::forkserver) — call it early in main(),
-  // before starting threads. They see the program's state as it was then;
-  // pass everything else as task arguments or through the initializer.
-  forkserver,
-};
 
 namespace detail {
 
 // The function a freshly forked worker runs: given its end of the worker
 // channel, its slot in the pool and the pool's configuration bytes, returns
-// the exit code. It must not throw (the template exits the worker with
+// the exit code. It must not throw (the zygote exits the worker with
 // worker_exit_internal if it does).
 using WorkerEntry = int (*)(UniqueFd channel, std::uint64_t slot, std::span<const std::byte> config);
 
 
 enum TemplateMsg : std::uint16_t {
-  tm_spawn = 1,      // owner -> template: fork a worker (fd: worker's channel end); id = slot
-  tm_kill,           // owner -> template: payload {pid, signal}
-  tm_spawned,        // template -> owner: id = slot, payload {pid}
-  tm_spawn_failed,   // template -> owner: id = slot, payload {errno}
-  tm_exited,         // template -> owner: payload {pid, exitcode}
-  tm_make_template,  // owner -> fork server: fork a template (fd: its channel end);
+  tm_spawn = 1,      // owner -> zygote: fork a worker (fd: worker's channel end); id = slot
+  tm_kill,           // owner -> zygote: payload {pid, signal}
+  tm_spawned,        // zygote -> owner: id = slot, payload {pid}
+  tm_spawn_failed,   // zygote -> owner: id = slot, payload {errno}
+  tm_exited,         // zygote -> owner: payload {pid, exitcode}
+  tm_make_zygote,  // owner -> fork server: fork a zygote (fd: its channel end);
                      //   payload {owner pid}{entry}{config}
   tm_made_template,  // fork server -> owner: payload {pid} or {-errno}
 };
@@ -166,7 +150,7 @@ inline void default_sigchld() noexcept {
   ::sigaction(SIGCHLD, &dfl, nullptr);
 }
 
-// SIGCHLD as a pollable fd, for the single-threaded template and fork-server
+// SIGCHLD as a pollable fd, for the single-threaded zygote and fork-server
 // processes. Restores SIGCHLD's default disposition and blocks it in the
 // calling process.
 class ChildSignals {
@@ -209,11 +193,11 @@ inline void reap_all_children() noexcept {
   }
 }
 
-// Runs in the template process: forks workers on request and reports their
+// Runs in the zygote: forks workers on request and reports their
 // exits until the owner closes the session or exits. `owner` is a pidfd of
 // the owner process (invalid: rely on PR_SET_PDEATHSIG). Never returns;
 // never throws (an internal failure kills the workers and exits).
-[[noreturn]] inline void template_main(UniqueFd session_fd, UniqueFd owner, WorkerEntry entry,
+[[noreturn]] inline void zygote_main(UniqueFd session_fd, UniqueFd owner, WorkerEntry entry,
                                        std::vector<std::byte> config, sigset_t worker_mask) noexcept {
   std::unordered_set<pid_t> workers;
   auto shutdown = [&](int code) noexcept {
@@ -287,41 +271,41 @@ inline void reap_all_children() noexcept {
       if (io == Channel::Io::closed || io == Channel::Io::error) shutdown(0);
     }
   } catch (...) {
-    shutdown(worker_exit_internal);  // out of memory or descriptors in the template itself
+    shutdown(worker_exit_internal);  // out of memory or descriptors in the zygote itself
   }
   ::_exit(worker_exit_internal);  // not reached: shutdown() exits
 }
 
-// Forks a template process from the calling process. Returns it (reaped by
+// Forks a zygote from the calling process. Returns it (reaped by
 // its Child) and the owner's end of its channel. `worker_mask` is the signal
 // mask its workers run with. Call only while single-threaded, or accept what
 // fork() from a multithreaded process implies (see StartMethod::fork).
 // Throws ProcessError (fork failed, out of descriptors).
-inline std::pair<Child, UniqueFd> fork_template(WorkerEntry entry, std::vector<std::byte> config,
+inline std::pair<Child, UniqueFd> fork_zygote(WorkerEntry entry, std::vector<std::byte> config,
                                                 sigset_t worker_mask) {
-  auto [owner_end, template_end] = socket_pair();
+  auto [owner_end, zygote_end] = socket_pair();
   const pid_t parent = ::getpid();
-  const pid_t pid = fork_child("Pool (template process)", {template_end.get()});
+  const pid_t pid = fork_child("Pool (zygote)", {zygote_end.get()});
   if (pid == 0) {
     UniqueFd owner = watch_owner(parent, true);
-    template_main(std::move(template_end), std::move(owner), entry, std::move(config), worker_mask);
+    zygote_main(std::move(zygote_end), std::move(owner), entry, std::move(config), worker_mask);
   }
   Child child(pid);
-  template_end.reset();
+  zygote_end.reset();
   set_nonblocking(owner_end.get());
   return {std::move(child), std::move(owner_end)};
 }
 
 // The same, with the calling thread's signal mask for the workers.
-inline std::pair<Child, UniqueFd> fork_template(WorkerEntry entry, std::vector<std::byte> config) {
+inline std::pair<Child, UniqueFd> fork_zygote(WorkerEntry entry, std::vector<std::byte> config) {
   sigset_t mask;
   ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
-  return fork_template(entry, std::move(config), mask);
+  return fork_zygote(entry, std::move(config), mask);
 }
 
 // ---------------------------------------------------------------- fork server
 
-// The process-wide fork server: a template of templates.
+// The process-wide fork server: a zygote of zygotes.
 class ForkServer {
  public:
   static ForkServer& instance() {
@@ -354,24 +338,24 @@ class ForkServer {
     return running_locked();
   }
 
-  // Asks the server to fork a template; returns its pid and the owner's
+  // Asks the server to fork a zygote; returns its pid and the owner's
   // channel end. Blocks for one round trip. Throws ProcessError.
   std::pair<pid_t, UniqueFd> make_template(WorkerEntry entry, std::span<const std::byte> config) {
     std::lock_guard lock(mutex_);
     if (!running_locked()) throw ProcessError("mproc: the fork server is not running");
-    auto [owner_end, template_end] = socket_pair();
+    auto [owner_end, zygote_end] = socket_pair();
     const std::int32_t owner = ::getpid();
     std::vector<std::byte> payload(sizeof owner + sizeof entry + config.size());
     std::memcpy(payload.data(), &owner, sizeof owner);
     std::memcpy(payload.data() + sizeof owner, &entry, sizeof entry);
     if (!config.empty()) std::memcpy(payload.data() + sizeof owner + sizeof entry, config.data(), config.size());
-    channel_.put(tm_make_template, 0, payload, std::move(template_end));
+    channel_.put(tm_make_zygote, 0, payload, std::move(zygote_end));
     Frame f;
     if (!channel_.flush_blocking() || !channel_.receive_blocking(f) || f.header.type != tm_made_template)
       throw ProcessError("mproc: the fork server died");
     const auto pid = read_pod<std::int32_t>(f.payload);
     if (!pid) throw ProcessError("mproc: malformed reply from the fork server");
-    if (*pid < 0) throw_errno("fork (pool template process, by the fork server)", -*pid);
+    if (*pid < 0) throw_errno("fork (pool zygote, by the fork server)", -*pid);
     set_nonblocking(owner_end.get());
     return {*pid, std::move(owner_end)};
   }
@@ -403,7 +387,7 @@ class ForkServer {
         }
         // Templates notice their owner's exit themselves.
         if (owner && (fds[2].revents & POLLIN)) ::_exit(0);
-        if (fds[1].revents & POLLIN) sigchld.reap([](pid_t, int) {});  // templates that exited
+        if (fds[1].revents & POLLIN) sigchld.reap([](pid_t, int) {});  // zygotes that exited
         if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
         Frame f;
         bool got = false;
@@ -412,10 +396,10 @@ class ForkServer {
         } catch (const ProcessError&) {
           got = false;
         }
-        if (!got) ::_exit(0);  // owner gone or broken: templates notice through their own channels
+        if (!got) ::_exit(0);  // owner gone or broken: zygotes notice through their own channels
         std::int32_t pool_owner = 0;
         WorkerEntry entry = nullptr;
-        if (f.header.type != tm_make_template || !f.fd.valid() ||
+        if (f.header.type != tm_make_zygote || !f.fd.valid() ||
             f.payload.size() < sizeof pool_owner + sizeof entry)
           ::_exit(5);
         std::memcpy(&pool_owner, f.payload.data(), sizeof pool_owner);
@@ -430,7 +414,7 @@ class ForkServer {
         if (pid == 0) {
           die_with_parent(self);
           UniqueFd owner_watch = watch_owner(pool_owner, false);
-          template_main(std::move(f.fd), std::move(owner_watch), entry, std::move(config), owner_mask);
+          zygote_main(std::move(f.fd), std::move(owner_watch), entry, std::move(config), owner_mask);
         }
         const std::int32_t reply = pid < 0 ? -errno : pid;
         f.fd.reset();
@@ -448,23 +432,5 @@ class ForkServer {
   Channel channel_;
 };
 
-inline std::atomic<StartMethod>& default_start_method() {
-  static std::atomic<StartMethod> method{StartMethod::automatic};
-  return method;
-}
-
 }  // namespace detail
-
-// Sets the default start method of pools created afterwards (Python:
-// multiprocessing.set_start_method). StartMethod::forkserver also starts the
-// fork server now, from the calling process: call it early in main(), before
-// any thread starts. Thread-safe. Throws ProcessError if the server cannot start.
-inline void set_start_method(StartMethod method) {
-  if (method == StartMethod::forkserver) detail::ForkServer::instance().start();
-  detail::default_start_method().store(method);
-}
-
-// The default start method of new pools. Non-blocking, thread-safe.
-inline StartMethod get_start_method() noexcept { return detail::default_start_method().load(); }
-
 }  // namespace mproc

@@ -29,8 +29,8 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "deadline.hpp"
-#include "futex.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/futex.hpp>
 
 namespace mproc::detail {
 

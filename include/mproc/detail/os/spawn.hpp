@@ -30,9 +30,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "deadline.hpp"
-#include "demangle.hpp"
-#include "fd.hpp"
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/os/fd.hpp>
 
 namespace mproc::detail {
 
