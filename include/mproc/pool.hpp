@@ -77,44 +77,10 @@ constexpr void check_pool_argument() {
                 "serializable type or specialize mproc::serializer<T> (see serialize.hpp).");
 }
 
-// Writes `in` as the wire type Arg without copying when it already is one.
-template <class Arg, class In>
-void write_as(Writer& w, const In& in) {
-  if constexpr (std::is_same_v<std::remove_cvref_t<In>, Arg>) {
-    w.write(in);
-  } else {
-    w.write(Arg(in));
-  }
-}
-
+// The address of the trampoline that runs F on Arg in a worker.
 template <class F, class Arg, bool Star>
-void put_task_header(std::vector<std::byte>& payload, F f, std::uint64_t count, std::uint64_t flags = 0) {
-  const TaskHeader h{reinterpret_cast<std::uint64_t>(&task_trampoline<F, Arg, Star>),
-                     static_cast<std::uint64_t>(callable_bits(f)), count, flags};
-  const auto* p = reinterpret_cast<const std::byte*>(&h);
-  payload.insert(payload.end(), p, p + sizeof h);
-}
-
-// Fills t.payload with the task header and the arguments `write(w)` writes:
-// inline when small, else in the transfer heap (`size` is their encoded size,
-// or 0 when unknown: inline).
-template <class F, class Arg, bool Star, class Write>
-void encode_task(PoolTask& t, TransferHeap& heap, F f, std::uint64_t count, std::size_t size, Write&& write) {
-  if (size >= TransferHeap::threshold) {
-    t.args = heap.allocate(size);
-    {
-      Writer w(t.args.bytes());
-      write(w);
-    }
-    put_task_header<F, Arg, Star>(t.payload, f, count, task_args_in_heap);
-    const ShmHandle where = t.args.handle();
-    const auto* p = reinterpret_cast<const std::byte*>(&where);
-    t.payload.insert(t.payload.end(), p, p + sizeof where);
-  } else {
-    put_task_header<F, Arg, Star>(t.payload, f, count);
-    Writer w(t.payload);
-    write(w);
-  }
+std::uint64_t trampoline_bits() noexcept {
+  return reinterpret_cast<std::uint64_t>(&task_trampoline<F, Arg, Star>);
 }
 
 // Encodes the next `n` inputs from `it` as one task.
@@ -132,67 +98,12 @@ PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::share
     for (std::size_t k = 0; k < n; ++k, ++probe) write_as<Arg>(counter, *probe);
     size = counter.size();
   }
-  encode_task<F, Arg, Star>(t, heap, f, n, size, [&](Writer& w) {
-    for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
-  });
+  encode_task(t.payload, t.args, heap, trampoline_bits<F, Arg, Star>(), callable_bits(f), size,
+              [&](Writer& w) -> std::uint64_t {
+                for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+                return n;
+              });
   return t;
-}
-
-// Reads one per-call item: the value, or throws RemoteError / ProcessError.
-template <class R>
-auto read_item(Reader& r) {
-  const auto status = r.read<std::uint8_t>();
-  if (status == item_error) {
-    auto type = r.read<std::string>();
-    auto message = r.read<std::string>();
-    throw RemoteError(std::move(type), std::move(message));
-  }
-  if (status != item_ok) throw ProcessError("mproc: Pool: malformed result from a worker (bad status byte)");
-  if constexpr (std::is_void_v<R>) {
-    return;
-  } else {
-    return r.read<R>();
-  }
-}
-
-// Reads the results of a task of `count` calls (results are untrusted
-// bytes): on_value(i, R&&) for each success (on_value(i) for void R),
-// on_error(i, exception_ptr) for each RemoteError. Throws ProcessError if the
-// results are malformed.
-template <class R, class OnValue, class OnError>
-void read_results(Reader& r, std::uint64_t count, OnValue&& on_value, OnError&& on_error) {
-  const auto form = r.read<std::uint8_t>();
-  if (form == results_values) {
-    if constexpr (std::is_void_v<R>) {
-      throw ProcessError("mproc: Pool: malformed result from a worker (values for a void task)");
-    } else {
-      auto values = r.read<std::vector<R>>();
-      if (values.size() != count)
-        throw ProcessError("mproc: Pool: malformed result from a worker (" + std::to_string(values.size()) +
-                           " values for " + std::to_string(count) + " calls)");
-      for (std::uint64_t i = 0; i < count; ++i) {
-        if constexpr (std::is_same_v<R, bool>) {
-          on_value(i, bool(values[i]));  // std::vector<bool> hands out proxies
-        } else {
-          on_value(i, std::move(values[i]));
-        }
-      }
-    }
-    return;
-  }
-  if (form != results_items) throw ProcessError("mproc: Pool: malformed result from a worker (bad form byte)");
-  for (std::uint64_t i = 0; i < count; ++i) {
-    try {
-      if constexpr (std::is_void_v<R>) {
-        read_item<R>(r);
-        on_value(i);
-      } else {
-        on_value(i, read_item<R>(r));
-      }
-    } catch (const RemoteError&) {
-      on_error(i, std::current_exception());
-    }
-  }
 }
 
 // Python's default chunksize for map/starmap.
@@ -498,15 +409,9 @@ class PoolOptions {
     detail::check_pool_callable<F>();
     using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
     detail::check_pool_argument<Arg>();
-    config_.clear();
-    const std::uint64_t tramp = reinterpret_cast<std::uint64_t>(&detail::init_trampoline<F, Arg>);
-    const std::uint64_t fn = detail::callable_bits(f);
-    const auto* t = reinterpret_cast<const std::byte*>(&tramp);
-    const auto* b = reinterpret_cast<const std::byte*>(&fn);
-    config_.insert(config_.end(), t, t + sizeof tramp);
-    config_.insert(config_.end(), b, b + sizeof fn);
-    Writer w(config_);
-    w.write(Arg(std::forward<Args>(args)...));
+    config_ = detail::encode_initializer(reinterpret_cast<std::uint64_t>(&detail::init_trampoline<F, Arg>),
+                                         detail::callable_bits(f),
+                                         [&](Writer& w) { w.write(Arg(std::forward<Args>(args)...)); });
     return *this;
   }
 
@@ -685,8 +590,11 @@ class Pool {
     detail::PoolTask task;
     task.sink = std::make_shared<detail::ApplySink<R>>(state);
     const Arg packed(std::forward<Args>(args)...);
-    detail::encode_task<F, Arg, true>(task, engine_->heap(), f, 1, encoded_size(packed),
-                                      [&](Writer& w) { w.write(packed); });
+    detail::encode_task(task.payload, task.args, engine_->heap(), detail::trampoline_bits<F, Arg, true>(),
+                        detail::callable_bits(f), encoded_size(packed), [&](Writer& w) -> std::uint64_t {
+                          w.write(packed);
+                          return 1;
+                        });
     engine_->submit(std::move(task));
     return AsyncResult<R>(std::move(state));
   }
@@ -825,35 +733,16 @@ class Pool {
     std::shared_ptr<detail::PoolEngine> engine = engine_;
     auto produce = [engine, source, f, chunksize, sink_weak = std::weak_ptr<detail::ImapSink<R>>(sink)](
                        detail::ImapSink<R>& s) -> std::size_t {
-      std::size_t n = 0;
       detail::PoolTask t;
-      detail::put_task_header<F, Arg, false>(t.payload, f, 0);
-      {
-        Writer w(t.payload);
-        for (; n < chunksize && source->it != std::ranges::end(source->view); ++n, ++source->it)
-          detail::write_as<Arg>(w, *source->it);
-      }
+      const std::uint64_t n = detail::encode_task(
+          t.payload, t.args, engine->heap(), detail::trampoline_bits<F, Arg, false>(), detail::callable_bits(f), 0,
+          [&](Writer& w) -> std::uint64_t {
+            std::uint64_t k = 0;
+            for (; k < chunksize && source->it != std::ranges::end(source->view); ++k, ++source->it)
+              detail::write_as<Arg>(w, *source->it);
+            return k;
+          });
       if (n == 0) return 0;
-      if (t.payload.size() - sizeof(detail::TaskHeader) >= detail::TransferHeap::threshold) {
-        // Large: move the arguments into the transfer heap (single-pass
-        // inputs cannot be measured before they are encoded).
-        const auto encoded = std::span<const std::byte>(t.payload).subspan(sizeof(detail::TaskHeader));
-        t.args = engine->heap().allocate(encoded.size());
-        std::memcpy(t.args.bytes().data(), encoded.data(), encoded.size());
-        t.payload.resize(sizeof(detail::TaskHeader));
-        const detail::ShmHandle where = t.args.handle();
-        const auto* p = reinterpret_cast<const std::byte*>(&where);
-        t.payload.insert(t.payload.end(), p, p + sizeof where);
-        detail::TaskHeader h;
-        std::memcpy(&h, t.payload.data(), sizeof h);
-        h.flags |= detail::task_args_in_heap;
-        std::memcpy(t.payload.data(), &h, sizeof h);
-      }
-      // Patch the item count into the header.
-      detail::TaskHeader h;
-      std::memcpy(&h, t.payload.data(), sizeof h);
-      h.count = n;
-      std::memcpy(t.payload.data(), &h, sizeof h);
       t.count = n;
       t.chunk = source->chunk++;
       t.sink = sink_weak.lock();

@@ -80,9 +80,9 @@ class ResultMapping {
   // Checks that `fd` is a sealed memfd of the size `payload` states; returns
   // the size. Throws ProcessError if not (the worker is broken).
   static std::size_t validate(const UniqueFd& fd, std::span<const std::byte> payload) {
-    std::uint64_t size = 0;
-    if (!fd || payload.size() != sizeof size) throw ProcessError("mproc: Pool: malformed large result frame");
-    std::memcpy(&size, payload.data(), sizeof size);
+    const std::optional<std::uint64_t> claimed = read_result_fd_payload(payload);
+    if (!fd || !claimed) throw ProcessError("mproc: Pool: malformed large result frame");
+    const std::uint64_t size = *claimed;
     struct stat st {};
     const int seals = ::fcntl(fd.get(), F_GET_SEALS);
     if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) != size ||
@@ -120,17 +120,8 @@ class PoolEngine {
     })[0]);
     slots_.resize(static_cast<std::size_t>(cfg_.processes));
     board_ = create_segment(std::max<std::size_t>(slots_.size() * sizeof(SlotStatus), 64), "mproc:pool-board");
-    std::vector<std::byte> config(sizeof(WorkerConfigHeader));
-    {
-      WorkerConfigHeader h;
-      h.board = board_->handle(ShmKind::shared_memory, 0, board_->size());
-      if (cfg_.initializer.size() >= 2 * sizeof(std::uint64_t)) {
-        std::memcpy(&h.init_trampoline, cfg_.initializer.data(), sizeof(std::uint64_t));
-        std::memcpy(&h.init_fn, cfg_.initializer.data() + sizeof(std::uint64_t), sizeof(std::uint64_t));
-        config.insert(config.end(), cfg_.initializer.begin() + 2 * sizeof(std::uint64_t), cfg_.initializer.end());
-      }
-      std::memcpy(config.data(), &h, sizeof h);
-    }
+    std::vector<std::byte> config =
+        encode_worker_config(board_->handle(ShmKind::shared_memory, 0, board_->size()), cfg_.initializer);
     // The workers run with the creator's signal mask; the I/O thread blocks
     // every signal, so the host's handlers never run on it.
     sigset_t creator_mask, all;
@@ -441,15 +432,9 @@ class PoolEngine {
           s.spawn_failures = 0;
           break;
         case pm_init_failed: {
-          Reader r(f.payload);
-          std::string type, message;
-          try {
-            type = r.read<std::string>();
-            message = r.read<std::string>();
-          } catch (const ProcessError&) {
-            type = "unknown";
-          }
-          break_pool(std::make_exception_ptr(RemoteError(type, "in the pool initializer: " + message)));
+          ExceptionInfo info = decode_init_failure(f.payload);
+          break_pool(std::make_exception_ptr(
+              RemoteError(std::move(info.type_name), "in the pool initializer: " + info.message)));
           break;
         }
         case pm_result:

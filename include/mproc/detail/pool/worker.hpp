@@ -1,17 +1,14 @@
 // mproc — Python's multiprocessing model for C++20.
 // SPDX-License-Identifier: MIT
 //
-// The worker side of the process pool: the message protocol, the task
+// The worker side of the process pool (layer detail/pool): the task
 // trampolines that run a user function on decoded arguments, and the loop a
-// worker process runs.
+// worker process runs, speaking the protocol of protocol.hpp.
 //
-// A task is a chunk of `count` calls of one function. Its payload is a
-// TaskHeader followed by the encoded arguments of each call. The result
-// payload holds, for each call in order, a status byte and then either the
-// encoded return value (status 0) or the exception's type name and message
-// (status 1). Trampolines are instantiated per (function type, argument type)
-// in the program image that owner and workers share, so the owner sends
-// their address; a function pointer's value travels alongside.
+// A task is a chunk of `count` calls of one function. Trampolines are
+// instantiated per (function type, argument type) in the program image that
+// owner and workers share, so the owner sends their address; a function
+// pointer's value travels alongside.
 #pragma once
 
 #include <atomic>
@@ -30,6 +27,7 @@
 
 #include <mproc/serialize.hpp>
 #include <mproc/detail/pool/channel.hpp>
+#include <mproc/detail/pool/protocol.hpp>
 #include <mproc/detail/util/demangle.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/os/spawn.hpp>
@@ -39,42 +37,6 @@
 #include <unistd.h>
 
 namespace mproc::detail {
-
-enum PoolMsg : std::uint16_t {
-  pm_task = 1,         // owner -> worker: id = task id, payload = TaskHeader + arguments
-  pm_stop = 2,         // owner -> worker: exit once idle
-  pm_ready = 10,       // worker -> owner: the initializer succeeded
-  pm_init_failed = 11, // worker -> owner: payload = ErrorInfo of the initializer
-  pm_result = 12,      // worker -> owner: id = task id, payload = results
-  pm_result_fd = 13,   // worker -> owner: id = task id, payload = {u64 size}, fd = sealed
-                       //   memfd holding the results (results of at least result_via_fd() bytes)
-};
-
-// Results at least this large travel in a sealed memfd passed with the
-// frame rather than through the socket: no size limit but memory (frames
-// stop at Channel::max_payload), and no channel buffers of their size. Below
-// it the socket is faster on this kernel (a memfd's fresh pages cost more
-// than the copies through the socket). A variable only so that tests can
-// exercise the memfd path with small results (workers forked afterwards
-// inherit the value).
-inline std::size_t& result_via_fd() noexcept {
-  static std::size_t bytes = std::size_t{64} << 20;
-  return bytes;
-}
-
-// Seals a result memfd carries, checked by the owner before it maps it (a
-// worker that could still shrink it could make the owner die of SIGBUS).
-inline constexpr int kResultSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
-
-// The status board: one cache line per worker slot, in shared memory owned
-// by the pool's owner. A worker notes there the id of the task whose user
-// code it is about to run. When a worker dies, the owner reads its line:
-// the task noted (if still unfinished) is the one lost; tasks handed to the
-// worker but never started are run by another worker.
-struct alignas(64) SlotStatus {
-  std::atomic<std::uint64_t> started{0};
-};
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 // What the worker being run in this process knows about itself (set by
 // pool_worker_main; null words outside pool workers).
@@ -98,18 +60,6 @@ inline void note_task_started() noexcept {
 // results to `out`.
 using Trampoline = void (*)(std::uintptr_t fn, Reader& args, std::uint64_t count,
                             std::vector<std::byte>& out);
-
-// 32 bytes, so the arguments after it start 16-byte aligned like the frame.
-struct TaskHeader {
-  std::uint64_t trampoline;
-  std::uint64_t fn;
-  std::uint64_t count;
-  std::uint64_t flags;  // task_args_in_heap: a ShmHandle follows instead of the arguments
-};
-enum : std::uint64_t { task_args_in_heap = 1 };
-static_assert(sizeof(TaskHeader) == 32);
-
-enum : std::uint8_t { item_ok = 0, item_error = 1 };
 
 // ---------------------------------------------------------------- callables
 
@@ -231,38 +181,6 @@ decltype(auto) apply_with(F& f, Tuple& t) {
 
 // ---------------------------------------------------------------- results
 
-// A writer appending one item to a task's results, aligning relative to the
-// start of the results, where the owner's Reader starts.
-class ItemWriter : public Writer {
- public:
-  explicit ItemWriter(std::vector<std::byte>& out) : Writer(out) {
-    writer_access::set_origin(*this, std::size_t{0} - out.size());
-  }
-};
-
-inline void write_item_error(std::vector<std::byte>& out, const ExceptionInfo& info) {
-  ItemWriter w(out);
-  w.write(item_error);
-  w.write(info.type_name);
-  w.write(info.message);
-}
-
-// The forms of a task's results.
-enum : std::uint8_t {
-  results_items = 0x10,   // per call: status byte, then value or error
-  results_values = 0x11,  // every call succeeded: one std::vector<R> (one copy for arithmetic R)
-};
-
-// Appends the results of a task of `count` calls that all failed with
-// `info` (the error is reported for every call).
-inline void write_task_failed(std::vector<std::byte>& out, std::uint64_t count, const ExceptionInfo& info) {
-  {
-    ItemWriter w(out);
-    w.write(results_items);
-  }
-  for (std::uint64_t i = 0; i < count; ++i) write_item_error(out, info);
-}
-
 // Encodes one call's outcome: runs `call` and appends status + value, or,
 // if it throws, rolls back to the item's start and appends the error.
 template <class Call>
@@ -272,13 +190,9 @@ void run_item(std::vector<std::byte>& out, Call&& call) {
     using R = decltype(call());
     if constexpr (std::is_void_v<R>) {
       call();
-      ItemWriter w(out);
-      w.write(item_ok);
+      write_item_ok(out);
     } else {
-      auto value = call();
-      ItemWriter w(out);
-      w.write(item_ok);
-      w.write(value);
+      write_item_ok(out, call());
     }
   } catch (...) {
     out.resize(mark);
@@ -328,17 +242,13 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
       }
     }
     try {
-      ItemWriter w(out);
       if (!error) {
-        w.write(results_values);
-        w.write(values);
+        write_values(out, values);
         return;
       }
-      w.write(results_items);
-      for (std::size_t k = 0; k < values.size(); ++k) {
-        w.write(item_ok);
-        w.write(static_cast<const R&>(values[k]));  // std::vector<bool> hands out proxies
-      }
+      write_items_form(out);
+      for (std::size_t k = 0; k < values.size(); ++k)
+        write_item_ok(out, static_cast<const R&>(values[k]));  // std::vector<bool> hands out proxies
     } catch (...) {
       // A value that cannot be encoded: report every call as failed.
       out.resize(start);
@@ -346,8 +256,7 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
       return;
     }
   } else {
-    ItemWriter w(out);
-    w.write(results_items);
+    write_items_form(out);
   }
 
   if (error) {
@@ -383,10 +292,7 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
 template <class F, class Arg>
 void init_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t, std::vector<std::byte>& out) {
   F f = callable_from_bits<F>(fn);
-  {
-    ItemWriter w(out);
-    w.write(results_items);
-  }
+  write_items_form(out);
   run_item(out, [&] {
     Arg a = args.template read<Arg>();
     (void)apply_with(f, a);
@@ -420,15 +326,6 @@ inline void fault_point(FaultStep step) {
 inline void fault_point(FaultStep) noexcept {}
 #endif
 
-// The pool configuration a worker receives: [ShmHandle of the status board]
-// [initializer trampoline][fn][encoded initializer arguments]. A zero
-// trampoline means no initializer.
-struct WorkerConfigHeader {
-  ShmHandle board;
-  std::uint64_t init_trampoline = 0;
-  std::uint64_t init_fn = 0;
-};
-
 // Sends `out` (the results of task `id`) in a sealed memfd. Returns false
 // if the memfd cannot be made (the caller reports the task as failed).
 // Throws ProcessError if the channel fails.
@@ -451,35 +348,20 @@ inline bool send_result_fd(Channel& ch, std::uint64_t id, std::span<const std::b
   }
   if (::fcntl(fd.get(), F_ADD_SEALS, kResultSeals) < 0) return false;
   const std::uint64_t size = out.size();
-  ch.put(pm_result_fd, id, std::span<const std::byte>(reinterpret_cast<const std::byte*>(&size), sizeof size),
-         std::move(fd));
+  ch.put(pm_result_fd, id, result_fd_payload(size), std::move(fd));
   return true;
 }
-
-// Replaces whatever `out` holds with the results of a task of `count` calls
-// that all failed with `info` (the error is reported for every call).
-
 
 // Runs one task frame, leaving its results in `out`. Never lets an
 // exception out: a failure of the worker's own machinery (out of memory
 // while decoding or encoding, shared memory that cannot be opened) fails
 // every call of the task with that error. Returns false only if even that
 // report cannot be written (the worker must exit).
-inline bool run_task(const Frame& f, std::vector<std::byte>& out) noexcept {
-  TaskHeader h{};
-  std::memcpy(&h, f.payload.data(), sizeof h);
+inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>& out) noexcept {
   try {
     out.clear();
-    std::span<const std::byte> arg_bytes = f.payload.subspan(sizeof h);
-    std::shared_ptr<Mapping> heap;
-    if (h.flags & task_args_in_heap) {
-      // Large arguments wait in the owner's transfer heap.
-      ShmHandle where;
-      if (arg_bytes.size() != sizeof where) throw ProcessError("mproc: malformed task (bad transfer-heap handle)");
-      std::memcpy(&where, arg_bytes.data(), sizeof where);
-      heap = open_segment(where, "the arguments of a pool task");
-      arg_bytes = {heap->data() + where.offset, static_cast<std::size_t>(where.length)};
-    }
+    std::shared_ptr<Mapping> heap;  // large arguments wait in the owner's transfer heap
+    const std::span<const std::byte> arg_bytes = task_arguments(f.payload, h, heap);
     fault_point(FaultStep::in_decode);
     Reader args(arg_bytes);
     reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
@@ -542,21 +424,19 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
     // arguments) stays mapped between tasks instead of being re-faulted.
     set_auto_retain(true);
     Channel ch(std::move(channel));
-    WorkerConfigHeader cfg;
-    if (config.size() < sizeof cfg) return 2;
-    std::memcpy(&cfg, config.data(), sizeof cfg);
-    std::shared_ptr<Mapping> board = open_segment(cfg.board, "the pool's status board");
+    const std::optional<WorkerConfig> cfg = decode_worker_config(config);
+    if (!cfg) return 2;
+    std::shared_ptr<Mapping> board = open_segment(cfg->board, "the pool's status board");
     if ((slot + 1) * sizeof(SlotStatus) > board->size()) return 2;
     worker_self().started = &reinterpret_cast<SlotStatus*>(board->data())[slot].started;
 
     std::vector<std::byte> out;
     out.reserve(64 * 1024);
-    if (cfg.init_trampoline != 0) {
-      Reader args(config.subspan(sizeof cfg));
-      reinterpret_cast<Trampoline>(cfg.init_trampoline)(static_cast<std::uintptr_t>(cfg.init_fn), args, 1, out);
-      // [results_items][status][type, message when it threw]
-      if (out.size() < 2 || out[1] != std::byte{item_ok}) {
-        ch.put(pm_init_failed, 0, std::span<const std::byte>(out).subspan(std::min<std::size_t>(out.size(), 2)));
+    if (cfg->init_trampoline != 0) {
+      Reader args(cfg->init_args);
+      reinterpret_cast<Trampoline>(cfg->init_trampoline)(static_cast<std::uintptr_t>(cfg->init_fn), args, 1, out);
+      if (!init_succeeded(out)) {
+        ch.put(pm_init_failed, 0, init_failure_payload(out));
         ch.flush_blocking();
         return 1;
       }
@@ -575,16 +455,15 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
         return 2;  // malformed input from the owner
       }
       if (!got || f.header.type == pm_stop) return 0;
-      if (f.header.type != pm_task || f.payload.size() < sizeof(TaskHeader)) return 2;
+      const std::optional<TaskHeader> h = read_task_header(f.payload);
+      if (f.header.type != pm_task || !h) return 2;
       worker_self().task = f.header.id;
       fault_point(FaultStep::after_read);
-      if (!run_task(f, out)) return worker_exit_internal;
+      if (!run_task(f, *h, out)) return worker_exit_internal;
       fault_point(FaultStep::after_run);
-      TaskHeader h;
-      std::memcpy(&h, f.payload.data(), sizeof h);
       // Every result leaves before the next task starts: if that task crashes
       // this worker, the results of the finished ones are not lost with it.
-      if (!send_result(ch, f.header.id, h.count, out)) return 0;
+      if (!send_result(ch, f.header.id, h->count, out)) return 0;
       fault_point(FaultStep::after_write);
       if (out.capacity() > std::max(result_via_fd(), std::size_t{4} << 20))
         std::vector<std::byte>().swap(out);  // after a huge result
