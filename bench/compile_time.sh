@@ -14,12 +14,13 @@
 #   CXX=clang++ bench/compile_time.sh
 #   EXTRA_CXXFLAGS="-DFOO" bench/compile_time.sh
 #   ONLY="mproc.hpp thread_pool.hpp" bench/compile_time.sh   subset (+ baseline)
+#   MPROC_ROOT=/other/checkout bench/compile_time.sh   measure that tree's headers
 #
 # mpi.hpp is measured only when <mpi.h> is found (directly, or through
 # `mpicxx --showme:compile`). Needs /usr/bin/time (GNU time).
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=${MPROC_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cxx=${CXX:-g++}
 reps=${1:-${N:-5}}
 timebin=/usr/bin/time
