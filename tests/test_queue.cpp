@@ -8,7 +8,7 @@
 // that keep their deadlines under a signal storm, untrusted ring bytes.
 //
 // Stops a process inside put/get at a chosen step (see QueueStep in
-// detail/shm/queue_ring.hpp); must come before any mproc header.
+// detail/shm/queue_hooks.hpp); must come before any mproc header.
 #define MPROC_TEST_HOOKS 1
 
 #include <mproc/connection.hpp>

@@ -26,13 +26,9 @@
 
 #include <mproc/errors.hpp>
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/error.hpp>
 
 namespace mproc::detail {
-
-// Throws ProcessError("mproc: <what>: <strerror(err)>").
-[[noreturn]] inline void throw_errno(const std::string& what, int err = errno) {
-  throw ProcessError("mproc: " + what + ": " + std::strerror(err));
-}
 
 // ------------------------------------------------------------ private fds
 

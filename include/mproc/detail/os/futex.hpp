@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/error.hpp>
 
 namespace mproc::detail {
 

@@ -45,13 +45,18 @@
 // sleep in slices (kQueueWaitSlice), re-checking, as a last resort against
 // a lost wake-up; a sleep cut short by a signal resumes at once, without
 // spinning again, and keeps its deadline.
+//
+// Files: queue_layout.hpp (constants, record header, QueueState),
+// queue_hooks.hpp (test hooks), queue_wait.hpp (QueueLock, the eventcount),
+// this file (QueueCore: creation, put, get, task_done, join), and
+// queue_recovery.hpp (QueueCore's repair after a killed process). Layer
+// detail/shm; used by <mproc/queue.hpp>.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
-#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -61,7 +66,6 @@
 #include <string>
 #include <utility>
 
-#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -69,265 +73,13 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/object.hpp>
+#include <mproc/detail/shm/queue_hooks.hpp>
+#include <mproc/detail/shm/queue_layout.hpp>
+#include <mproc/detail/shm/queue_wait.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
 
 namespace mproc::detail {
-
-// Default address space of a queue's ring (pages are allocated on use).
-inline constexpr std::size_t kQueueDefaultRingBytes = std::size_t{256} << 20;
-// The region a queue with a small backlog stays in.
-inline constexpr std::size_t kQueueHotBytes = std::size_t{1} << 20;
-// Drained pages beyond the hot region are given back once they exceed this.
-inline constexpr std::size_t kQueueColdSlack = std::size_t{16} << 20;
-// A producer past the hot region re-reads the consumer's position every
-// this many bytes, to wrap early.
-inline constexpr std::uint64_t kQueueWrapProbe = 64 * 1024;
-// Smallest ring a caller may ask for.
-inline constexpr std::size_t kQueueMinRingBytes = 4096;
-// A producer that found the queue full spins until this many items fit.
-inline constexpr std::uint64_t kQueuePutBatch = 32;
-// Longest single sleep of a waiting getter/putter/joiner before it re-checks.
-inline constexpr std::chrono::milliseconds kQueueWaitSlice{100};
-// How long a getter or putter spins at most before yielding and sleeping,
-// and how many pause instructions separate its polls.
-inline constexpr std::chrono::microseconds kQueueSpin{10};
-inline constexpr int kQueuePollPauses = 256;
-// Then how many times it yields the CPU before sleeping.
-inline constexpr int kQueueYields = 2;
-
-// ThreadSanitizer sees the synchronization between threads of one process
-// only. A position cached in shared memory may have been read by another
-// process, so under TSan the positions are always re-read (an acquire it
-// can see) instead of trusting the caches.
-#if defined(__SANITIZE_THREAD__)
-inline constexpr bool kQueueUseCaches = false;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-inline constexpr bool kQueueUseCaches = false;
-#else
-inline constexpr bool kQueueUseCaches = true;
-#endif
-#else
-inline constexpr bool kQueueUseCaches = true;
-#endif
-
-// Test-only: the steps of put and get at which a test may stop the calling
-// process (to kill it there, at the worst instant). A test defines
-// MPROC_TEST_HOOKS before including mproc (in every translation unit of its
-// program, or in none) and sets QueueTesting::at_step; otherwise
-// queue_test_point() is an empty inline function and costs nothing.
-enum class QueueStep : int {
-  put_locked,          // holds the producers' lock
-  put_room_found,      // found room for its record
-  put_header_written,  // wrote the record's header (and the skip record), not its payload
-  put_written,         // wrote the whole record
-  put_journaled,       // about to publish the item
-  put_counted,         // published the item's count, not yet the tail
-  put_published,       // published the tail, still holds the lock
-  get_locked,          // holds the consumers' lock
-  get_skipped,         // moved the head past a skip record, has not read the item
-  get_taken,           // decoded the item, has not consumed it
-  get_journaled,       // about to consume the item
-  get_counted,         // published the consumed count, not yet the head
-  get_published,       // published the head, still holds the lock
-  realign_locked,      // holds both locks to move an empty queue's positions
-  realign_half,        // moved the head, not yet the tail
-};
-#if defined(MPROC_TEST_HOOKS)
-struct QueueTesting {
-  static inline std::atomic<void (*)(QueueStep)> at_step{nullptr};
-};
-inline void queue_test_point(QueueStep step) {
-  if (auto f = QueueTesting::at_step.load(std::memory_order_relaxed)) f(step);
-}
-#else
-inline void queue_test_point(QueueStep) noexcept {}
-#endif
-
-// A record's header in the ring: an item of `size` payload bytes, or a
-// skip record (size 0) that fills the ring up to its end.
-struct QueueRecord {
-  static constexpr std::uint32_t kItem = 0x7271706du;  // "mpqr"
-  static constexpr std::uint32_t kSkip = 0x7371706du;  // "mpqs"
-  std::uint32_t size;   // payload bytes
-  std::uint32_t check;  // size ^ kItem for an item, kSkip for a skip record
-};
-static_assert(sizeof(QueueRecord) == 8);
-inline constexpr std::size_t kQueueRecordAlign = 8;
-// Largest encoded item (its size must fit the header).
-inline constexpr std::size_t kQueueMaxItemBytes = UINT32_MAX - 64;
-
-// The control block in shared memory (after the ObjectHeader). Each side's
-// lock and private fields, and each side's published fields, have cache
-// lines of their own, so polling the other side's position does not slow
-// down its locking. Every field is read by other processes after this one
-// died, so a field whose order of stores matters is an atomic.
-struct QueueState {
-  // Fixed at creation (read-only afterwards), and the closed flag.
-  std::int64_t maxsize = 0;  // items; 0: unbounded
-  std::uint64_t ring_bytes = 0;
-  std::uint64_t hot_bytes = 0;
-  std::uint64_t ring_offset = 0;  // of the ring from the block start (page aligned)
-  std::atomic<std::uint32_t> closed{0};
-  // Producers: their lock and private fields (under put_mutex).
-  alignas(64) MutexState put_mutex;
-  std::uint64_t head_cache = 0;  // head and got_count as last read
-  std::uint64_t got_cache = 0;
-  std::uint64_t wrap_probe = 0;  // tail position from which to refresh them to find room at the start
-  std::atomic<std::uint64_t> high_water{0};  // highest ring offset ever written (read by a consumer)
-  // Producers: published (and their journal, on the same line: consumers
-  // read it anyway). put_count is THE publishing store of a put; the tail
-  // follows it. pend_tail is the tail that goes with put_count ==
-  // pend_count, stored before put_count: it also bounds the published data
-  // for consumers (it is >= the end of every record put_count counts).
-  alignas(64) std::atomic<std::uint64_t> put_count{0};
-  std::atomic<std::uint64_t> pend_count{0};
-  std::atomic<std::uint64_t> pend_tail{0};
-  std::atomic<std::uint64_t> tail{0};
-  std::atomic<std::uint32_t> items_seq{0};  // eventcount of waiting getters
-  // Consumers: their lock and private fields (under get_mutex).
-  alignas(64) MutexState get_mutex;
-  std::uint64_t put_cache = 0;   // put_count as last read
-  std::uint64_t tail_cache = 0;  // pend_tail read right after it: bounds the records put_cache counts
-  // Consumers: published, and their journal. got_count is THE publishing
-  // store of a get (items consumed or dropped); head and dropped follow it;
-  // gpend_head and gpend_dropped are what they must be when got_count ==
-  // gpend_count.
-  alignas(64) std::atomic<std::uint64_t> got_count{0};
-  std::atomic<std::uint64_t> head{0};
-  std::atomic<std::uint64_t> dropped{0};  // items discarded as corrupt or undecodable
-  std::atomic<std::uint64_t> gpend_count{0};
-  std::atomic<std::uint64_t> gpend_head{0};
-  std::atomic<std::uint64_t> gpend_dropped{0};
-  std::atomic<std::uint32_t> space_seq{0};  // eventcount of waiting putters
-  // Sleepers (written when going to sleep only).
-  alignas(64) std::atomic<std::uint32_t> getters_waiting{0};
-  std::atomic<std::uint32_t> putters_waiting{0};
-  std::atomic<std::uint32_t> joiners_waiting{0};
-  // JoinableQueue: task_done() calls. Unfinished tasks: put_count -
-  // dropped - done_count.
-  alignas(64) std::atomic<std::uint64_t> done_count{0};
-  std::atomic<std::uint32_t> done_seq{0};  // eventcount of joiners
-};
-
-inline constexpr std::size_t kQueueStateOffset = 64;
-
-// Holds a MutexState (robust: taken over from a dead holder) once lock()
-// succeeded; releases it on destruction.
-class QueueLock {
- public:
-  explicit QueueLock(MutexState& m) noexcept : m_(m) {}
-  QueueLock(const QueueLock&) = delete;
-  QueueLock& operator=(const QueueLock&) = delete;
-  ~QueueLock() {
-    if (held_) m_.unlock();
-  }
-  // Acquires until `deadline`; false on timeout.
-  bool lock(Clock::time_point deadline) {
-    held_ = m_.lock(current_tid(), deadline);
-    return held_;
-  }
-  void unlock() {
-    held_ = false;
-    m_.unlock();
-  }
-
- private:
-  MutexState& m_;
-  bool held_ = false;
-};
-
-// Keeps the compiler from swapping the stores around it, so that a process
-// killed between them has done the first and not the second (the kernel
-// stops a process at an instruction boundary, its earlier stores done).
-inline void crash_order() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
-
-// This thread's current spin time before yielding, in nanoseconds.
-inline std::int64_t& queue_spin_budget() noexcept {
-  thread_local std::int64_t budget = std::chrono::nanoseconds(kQueueSpin).count();
-  return budget;
-}
-
-// Waits until ready() or `deadline`: checks, spins briefly, yields, then
-// sleeps on `word` for at most a slice. `word` is an eventcount: its low
-// bit says a sleeper is armed; whoever makes ready() true publishes, then
-// (after a store-load barrier) calls queue_notify(), which bumps and wakes
-// `word` only if armed — one system call per sleep, not per item.
-// `waiting` counts sleepers. Returns false if the deadline passed with
-// ready() false; true otherwise (the caller re-checks under its lock).
-// While spinning it waits for spin_ready() (e.g. room for a batch of items,
-// so a producer facing a full queue does not advance in lockstep with the
-// consumer), which implies ready().
-template <class Ready, class SpinReady>
-bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
-                Ready&& ready, SpinReady&& spin_ready) {
-  if (ready()) {
-    if (spin_ready()) return true;
-  } else if (Clock::now() >= deadline) {
-    return false;
-  }
-  // Adaptive: spinning pays only when the other side runs on another CPU
-  // at the same time, so a thread whose spins keep failing spins less.
-  std::int64_t& budget = queue_spin_budget();
-  const auto spin_end = std::min(deadline, Clock::now() + std::chrono::nanoseconds(budget));
-  bool spun = false;
-  while (!(spun = spin_ready())) {
-    // Poll the other side's cache line gently: each poll takes the line
-    // away from its writer.
-    for (int k = 0; k < kQueuePollPauses; ++k) cpu_relax();
-    if (Clock::now() >= spin_end) break;
-  }
-  const std::int64_t max_ns = std::chrono::nanoseconds(kQueueSpin).count();
-  budget = spun ? std::min(max_ns, 2 * budget + 500) : budget / 2;
-  // Then let the other side run if it shares our CPU: cheaper than a
-  // futex sleep and wake-up, and it lets the queue fill or drain in batches.
-  for (int y = 0; y < kQueueYields && !spin_ready(); ++y) ::sched_yield();
-  if (ready()) return true;
-  auto now = Clock::now();
-  std::uint32_t armed = word.load(std::memory_order_seq_cst);
-  while (!(armed & 1u) && !word.compare_exchange_weak(armed, armed | 1u, std::memory_order_seq_cst)) {
-  }
-  armed |= 1u;
-  waiting.fetch_add(1, std::memory_order_seq_cst);
-  // Sleep until woken (the word moved on), ready() or the end of the slice.
-  // A sleep cut short by a signal (or a spurious wake-up) resumes here, at
-  // the cost of one check: no spinning, yielding or locking again.
-  const auto slice_end = deadline - now > kQueueWaitSlice ? now + kQueueWaitSlice : deadline;
-  while (now < slice_end && word.load(std::memory_order_seq_cst) == armed && !ready()) {
-    futex_wait(word, armed, slice_end);
-    now = Clock::now();
-  }
-  waiting.fetch_sub(1, std::memory_order_seq_cst);
-  return true;
-}
-
-template <class Ready>
-bool queue_wait(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiting, Clock::time_point deadline,
-                Ready&& ready) {
-  return queue_wait(word, waiting, deadline, ready, ready);
-}
-
-// Orders the caller's publishing store (before the unlock that precedes
-// this) before its next load, as the eventcount needs (a store-load
-// barrier). On x86 the unlock's locked exchange already is a full barrier:
-// only the compiler must be kept from moving the load above it. Elsewhere,
-// a sequentially consistent fence.
-inline void fence_after_unlock() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-#else
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-}
-
-// Wakes the sleepers of `word` if one is armed (after the caller's seq_cst
-// store that made their condition true).
-inline void queue_notify(std::atomic<std::uint32_t>& word) {
-  std::uint32_t v = word.load(std::memory_order_seq_cst);
-  if (!(v & 1u)) return;
-  if (word.compare_exchange_strong(v, v + 1u, std::memory_order_seq_cst)) futex_wake(word);
-}
 
 // One process's view of a queue: the block and pointers into it. Copies
 // share the queue. All members are thread- and process-safe.
@@ -639,61 +391,23 @@ class QueueCore {
     return true;
   }
 
+  // Recovery (defined in queue_recovery.hpp).
+  //
   // Producers' lock held. If the journal describes the published count, the
   // tail must be its pend_tail (a producer died between publishing and
   // moving the tail); otherwise a producer died before publishing: its
   // record is ignored, and the journal is made to describe the present.
-  void repair_producers() noexcept {
-    QueueState& s = *state_;
-    const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
-    if (s.pend_count.load(std::memory_order_relaxed) == put) [[likely]] {
-      const std::uint64_t t = s.pend_tail.load(std::memory_order_relaxed);
-      if (s.tail.load(std::memory_order_relaxed) != t) [[unlikely]]
-        s.tail.store(t, std::memory_order_release);
-      return;
-    }
-    s.pend_tail.store(s.tail.load(std::memory_order_relaxed), std::memory_order_release);
-    crash_order();
-    s.pend_count.store(put, std::memory_order_relaxed);
-  }
+  void repair_producers() noexcept;
 
   // Consumers' lock held. The same for the consumers' journal: the head and
   // the dropped count that go with got_count.
-  void repair_consumers() {
-    QueueState& s = *state_;
-    const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
-    if (s.gpend_count.load(std::memory_order_relaxed) == got) [[likely]] {
-      const std::uint64_t h = s.gpend_head.load(std::memory_order_relaxed);
-      const std::uint64_t d = s.gpend_dropped.load(std::memory_order_relaxed);
-      if (s.head.load(std::memory_order_relaxed) != h) [[unlikely]] {
-        s.head.store(h, std::memory_order_seq_cst);
-        queue_notify(s.space_seq);
-      }
-      if (s.dropped.load(std::memory_order_relaxed) != d) [[unlikely]] {
-        s.dropped.store(d, std::memory_order_seq_cst);
-        queue_notify(s.done_seq);
-      }
-      return;
-    }
-    s.gpend_head.store(s.head.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    s.gpend_dropped.store(s.dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    crash_order();
-    s.gpend_count.store(got, std::memory_order_relaxed);
-  }
+  void repair_consumers();
 
   // Without a lock: if the consumers' journal shows a consumed or dropped
   // item whose head or dropped count was not stored (its consumer died, or
   // is storing them right now), takes the consumers' lock without waiting
   // (taking it over from a dead holder), which repairs them.
-  void settle_consumers() {
-    QueueState& s = *state_;
-    if (s.gpend_count.load(std::memory_order_acquire) != s.got_count.load(std::memory_order_acquire)) return;
-    if (s.gpend_head.load(std::memory_order_acquire) == s.head.load(std::memory_order_acquire) &&
-        s.gpend_dropped.load(std::memory_order_acquire) == s.dropped.load(std::memory_order_acquire))
-      return;
-    QueueLock g(s.get_mutex);
-    (void)lock_consumers(g, Clock::now());
-  }
+  void settle_consumers();
 
   // Where a record goes: at ring offset `off`, after a skip record of
   // `skip` bytes (0: none) filling the ring up to its end.
@@ -835,76 +549,18 @@ class QueueCore {
     if (dropped != 0) queue_notify(s.done_seq);
   }
 
+  // Defined in queue_recovery.hpp:
+  //
   // Moves head and tail of an empty queue to the start of the next lap of
   // the ring (takes both locks, consumers' first). Throws Full if a lock
   // stays busy past `deadline`.
-  void realign_empty(Clock::time_point deadline) {
-    QueueState& s = *state_;
-    QueueLock c(s.get_mutex);
-    if (!lock_consumers(c, deadline)) throw Full(lock_timeout("put", "consumers"));
-    QueueLock p(s.put_mutex);
-    if (!lock_producers(p, deadline)) throw Full(lock_timeout("put", "producers"));
-    const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
-    if (s.put_count.load(std::memory_order_relaxed) != got) return;  // no longer empty
-    const std::uint64_t h = s.head.load(std::memory_order_relaxed);
-    const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
-    // The later of the two (the head is ahead after a realign half done).
-    const std::uint64_t front = t - h <= ring_bytes_ ? t : h;
-    if (h == t && (t & mask_) == 0) return;
-    queue_test_point(QueueStep::realign_locked);
-    const std::uint64_t start = (front & mask_) == 0 ? front : front + (ring_bytes_ - (front & mask_));
-    // Both journals first (counts unchanged, so each applies alone: the
-    // consumers' first, as a head ahead of the tail is mended by the next
-    // realign, a tail ahead of the head is not), then the positions.
-    s.gpend_head.store(start, std::memory_order_relaxed);
-    crash_order();
-    s.pend_tail.store(start, std::memory_order_relaxed);
-    crash_order();
-    s.head.store(start, std::memory_order_release);
-    queue_test_point(QueueStep::realign_half);
-    s.tail.store(start, std::memory_order_release);
-    s.head_cache = start;
-    s.got_cache = got;
-    s.tail_cache = start;
-    s.put_cache = got;
-  }
+  void realign_empty(Clock::time_point deadline);
 
   // Drops every item (consumer lock held; takes the producer lock) and
   // throws ProcessError describing the corruption found at position `at`.
   // If the producers' lock stays busy past `deadline` the items stay (the
   // next get finds the corruption again).
-  [[noreturn]] void corrupt(QueueLock& g, Clock::time_point deadline, std::uint64_t at, const char* why) {
-    QueueState& s = *state_;
-    bool emptied = false;
-    {
-      QueueLock p(s.put_mutex);
-      if (lock_producers(p, deadline)) {
-        const std::uint64_t put = s.put_count.load(std::memory_order_relaxed);
-        const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
-        const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
-        const std::uint64_t d = s.dropped.load(std::memory_order_relaxed) + (put > got ? put - got : 0);
-        s.gpend_count.store(put, std::memory_order_relaxed);  // != got: the journal describes nothing yet
-        crash_order();
-        s.gpend_head.store(t, std::memory_order_relaxed);
-        s.gpend_dropped.store(d, std::memory_order_relaxed);
-        crash_order();
-        s.got_count.store(put, std::memory_order_seq_cst);
-        s.head.store(t, std::memory_order_seq_cst);
-        s.dropped.store(d, std::memory_order_seq_cst);
-        s.tail_cache = t;
-        s.put_cache = put;
-        emptied = true;
-      }
-    }
-    g.unlock();
-    fence_after_unlock();
-    queue_notify(s.space_seq);
-    queue_notify(s.done_seq);
-    throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
-                       std::to_string(at & mask_) + "); " +
-                       (emptied ? "the queue's items were discarded"
-                                : "its items could not be discarded: the producers' lock is busy"));
-  }
+  [[noreturn]] void corrupt(QueueLock& g, Clock::time_point deadline, std::uint64_t at, const char* why);
 
   // After the head passed a skip record to the start of the ring (consumer
   // lock held): gives back the drained pages beyond the hot region and the
@@ -936,3 +592,6 @@ class QueueCore {
 };
 
 }  // namespace mproc::detail
+
+// QueueCore's recovery members.
+#include <mproc/detail/shm/queue_recovery.hpp>

@@ -1,0 +1,47 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Test hooks of the shared-memory Queue: the named steps of put and get at
+// which a test may stop the calling process, to kill it at the worst instant
+// (tests/test_queue.cpp). Compiled out unless MPROC_TEST_HOOKS is defined.
+// Layer detail/shm; used by queue_ring.hpp.
+#pragma once
+
+#include <atomic>
+
+namespace mproc::detail {
+
+// Test-only: the steps of put and get at which a test may stop the calling
+// process (to kill it there, at the worst instant). A test defines
+// MPROC_TEST_HOOKS before including mproc (in every translation unit of its
+// program, or in none) and sets QueueTesting::at_step; otherwise
+// queue_test_point() is an empty inline function and costs nothing.
+enum class QueueStep : int {
+  put_locked,          // holds the producers' lock
+  put_room_found,      // found room for its record
+  put_header_written,  // wrote the record's header (and the skip record), not its payload
+  put_written,         // wrote the whole record
+  put_journaled,       // about to publish the item
+  put_counted,         // published the item's count, not yet the tail
+  put_published,       // published the tail, still holds the lock
+  get_locked,          // holds the consumers' lock
+  get_skipped,         // moved the head past a skip record, has not read the item
+  get_taken,           // decoded the item, has not consumed it
+  get_journaled,       // about to consume the item
+  get_counted,         // published the consumed count, not yet the head
+  get_published,       // published the head, still holds the lock
+  realign_locked,      // holds both locks to move an empty queue's positions
+  realign_half,        // moved the head, not yet the tail
+};
+#if defined(MPROC_TEST_HOOKS)
+struct QueueTesting {
+  static inline std::atomic<void (*)(QueueStep)> at_step{nullptr};
+};
+inline void queue_test_point(QueueStep step) {
+  if (auto f = QueueTesting::at_step.load(std::memory_order_relaxed)) f(step);
+}
+#else
+inline void queue_test_point(QueueStep) noexcept {}
+#endif
+
+}  // namespace mproc::detail
