@@ -677,6 +677,7 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
     for (int s = 0; s < submitters; ++s)
       threads.emplace_back([&, s] {
         std::vector<std::future<int>> fs;
+        std::vector<mp::AsyncResult<void>> rs;
         for (int i = 0; i < per; ++i) {
           switch (i % 4) {
             case 0:
@@ -689,12 +690,13 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
               pool.post([&] { pool.post([&] { total.fetch_add(1); }); });
               break;
             default:
-              pool.apply_async([&] { total.fetch_add(1); });
+              rs.push_back(pool.apply_async([&] { total.fetch_add(1); }));
               break;
           }
           if (i % 500 == 0) pool.wait();
         }
         for (auto& f : fs) future_sums[static_cast<std::size_t>(s)] += f.get();
+        for (auto& r : rs) r.get();
       });
     for (auto& t : threads) t.join();
     pool.wait();

@@ -77,11 +77,11 @@ class ThreadPool final {
   ~ThreadPool() = default;
 
   // Number of worker threads.
-  std::size_t size() const noexcept { return scheduler_.size(); }
+  [[nodiscard]] std::size_t size() const noexcept { return scheduler_.size(); }
 
   // Tasks posted or submitted and not finished yet (a snapshot; includes
   // running tasks). Non-blocking.
-  std::size_t pending() const noexcept { return scheduler_.pending(); }
+  [[nodiscard]] std::size_t pending() const noexcept { return scheduler_.pending(); }
 
   // ------------------------------------------------------------ tasks
 
@@ -97,7 +97,7 @@ class ThreadPool final {
   // Throws ProcessError if the pool is not running.
   template <class F, class... Args>
   requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
-  auto submit(F&& f, Args&&... args) {
+  [[nodiscard]] auto submit(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     std::promise<R> promise;
     auto future = promise.get_future();
@@ -121,7 +121,7 @@ class ThreadPool final {
   // it). Throws ProcessError if the pool is not running.
   template <class F, class... Args>
   requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
-  auto apply_async(F&& f, Args&&... args) {
+  [[nodiscard]] auto apply_async(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     auto state = std::make_shared<detail::ResultState<R>>(scheduler_.wait_helper());
     using Task = detail::CompletingTask<R, std::shared_ptr<detail::ResultState<R>>, std::decay_t<F>,
@@ -161,13 +161,13 @@ class ThreadPool final {
   // results or the first exception. Throws ProcessError if the pool is not
   // running.
   template <class F, std::ranges::input_range Range>
-  auto map_async(F&& f, Range&& inputs, std::size_t chunksize = 0) {
+  [[nodiscard]] auto map_async(F&& f, Range&& inputs, std::size_t chunksize = 0) {
     return map_async_impl<false>(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
   }
 
   // starmap without blocking.
   template <class F, std::ranges::input_range Range>
-  auto starmap_async(F&& f, Range&& inputs, std::size_t chunksize = 0) {
+  [[nodiscard]] auto starmap_async(F&& f, Range&& inputs, std::size_t chunksize = 0) {
     return map_async_impl<true>(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
   }
 
@@ -178,13 +178,13 @@ class ThreadPool final {
   // rvalue range is moved into it. Throws ProcessError if the pool is not
   // running.
   template <class F, std::ranges::input_range Range>
-  auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
+  [[nodiscard]] auto imap(F&& f, Range&& inputs, std::size_t chunksize = 1) {
     return imap_impl(std::forward<F>(f), std::forward<Range>(inputs), chunksize, true);
   }
 
   // As imap, but results come in completion order.
   template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
+  [[nodiscard]] auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize = 1) {
     return imap_impl(std::forward<F>(f), std::forward<Range>(inputs), chunksize, false);
   }
 

@@ -20,7 +20,6 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -147,7 +146,7 @@ class ThreadScheduler final : public WaitHelper {
   // AsyncResults throw ProcessError ("terminated"), imap items too.
   // Running tasks finish. Non-blocking; follow with join().
   void terminate() {
-    std::vector<Task> dropped;
+    TaskRing dropped;
     {
       std::lock_guard lock(inj_mutex_);
       terminated_.store(true, std::memory_order_seq_cst);
@@ -160,8 +159,9 @@ class ThreadScheduler final : public WaitHelper {
       while (!w->local.empty()) dropped.push_back(w->local.pop_front());
       w->local_size.store(0, std::memory_order_relaxed);
     }
-    for (auto& t : dropped) t.cancel();
-    retire(static_cast<std::int64_t>(dropped.size()));
+    const std::size_t count = dropped.size();
+    while (!dropped.empty()) dropped.pop_front().cancel();
+    retire(static_cast<std::int64_t>(count));
     wake_workers(INT_MAX);
   }
 
@@ -298,7 +298,7 @@ class ThreadScheduler final : public WaitHelper {
     std::atomic<std::size_t> local_size{0};
     // Owner only: a batch taken from the injection queue, and completions
     // not yet subtracted from pending_.
-    alignas(64) std::array<Task, batch_capacity> batch{};
+    alignas(64) Task batch[batch_capacity];
     std::size_t head = 0;
     std::size_t tail = 0;
     std::int64_t done = 0;
