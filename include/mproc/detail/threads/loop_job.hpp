@@ -57,7 +57,7 @@ class LoopJob {
   // Blocks until finished() or `deadline`; returns finished(). For threads
   // outside the pool (pool threads help instead, see ThreadPool).
   bool sleep_until_finished(Clock::time_point deadline) {
-    for (int i = 0; i < 2048; ++i) {
+    for (int i = 0; i < finish_spins; ++i) {
       if (finished()) return true;
       cpu_relax();
     }
@@ -99,6 +99,11 @@ class LoopJob {
   }
 
  private:
+  // sleep_until_finished() spins this many times before its futex sleep:
+  // the other threads' last chunks usually end within that, and a futex
+  // wait plus wake-up costs more.
+  static constexpr int finish_spins = 2048;
+
   void finish() noexcept {
     on_finish();
     finished_.store(1, std::memory_order_seq_cst);

@@ -113,7 +113,7 @@ class ThreadScheduler final : public WaitHelper {
         if (pending_.load(std::memory_order_seq_cst) <=
             inside_waiters_.load(std::memory_order_seq_cst))
           break;
-        futex_wait(done_word_, seq, Clock::now() + std::chrono::milliseconds(1));
+        futex_wait(done_word_, seq, Clock::now() + help_slice);
       }
     } else {
       waiters_.fetch_add(1, std::memory_order_seq_cst);
@@ -259,7 +259,7 @@ class ThreadScheduler final : public WaitHelper {
       const bool ran = help_once(*w);
       lock.lock();
       if (ran) continue;
-      cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(1)),
+      cv.wait_until(lock, std::min(deadline, Clock::now() + help_slice),
                     pred);
     }
   }
@@ -288,7 +288,18 @@ class ThreadScheduler final : public WaitHelper {
   }
 
  private:
+  // Tasks a worker takes from the injection queue under one lock, at most
+  // (grab() takes about half a fair share, so long tasks are not hoarded):
+  // 64 makes the shared lock cost negligible per task for empty tasks.
   static constexpr std::size_t batch_capacity = 64;
+  // An idle worker spins for idle_yield_after (work posted in bursts comes
+  // back within it, and a futex wake-up costs more), then yields until
+  // idle_spin_limit, then sleeps on the futex.
+  static constexpr std::chrono::microseconds idle_yield_after{20};
+  static constexpr std::chrono::microseconds idle_spin_limit{200};
+  // A worker waiting for something that other threads complete runs queued
+  // tasks, and otherwise sleeps at most this long before looking again.
+  static constexpr std::chrono::milliseconds help_slice{1};
 
   struct Worker {
     explicit Worker(std::size_t i) noexcept : index(i) {}
@@ -461,8 +472,8 @@ class ThreadScheduler final : public WaitHelper {
       if (has_work()) return true;
       if ((i & 63) == 0) {
         const auto spent = Clock::now() - start;
-        if (spent > std::chrono::microseconds(200)) return false;
-        if (spent > std::chrono::microseconds(20)) std::this_thread::yield();
+        if (spent > idle_spin_limit) return false;
+        if (spent > idle_yield_after) std::this_thread::yield();
       }
       cpu_relax();
     }
@@ -510,7 +521,7 @@ class ThreadScheduler final : public WaitHelper {
     flush(*w);
     while (!job.finished()) {
       if (help_once(*w)) continue;
-      job.sleep_until_finished(Clock::now() + std::chrono::milliseconds(1));
+      job.sleep_until_finished(Clock::now() + help_slice);
     }
   }
 
