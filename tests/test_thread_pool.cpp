@@ -734,3 +734,19 @@ TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several thr
     CHECK(pool.pending() == 0);
   });
 }
+
+TEST_CASE("ThreadPool map, imap and map_async accept member pointers, as std::invoke does",
+          "[thread_pool]") {
+  struct P {
+    int v;
+    int twice() const { return 2 * v; }
+  };
+  mp::ThreadPool pool(2);
+  const std::vector<P> ps{{1}, {2}, {3}};
+  CHECK(pool.map(&P::twice, ps) == std::vector<int>{2, 4, 6});
+  CHECK(pool.map(&P::v, ps) == std::vector<int>{1, 2, 3});
+  CHECK(pool.map_async(&P::twice, ps).get() == std::vector<int>{2, 4, 6});
+  std::vector<int> got;
+  for (int x : pool.imap(&P::twice, ps)) got.push_back(x);
+  CHECK(got == std::vector<int>{2, 4, 6});
+}

@@ -30,12 +30,17 @@ inline std::exception_ptr thread_pool_terminated_error() {
   return std::make_exception_ptr(ProcessError(thread_pool_terminated_message));
 }
 
-// std::invoke(f, args...) (member pointers included), spelled through
-// std::apply, which the standard defines as INVOKE: <functional> alone
-// costs libstdc++ users about a tenth of a ThreadPool TU's compile time.
+// std::invoke(f, args...) without <functional>, which alone costs
+// libstdc++ users about a tenth of a ThreadPool TU's compile time: a plain
+// call, and for member pointers std::apply, which the standard defines as
+// INVOKE.
 template <class F, class... Args>
 decltype(auto) apply_invoke(F&& f, Args&&... args) {
-  return std::apply(std::forward<F>(f), std::forward_as_tuple(std::forward<Args>(args)...));
+  if constexpr (std::is_member_pointer_v<std::remove_cvref_t<F>>) {
+    return std::apply(std::forward<F>(f), std::forward_as_tuple(std::forward<Args>(args)...));
+  } else {
+    return std::forward<F>(f)(std::forward<Args>(args)...);
+  }
 }
 
 // A type-erased, move-only `void()` callable with a 48-byte small buffer.
