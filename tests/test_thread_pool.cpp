@@ -677,6 +677,7 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
     for (int s = 0; s < submitters; ++s)
       threads.emplace_back([&, s] {
         std::vector<std::future<int>> fs;
+        std::vector<mp::AsyncResult<void>> rs;
         for (int i = 0; i < per; ++i) {
           switch (i % 4) {
             case 0:
@@ -689,12 +690,13 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
               pool.post([&] { pool.post([&] { total.fetch_add(1); }); });
               break;
             default:
-              pool.apply_async([&] { total.fetch_add(1); });
+              rs.push_back(pool.apply_async([&] { total.fetch_add(1); }));
               break;
           }
           if (i % 500 == 0) pool.wait();
         }
         for (auto& f : fs) future_sums[static_cast<std::size_t>(s)] += f.get();
+        for (auto& r : rs) r.get();
       });
     for (auto& t : threads) t.join();
     pool.wait();
@@ -731,4 +733,20 @@ TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several thr
     pool.wait();
     CHECK(pool.pending() == 0);
   });
+}
+
+TEST_CASE("ThreadPool map, imap and map_async accept member pointers, as std::invoke does",
+          "[thread_pool]") {
+  struct P {
+    int v;
+    int twice() const { return 2 * v; }
+  };
+  mp::ThreadPool pool(2);
+  const std::vector<P> ps{{1}, {2}, {3}};
+  CHECK(pool.map(&P::twice, ps) == std::vector<int>{2, 4, 6});
+  CHECK(pool.map(&P::v, ps) == std::vector<int>{1, 2, 3});
+  CHECK(pool.map_async(&P::twice, ps).get() == std::vector<int>{2, 4, 6});
+  std::vector<int> got;
+  for (int x : pool.imap(&P::twice, ps)) got.push_back(x);
+  CHECK(got == std::vector<int>{2, 4, 6});
 }

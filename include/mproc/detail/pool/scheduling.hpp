@@ -1,0 +1,53 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// The scheduling policy of the pools, in one place: how a map is cut into
+// chunks when the caller gives no chunksize, and how far a lazy imap reads
+// its input ahead of the consumer. Layer: detail/pool (policy only, no
+// state, no dependency beyond <cstddef>); used by ThreadPool
+// (thread_pool.hpp, detail/threads/) and meant for Pool and mpi::Pool.
+// Each constant is named once here, with the reason for its value.
+#pragma once
+
+#include <cstddef>
+
+namespace mproc::detail {
+
+// Chunks per worker of a process pool's map (Pool, mpi::Pool): Python's
+// `chunksize, extra = divmod(len, processes * 4); if extra: chunksize += 1`.
+// A chunk costs a message round trip to a worker process, so chunks are
+// large; 4 per worker still lets a worker that finishes early take a share
+// of a slower worker's load.
+inline constexpr std::size_t process_chunks_per_worker = 4;
+
+// Chunks per thread of ThreadPool's map/parallel_for. A chunk costs one
+// atomic add, so chunks can be finer than a process pool's: 8 per thread
+// let the workers, which wake up later than the calling thread starts,
+// and threads slowed by uneven items take over the remaining chunks.
+inline constexpr std::size_t thread_chunks_per_worker = 8;
+
+// The automatic chunk size: `items` split into about
+// `workers * chunks_per_worker` chunks, rounded up so that no more chunks
+// than that are made; at least 1 (also for 0 items). Pure; never throws.
+// With process_chunks_per_worker this is Python's Pool default chunksize.
+// Precondition: workers * chunks_per_worker != 0.
+constexpr std::size_t auto_chunksize(std::size_t items, std::size_t workers,
+                                     std::size_t chunks_per_worker) noexcept {
+  const std::size_t chunks = workers * chunks_per_worker;
+  const std::size_t size = items / chunks + (items % chunks != 0 ? 1 : 0);
+  return size != 0 ? size : 1;
+}
+
+// How many chunks per worker a lazy imap keeps submitted ahead of its
+// consumer: its read-ahead is imap_window_chunks_per_worker * workers *
+// chunksize items. 2 keeps every worker busy with one chunk while the next
+// one waits in its queue, so workers do not idle while the consumer tops up,
+// yet bounds the inputs copied and the results held for a slow consumer.
+inline constexpr std::size_t imap_window_chunks_per_worker = 2;
+
+// imap's read-ahead, in items (see imap_window_chunks_per_worker).
+constexpr std::size_t imap_window(std::size_t workers, std::size_t chunksize) noexcept {
+  return imap_window_chunks_per_worker * workers * chunksize;
+}
+
+}  // namespace mproc::detail

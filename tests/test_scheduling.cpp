@@ -1,0 +1,160 @@
+// mproc — Python's multiprocessing model for C++20.
+// SPDX-License-Identifier: MIT
+//
+// Tests of the pools' shared policy and containers: the automatic chunk size
+// and imap's read-ahead (detail/pool/scheduling.hpp), and the reorder buffer
+// of ordered imap (detail/pool/reorder.hpp).
+#include <mproc/detail/pool/reorder.hpp>
+#include <mproc/detail/pool/scheduling.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "catch.hpp"
+
+namespace md = mproc::detail;
+
+TEST_CASE("auto_chunksize is Python's Pool chunksize for process pools", "[scheduling]") {
+  for (std::size_t workers = 1; workers <= 9; ++workers) {
+    for (std::size_t items = 1; items <= 500; ++items) {
+      // chunksize, extra = divmod(len, processes * 4); if extra: chunksize += 1
+      std::size_t chunksize = items / (workers * 4);
+      const std::size_t extra = items % (workers * 4);
+      if (extra != 0) chunksize += 1;
+      CHECK(md::auto_chunksize(items, workers, md::process_chunks_per_worker) == chunksize);
+    }
+  }
+}
+
+TEST_CASE("auto_chunksize makes at most workers * chunks_per_worker chunks, each non-empty",
+          "[scheduling]") {
+  for (std::size_t workers = 1; workers <= 8; ++workers) {
+    for (std::size_t items = 1; items <= 2000; items += 7) {
+      const std::size_t cs = md::auto_chunksize(items, workers, md::thread_chunks_per_worker);
+      const std::size_t chunks = (items + cs - 1) / cs;
+      CHECK(chunks <= workers * md::thread_chunks_per_worker);
+      CHECK(cs >= 1);
+      // No smaller size would also fit in that many chunks.
+      if (cs > 1) CHECK((items + cs - 2) / (cs - 1) > workers * md::thread_chunks_per_worker);
+    }
+  }
+}
+
+TEST_CASE("auto_chunksize of no items is 1", "[scheduling]") {
+  CHECK(md::auto_chunksize(0, 4, md::process_chunks_per_worker) == 1);
+  CHECK(md::auto_chunksize(0, 1, md::thread_chunks_per_worker) == 1);
+}
+
+TEST_CASE("imap_window is two chunks per worker", "[scheduling]") {
+  CHECK(md::imap_window(4, 1) == 8);
+  CHECK(md::imap_window(3, 10) == 60);
+  static_assert(md::imap_window(2, 5) == md::imap_window_chunks_per_worker * 2 * 5);
+}
+
+TEST_CASE("ReorderBuffer hands out items in input order whatever the arrival order",
+          "[reorder]") {
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 50; ++round) {
+    const std::size_t n = 1 + rng() % 300;
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::shuffle(order.begin(), order.end(), rng);
+    md::ReorderBuffer<std::size_t> buf;
+    std::vector<std::size_t> out;
+    std::size_t put = 0;
+    for (const std::size_t i : order) {
+      REQUIRE(buf.put(i, i * 10));
+      ++put;
+      // Take whatever is ready, as a consumer would between arrivals.
+      while (buf.ready()) out.push_back(buf.take());
+      CHECK(buf.held() == put - out.size());
+    }
+    REQUIRE(out.size() == n);
+    for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == i * 10);
+    CHECK(buf.next() == n);
+    CHECK(buf.held() == 0);
+    CHECK_FALSE(buf.ready());
+  }
+}
+
+TEST_CASE("ReorderBuffer is not ready until the next item arrives", "[reorder]") {
+  md::ReorderBuffer<int> buf;
+  CHECK_FALSE(buf.ready());
+  CHECK(buf.put(2, 2));
+  CHECK(buf.put(1, 1));
+  CHECK_FALSE(buf.ready());
+  CHECK(buf.held() == 2);
+  CHECK(buf.put(0, 0));
+  REQUIRE(buf.ready());
+  CHECK(buf.take() == 0);
+  CHECK(buf.take() == 1);
+  CHECK(buf.take() == 2);
+  CHECK_FALSE(buf.ready());
+  CHECK(buf.next() == 3);
+}
+
+TEST_CASE("ReorderBuffer refuses duplicates and positions already taken", "[reorder]") {
+  md::ReorderBuffer<int> buf;
+  CHECK(buf.put(0, 10));
+  CHECK_FALSE(buf.put(0, 11));  // held already
+  CHECK(buf.take() == 10);
+  CHECK_FALSE(buf.put(0, 12));  // taken already
+  CHECK(buf.put(5, 50));
+  CHECK_FALSE(buf.put(5, 51));
+  CHECK(buf.held() == 1);
+}
+
+TEST_CASE("ReorderBuffer grows for an item far ahead and keeps the held ones", "[reorder]") {
+  md::ReorderBuffer<std::unique_ptr<int>> buf;  // move-only items
+  CHECK(buf.put(3, std::make_unique<int>(3)));
+  CHECK(buf.put(1000, std::make_unique<int>(1000)));  // beyond the initial ring
+  for (int i = 0; i < 1000; ++i)
+    if (i != 3) CHECK(buf.put(static_cast<std::size_t>(i), std::make_unique<int>(i)));
+  for (int i = 0; i <= 1000; ++i) {
+    REQUIRE(buf.ready());
+    CHECK(*buf.take() == i);
+  }
+  CHECK(buf.held() == 0);
+}
+
+TEST_CASE("ReorderBuffer wraps around its ring as the consumer advances", "[reorder]") {
+  md::ReorderBuffer<std::size_t> buf;
+  // A sliding window of 10 items ahead, out of order within the window,
+  // over many more items than the ring holds.
+  std::size_t put_next = 0;
+  for (std::size_t taken = 0; taken < 5000;) {
+    while (put_next < taken + 10) {
+      const std::size_t block = put_next;
+      for (std::size_t k = 0; k < 5; ++k) REQUIRE(buf.put(block + 4 - k, block + 4 - k));
+      put_next += 5;
+    }
+    while (buf.ready()) {
+      CHECK(buf.take() == taken);
+      ++taken;
+    }
+  }
+}
+
+TEST_CASE("ReorderBuffer used as a FIFO by numbering items on arrival", "[reorder]") {
+  md::ReorderBuffer<int> buf;
+  std::size_t arrivals = 0;
+  for (int v : {7, 3, 9}) buf.put(arrivals++, v);
+  CHECK(buf.take() == 7);
+  buf.put(arrivals++, 1);
+  CHECK(buf.take() == 3);
+  CHECK(buf.take() == 9);
+  CHECK(buf.take() == 1);
+  CHECK_FALSE(buf.ready());
+}
+
+TEST_CASE("ReorderBuffer rejects a position absurdly far ahead", "[reorder]") {
+  md::ReorderBuffer<int> buf;
+  CHECK_THROWS_AS(buf.put(std::size_t(-1) / 2, 1), std::length_error);
+  CHECK(buf.put(0, 1));  // still usable
+  CHECK(buf.take() == 1);
+}
