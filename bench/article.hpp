@@ -12,7 +12,7 @@ namespace mproc_bench {
 inline constexpr int kArticleSets = 10;
 inline constexpr std::size_t kArticleSize = 1'000'000;
 
-// Mean with four accumulators (the serial peer of TARGETS.md). Opaque to the
+// Mean with four accumulators (the serial peer in bench/README.md). Opaque to the
 // optimizer: GCC 12 misreads the tail loop at a constant size
 // (-Waggressive-loop-optimizations).
 [[gnu::noipa]] inline double mean_of(std::span<const double> v) {

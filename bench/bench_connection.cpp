@@ -4,7 +4,7 @@
 //   one-way 1 MiB messages: raw write/read loops vs Connection.
 //   small object round trip: send(std::vector<int>{1, 2, 3}) / recv<...>() both ways;
 //   one-way 1 MiB std::vector<double> with send()/recv<>().
-// Targets (TARGETS.md): round trip <= 1.3 x raw; 1 MiB throughput >= 0.8 x raw.
+// Targets (bench/README.md, P5): round trip <= 1.1 x raw; 1 MiB throughput >= 0.9 x raw.
 // Run: bench_connection --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <mproc/connection.hpp>
 #include <mproc/process.hpp>

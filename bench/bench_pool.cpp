@@ -1,4 +1,4 @@
-// Process pool benchmarks, side by side with their peers (TARGETS.md P1, P1b,
+// Process pool benchmarks, side by side with their peers (bench/README.md: P1, P1b,
 // P4, P8): the article's Pool(4).map(mean, 10 x 1,000,000 randn) with inputs
 // in shared memory (mp::Array) and copied (std::vector), against a serial
 // loop, the ThreadPool, and raw forked children over a shared mapping;

@@ -3,7 +3,7 @@
 // pthread mutex, a robust one, and Boost.Interprocess' interprocess_mutex;
 // plus uncontended lock/unlock costs, and the cost of creating (and
 // destroying) Values, Arrays and SharedMemory blocks. Python's Value('i') does 1.1 M/s
-// (TARGETS.md). Run with --benchmark_repetitions=5
+// (bench/README.md). Run with --benchmark_repetitions=5
 // --benchmark_report_aggregates_only=true and compare medians.
 #include <mproc/shared_memory.hpp>
 #include <mproc/sharedctypes.hpp>

@@ -1,4 +1,4 @@
-// Thread pool benchmarks, side by side with their peers (TARGETS.md P2, P3):
+// Thread pool benchmarks, side by side with their peers (bench/README.md: P2, P3):
 //  P2  1M empty post()s + wait(): ThreadPool(2) vs tbb::task_group in a
 //      task_arena(2) vs boost::asio::thread_pool(2); std::async per task
 //      (1000 tasks, it starts a thread each) for scale; submit() with futures

@@ -230,7 +230,7 @@ TEST_CASE("read-ahead: queued messages of mixed sizes arrive whole and in order"
   // Small messages queue up in the kernel, so one read() takes several; a
   // large one then starts inside the read-ahead buffer and ends past it.
   const auto big = pattern(200 * 1024, 7);
-  mp::Process p([&, &w = w, &r = r] {
+  mp::Process p([&] {
     r.close();
     for (unsigned i = 0; i < 20; ++i) w.send_bytes(pattern(i * 37, i));
     w.send(std::string("typed"));
@@ -385,10 +385,10 @@ TEST_CASE("recv<T>: a buffer grown for one large message is released once decode
   const std::vector<char> big(kBig, 'x');
   const std::vector<char> small(100, 's');
   auto [a, b] = mp::Pipe();
-  PeerThread sender(b, [&a = a, &big, &small] {
+  PeerThread sender(b, [&a, &big, &small] {
     for (const auto* m : {&small, &big, &small, &big, &big, &big, &small, &big, &small}) a.send(*m);
   });
-  const auto next = [&b = b] {
+  const auto next = [&b] {
     REQUIRE(b.poll(30s));
     return b.recv<std::vector<char>>();
   };
@@ -416,7 +416,7 @@ TEST_CASE("send(): an encoding buffer grown for one large message is released af
   const std::vector<std::string> many(200000, std::string(24, 'm'));  // ~6 MiB of small parts to copy
   const std::vector<std::string> few{"a", "b"};
   auto [a, b] = mp::Pipe();
-  PeerThread receiver(a, [&b = b] {
+  PeerThread receiver(a, [&b] {
     for (;;) b.recv<std::vector<std::string>>();
   });
   a.send(few);

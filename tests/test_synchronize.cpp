@@ -555,16 +555,16 @@ TEST_CASE("Barrier: distinct indices across processes, several rounds") {
     pids.push_back(shm_test::spawn([&] {
       for (int round = 0; round < kRounds; ++round) {
         const std::size_t index = barrier.wait(20s);
-        std::atomic_ref<int>(seen[round * kParties + index]).fetch_add(1);
+        std::atomic_ref<int>(seen[static_cast<std::size_t>(round * kParties) + index]).fetch_add(1);
       }
       return 0;
     }));
   for (int round = 0; round < kRounds; ++round) {
     const std::size_t index = barrier.wait(20s);
-    std::atomic_ref<int>(seen[round * kParties + index]).fetch_add(1);
+    std::atomic_ref<int>(seen[static_cast<std::size_t>(round * kParties) + index]).fetch_add(1);
   }
   for (pid_t pid : pids) CHECK(shm_test::join(pid).exitcode == 0);
-  for (int i = 0; i < kParties * kRounds; ++i) CHECK(seen[i] == 1);
+  for (std::size_t i = 0; i < std::size_t{kParties * kRounds}; ++i) CHECK(seen[i] == 1);
   CHECK_FALSE(barrier.broken());
 }
 
