@@ -100,13 +100,6 @@ std::vector<T> iota_vec(T n) {
 
 }  // namespace
 
-TEST_CASE("default chunksize follows Python") {
-  CHECK(mp::detail::default_chunksize(10, 4) == 1);
-  CHECK(mp::detail::default_chunksize(100'000, 2) == 12'500);
-  CHECK(mp::detail::default_chunksize(100'001, 2) == 12'501);
-  CHECK(mp::detail::default_chunksize(3, 8) == 1);
-}
-
 TEST_CASE("map returns results in input order for any chunksize") {
   mp::Pool pool(2);
   CHECK(pool.size() == 2);

@@ -693,7 +693,7 @@ void kill_at_step(Step step, Op op) {
   const pid_t child = shm_test::spawn([&]() {
     g_stop_fd = pipe.w.get();
     g_stop_step.store(static_cast<int>(step));
-    mp::detail::QueueTesting::at_step.store(stop_at_step);
+    mp::detail::TestHook<mp::detail::QueueStep>::at_step.store(stop_at_step);
     op();
     shm_test::send(pipe.w.get(), -1);
     return 0;

@@ -791,7 +791,7 @@ class Pool {
 
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::default_chunksize(n, size()) : chunksize;
+    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     auto counter = std::make_shared<detail::CountingSink>(sink);
@@ -831,7 +831,7 @@ class Pool {
 
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::default_chunksize(n, size()) : chunksize;
+    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     const detail::CodeRef fn = detail::function_ref(f);
@@ -890,7 +890,7 @@ class Pool {
       client->submit(std::move(t));
       return true;
     };
-    return ImapResult<R>(client_, sink, std::move(produce), 2 * static_cast<std::size_t>(size()) * chunksize);
+    return ImapResult<R>(client_, sink, std::move(produce), mproc::detail::imap_window(static_cast<std::size_t>(size()), chunksize));
   }
 
   std::shared_ptr<detail::Client> client_;

@@ -33,6 +33,8 @@
 #include <mproc/async_result.hpp>
 #include <mproc/detail/pool/lazy_results.hpp>
 #include <mproc/detail/pool/engine.hpp>
+#include <mproc/detail/pool/reorder.hpp>
+#include <mproc/detail/pool/scheduling.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 #include <mproc/system.hpp>
@@ -106,21 +108,6 @@ PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::share
   return t;
 }
 
-// Python's default chunksize for map/starmap.
-inline std::size_t default_chunksize(std::size_t items, int processes) {
-  if (items == 0) return 1;
-  const std::size_t per = static_cast<std::size_t>(processes) * 4;
-  return items / per + (items % per != 0 ? 1 : 0);
-}
-
-// How far a lazy producer runs ahead of the workers or the consumer: at
-// least `min_units` (chunks or items), more while they are small.
-struct Window {
-  std::size_t min_units;
-  bool full(std::size_t units, std::size_t bytes) const {
-    return units >= min_units && (bytes >= (4u << 20) || units >= 1024);
-  }
-};
 
 // Results of apply_async: one item into an AsyncResult's state.
 template <class R>
@@ -356,7 +343,7 @@ class ImapSink final : public TaskSink {
     counts_.erase(chunk);
     for (std::size_t i = 0; i < items.size(); ++i) {
       if (ordered_) {
-        ready_.emplace(chunk * chunksize_ + i, std::move(items[i]));
+        ready_.put(chunk * chunksize_ + i, std::move(items[i]));
       } else {
         fifo_.push_back(std::move(items[i]));
       }
@@ -367,11 +354,8 @@ class ImapSink final : public TaskSink {
   std::optional<Outcome> take_locked() {
     std::optional<Outcome> out;
     if (ordered_) {
-      auto it = ready_.find(next_);
-      if (it == ready_.end()) return out;
-      out.emplace(std::move(it->second));
-      ready_.erase(it);
-      ++next_;
+      if (!ready_.ready()) return out;
+      out.emplace(ready_.take());
     } else {
       if (fifo_.empty()) return out;
       out.emplace(std::move(fifo_.front()));
@@ -386,9 +370,8 @@ class ImapSink final : public TaskSink {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::map<std::size_t, std::size_t> counts_;  // chunk -> items, while pending
-  std::map<std::size_t, Outcome> ready_;        // ordered: item index -> outcome
+  ReorderBuffer<Outcome> ready_;                // ordered: by item index
   std::deque<Outcome> fifo_;                    // unordered
-  std::size_t next_ = 0;
   std::size_t outstanding_ = 0;
   bool abandoned_ = false;
 };
@@ -656,10 +639,10 @@ class Pool {
 
     decltype(auto) inputs = sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::default_chunksize(n, size()) : chunksize;
+    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
-    const detail::Window window{2 * static_cast<std::size_t>(size())};
+    const detail::Window window{detail::imap_window(static_cast<std::size_t>(size()), 1)};
     auto it = std::ranges::begin(inputs);
     // Chunks are submitted in batches (one lock and at most one wake-up each),
     // small enough that workers start while later chunks are being encoded.
@@ -676,7 +659,7 @@ class Pool {
       const std::size_t bytes = batch.back().payload.size() + batch.back().args.bytes().size();
       bytes_per_chunk = std::max(bytes_per_chunk, bytes);
       batch_bytes += bytes;
-      if (batch.size() >= 64 || batch_bytes >= (256u << 10)) {
+      if (batch.size() >= detail::map_batch_tasks || batch_bytes >= detail::map_batch_bytes) {
         engine_->submit(batch);
         batch_bytes = 0;
       }
@@ -695,7 +678,7 @@ class Pool {
 
     decltype(auto) inputs = sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::default_chunksize(n, size()) : chunksize;
+    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     std::vector<detail::PoolTask> tasks;
@@ -752,7 +735,7 @@ class Pool {
       return per_item;
     };
     return ImapResult<R>(sink, std::move(produce),
-                         detail::Window{2 * static_cast<std::size_t>(size()) * chunksize});
+                         detail::Window{detail::imap_window(static_cast<std::size_t>(size()), chunksize)});
   }
 
   std::shared_ptr<detail::PoolEngine> engine_;

@@ -1,6 +1,6 @@
 // Test support: fault injection for pool workers. A test that includes this
 // header first defines MPROC_TEST_HOOKS, under which detail/pool/worker.hpp calls
-// the hook installed here (PoolTesting::at_step) at each step of the task
+// the hook installed here (TestHook<FaultStep>::at_step) at each step of the task
 // protocol (in every other build that call is an empty inline function).
 //
 // The plan lives in an anonymous shared mapping made by the first call to
@@ -116,7 +116,7 @@ inline void inject_planned_fault(FaultStep step) {
 
 // Installed before main() runs (and so before any pool exists).
 inline const bool fault_injection_installed = [] {
-  PoolTesting::at_step.store(&inject_planned_fault);
+  TestHook<FaultStep>::at_step.store(&inject_planned_fault);
   return true;
 }();
 

@@ -5,7 +5,7 @@
 // chunks when the caller gives no chunksize, and how far a lazy imap reads
 // its input ahead of the consumer. Layer: detail/pool (policy only, no
 // state, no dependency beyond <cstddef>); used by ThreadPool
-// (thread_pool.hpp, detail/threads/) and meant for Pool and mpi::Pool.
+// (thread_pool.hpp, detail/threads/), Pool (pool.hpp) and mpi::Pool (mpi.hpp).
 // Each constant is named once here, with the reason for its value.
 #pragma once
 
@@ -49,5 +49,27 @@ inline constexpr std::size_t imap_window_chunks_per_worker = 2;
 constexpr std::size_t imap_window(std::size_t workers, std::size_t chunksize) noexcept {
   return imap_window_chunks_per_worker * workers * chunksize;
 }
+
+// How far Pool::map's encoder runs ahead of the workers: it stops once
+// `min_units` chunks are encoded but not yet taken by a worker (at least
+// imap_window_chunks_per_worker per worker, so none idles) and they hold
+// window_bytes or more, or number window_units or more. Small chunks may
+// queue up more (cheap to hold, and the encoder's pauses cost more than they
+// save); large ones are capped, bounding the memory of inputs copied ahead.
+struct Window {
+  static constexpr std::size_t window_bytes = std::size_t{4} << 20;
+  static constexpr std::size_t window_units = 1024;
+  std::size_t min_units;
+  constexpr bool full(std::size_t units, std::size_t bytes) const noexcept {
+    return units >= min_units && (bytes >= window_bytes || units >= window_units);
+  }
+};
+
+// Pool::map hands encoded chunks to the I/O thread in batches: one lock and
+// at most one wake-up per batch instead of per chunk, yet small enough
+// (map_batch_tasks chunks or map_batch_bytes bytes) that workers start on
+// the first chunks while later ones are still being encoded.
+inline constexpr std::size_t map_batch_tasks = 64;
+inline constexpr std::size_t map_batch_bytes = std::size_t{256} << 10;
 
 }  // namespace mproc::detail

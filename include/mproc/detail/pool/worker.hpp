@@ -29,6 +29,7 @@
 #include <mproc/detail/pool/channel.hpp>
 #include <mproc/detail/pool/protocol.hpp>
 #include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/util/test_hook.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/os/spawn.hpp>
 
@@ -301,11 +302,9 @@ void init_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t, std::vector
 
 // ---------------------------------------------------------------- worker
 
-// The steps of a worker's task protocol. A test defines MPROC_TEST_HOOKS
-// before including mproc (in every translation unit of its program, or in
-// none) and sets PoolTesting::at_step to inject faults there (see
-// tests/support/fault_injection.hpp); in every other build fault_point() is
-// an empty inline function.
+// The steps of a worker's task protocol, at which a test injects faults
+// through TestHook<FaultStep> (detail/util/test_hook.hpp; see
+// tests/support/fault_injection.hpp).
 enum class FaultStep {
   before_read,       // waiting for the next task (it may already be in the socket)
   after_read,        // the task frame has been read, nothing decoded yet
@@ -315,16 +314,6 @@ enum class FaultStep {
   mid_large_result,  // halfway through writing a large result into its memfd
   after_write,       // the results have left
 };
-#if defined(MPROC_TEST_HOOKS)
-struct PoolTesting {
-  static inline std::atomic<void (*)(FaultStep)> at_step{nullptr};
-};
-inline void fault_point(FaultStep step) {
-  if (auto f = PoolTesting::at_step.load(std::memory_order_relaxed)) f(step);
-}
-#else
-inline void fault_point(FaultStep) noexcept {}
-#endif
 
 // Sends `out` (the results of task `id`) in a sealed memfd. Returns false
 // if the memfd cannot be made (the caller reports the task as failed).
@@ -338,7 +327,7 @@ inline bool send_result_fd(Channel& ch, std::uint64_t id, std::span<const std::b
   while (done < out.size()) {
     if (!halfway && done >= out.size() / 2) {
       halfway = true;
-      fault_point(FaultStep::mid_large_result);
+      test_point(FaultStep::mid_large_result);
     }
     const std::size_t piece = std::min<std::size_t>(out.size() - done, done < out.size() / 2 ? out.size() / 2 - done : out.size());
     const ssize_t n = ::pwrite(fd.get(), out.data() + done, piece, static_cast<off_t>(done));
@@ -362,7 +351,7 @@ inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>
     out.clear();
     std::shared_ptr<Mapping> heap;  // large arguments wait in the owner's transfer heap
     const std::span<const std::byte> arg_bytes = task_arguments(f.payload, h, heap);
-    fault_point(FaultStep::in_decode);
+    test_point(FaultStep::in_decode);
     Reader args(arg_bytes);
     reinterpret_cast<Trampoline>(h.trampoline)(static_cast<std::uintptr_t>(h.fn), args, h.count, out);
     return true;
@@ -385,7 +374,7 @@ inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>
 // owner is gone or nothing at all could be sent.
 inline bool send_result(Channel& ch, std::uint64_t id, std::uint64_t count, std::vector<std::byte>& out) noexcept {
   try {
-    fault_point(FaultStep::in_send);
+    test_point(FaultStep::in_send);
     if (out.size() < result_via_fd()) {
       ch.put(pm_result, id, out);
     } else if (!send_result_fd(ch, id, out)) {
@@ -447,7 +436,7 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
 
     Frame f;
     for (;;) {
-      fault_point(FaultStep::before_read);
+      test_point(FaultStep::before_read);
       bool got = false;
       try {
         got = ch.receive_blocking(f);
@@ -458,13 +447,13 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
       const std::optional<TaskHeader> h = read_task_header(f.payload);
       if (f.header.type != pm_task || !h) return 2;
       worker_self().task = f.header.id;
-      fault_point(FaultStep::after_read);
+      test_point(FaultStep::after_read);
       if (!run_task(f, *h, out)) return worker_exit_internal;
-      fault_point(FaultStep::after_run);
+      test_point(FaultStep::after_run);
       // Every result leaves before the next task starts: if that task crashes
       // this worker, the results of the finished ones are not lost with it.
       if (!send_result(ch, f.header.id, h->count, out)) return 0;
-      fault_point(FaultStep::after_write);
+      test_point(FaultStep::after_write);
       if (out.capacity() > std::max(result_via_fd(), std::size_t{4} << 20))
         std::vector<std::byte>().swap(out);  // after a huge result
     }

@@ -7,15 +7,13 @@
 // Layer detail/shm; used by queue_ring.hpp.
 #pragma once
 
-#include <atomic>
+#include <mproc/detail/util/test_hook.hpp>
 
 namespace mproc::detail {
 
-// Test-only: the steps of put and get at which a test may stop the calling
-// process (to kill it there, at the worst instant). A test defines
-// MPROC_TEST_HOOKS before including mproc (in every translation unit of its
-// program, or in none) and sets QueueTesting::at_step; otherwise
-// queue_test_point() is an empty inline function and costs nothing.
+// The steps of put and get at which a test may stop the calling process (to
+// kill it there, at the worst instant) through TestHook<QueueStep>
+// (detail/util/test_hook.hpp).
 enum class QueueStep : int {
   put_locked,          // holds the producers' lock
   put_room_found,      // found room for its record
@@ -33,15 +31,5 @@ enum class QueueStep : int {
   realign_locked,      // holds both locks to move an empty queue's positions
   realign_half,        // moved the head, not yet the tail
 };
-#if defined(MPROC_TEST_HOOKS)
-struct QueueTesting {
-  static inline std::atomic<void (*)(QueueStep)> at_step{nullptr};
-};
-inline void queue_test_point(QueueStep step) {
-  if (auto f = QueueTesting::at_step.load(std::memory_order_relaxed)) f(step);
-}
-#else
-inline void queue_test_point(QueueStep) noexcept {}
-#endif
 
 }  // namespace mproc::detail

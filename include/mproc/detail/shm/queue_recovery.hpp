@@ -77,7 +77,7 @@ inline void QueueCore::realign_empty(Clock::time_point deadline) {
   // The later of the two (the head is ahead after a realign half done).
   const std::uint64_t front = t - h <= ring_bytes_ ? t : h;
   if (h == t && (t & mask_) == 0) return;
-  queue_test_point(QueueStep::realign_locked);
+  test_point(QueueStep::realign_locked);
   const std::uint64_t start = (front & mask_) == 0 ? front : front + (ring_bytes_ - (front & mask_));
   // Both journals first (counts unchanged, so each applies alone: the
   // consumers' first, as a head ahead of the tail is mended by the next
@@ -87,7 +87,7 @@ inline void QueueCore::realign_empty(Clock::time_point deadline) {
   s.pend_tail.store(start, std::memory_order_relaxed);
   crash_order();
   s.head.store(start, std::memory_order_release);
-  queue_test_point(QueueStep::realign_half);
+  test_point(QueueStep::realign_half);
   s.tail.store(start, std::memory_order_release);
   s.head_cache = start;
   s.got_cache = got;

@@ -187,7 +187,7 @@ class QueueCore {
       {
         QueueLock g(s.put_mutex);
         if (!lock_producers(g, deadline)) throw Full(lock_timeout("put", "producers"));
-        queue_test_point(QueueStep::put_locked);
+        test_point(QueueStep::put_locked);
         if (s.closed.load(std::memory_order_acquire))
           throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
         Slot slot;
@@ -200,17 +200,17 @@ class QueueCore {
                        [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
             continue;
           }
-          queue_test_point(QueueStep::put_room_found);
+          test_point(QueueStep::put_room_found);
           const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
           if (slot.skip != 0) {
             write_header((t & mask_), 0, QueueRecord::kSkip);
             raise_high_water((t & mask_) + sizeof(QueueRecord));
           }
           write_header(slot.off, static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(len) ^ QueueRecord::kItem);
-          queue_test_point(QueueStep::put_header_written);
+          test_point(QueueStep::put_header_written);
           fill(ring_ + slot.off + sizeof(QueueRecord));
           raise_high_water(slot.off + rec);
-          queue_test_point(QueueStep::put_written);
+          test_point(QueueStep::put_written);
           // Journal (count first: until both are stored they describe
           // nothing), publish, then the tail.
           const std::uint64_t count = s.put_count.load(std::memory_order_relaxed) + 1;
@@ -218,11 +218,11 @@ class QueueCore {
           s.pend_count.store(count, std::memory_order_relaxed);
           crash_order();
           s.pend_tail.store(end, std::memory_order_relaxed);
-          queue_test_point(QueueStep::put_journaled);
+          test_point(QueueStep::put_journaled);
           s.put_count.store(count, std::memory_order_release);  // publish: the record and pend_tail before it
-          queue_test_point(QueueStep::put_counted);
+          test_point(QueueStep::put_counted);
           s.tail.store(end, std::memory_order_release);
-          queue_test_point(QueueStep::put_published);
+          test_point(QueueStep::put_published);
           g.unlock();
           fence_after_unlock();
           queue_notify(s.items_seq);
@@ -272,7 +272,7 @@ class QueueCore {
       {
         QueueLock g(s.get_mutex);
         if (!lock_consumers(g, deadline)) throw Empty(lock_timeout("get", "consumers"));
-        queue_test_point(QueueStep::get_locked);
+        test_point(QueueStep::get_locked);
         const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
         const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
         if (got == s.put_cache || !kQueueUseCaches) {
@@ -291,7 +291,7 @@ class QueueCore {
             crash_order();
             s.head.store(h, std::memory_order_seq_cst);
             give_back_cold(h);
-            queue_test_point(QueueStep::get_skipped);
+            test_point(QueueStep::get_skipped);
             r = read_header(g, deadline, h);
             if (r.skip) corrupt(g, deadline, h, "two skip records in a row");
           }
@@ -300,7 +300,7 @@ class QueueCore {
           const std::uint64_t next = h + r.bytes;
           try {
             auto value = take(payload);
-            queue_test_point(QueueStep::get_taken);
+            test_point(QueueStep::get_taken);
             consume(g, got, next, 0);
             return value;
           } catch (const ProcessError&) {
@@ -537,12 +537,12 @@ class QueueCore {
     crash_order();
     s.gpend_head.store(next, std::memory_order_relaxed);
     if (dropped != 0) s.gpend_dropped.store(d, std::memory_order_relaxed);
-    queue_test_point(QueueStep::get_journaled);
+    test_point(QueueStep::get_journaled);
     s.got_count.store(got + 1, std::memory_order_release);  // publish
-    queue_test_point(QueueStep::get_counted);
+    test_point(QueueStep::get_counted);
     s.head.store(next, std::memory_order_release);
     if (dropped != 0) s.dropped.store(d, std::memory_order_seq_cst);
-    queue_test_point(QueueStep::get_published);
+    test_point(QueueStep::get_published);
     g.unlock();
     fence_after_unlock();
     queue_notify(s.space_seq);
