@@ -6,19 +6,18 @@
 //   one-way 1 MiB std::vector<double> with send()/recv<>().
 // Targets (bench/README.md, P5): round trip <= 1.1 x raw; 1 MiB throughput >= 0.9 x raw.
 // Run: bench_connection --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
-#include <mproc/connection.hpp>
-#include <mproc/process.hpp>
-
-#include <benchmark/benchmark.h>
-
 #include <csignal>
 #include <cstring>
 #include <tuple>
 #include <vector>
 
+#include <benchmark/benchmark.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <mproc/connection.hpp>
+#include <mproc/process.hpp>
 
 namespace mp = mproc;
 

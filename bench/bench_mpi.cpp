@@ -11,16 +11,16 @@
 // vectors, mean of each). "Cold" figures are the first call of each workload
 // on a fresh pool (measured once per process, reported as a one-iteration
 // benchmark); the others are warm.
-#include <mproc/mpi.hpp>
-#include <mproc/pool.hpp>
-
-#include <benchmark/benchmark.h>
-
 #include <chrono>
 #include <cstdio>
 #include <numeric>
 #include <span>
 #include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <mproc/mpi.hpp>
+#include <mproc/pool.hpp>
 
 #include "article.hpp"
 

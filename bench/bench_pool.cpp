@@ -4,20 +4,19 @@
 // loop, the ThreadPool, and raw forked children over a shared mapping;
 // map(x*x) over 1M ints; and pool create + map + destroy.
 // Python's own figures: bench/article_python.py.
-#include <mproc/pool.hpp>
-#include <mproc/sharedctypes.hpp>
-#include <mproc/thread_pool.hpp>
-
-#include <benchmark/benchmark.h>
-
 #include <memory>
 #include <numeric>
 #include <span>
 #include <vector>
 
+#include <benchmark/benchmark.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <mproc/pool.hpp>
+#include <mproc/sharedctypes.hpp>
+#include <mproc/thread_pool.hpp>
 
 #include "article.hpp"
 
@@ -85,7 +84,8 @@ void BM_Article_ThreadPoolMap(benchmark::State& state) {
 void BM_Article_RawFork4(benchmark::State& state) {
   auto& d = data();
   const std::size_t bytes = kSets * kSize * sizeof(double);
-  auto* shared = static_cast<double*>(::mmap(nullptr, bytes + 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* shared =
+      static_cast<double*>(::mmap(nullptr, bytes + 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   for (int s = 0; s < kSets; ++s) std::copy(d.vectors[s].begin(), d.vectors[s].end(), shared + s * kSize);
   auto* results = shared + kSets * kSize;
   for (auto _ : state) {

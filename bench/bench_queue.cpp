@@ -8,8 +8,6 @@
 // --benchmark_report_aggregates_only=true and compare medians (interleaving
 // spreads load changes of a shared machine over both peers); under
 // `taskset -c 0` both processes share one CPU.
-#include <mproc/queue.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -19,11 +17,12 @@
 #include <string>
 #include <vector>
 
+#include <benchmark/benchmark.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <benchmark/benchmark.h>
+#include <mproc/queue.hpp>
 
 #ifdef MPROC_BENCH_HAVE_BOOST
 #include <boost/interprocess/ipc/message_queue.hpp>

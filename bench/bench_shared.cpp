@@ -5,22 +5,21 @@
 // destroying) Values, Arrays and SharedMemory blocks. Python's Value('i') does 1.1 M/s
 // (bench/README.md). Run with --benchmark_repetitions=5
 // --benchmark_report_aggregates_only=true and compare medians.
-#include <mproc/shared_memory.hpp>
-#include <mproc/sharedctypes.hpp>
-#include <mproc/synchronize.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <mutex>
 #include <new>
 
+#include <benchmark/benchmark.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <benchmark/benchmark.h>
+#include <mproc/shared_memory.hpp>
+#include <mproc/sharedctypes.hpp>
+#include <mproc/synchronize.hpp>
 
 #ifdef MPROC_BENCH_HAVE_BOOST
 #include <boost/interprocess/sync/interprocess_mutex.hpp>

@@ -9,16 +9,16 @@
 //  1,000,000 doubles, ThreadPool.map vs tbb::parallel_for vs serial.
 // Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // and compare medians.
-#include <mproc/thread_pool.hpp>
-
-#include <benchmark/benchmark.h>
-
 #include <atomic>
 #include <cstddef>
 #include <future>
 #include <numeric>
 #include <span>
 #include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <mproc/thread_pool.hpp>
 
 #ifdef MPROC_BENCH_HAVE_TBB
 #include <tbb/blocked_range.h>
@@ -182,9 +182,7 @@ void BM_Scale1M_TbbParallelFor(benchmark::State& state) {
   auto& v = doubles();
   double* p = v.data();
   for (auto _ : state) {
-    arena.execute([&] {
-      tbb::parallel_for(std::size_t{0}, v.size(), [p](std::size_t i) { p[i] *= kScale; });
-    });
+    arena.execute([&] { tbb::parallel_for(std::size_t{0}, v.size(), [p](std::size_t i) { p[i] *= kScale; }); });
     benchmark::ClobberMemory();
   }
 }
@@ -195,10 +193,9 @@ void BM_Scale1M_TbbParallelForRange(benchmark::State& state) {
   double* p = v.data();
   for (auto _ : state) {
     arena.execute([&] {
-      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, v.size()),
-                        [p](const tbb::blocked_range<std::size_t>& r) {
-                          for (std::size_t i = r.begin(); i != r.end(); ++i) p[i] *= kScale;
-                        });
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, v.size()), [p](const tbb::blocked_range<std::size_t>& r) {
+        for (std::size_t i = r.begin(); i != r.end(); ++i) p[i] *= kScale;
+      });
     });
     benchmark::ClobberMemory();
   }
@@ -249,10 +246,9 @@ void BM_MapSquares1M_Tbb(benchmark::State& state) {
   for (auto _ : state) {
     std::vector<int> out(in.size());
     arena.execute([&] {
-      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, in.size()),
-                        [&](const tbb::blocked_range<std::size_t>& r) {
-                          for (std::size_t i = r.begin(); i != r.end(); ++i) out[i] = in[i] * in[i];
-                        });
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, in.size()), [&](const tbb::blocked_range<std::size_t>& r) {
+        for (std::size_t i = r.begin(); i != r.end(); ++i) out[i] = in[i] * in[i];
+      });
     });
     benchmark::DoNotOptimize(out.data());
   }
@@ -278,8 +274,7 @@ void BM_Article_ThreadPoolMap(benchmark::State& state) {
   auto& pool = pool2();
   const auto& d = datasets();
   for (auto _ : state)
-    benchmark::DoNotOptimize(
-        pool.map([](const std::vector<double>& v) { return mean_of(v); }, d).data());
+    benchmark::DoNotOptimize(pool.map([](const std::vector<double>& v) { return mean_of(v); }, d).data());
 }
 
 #ifdef MPROC_BENCH_HAVE_TBB
@@ -288,9 +283,8 @@ void BM_Article_Tbb(benchmark::State& state) {
   const auto& d = datasets();
   for (auto _ : state) {
     std::vector<double> means(d.size());
-    arena.execute([&] {
-      tbb::parallel_for(std::size_t{0}, d.size(), [&](std::size_t i) { means[i] = mean_of(d[i]); });
-    });
+    arena.execute(
+        [&] { tbb::parallel_for(std::size_t{0}, d.size(), [&](std::size_t i) { means[i] = mean_of(d[i]); }); });
     benchmark::DoNotOptimize(means.data());
   }
 }

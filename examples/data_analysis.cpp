@@ -10,15 +10,15 @@
 // in place: nothing is pickled or copied. The program then times the same
 // map against a serial loop and a ThreadPool. On a terminal, a progress bar
 // shows the map as it runs.
-#include <mproc/mproc.hpp>
-#include <mproc/thread_pool.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <numeric>
 #include <random>
 #include <span>
 #include <vector>
+
+#include <mproc/mproc.hpp>
+#include <mproc/thread_pool.hpp>
 
 namespace mp = mproc;
 
@@ -67,9 +67,8 @@ int main() {
   const double loop_ms = time_ms([&] {
     for (const auto& data : data_sets) by_loop.push_back(mean(data));
   });
-  const double threads_ms = time_ms([&] {
-    by_threads = threads.map([](const mp::Array<double>& data) { return mean(data); }, data_sets);
-  });
+  const double threads_ms =
+      time_ms([&] { by_threads = threads.map([](const mp::Array<double>& data) { return mean(data); }, data_sets); });
   std::printf("Pool(4).map        %8.2f ms\n", pool_ms);
   std::printf("serial loop        %8.2f ms\n", loop_ms);
   std::printf("ThreadPool(4).map  %8.2f ms\n", threads_ms);

@@ -5,10 +5,10 @@
 //   p = Process(target=f, args=('world',))   mp::Process p(f, "world");
 //   p.start()                                p.start();
 //   p.join()                                 p.join();
-#include <mproc/process.hpp>
-
 #include <cstdio>
 #include <string>
+
+#include <mproc/process.hpp>
 
 namespace mp = mproc;
 

@@ -9,10 +9,6 @@
 //   images = Array('B', n * 3 * h * w)             mp::Array<std::uint8_t> images(n * kPixels);
 //   tasks, results = Queue(), Queue()              mp::Queue<int> tasks; mp::Queue<Stat> results;
 //   ps = [Process(target=worker, args=...) ...]    std::vector<mp::Process> ps; ...
-#include <mproc/process.hpp>
-#include <mproc/queue.hpp>
-#include <mproc/sharedctypes.hpp>
-
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -20,6 +16,10 @@
 #include <cstdio>
 #include <tuple>
 #include <vector>
+
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/sharedctypes.hpp>
 
 namespace mp = mproc;
 using namespace std::chrono_literals;

@@ -16,11 +16,11 @@
 //
 // (mproc::Lock, the process-shared lock, works between threads too; a
 // std::mutex is the cheaper choice when only threads share the counter.)
-#include <mproc/thread_pool.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+
+#include <mproc/thread_pool.hpp>
 
 namespace mp = mproc;
 

@@ -9,13 +9,13 @@
 // data sets and maps over them; each data set travels to a serving rank as
 // one MPI message and arrives as a std::span viewing the received bytes. It
 // prints the same ten means as examples/data_analysis.cpp.
-#include <mproc/mpi.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <numeric>
 #include <span>
 #include <vector>
+
+#include <mproc/mpi.hpp>
 
 #include "article_data.hpp"
 

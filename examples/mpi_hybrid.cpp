@@ -21,14 +21,14 @@
 // The pool is made with servers_return(): serving ranks come back from its
 // constructor when the client is done, and every rank's local pools are
 // destroyed normally at the end of main().
-#include <mproc/mpi.hpp>
-#include <mproc/pool.hpp>
-#include <mproc/thread_pool.hpp>
-
 #include <cstdio>
 #include <numeric>
 #include <span>
 #include <vector>
+
+#include <mproc/mpi.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/thread_pool.hpp>
 
 #include "article_data.hpp"
 
@@ -55,7 +55,8 @@ Means analyze_data(std::span<const double> data) {
   constexpr std::size_t kBlocks = 8;
   std::vector<std::span<const double>> blocks;
   const std::size_t step = (data.size() + kBlocks - 1) / kBlocks;
-  for (std::size_t at = 0; at < data.size(); at += step) blocks.push_back(data.subspan(at, std::min(step, data.size() - at)));
+  for (std::size_t at = 0; at < data.size(); at += step)
+    blocks.push_back(data.subspan(at, std::min(step, data.size() - at)));
   const auto by_threads = local_threads->map(block_sum, blocks);
   const auto by_processes = local_processes->map(block_sum, blocks);
   const double n = static_cast<double>(data.size());

@@ -9,12 +9,12 @@
 //   p.start()                                  p.start();
 //   print(parent_conn.recv())                  parent_conn.recv<std::vector<int>>()
 //   p.join()                                   p.join();
-#include <mproc/connection.hpp>
-#include <mproc/process.hpp>
-
 #include <cstdio>
 #include <utility>
 #include <vector>
+
+#include <mproc/connection.hpp>
+#include <mproc/process.hpp>
 
 namespace mp = mproc;
 

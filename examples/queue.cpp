@@ -11,13 +11,13 @@
 //   for p in ps: p.start()                     for (auto& p : ps) p.start();
 //   print(sorted(q.get() for _ in range(12)))  ... q.get() twelve times, sorted
 //   for p in ps: p.join()                      for (auto& p : ps) p.join();
-#include <mproc/process.hpp>
-#include <mproc/queue.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
+
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
 
 namespace mp = mproc;
 using namespace std::chrono_literals;

@@ -1,8 +1,8 @@
 // What mproc sees of this machine: the version and the usable CPU count
 // (Python: multiprocessing.cpu_count(), honouring CPU affinity).
-#include <mproc/mproc.hpp>
-
 #include <cstdio>
+
+#include <mproc/mproc.hpp>
 
 namespace mp = mproc;
 

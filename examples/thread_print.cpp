@@ -10,10 +10,10 @@
 //
 // The same on a mproc::ThreadPool: pool.apply(print_numbers) runs it on a
 // worker thread and waits for it (any exception it throws comes back here).
-#include <mproc/thread_pool.hpp>
-
 #include <cstdio>
 #include <thread>
+
+#include <mproc/thread_pool.hpp>
 
 namespace mp = mproc;
 

@@ -12,12 +12,12 @@
 //   print(num.value)   # 3.1415927
 //   print(arr[:])      # the article says [-1, -1, ..., -1]: wrong, negating
 //                      # range(10) gives [0, -1, -2, ..., -9], printed below.
-#include <mproc/process.hpp>
-#include <mproc/sharedctypes.hpp>
-
 #include <iomanip>
 #include <iostream>
 #include <ranges>
+
+#include <mproc/process.hpp>
+#include <mproc/sharedctypes.hpp>
 
 namespace mp = mproc;
 

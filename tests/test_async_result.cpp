@@ -1,11 +1,11 @@
-#include <mproc/async_result.hpp>
-
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <mproc/async_result.hpp>
 
 #include "catch.hpp"
 
@@ -41,8 +41,7 @@ TEST_CASE("AsyncResult timeouts") {
   auto [result, state] = make<int>();
   CHECK_FALSE(result.wait(10ms));
   REQUIRE_THROWS_AS(result.get(5ms), mp::TimeoutError);
-  REQUIRE_THROWS_MATCHES(result.successful(), mp::ProcessError,
-                         mproc_test::MessageContains("not ready"));
+  REQUIRE_THROWS_MATCHES(result.successful(), mp::ProcessError, mproc_test::MessageContains("not ready"));
   state->set_value(7);
   CHECK(result.wait(0ms));
   CHECK(result.get(0ms) == 7);

@@ -1,6 +1,3 @@
-#include <mproc/connection.hpp>
-#include <mproc/process.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +15,9 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <mproc/connection.hpp>
+#include <mproc/process.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
@@ -55,9 +55,7 @@ std::size_t open_fd_count() {
   return n;
 }
 
-void raw_write(int fd, const void* data, std::size_t n) {
-  REQUIRE(::write(fd, data, n) == static_cast<ssize_t>(n));
-}
+void raw_write(int fd, const void* data, std::size_t n) { REQUIRE(::write(fd, data, n) == static_cast<ssize_t>(n)); }
 
 bool sigpipe_pending() {
   sigset_t pending;
@@ -335,8 +333,7 @@ TEST_CASE("a length under the limit but never delivered costs no huge allocation
   raw_write(w.fileno(), "four", 4);
   w.close();
   std::vector<std::byte> buf;
-  REQUIRE_THROWS_MATCHES(r.recv_bytes_into(buf), mp::EOFError,
-                         MessageContains("after 4 of 943718400 bytes"));
+  REQUIRE_THROWS_MATCHES(r.recv_bytes_into(buf), mp::EOFError, MessageContains("after 4 of 943718400 bytes"));
   CHECK(buf.capacity() <= std::size_t{16} << 20);
 }
 
@@ -458,8 +455,7 @@ TEST_CASE("sending to a vanished peer throws EOFError and raises no SIGPIPE") {
     auto [r, w] = mp::Pipe(duplex);
     r.close();
     // SIGPIPE's default action would kill this test process.
-    REQUIRE_THROWS_MATCHES(w.send_bytes("anyone?"), mp::EOFError,
-                           MessageContains("send_bytes(): broken pipe"));
+    REQUIRE_THROWS_MATCHES(w.send_bytes("anyone?"), mp::EOFError, MessageContains("send_bytes(): broken pipe"));
     REQUIRE_THROWS_AS(w.send_bytes(std::vector<std::byte>(1 << 20)), mp::EOFError);
   }
   CHECK_FALSE(sigpipe_pending());
@@ -515,8 +511,7 @@ TEST_CASE("direction misuse on a simplex Pipe throws") {
                          MessageContains("Connection.send_bytes(): connection is read-only"));
   REQUIRE_THROWS_MATCHES(w.recv_bytes(), mp::ProcessError,
                          MessageContains("Connection.recv_bytes(): connection is write-only"));
-  REQUIRE_THROWS_MATCHES(w.poll(), mp::ProcessError,
-                         MessageContains("Connection.poll(): connection is write-only"));
+  REQUIRE_THROWS_MATCHES(w.poll(), mp::ProcessError, MessageContains("Connection.poll(): connection is write-only"));
   std::vector<std::byte> buf;
   REQUIRE_THROWS_AS(w.recv_bytes_into(buf), mp::ProcessError);
 }
@@ -531,10 +526,8 @@ TEST_CASE("use after close throws ProcessError naming the call") {
                          MessageContains("Connection.send_bytes() on a closed connection"));
   REQUIRE_THROWS_MATCHES(a.recv_bytes(), mp::ProcessError,
                          MessageContains("Connection.recv_bytes() on a closed connection"));
-  REQUIRE_THROWS_MATCHES(a.poll(), mp::ProcessError,
-                         MessageContains("Connection.poll() on a closed connection"));
-  REQUIRE_THROWS_MATCHES(a.fileno(), mp::ProcessError,
-                         MessageContains("Connection.fileno() on a closed connection"));
+  REQUIRE_THROWS_MATCHES(a.poll(), mp::ProcessError, MessageContains("Connection.poll() on a closed connection"));
+  REQUIRE_THROWS_MATCHES(a.fileno(), mp::ProcessError, MessageContains("Connection.fileno() on a closed connection"));
   mp::Connection none;
   CHECK(none.closed());
   REQUIRE_THROWS_AS(none.recv_bytes(), mp::ProcessError);
@@ -550,8 +543,7 @@ TEST_CASE("Connection(fd) adopts an fd and validates its arguments") {
   mp::Connection w(fds[1], false, true);
   w.send_bytes("adopted");
   CHECK(as_string(r.recv_bytes()) == "adopted");
-  REQUIRE_THROWS_MATCHES(mp::Connection(-1), mp::ProcessError,
-                         MessageContains("-1 is not an open file descriptor"));
+  REQUIRE_THROWS_MATCHES(mp::Connection(-1), mp::ProcessError, MessageContains("-1 is not an open file descriptor"));
   int spare = ::dup(fds[0]);
   REQUIRE_THROWS_MATCHES(mp::Connection(spare, false, false), mp::ProcessError,
                          MessageContains("at least one of readable and writable"));
@@ -674,13 +666,11 @@ TEST_CASE("recv<T> of another type or of raw bytes throws and the stream goes on
 
 TEST_CASE("send on a closed or read-only end fails before encoding") {
   auto [r, w] = mp::Pipe(false);
-  REQUIRE_THROWS_MATCHES(r.send(1), mp::ProcessError,
-                         MessageContains("Connection.send(): connection is read-only"));
+  REQUIRE_THROWS_MATCHES(r.send(1), mp::ProcessError, MessageContains("Connection.send(): connection is read-only"));
   REQUIRE_THROWS_MATCHES(w.recv<int>(), mp::ProcessError,
                          MessageContains("Connection.recv(): connection is write-only"));
   w.close();
-  REQUIRE_THROWS_MATCHES(w.send(1), mp::ProcessError,
-                         MessageContains("Connection.send() on a closed connection"));
+  REQUIRE_THROWS_MATCHES(w.send(1), mp::ProcessError, MessageContains("Connection.send() on a closed connection"));
   w = mp::Connection();
   auto [r2, w2] = mp::Pipe(false);
   r2.close();

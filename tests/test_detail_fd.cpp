@@ -1,10 +1,9 @@
-#include <mproc/detail/util/demangle.hpp>
-#include <mproc/detail/os/fd.hpp>
-
 #include <chrono>
+#include <csignal>
 #include <stdexcept>
 
-#include <csignal>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/util/demangle.hpp>
 
 #include "catch.hpp"
 
@@ -92,7 +91,12 @@ TEST_CASE("run_in_child reports exit codes, signals and timeouts") {
           ::raise(SIGABRT);
           return 0;
         }).exitcode == -SIGABRT);
-  const auto hung = mproc_test::run_in_child([]() -> int { ::pause(); return 0; }, 50ms);
+  const auto hung = mproc_test::run_in_child(
+      []() -> int {
+        ::pause();
+        return 0;
+      },
+      50ms);
   CHECK(hung.timed_out);
   CHECK(hung.exitcode == -SIGKILL);
 }

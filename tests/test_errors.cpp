@@ -1,9 +1,9 @@
-#include <mproc/errors.hpp>
-
 #include <csignal>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+
+#include <mproc/errors.hpp>
 
 #include "catch.hpp"
 
@@ -48,14 +48,12 @@ TEST_CASE("WorkerCrashed reports exit codes and signals the Python way") {
   CHECK(killed.pid() == 1234);
   CHECK(killed.exitcode() == -SIGKILL);
   CHECK(killed.signal() == SIGKILL);
-  CHECK(std::string(killed.what()) ==
-        "mproc: worker process 1234 died (killed by SIGKILL) while running a task");
+  CHECK(std::string(killed.what()) == "mproc: worker process 1234 died (killed by SIGKILL) while running a task");
 
   const mp::WorkerCrashed exited(99, 3);
   CHECK(exited.exitcode() == 3);
   CHECK(exited.signal() == 0);
-  CHECK(std::string(exited.what()) ==
-        "mproc: worker process 99 died (exit code 3) while running a task");
+  CHECK(std::string(exited.what()) == "mproc: worker process 99 died (exit code 3) while running a task");
 }
 
 TEST_CASE("signal names") {

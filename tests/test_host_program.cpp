@@ -4,11 +4,6 @@
 // reached. Each setup runs in a forked child (so this test program keeps its
 // own), where a Pool, a Process, a Queue and a Pipe must work and a killed
 // worker must be reported within 1 s.
-#include <mproc/connection.hpp>
-#include <mproc/pool.hpp>
-#include <mproc/process.hpp>
-#include <mproc/queue.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -27,6 +22,11 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <mproc/connection.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
@@ -53,12 +53,12 @@ int announce_then_wait(int fd) {
 }
 
 // Fails the scenario with a message (the exit code says which check).
-#define HOST_CHECK(cond, code)                                            \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      std::fprintf(stderr, "host scenario: check failed: %s\n", #cond);   \
-      return code;                                                        \
-    }                                                                     \
+#define HOST_CHECK(cond, code)                                          \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      std::fprintf(stderr, "host scenario: check failed: %s\n", #cond); \
+      return code;                                                      \
+    }                                                                   \
   } while (0)
 
 // What every host program must be able to do with mproc. Returns 0, or the
@@ -161,7 +161,7 @@ int exercise_everything() {
 }
 
 void install(int sig, void (*handler)(int), int flags) {
-  struct sigaction sa {};
+  struct sigaction sa{};
   sa.sa_handler = handler;
   sa.sa_flags = flags;
   sigemptyset(&sa.sa_mask);
@@ -254,9 +254,10 @@ TEST_CASE("host program: SIGTERM and SIGINT ignored (#2)", "[failure-model][host
 
 // ------------------------------------------------------------- limits (#3)
 
-TEST_CASE("descriptor limit reached: a worker that cannot be replaced leaves the others serving; with none left "
-          "every call fails with the cause (#3)",
-          "[failure-model][limits][asan-skip]") {
+TEST_CASE(
+    "descriptor limit reached: a worker that cannot be replaced leaves the others serving; with none left "
+    "every call fails with the cause (#3)",
+    "[failure-model][limits][asan-skip]") {
   const auto result = mproc_test::run_in_child(
       [] {
         mp::Pool pool(2);

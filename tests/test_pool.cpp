@@ -1,5 +1,3 @@
-#include <mproc/pool.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,6 +20,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 
 #include "catch.hpp"
@@ -40,7 +39,8 @@ double mean(std::span<const double> v) {
 }
 std::string shout(const std::string& s) {
   std::string out = s;
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
   return out + "!";
 }
 int add(int a, int b) { return a + b; }
@@ -64,12 +64,20 @@ int announce_then_sleep(int fd) {
 // Crashes the calling worker the way `how` says; returns otherwise.
 int crash(int how) {
   switch (how) {
-    case 1: std::abort();
-    case 2: std::exit(3);
-    case 3: ::raise(SIGSEGV); break;
-    case 4: ::raise(SIGKILL); break;
-    case 5: throw std::runtime_error("plain exception");
-    default: break;
+    case 1:
+      std::abort();
+    case 2:
+      std::exit(3);
+    case 3:
+      ::raise(SIGSEGV);
+      break;
+    case 4:
+      ::raise(SIGKILL);
+      break;
+    case 5:
+      throw std::runtime_error("plain exception");
+    default:
+      break;
   }
   return how;
 }
@@ -119,8 +127,7 @@ TEST_CASE("map returns results in input order for any chunksize") {
 
 TEST_CASE("map carries strings, containers and views across processes") {
   mp::Pool pool(2);
-  CHECK(pool.map(shout, std::vector<std::string>{"a", "bc", ""}) ==
-        std::vector<std::string>{"A!", "BC!", "!"});
+  CHECK(pool.map(shout, std::vector<std::string>{"a", "bc", ""}) == std::vector<std::string>{"A!", "BC!", "!"});
   std::vector<std::vector<double>> data;
   for (int i = 0; i < 6; ++i) data.emplace_back(100'000, static_cast<double>(i));
   const auto means = pool.map(mean, data);
@@ -417,10 +424,8 @@ TEST_CASE("initializer runs in every worker; a failing one breaks the pool") {
     CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 41; }));
   }
   mp::Pool broken(2, mp::PoolOptions().initializer(failing_initializer));
-  REQUIRE_THROWS_MATCHES(broken.apply(square, 2), mp::RemoteError,
-                         mproc_test::MessageContains("model file missing"));
-  REQUIRE_THROWS_MATCHES(broken.apply(square, 2), mp::RemoteError,
-                         mproc_test::MessageContains("initializer"));
+  REQUIRE_THROWS_MATCHES(broken.apply(square, 2), mp::RemoteError, mproc_test::MessageContains("model file missing"));
+  REQUIRE_THROWS_MATCHES(broken.apply(square, 2), mp::RemoteError, mproc_test::MessageContains("initializer"));
 }
 
 TEST_CASE("maxtasksperchild replaces workers after that many tasks") {
@@ -758,16 +763,18 @@ TEST_CASE("a pool used in a forked child refuses with a clear error; destroying 
           "[failure-model]") {
   auto pool = std::make_unique<mp::Pool>(2);
   CHECK(pool->map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});
-  const auto result = mproc_test::run_in_child([&pool] {
-    try {
-      (void)pool->apply(square, 2);
-      return 10;
-    } catch (const mp::ProcessError& e) {
-      if (std::string(e.what()).find("forked child cannot use it") == std::string::npos) return 11;
-    }
-    pool.reset();  // the child's copy: must neither hang nor touch the owner's workers
-    return 0;
-  }, 10s);
+  const auto result = mproc_test::run_in_child(
+      [&pool] {
+        try {
+          (void)pool->apply(square, 2);
+          return 10;
+        } catch (const mp::ProcessError& e) {
+          if (std::string(e.what()).find("forked child cannot use it") == std::string::npos) return 11;
+        }
+        pool.reset();  // the child's copy: must neither hang nor touch the owner's workers
+        return 0;
+      },
+      10s);
   CHECK_FALSE(result.timed_out);
   CHECK(result.exitcode == 0);
   CHECK(pool->map(square, iota_vec(4), 1) == std::vector<int>{0, 1, 4, 9});

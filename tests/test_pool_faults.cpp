@@ -1,9 +1,5 @@
 // Pool workers failing at every step of the task protocol (fault injection,
 // tests/support/fault_injection.hpp), and a soak of 1,000 random faults.
-#include "fault_injection.hpp"  // first: it enables the worker's fault points
-
-#include <mproc/pool.hpp>
-
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -14,7 +10,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <mproc/pool.hpp>
+
 #include "catch.hpp"
+#include "fault_injection.hpp"
 #include "proc.hpp"
 #include "within.hpp"
 
@@ -78,7 +77,7 @@ Expect expected(d::FaultStep step, d::FaultAction action) {
 }
 
 const char* step_name(d::FaultStep s) {
-  static const char* names[] = {"before_read", "after_read", "in_decode", "after_run",
+  static const char* names[] = {"before_read", "after_read",       "in_decode",  "after_run",
                                 "in_send",     "mid_large_result", "after_write"};
   return names[static_cast<int>(s)];
 }

@@ -1,6 +1,3 @@
-#include <mproc/connection.hpp>
-#include <mproc/process.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +19,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <mproc/connection.hpp>
+#include <mproc/process.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
@@ -96,8 +96,7 @@ TEST_CASE("hello process: the target runs in a child with its arguments") {
   std::tie(parent_end, child_end) = mp::Pipe();
   mp::Process p(
       [](mp::Connection& conn, const std::string& who, int n) {
-        conn.send_bytes("hello " + who + " " + std::to_string(n) + " from " +
-                        std::to_string(::getpid()));
+        conn.send_bytes("hello " + who + " " + std::to_string(n) + " from " + std::to_string(::getpid()));
       },
       std::move(child_end), std::string("world"), 42);
   p.start();
@@ -276,24 +275,18 @@ TEST_CASE("is_alive() goes false -> true -> false") {
 
 TEST_CASE("misuse throws ProcessError naming the process") {
   mp::Process p(mp::ProcessOptions{.name = "worker"}, [] {});
-  REQUIRE_THROWS_MATCHES(p.join(), mp::ProcessError,
-                         MessageContains("worker: can only join() a started process"));
-  REQUIRE_THROWS_MATCHES(p.join(1ms), mp::ProcessError,
-                         MessageContains("worker: can only join() a started process"));
-  REQUIRE_THROWS_MATCHES(p.terminate(), mp::ProcessError,
-                         MessageContains("worker: terminate() before start()"));
+  REQUIRE_THROWS_MATCHES(p.join(), mp::ProcessError, MessageContains("worker: can only join() a started process"));
+  REQUIRE_THROWS_MATCHES(p.join(1ms), mp::ProcessError, MessageContains("worker: can only join() a started process"));
+  REQUIRE_THROWS_MATCHES(p.terminate(), mp::ProcessError, MessageContains("worker: terminate() before start()"));
   REQUIRE_THROWS_MATCHES(p.kill(), mp::ProcessError, MessageContains("worker: kill() before start()"));
   p.start();
-  REQUIRE_THROWS_MATCHES(p.start(), mp::ProcessError,
-                         MessageContains("worker: start() called twice"));
-  REQUIRE_THROWS_MATCHES(p.set_daemon(true), mp::ProcessError,
-                         MessageContains("worker: set_daemon() after start()"));
+  REQUIRE_THROWS_MATCHES(p.start(), mp::ProcessError, MessageContains("worker: start() called twice"));
+  REQUIRE_THROWS_MATCHES(p.set_daemon(true), mp::ProcessError, MessageContains("worker: set_daemon() after start()"));
   p.join();
 
   mp::Process q([] {});
   q.start();
-  REQUIRE_THROWS_MATCHES(q.start(), mp::ProcessError,
-                         MessageContains(q.name() + ": start() called twice"));
+  REQUIRE_THROWS_MATCHES(q.start(), mp::ProcessError, MessageContains(q.name() + ": start() called twice"));
   q.join();
   CHECK(q.exitcode() == 0);
 }
@@ -313,8 +306,7 @@ TEST_CASE("close(): refused while running, then the object is closed") {
   CHECK(p.pid().has_value());
   REQUIRE_THROWS_MATCHES(p.is_alive(), mp::ProcessError,
                          MessageContains(p.name() + ": is_alive() on a closed process"));
-  REQUIRE_THROWS_MATCHES(p.join(), mp::ProcessError,
-                         MessageContains(p.name() + ": join() on a closed process"));
+  REQUIRE_THROWS_MATCHES(p.join(), mp::ProcessError, MessageContains(p.name() + ": join() on a closed process"));
   REQUIRE_THROWS_AS(p.exitcode(), mp::ProcessError);
   REQUIRE_THROWS_AS(p.start(), mp::ProcessError);
 
@@ -346,8 +338,7 @@ TEST_CASE("names: Process-N by default, settable, seen by the child") {
     const auto me = mp::current_process();
     const auto parent = mp::parent_process();
     std::string msg = me.name + "|" + std::to_string(me.pid == ::getpid()) + "|" +
-                      (parent ? parent->name + "|" + std::to_string(parent->pid == ::getppid())
-                              : std::string("none"));
+                      (parent ? parent->name + "|" + std::to_string(parent->pid == ::getppid()) : std::string("none"));
     // A grandchild is named after its parent's identity: Process-<n>:1.
     mp::Process grandchild([&child_end] { child_end.send_bytes(mp::current_process().name); });
     msg += "|" + grandchild.name();
@@ -389,10 +380,8 @@ TEST_CASE("a copy of a Process in a child refuses to act on its sibling") {
   });
   p.start();
   child_end.close();
-  CHECK(recv_string(parent_end) ==
-        sibling.name() + ": join() can only be used on a child of this process");
-  CHECK(recv_string(parent_end) ==
-        sibling.name() + ": kill() can only be used on a child of this process");
+  CHECK(recv_string(parent_end) == sibling.name() + ": join() can only be used on a child of this process");
+  CHECK(recv_string(parent_end) == sibling.name() + ": kill() can only be used on a child of this process");
   CHECK(recv_string(parent_end) == "0");  // the registry is emptied in a fork
   REQUIRE(p.join(10s));
   CHECK(p.exitcode() == 0);
@@ -571,7 +560,7 @@ TEST_CASE("the child gets an empty signal mask and a default SIGTERM") {
     std::signal(SIGTERM, [](int) {});
     std::signal(SIGCHLD, SIG_IGN);
     mp::Connection parent_end, child_end;
-  std::tie(parent_end, child_end) = mp::Pipe();
+    std::tie(parent_end, child_end) = mp::Pipe();
     mp::Process p([&child_end] {
       sigset_t mask;
       ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);

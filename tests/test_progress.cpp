@@ -1,8 +1,8 @@
-#include <mproc/progress.hpp>
-
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#include <mproc/progress.hpp>
 
 #include "catch.hpp"
 

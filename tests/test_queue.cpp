@@ -8,14 +8,7 @@
 // that keep their deadlines under a signal storm, untrusted ring bytes.
 //
 // Stops a process inside put/get at a chosen step (see QueueStep in
-// detail/shm/queue_hooks.hpp); must come before any mproc header.
-#define MPROC_TEST_HOOKS 1
-
-#include <mproc/connection.hpp>
-#include <mproc/pool.hpp>
-#include <mproc/process.hpp>
-#include <mproc/queue.hpp>
-#include <mproc/sharedctypes.hpp>
+// detail/shm/queue_hooks.hpp): tests/CMakeLists.txt defines MPROC_TEST_HOOKS.
 
 #include <algorithm>
 #include <atomic>
@@ -35,6 +28,12 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+
+#include <mproc/connection.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/sharedctypes.hpp>
 
 #include "catch.hpp"
 #include "shm_children.hpp"
@@ -639,7 +638,7 @@ TEST_CASE("Queue: R8, its memory is owner-only (0600) and nothing is left in /de
   mp::Queue<int> q;
   const auto h = q.handle();
   REQUIRE(h.pid == ::getpid());
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::stat(("/proc/self/fd/" + std::to_string(h.fd)).c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
   // A process that creates queues and is killed leaves nothing behind.
@@ -776,8 +775,9 @@ void check_holds_exactly_3(Q& q) {
 
 }  // namespace
 
-TEST_CASE("JoinableQueue: a producer killed at any step of put leaves no phantom item; join returns, the bound frees (#11)",
-          "[queue][failure-model]") {
+TEST_CASE(
+    "JoinableQueue: a producer killed at any step of put leaves no phantom item; join returns, the bound frees (#11)",
+    "[queue][failure-model]") {
   const Step step = GENERATE(Step::put_locked, Step::put_room_found, Step::put_header_written, Step::put_written,
                              Step::put_journaled, Step::put_counted, Step::put_published);
   const bool wrap = GENERATE(false, true);
@@ -817,8 +817,9 @@ TEST_CASE("JoinableQueue: a producer killed at any step of put leaves no phantom
   CHECK(q.join(1s));
 }
 
-TEST_CASE("JoinableQueue: a consumer killed at any step of get leaves its item queued or consumed, never half or twice (#11)",
-          "[queue][failure-model]") {
+TEST_CASE(
+    "JoinableQueue: a consumer killed at any step of get leaves its item queued or consumed, never half or twice (#11)",
+    "[queue][failure-model]") {
   const auto [step, wrap] = GENERATE(table<Step, bool>({{Step::get_locked, false},
                                                         {Step::get_taken, false},
                                                         {Step::get_journaled, false},
@@ -867,8 +868,10 @@ TEST_CASE("JoinableQueue: a consumer killed at any step of get leaves its item q
   CHECK(q.join(1s));
 }
 
-TEST_CASE("Queue: a consumer killed after consuming gives the item's bytes back to a waiting put, with no consumer to come (#11)",
-          "[queue][failure-model]") {
+TEST_CASE(
+    "Queue: a consumer killed after consuming gives the item's bytes back to a waiting put, with no consumer to come "
+    "(#11)",
+    "[queue][failure-model]") {
   mp::Queue<std::string> q(0, 4096);
   // Items whose records fit twice in the ring but not three times.
   const std::string a = item_of_record(1800), b(a.size(), 'b'), c(a.size(), 'c');
@@ -931,8 +934,10 @@ TEST_CASE("Queue: a producer killed while it realigns an empty queue under both 
   pump_through(q);
 }
 
-TEST_CASE("JoinableQueue: a consumer killed between get() and task_done() leaves its task unfinished; join(timeout) says so (#11)",
-          "[queue][failure-model]") {
+TEST_CASE(
+    "JoinableQueue: a consumer killed between get() and task_done() leaves its task unfinished; join(timeout) says so "
+    "(#11)",
+    "[queue][failure-model]") {
   mp::JoinableQueue<int> q;
   q.put(1);
   q.put(2);
@@ -977,9 +982,11 @@ TEST_CASE("Queue: timed put and get keep their deadlines while a live process ho
   });
   const auto waited = timed([&] {
     if (producers)
-      CHECK_THROWS_MATCHES(q.put(2, 200ms), mp::Full, MessageContains("Queue.put(): timed out waiting for the producers' lock"));
+      CHECK_THROWS_MATCHES(q.put(2, 200ms), mp::Full,
+                           MessageContains("Queue.put(): timed out waiting for the producers' lock"));
     else
-      CHECK_THROWS_MATCHES(q.get(200ms), mp::Empty, MessageContains("Queue.get(): timed out waiting for the consumers' lock"));
+      CHECK_THROWS_MATCHES(q.get(200ms), mp::Empty,
+                           MessageContains("Queue.get(): timed out waiting for the consumers' lock"));
   });
   finished.set_value();
   watchdog.join();
@@ -1021,7 +1028,7 @@ TEST_CASE("Queue: timed put, get and join keep their deadlines without spinning 
   const pid_t child = shm_test::spawn([&] {
     // A host program's interval timer: SIGALRM every millisecond, handled
     // without SA_RESTART, so every sleep is interrupted.
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = [](int) { g_storm_signals.fetch_add(1, std::memory_order_relaxed); };
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;
@@ -1072,8 +1079,9 @@ TEST_CASE("Queue: timed put, get and join keep their deadlines without spinning 
   CHECK(shm_test::join(child).exitcode == 0);
 }
 
-TEST_CASE("Queue: random bytes written over the ring make get return items or throw ProcessError, never crash or loop (#11)",
-          "[queue][failure-model]") {
+TEST_CASE(
+    "Queue: random bytes written over the ring make get return items or throw ProcessError, never crash or loop (#11)",
+    "[queue][failure-model]") {
   std::mt19937 rng(20240611);
   const auto below = [&rng](std::uint32_t n) { return static_cast<std::uint32_t>(rng() % n); };
   const std::uint64_t smallest = record_of("");

@@ -4,9 +4,6 @@
 // Tests of the pools' shared policy and containers: the automatic chunk size
 // and imap's read-ahead (detail/pool/scheduling.hpp), and the reorder buffer
 // of ordered imap (detail/pool/reorder.hpp).
-#include <mproc/detail/pool/reorder.hpp>
-#include <mproc/detail/pool/scheduling.hpp>
-
 #include <algorithm>
 #include <cstddef>
 #include <memory>
@@ -14,6 +11,9 @@
 #include <random>
 #include <stdexcept>
 #include <vector>
+
+#include <mproc/detail/pool/reorder.hpp>
+#include <mproc/detail/pool/scheduling.hpp>
 
 #include "catch.hpp"
 
@@ -31,8 +31,7 @@ TEST_CASE("auto_chunksize is Python's Pool chunksize for process pools", "[sched
   }
 }
 
-TEST_CASE("auto_chunksize makes at most workers * chunks_per_worker chunks, each non-empty",
-          "[scheduling]") {
+TEST_CASE("auto_chunksize makes at most workers * chunks_per_worker chunks, each non-empty", "[scheduling]") {
   for (std::size_t workers = 1; workers <= 8; ++workers) {
     for (std::size_t items = 1; items <= 2000; items += 7) {
       const std::size_t cs = md::auto_chunksize(items, workers, md::thread_chunks_per_worker);
@@ -56,8 +55,7 @@ TEST_CASE("imap_window is two chunks per worker", "[scheduling]") {
   static_assert(md::imap_window(2, 5) == md::imap_window_chunks_per_worker * 2 * 5);
 }
 
-TEST_CASE("ReorderBuffer hands out items in input order whatever the arrival order",
-          "[reorder]") {
+TEST_CASE("ReorderBuffer hands out items in input order whatever the arrival order", "[reorder]") {
   std::mt19937 rng(12345);
   for (int round = 0; round < 50; ++round) {
     const std::size_t n = 1 + rng() % 300;

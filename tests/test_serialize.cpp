@@ -1,5 +1,3 @@
-#include <mproc/serialize.hpp>
-
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -27,6 +25,8 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include <mproc/serialize.hpp>
 
 #include "catch.hpp"
 
@@ -307,7 +307,8 @@ TEST_CASE("sequence containers round-trip") {
   for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<double>(i) * 0.5;
   CHECK(round_trip(big) == big);
   CHECK(round_trip(std::vector<std::string>{"a", "", "ccc"}) == std::vector<std::string>{"a", "", "ccc"});
-  CHECK(round_trip(std::vector<std::byte>{std::byte{1}, std::byte{2}}) == std::vector<std::byte>{std::byte{1}, std::byte{2}});
+  CHECK(round_trip(std::vector<std::byte>{std::byte{1}, std::byte{2}}) ==
+        std::vector<std::byte>{std::byte{1}, std::byte{2}});
   CHECK(round_trip(std::deque<int>{5, 6, 7}) == std::deque<int>{5, 6, 7});
   CHECK(round_trip(std::deque<std::string>{"x", "y"}) == std::deque<std::string>{"x", "y"});
   CHECK(round_trip(std::list<std::string>{"p", "q", "r"}) == std::list<std::string>{"p", "q", "r"});
@@ -531,7 +532,7 @@ struct WithReference {
   const int& ref;
 };
 struct WithMemberPointer {
-  int Pod::*field;
+  int Pod::* field;
 };
 struct WithPointerArray {
   int id;
@@ -648,8 +649,7 @@ struct mproc::serializer<Borrowing> {
   static Borrowing read(mproc::Reader& r) { return {r.read<std::string_view>()}; }
 };
 
-TEST_CASE("views are encoded by copy and decoded only where they cannot outlive the bytes (#7)",
-          "[failure-model]") {
+TEST_CASE("views are encoded by copy and decoded only where they cannot outlive the bytes (#7)", "[failure-model]") {
   STATIC_REQUIRE(!mp::owning_decodable<std::string_view>);
   STATIC_REQUIRE(!mp::owning_decodable<std::span<const double>>);
   STATIC_REQUIRE(!mp::owning_decodable<std::vector<std::string_view>>);
@@ -699,15 +699,22 @@ TEST_CASE("views are encoded by copy and decoded only where they cannot outlive 
 TEST_CASE("type fingerprints are compile-time, distinct per type, shared by a view and its owner") {
   constexpr std::uint64_t f = mp::type_fingerprint<std::vector<double>>();
   STATIC_REQUIRE(f != 0);
-  const std::vector<std::uint64_t> distinct{
-      mp::type_fingerprint<int>(),         mp::type_fingerprint<unsigned>(),
-      mp::type_fingerprint<long>(),        mp::type_fingerprint<long long>(),
-      mp::type_fingerprint<float>(),       mp::type_fingerprint<double>(),
-      mp::type_fingerprint<std::string>(), mp::type_fingerprint<std::vector<int>>(),
-      mp::type_fingerprint<std::vector<double>>(), mp::type_fingerprint<std::vector<std::string>>(),
-      mp::type_fingerprint<Sample>(),      mp::type_fingerprint<Record>(),
-      mp::type_fingerprint<std::map<int, int>>(), mp::type_fingerprint<std::tuple<int, int>>(),
-      mp::type_fingerprint<std::pair<int, int>>(), mp::type_fingerprint<Color>()};
+  const std::vector<std::uint64_t> distinct{mp::type_fingerprint<int>(),
+                                            mp::type_fingerprint<unsigned>(),
+                                            mp::type_fingerprint<long>(),
+                                            mp::type_fingerprint<long long>(),
+                                            mp::type_fingerprint<float>(),
+                                            mp::type_fingerprint<double>(),
+                                            mp::type_fingerprint<std::string>(),
+                                            mp::type_fingerprint<std::vector<int>>(),
+                                            mp::type_fingerprint<std::vector<double>>(),
+                                            mp::type_fingerprint<std::vector<std::string>>(),
+                                            mp::type_fingerprint<Sample>(),
+                                            mp::type_fingerprint<Record>(),
+                                            mp::type_fingerprint<std::map<int, int>>(),
+                                            mp::type_fingerprint<std::tuple<int, int>>(),
+                                            mp::type_fingerprint<std::pair<int, int>>(),
+                                            mp::type_fingerprint<Color>()};
   for (std::size_t i = 0; i < distinct.size(); ++i)
     for (std::size_t j = i + 1; j < distinct.size(); ++j) CHECK(distinct[i] != distinct[j]);
   STATIC_REQUIRE(mp::type_fingerprint<std::span<const double>>() == mp::type_fingerprint<std::vector<double>>());
@@ -771,10 +778,9 @@ TEST_CASE("a span writer throws when the buffer is too small, and fits exactly o
 
   for (std::size_t size : {std::size_t{0}, std::size_t{10}, mp::frame_header_size, need - 1}) {
     Bytes small(size);
-    REQUIRE_THROWS_MATCHES(
-        mp::dumps_into(small, value), mp::ProcessError,
-        MessageContains("mproc: buffer too small for a frame of std::vector<std::string>: need " +
-                        std::to_string(need) + " bytes, have " + std::to_string(size)));
+    REQUIRE_THROWS_MATCHES(mp::dumps_into(small, value), mp::ProcessError,
+                           MessageContains("mproc: buffer too small for a frame of std::vector<std::string>: need " +
+                                           std::to_string(need) + " bytes, have " + std::to_string(size)));
   }
   // The same error from a large contiguous block.
   Bytes small(100);
@@ -993,9 +999,9 @@ TEST_CASE("frames truncated at every byte offset are rejected") {
         } catch (const mp::ProcessError& e) {
           message = e.what();
         }
-        const bool named = message.starts_with("mproc: truncated frame: need ") ||
-                           (message.starts_with("mproc: corrupted frame: ") &&
-                            message.find(" claims ") != std::string::npos);
+        const bool named =
+            message.starts_with("mproc: truncated frame: need ") ||
+            (message.starts_with("mproc: corrupted frame: ") && message.find(" claims ") != std::string::npos);
         if (!named) UNSCOPED_INFO("prefix " << k << ": " << message);
         CHECK(named);
       }
@@ -1071,8 +1077,8 @@ TEST_CASE("a frame too short for a fixed-size object is rejected before the obje
   // 1 byte of payload announcing an engaged std::optional of 4 KiB: neither
   // reserved as a vector element nor built before its bytes are there.
   using Big = std::optional<std::array<char, 4096>>;
-  const auto [big_error, big_bytes] = failed_decode<std::vector<Big>>(frame_with_payload<std::vector<Big>>(
-      [](mp::Writer& w) {
+  const auto [big_error, big_bytes] =
+      failed_decode<std::vector<Big>>(frame_with_payload<std::vector<Big>>([](mp::Writer& w) {
         put_u64(w, 1);
         w.write_bytes("\1", 1);
       }));
@@ -1082,9 +1088,9 @@ TEST_CASE("a frame too short for a fixed-size object is rejected before the obje
                        mp::ProcessError, MessageContains("need 4096 bytes for std::array<char, 4096>, 0 left"));
   // A fixed array of non-bitwise elements is checked as a whole first.
   using Strings = std::array<std::string, 1000>;
-  CHECK_THROWS_MATCHES(mp::loads<Strings>(frame_with_payload<Strings>([](mp::Writer& w) { put_u64(w, 0); })),
-                       mp::ProcessError,
-                       MessageContains("mproc: truncated frame: need 8000 bytes for std::array<std::string, 1000>, 8 left"));
+  CHECK_THROWS_MATCHES(
+      mp::loads<Strings>(frame_with_payload<Strings>([](mp::Writer& w) { put_u64(w, 0); })), mp::ProcessError,
+      MessageContains("mproc: truncated frame: need 8000 bytes for std::array<std::string, 1000>, 8 left"));
   // A user type is checked against the sum of its members' minimum sizes.
   CHECK_THROWS_MATCHES(mp::loads<Record>(frame_with_payload<Record>([](mp::Writer& w) { put_u64(w, 0); })),
                        mp::ProcessError, MessageContains("need 33 bytes for Record, 8 left"));
@@ -1141,8 +1147,8 @@ TEST_CASE("every value takes at least one byte, so element counts are bounded by
   const std::uint64_t huge = std::uint64_t{1} << 60;
   const auto claims = [&](auto type_tag, std::uint64_t n, const std::string& message) {
     using T = typename decltype(type_tag)::type;
-    REQUIRE_THROWS_MATCHES(mp::loads<T>(frame_with_payload<T>([&](mp::Writer& w) { put_u64(w, n); })),
-                           mp::ProcessError, MessageContains(message));
+    REQUIRE_THROWS_MATCHES(mp::loads<T>(frame_with_payload<T>([&](mp::Writer& w) { put_u64(w, n); })), mp::ProcessError,
+                           MessageContains(message));
   };
   // Empty values: one zero byte each, so a count of them needs that many bytes.
   CHECK(mp::dumps(std::tuple<>{}).size() == mp::frame_header_size + 1);
@@ -1164,9 +1170,9 @@ TEST_CASE("every value takes at least one byte, so element counts are bounded by
   });
   REQUIRE_THROWS_MATCHES(mp::loads<std::set<std::tuple<>>>(sets), mp::ProcessError, MessageContains("duplicate key"));
   // The zero byte is checked.
-  REQUIRE_THROWS_MATCHES(
-      mp::loads<Nothing>(frame_with_payload<Nothing>([](mp::Writer& w) { w.write_bytes("\7", 1); })),
-      mp::ProcessError, MessageContains("mproc: corrupted frame: invalid byte 7 after an empty Nothing (must be 0)"));
+  REQUIRE_THROWS_MATCHES(mp::loads<Nothing>(frame_with_payload<Nothing>([](mp::Writer& w) { w.write_bytes("\7", 1); })),
+                         mp::ProcessError,
+                         MessageContains("mproc: corrupted frame: invalid byte 7 after an empty Nothing (must be 0)"));
   REQUIRE_THROWS_MATCHES(
       mp::loads<std::tuple<>>(frame_with_payload<std::tuple<>>([](mp::Writer& w) { w.write_bytes("\1", 1); })),
       mp::ProcessError, MessageContains("invalid std::tuple<> byte 1 (must be 0)"));
@@ -1181,9 +1187,8 @@ TEST_CASE("every value takes at least one byte, so element counts are bounded by
 TEST_CASE("invalid bool, optional flag, variant index, padding and duplicate keys are rejected") {
   REQUIRE_THROWS_MATCHES(mp::loads<bool>(frame_with_payload<bool>([](mp::Writer& w) { w.write(std::uint8_t{2}); })),
                          mp::ProcessError, MessageContains("mproc: corrupted frame: invalid bool value 2"));
-  REQUIRE_THROWS_MATCHES(mp::loads<std::optional<int>>(frame_with_payload<std::optional<int>>([](mp::Writer& w) {
-                           w.write(std::uint8_t{7});
-                         })),
+  REQUIRE_THROWS_MATCHES(mp::loads<std::optional<int>>(
+                             frame_with_payload<std::optional<int>>([](mp::Writer& w) { w.write(std::uint8_t{7}); })),
                          mp::ProcessError, MessageContains("invalid std::optional<int> flag 7"));
   using Var = std::variant<int, std::string>;
   REQUIRE_THROWS_MATCHES(
@@ -1194,12 +1199,11 @@ TEST_CASE("invalid bool, optional flag, variant index, padding and duplicate key
       mp::ProcessError,
       MessageContains("mproc: corrupted frame: std::variant<int, std::string> alternative index 2 out of range "
                       "(2 alternatives)"));
-  REQUIRE_THROWS_AS(
-      mp::loads<Var>(frame_with_payload<Var>([](mp::Writer& w) {
-        w.write(std::uint32_t{0xFFFFFFFF});
-        put_u64(w, 0);
-      })),
-      mp::ProcessError);
+  REQUIRE_THROWS_AS(mp::loads<Var>(frame_with_payload<Var>([](mp::Writer& w) {
+                      w.write(std::uint32_t{0xFFFFFFFF});
+                      put_u64(w, 0);
+                    })),
+                    mp::ProcessError);
   REQUIRE_THROWS_MATCHES(
       mp::loads<std::monostate>(frame_with_payload<std::monostate>([](mp::Writer& w) { w.write(std::uint8_t{3}); })),
       mp::ProcessError, MessageContains("invalid std::monostate byte 3"));
@@ -1227,15 +1231,15 @@ TEST_CASE("invalid bool, optional flag, variant index, padding and duplicate key
   });
   REQUIRE_THROWS_MATCHES((mp::loads<std::map<int, int>>(dup)), mp::ProcessError,
                          MessageContains("mproc: corrupted frame: duplicate key in std::map<int, int>"));
-  REQUIRE_THROWS_AS((mp::loads<std::unordered_map<int, int>>(frame_with_payload<std::unordered_map<int, int>>(
-                        [](mp::Writer& w) {
-                          put_u64(w, 2);
-                          w.write(5);
-                          w.write(0);
-                          w.write(5);
-                          w.write(0);
-                        }))),
-                    mp::ProcessError);
+  REQUIRE_THROWS_AS(
+      (mp::loads<std::unordered_map<int, int>>(frame_with_payload<std::unordered_map<int, int>>([](mp::Writer& w) {
+        put_u64(w, 2);
+        w.write(5);
+        w.write(0);
+        w.write(5);
+        w.write(0);
+      }))),
+      mp::ProcessError);
   // Keys out of order are accepted (and sorted).
   const auto unordered = frame_with_payload<std::map<int, int>>([](mp::Writer& w) {
     put_u64(w, 2);
@@ -1254,7 +1258,10 @@ TEST_CASE("random corruption of valid frames never crashes: it decodes or throws
   rec.name = "r";
   rec.values = {1, 2};
   rec.sample = Sample{"s", {1.f}};
-  const Mixed value{{"a", "bb", ""}, {{"k", {1.0, 2.0}}, {"l", {}}}, std::variant<std::monostate, std::int64_t, std::string>{"v"}, rec};
+  const Mixed value{{"a", "bb", ""},
+                    {{"k", {1.0, 2.0}}, {"l", {}}},
+                    std::variant<std::monostate, std::int64_t, std::string>{"v"},
+                    rec};
   const Bytes frame = mp::dumps(value);
   std::mt19937_64 rng(12345);
   int decoded = 0;
@@ -1278,8 +1285,8 @@ TEST_CASE("random corruption of valid frames never crashes: it decodes or throws
 // ------------------------------------------------------------ Reader, threads
 
 TEST_CASE("Reader reads bounds-checked, in place, and names what it reads") {
-  const std::array<std::byte, 6> bytes{std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}, std::byte{5},
-                                       std::byte{6}};
+  const std::array<std::byte, 6> bytes{std::byte{1}, std::byte{2}, std::byte{3},
+                                       std::byte{4}, std::byte{5}, std::byte{6}};
   mp::Reader r(bytes);
   CHECK(r.remaining() == 6);
   std::uint16_t v = 0;

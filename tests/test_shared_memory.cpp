@@ -4,12 +4,6 @@
 // after a crash (R8), no leak over 1000 create/use/destroy cycles (R4),
 // and segments sealed against resizing, with received handles checked
 // before anything is mapped (#14).
-#include <mproc/detail/shm/transfer_heap.hpp>
-#include <mproc/queue.hpp>
-#include <mproc/shared_memory.hpp>
-#include <mproc/sharedctypes.hpp>
-#include <mproc/synchronize.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -23,6 +17,12 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+
+#include <mproc/detail/shm/transfer_heap.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/shared_memory.hpp>
+#include <mproc/sharedctypes.hpp>
+#include <mproc/synchronize.hpp>
 
 #include "catch.hpp"
 #include "shm_children.hpp"
@@ -40,7 +40,7 @@ std::string unique_name(const char* tag) {
 }
 
 unsigned mode_of_fd(int fd) {
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::fstat(fd, &st) == 0);
   return st.st_mode & 07777;
 }
@@ -66,7 +66,7 @@ std::size_t mproc_mappings() {
 void require_size_sealed(int fd, const std::string& what) {
   INFO(what);
   REQUIRE(::fcntl(fd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::fstat(fd, &st) == 0);
   REQUIRE(st.st_size > 0);
   const mproc::detail::UniqueFd other(::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR | O_CLOEXEC));
@@ -79,14 +79,14 @@ void require_size_sealed(int fd, const std::string& what) {
     }
     CHECK(::fcntl(holder, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == -1);  // no seal can be added either
   }
-  struct stat after {};
+  struct stat after{};
   REQUIRE(::fstat(fd, &after) == 0);
   CHECK(after.st_size == st.st_size);
 }
 
 // A handle describing all of the file open as `fd` in this process.
 d::ShmHandle handle_of_fd(int fd, d::ShmKind kind = d::ShmKind::shared_memory) {
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::fstat(fd, &st) == 0);
   d::ShmHandle h;
   h.kind = static_cast<std::uint16_t>(kind);
@@ -188,7 +188,8 @@ TEST_CASE("SharedMemory: malformed handles are rejected with a clear error") {
   REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(h), mp::ProcessError, MessageContains("bad descriptor"));
   h = good;
   h.version = 9;
-  REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(h), mp::ProcessError, MessageContains("unsupported handle version"));
+  REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(h), mp::ProcessError,
+                         MessageContains("unsupported handle version"));
   h = good;
   h.kind = static_cast<std::uint16_t>(d::ShmKind::lock);
   REQUIRE_THROWS_MATCHES(mp::SharedMemory::from_handle(h), mp::ProcessError, MessageContains("it describes a Lock"));
@@ -270,7 +271,7 @@ TEST_CASE("Shared memory is owner-only: mode 0600 for memfd and named segments (
   CHECK(mode_of_fd(big.handle().fd) == 0600);
   const std::string name = unique_name("mode");
   mp::SharedMemory named(name, true, 4096);
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::stat(("/dev/shm/" + name).c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0600);
   named.unlink();

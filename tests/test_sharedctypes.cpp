@@ -2,8 +2,6 @@
 // errors, sharing with forked children and with children started before
 // the object existed (by handle), element-type checks, and recovery of the
 // Value lock from a holder that died (R5).
-#include <mproc/sharedctypes.hpp>
-
 #include <chrono>
 #include <mutex>
 #include <numeric>
@@ -12,6 +10,8 @@
 #include <vector>
 
 #include <signal.h>
+
+#include <mproc/sharedctypes.hpp>
 
 #include "catch.hpp"
 #include "shm_children.hpp"

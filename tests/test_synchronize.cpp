@@ -1,9 +1,6 @@
 // Process-shared Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition
 // and Barrier: methods, errors, timeouts, use between processes and
 // between threads, and recovery from a holder that died (R5).
-#include <mproc/sharedctypes.hpp>
-#include <mproc/synchronize.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,6 +17,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <mproc/sharedctypes.hpp>
+#include <mproc/synchronize.hpp>
 
 #include "catch.hpp"
 #include "shm_children.hpp"
@@ -584,9 +584,8 @@ TEST_CASE("Barrier: a timeout breaks it for everyone until reset") {
   const auto until = Clock::now() + 10s;
   while (barrier.n_waiting() != 1 && Clock::now() < until) std::this_thread::sleep_for(1ms);
   CHECK(barrier.n_waiting() == 1);
-  const auto took = time_of([&] {
-    REQUIRE_THROWS_MATCHES(barrier.wait(80ms), mp::BrokenBarrierError, MessageContains("timed out"));
-  });
+  const auto took = time_of(
+      [&] { REQUIRE_THROWS_MATCHES(barrier.wait(80ms), mp::BrokenBarrierError, MessageContains("timed out")); });
   CHECK(took >= 80ms);
   CHECK(took < 80ms + kSlack);
   CHECK(shm_test::join(waiter).exitcode == 0);
@@ -667,7 +666,8 @@ TEST_CASE("Sync objects made after a child started reach it by handle") {
   mp::Condition cond;
   mp::Barrier barrier(2);
   lock.acquire();
-  for (const auto& h : {lock.handle(), sem.handle(), event.handle(), cond.handle(), cond.lock_handle(), barrier.handle()})
+  for (const auto& h :
+       {lock.handle(), sem.handle(), event.handle(), cond.handle(), cond.lock_handle(), barrier.handle()})
     shm_test::send(to_child.w.get(), h);
   cond.acquire();  // before the child can notify
   lock.release();
@@ -982,15 +982,15 @@ TEST_CASE("Condition: more waiters than it has records get ProcessError, not a h
   }));
   {
     std::lock_guard guard(cond);
-    REQUIRE_THROWS_MATCHES(cond.wait(10ms), mp::ProcessError, MessageContains("too many waiting threads (at most 192)"));
+    REQUIRE_THROWS_MATCHES(cond.wait(10ms), mp::ProcessError,
+                           MessageContains("too many waiting threads (at most 192)"));
     cond.notify_all();
   }
   for (auto& t : threads) t.join();
   CHECK(notified == kMax);
 }
 
-TEST_CASE("Barrier: a party killed while waiting breaks the barrier for the others (#10)",
-          "[barrier][failure-model]") {
+TEST_CASE("Barrier: a party killed while waiting breaks the barrier for the others (#10)", "[barrier][failure-model]") {
   for (const bool probe : {false, true}) {
     for (const bool reap : {false, true}) {
       INFO("probe mode: " << probe << ", dead party reaped: " << reap);
@@ -1136,9 +1136,9 @@ std::atomic<int> g_alarms{0};
 // program's profiler or watchdog might: every blocking system call gets
 // EINTR about once a millisecond.
 struct AlarmStorm {
-  struct sigaction old {};
+  struct sigaction old{};
   AlarmStorm() {
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = [](int) { g_alarms.fetch_add(1, std::memory_order_relaxed); };
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;

@@ -1,8 +1,8 @@
-#include <mproc/system.hpp>
+#include <thread>
 
 #include <sched.h>
 
-#include <thread>
+#include <mproc/system.hpp>
 
 #include "catch.hpp"
 

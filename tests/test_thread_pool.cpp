@@ -1,7 +1,3 @@
-#include <mproc/sharedctypes.hpp>
-#include <mproc/thread_pool.hpp>
-#include <mproc/threading.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -21,6 +17,10 @@
 #include <thread>
 #include <tuple>
 #include <vector>
+
+#include <mproc/sharedctypes.hpp>
+#include <mproc/thread_pool.hpp>
+#include <mproc/threading.hpp>
 
 #include "catch.hpp"
 #include "within.hpp"
@@ -69,8 +69,7 @@ TEST_CASE("ThreadPool: post + wait runs every task exactly once", "[thread_pool]
   within_10s([] {
     mp::ThreadPool pool(2);
     std::atomic<int> count{0};
-    for (int i = 0; i < 10000; ++i)
-      pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
+    for (int i = 0; i < 10000; ++i) pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
     pool.wait();
     CHECK(count.load() == 10000);
     CHECK(pool.pending() == 0);
@@ -78,16 +77,14 @@ TEST_CASE("ThreadPool: post + wait runs every task exactly once", "[thread_pool]
     // Tasks posting tasks: wait() covers them too.
     for (int i = 0; i < 100; ++i)
       pool.post([&] {
-        for (int j = 0; j < 10; ++j)
-          pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
+        for (int j = 0; j < 10; ++j) pool.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
       });
     pool.wait();
     CHECK(count.load() == 11000);
   });
 }
 
-TEST_CASE("ThreadPool: wait rethrows the first posted exception with its type, then clears it",
-          "[thread_pool]") {
+TEST_CASE("ThreadPool: wait rethrows the first posted exception with its type, then clears it", "[thread_pool]") {
   within_10s([] {
     mp::ThreadPool pool(1);  // one worker: tasks run in posting order
     std::atomic<int> ran{0};
@@ -106,8 +103,7 @@ TEST_CASE("ThreadPool: wait rethrows the first posted exception with its type, t
   });
 }
 
-TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, exceptions",
-          "[thread_pool]") {
+TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, exceptions", "[thread_pool]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     auto sum = pool.submit([](int a, int b) { return a + b; }, 2, 40);
@@ -116,12 +112,10 @@ TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, ex
     auto v = pool.submit([&] { side = 5; });
     v.get();
     CHECK(side.load() == 5);
-    auto moved =
-        pool.submit([](std::unique_ptr<int> p) { return *p + 1; }, std::make_unique<int>(9));
+    auto moved = pool.submit([](std::unique_ptr<int> p) { return *p + 1; }, std::make_unique<int>(9));
     CHECK(moved.get() == 10);
     std::string s = "copied";
-    auto copy =
-        pool.submit([](std::string x) { return x += "!"; }, s);  // decay-copied like std::thread
+    auto copy = pool.submit([](std::string x) { return x += "!"; }, s);  // decay-copied like std::thread
     CHECK(copy.get() == "copied!");
     CHECK(s == "copied");
     auto big = pool.submit([pad = std::array<char, 200>{'x'}](int k) { return pad[0] + k; },
@@ -138,8 +132,7 @@ TEST_CASE("ThreadPool: submit returns futures, values, void, moved arguments, ex
   });
 }
 
-TEST_CASE("ThreadPool: apply and apply_async, AsyncResult ready/successful/get(timeout)",
-          "[thread_pool]") {
+TEST_CASE("ThreadPool: apply and apply_async, AsyncResult ready/successful/get(timeout)", "[thread_pool]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     CHECK(pool.apply([](int x) { return x * 3; }, 7) == 21);
@@ -177,8 +170,7 @@ TEST_CASE("ThreadPool: apply and apply_async, AsyncResult ready/successful/get(t
 
 // ------------------------------------------------------------------ maps
 
-TEST_CASE("ThreadPool::map: input order for any chunk size, empty input, void results",
-          "[thread_pool][map]") {
+TEST_CASE("ThreadPool::map: input order for any chunk size, empty input, void results", "[thread_pool][map]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     std::vector<int> in(1000);
@@ -189,8 +181,7 @@ TEST_CASE("ThreadPool::map: input order for any chunk size, empty input, void re
       CHECK(pool.map([](int x) { return x * x; }, in, chunksize) == expect);
     CHECK(pool.map([](int x) { return x; }, std::vector<int>{}).empty());
     std::vector<std::atomic<int>> hits(100);
-    pool.map([&](int i) { hits[static_cast<std::size_t>(i)].fetch_add(1); },
-             std::views::iota(0, 100));
+    pool.map([&](int i) { hits[static_cast<std::size_t>(i)].fetch_add(1); }, std::views::iota(0, 100));
     CHECK(std::all_of(hits.begin(), hits.end(), [](const auto& h) { return h.load() == 1; }));
   });
 }
@@ -200,8 +191,7 @@ TEST_CASE("ThreadPool::map: inputs by reference (non-copyable, vectors, Array), 
   within_10s([] {
     mp::ThreadPool pool(2);
     std::vector<std::vector<double>> data(10, std::vector<double>(1000));
-    for (std::size_t i = 0; i < data.size(); ++i)
-      std::fill(data[i].begin(), data[i].end(), static_cast<double>(i));
+    for (std::size_t i = 0; i < data.size(); ++i) std::fill(data[i].begin(), data[i].end(), static_cast<double>(i));
     auto means = pool.map(
         [](const std::vector<double>& v) {
           return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
@@ -280,8 +270,7 @@ TEST_CASE("ThreadPool: bool results, std::vector<bool> from map, imap, starmap a
   });
 }
 
-TEST_CASE("ThreadPool::map_async: results, copies of the inputs, exceptions, empty",
-          "[thread_pool][map]") {
+TEST_CASE("ThreadPool::map_async: results, copies of the inputs, exceptions, empty", "[thread_pool][map]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     auto r = [&] {
@@ -334,9 +323,8 @@ TEST_CASE("ThreadPool::imap: input order, range-for, next() after the end", "[th
   });
 }
 
-TEST_CASE(
-    "ThreadPool::imap is lazy: nothing runs before iteration, then at most 2*size*chunksize ahead",
-    "[thread_pool][imap]") {
+TEST_CASE("ThreadPool::imap is lazy: nothing runs before iteration, then at most 2*size*chunksize ahead",
+          "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     std::atomic<int> calls{0};
@@ -359,8 +347,7 @@ TEST_CASE(
   });
 }
 
-TEST_CASE("ThreadPool::imap: an item's exception is thrown at that item, iteration can go on",
-          "[thread_pool][imap]") {
+TEST_CASE("ThreadPool::imap: an item's exception is thrown at that item, iteration can go on", "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     auto r = pool.imap(
@@ -377,8 +364,7 @@ TEST_CASE("ThreadPool::imap: an item's exception is thrown at that item, iterati
   });
 }
 
-TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs",
-          "[thread_pool][imap]") {
+TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs", "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     th::Event release;
@@ -394,8 +380,7 @@ TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item run
   });
 }
 
-TEST_CASE("ThreadPool::imap_unordered yields in completion order, imap in input order",
-          "[thread_pool][imap]") {
+TEST_CASE("ThreadPool::imap_unordered yields in completion order, imap in input order", "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     th::Event first_may_finish;
@@ -439,8 +424,7 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
     pool.parallel_for(5, 5, [&](int) { calls.fetch_add(1); });
     pool.parallel_for(5, 2, [&](int) { calls.fetch_add(1); });
     CHECK(calls.load() == 0);
-    pool.parallel_for(std::uint8_t{250}, std::uint8_t{255},
-                      [&](std::uint8_t i) { calls.fetch_add(i); });
+    pool.parallel_for(std::uint8_t{250}, std::uint8_t{255}, [&](std::uint8_t i) { calls.fetch_add(i); });
     CHECK(calls.load() == 250 + 251 + 252 + 253 + 254);
 
     std::vector<double> v(1'000'000, 1.5);
@@ -449,8 +433,7 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
   });
 }
 
-TEST_CASE("ThreadPool::parallel_for rethrows the first exception with its type",
-          "[thread_pool][parallel_for]") {
+TEST_CASE("ThreadPool::parallel_for rethrows the first exception with its type", "[thread_pool][parallel_for]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     CHECK_THROWS_AS(pool.parallel_for(0, 1000, 10,
@@ -458,8 +441,7 @@ TEST_CASE("ThreadPool::parallel_for rethrows the first exception with its type",
                                         if (i == 777) throw Boom(i);
                                       }),
                     Boom);
-    CHECK_THROWS_AS(pool.parallel_for(0, 1, [](int) { throw std::logic_error("single"); }),
-                    std::logic_error);
+    CHECK_THROWS_AS(pool.parallel_for(0, 1, [](int) { throw std::logic_error("single"); }), std::logic_error);
   });
 }
 
@@ -482,8 +464,7 @@ TEST_CASE("ThreadPool: nested map / parallel_for / wait / apply inside tasks do 
 
         // parallel_for inside parallel_for
         std::atomic<int> cells{0};
-        pool.parallel_for(
-            0, 8, 1, [&](int) { pool.parallel_for(0, 100, 7, [&](int) { cells.fetch_add(1); }); });
+        pool.parallel_for(0, 8, 1, [&](int) { pool.parallel_for(0, 100, 7, [&](int) { cells.fetch_add(1); }); });
         CHECK(cells.load() == 800);
 
         // apply_async(...).get() and wait() inside tasks
@@ -535,8 +516,7 @@ TEST_CASE("ThreadPool::wait inside tasks: waits for all work but the waiting tas
   }
 }
 
-TEST_CASE("ThreadPool::join from one of its own tasks throws instead of deadlocking",
-          "[thread_pool][shutdown]") {
+TEST_CASE("ThreadPool::join from one of its own tasks throws instead of deadlocking", "[thread_pool][shutdown]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     auto r = pool.apply_async([&] {
@@ -555,8 +535,7 @@ TEST_CASE("ThreadPool::join from one of its own tasks throws instead of deadlock
 
 // ------------------------------------------------------------------ shutdown
 
-TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'",
-          "[thread_pool][shutdown]") {
+TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'", "[thread_pool][shutdown]") {
   mp::ThreadPool pool(2);
   CHECK_THROWS_MATCHES(pool.join(), mp::ProcessError, MessageContains("close() or terminate()"));
   pool.close();
@@ -569,17 +548,15 @@ TEST_CASE("ThreadPool: every submission after close() throws 'pool not running'"
   std::vector<int> in{1, 2};
   CHECK_THROWS_MATCHES(pool.map([](int x) { return x; }, in), mp::ProcessError, not_running);
   CHECK_THROWS_MATCHES(pool.map_async([](int x) { return x; }, in), mp::ProcessError, not_running);
-  CHECK_THROWS_MATCHES(pool.starmap([](int a) { return a; }, std::vector<std::tuple<int>>{{1}}),
-                       mp::ProcessError, not_running);
-  CHECK_THROWS_MATCHES(pool.imap([](int x) { return x; }, in), mp::ProcessError, not_running);
-  CHECK_THROWS_MATCHES(pool.imap_unordered([](int x) { return x; }, in), mp::ProcessError,
+  CHECK_THROWS_MATCHES(pool.starmap([](int a) { return a; }, std::vector<std::tuple<int>>{{1}}), mp::ProcessError,
                        not_running);
+  CHECK_THROWS_MATCHES(pool.imap([](int x) { return x; }, in), mp::ProcessError, not_running);
+  CHECK_THROWS_MATCHES(pool.imap_unordered([](int x) { return x; }, in), mp::ProcessError, not_running);
   CHECK_THROWS_MATCHES(pool.parallel_for(0, 10, [](int) {}), mp::ProcessError, not_running);
   pool.join();
 }
 
-TEST_CASE("ThreadPool: close + join runs all queued work, tasks may still add work",
-          "[thread_pool][shutdown]") {
+TEST_CASE("ThreadPool: close + join runs all queued work, tasks may still add work", "[thread_pool][shutdown]") {
   within_10s([] {
     mp::ThreadPool pool(1);
     th::Event gate;
@@ -591,8 +568,7 @@ TEST_CASE("ThreadPool: close + join runs all queued work, tasks may still add wo
         count.fetch_add(1);
         return i;
       }));
-    pool.post(
-        [&] { pool.post([&] { count.fetch_add(1000); }); });  // a task adding work after close()
+    pool.post([&] { pool.post([&] { count.fetch_add(1000); }); });  // a task adding work after close()
     pool.close();
     gate.set();
     pool.join();
@@ -633,8 +609,7 @@ TEST_CASE("ThreadPool: terminate drops queued work, its futures, results and ima
           return x;
         },
         std::vector<int>{1, 2, 3});
-    auto first =
-        std::async(std::launch::async, [&] { return lazy.next(8s); });  // queues the imap items
+    auto first = std::async(std::launch::async, [&] { return lazy.next(8s); });  // queues the imap items
     for (int i = 0; i < 5000 && pool.pending() < 105; ++i) std::this_thread::sleep_for(1ms);
     pool.terminate();
     gate.set();
@@ -666,8 +641,7 @@ TEST_CASE("ThreadPool: the destructor runs all queued work", "[thread_pool][shut
 
 // ------------------------------------------------------------------ stress
 
-TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
-          "[thread_pool][stress]") {
+TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits", "[thread_pool][stress]") {
   within_10s([] {
     mp::ThreadPool pool(3);
     std::atomic<long long> total{0};
@@ -708,8 +682,7 @@ TEST_CASE("ThreadPool stress: concurrent submitters, nested posts, waits",
   });
 }
 
-TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several threads",
-          "[thread_pool][stress]") {
+TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several threads", "[thread_pool][stress]") {
   within_10s([] {
     mp::ThreadPool pool(2);
     std::vector<int> in(2000);
@@ -719,8 +692,7 @@ TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several thr
     for (int t = 0; t < 4; ++t)
       threads.emplace_back([&, t] {
         for (int round = 0; round < 50; ++round) {
-          auto out =
-              pool.map([t](int x) { return x + t; }, in, static_cast<std::size_t>(1 + round % 7));
+          auto out = pool.map([t](int x) { return x + t; }, in, static_cast<std::size_t>(1 + round % 7));
           for (std::size_t i = 0; i < out.size(); ++i)
             if (out[i] != static_cast<int>(i) + t) bad.fetch_add(1);
           std::atomic<long long> sum{0};
@@ -735,8 +707,7 @@ TEST_CASE("ThreadPool stress: concurrent maps and parallel_fors from several thr
   });
 }
 
-TEST_CASE("ThreadPool map, imap and map_async accept member pointers, as std::invoke does",
-          "[thread_pool]") {
+TEST_CASE("ThreadPool map, imap and map_async accept member pointers, as std::invoke does", "[thread_pool]") {
   struct P {
     int v;
     int twice() const { return 2 * v; }

@@ -1,5 +1,3 @@
-#include <mproc/threading.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,6 +11,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <mproc/threading.hpp>
 
 #include "catch.hpp"
 #include "within.hpp"
@@ -49,8 +49,7 @@ TEST_CASE("threading::Queue: FIFO order, qsize/empty/full, nowait errors", "[thr
   CHECK(*moves.get() == 7);
 }
 
-TEST_CASE("threading::Queue: bounded producers and consumers, exact counts, task_done/join",
-          "[threading][queue]") {
+TEST_CASE("threading::Queue: bounded producers and consumers, exact counts, task_done/join", "[threading][queue]") {
   within_10s([] {
     th::Queue<int> q(4);
     constexpr int producers = 3, consumers = 3, per_producer = 2000;
@@ -82,13 +81,11 @@ TEST_CASE("threading::Queue: bounded producers and consumers, exact counts, task
       if (t.joinable()) t.join();
     constexpr int total = producers * per_producer;
     CHECK(std::accumulate(counts.begin(), counts.end(), 0) == total);
-    CHECK(std::accumulate(sums.begin(), sums.end(), 0LL) ==
-          static_cast<long long>(total) * (total - 1) / 2);
+    CHECK(std::accumulate(sums.begin(), sums.end(), 0LL) == static_cast<long long>(total) * (total - 1) / 2);
   });
 }
 
-TEST_CASE("threading::Queue: a blocked put resumes when a consumer makes room",
-          "[threading][queue]") {
+TEST_CASE("threading::Queue: a blocked put resumes when a consumer makes room", "[threading][queue]") {
   within_10s([] {
     th::Queue<int> q(1);
     q.put(1);
@@ -109,8 +106,7 @@ TEST_CASE("threading::Queue: task_done too often throws", "[threading][queue]") 
   CHECK_THROWS_MATCHES(q.task_done(), mproc::ProcessError, MessageContains("task_done"));
 }
 
-TEST_CASE("threading::Queue: close wakes blocked callers, get drains then throws",
-          "[threading][queue]") {
+TEST_CASE("threading::Queue: close wakes blocked callers, get drains then throws", "[threading][queue]") {
   within_10s([] {
     th::Queue<int> q(2);
     th::Queue<int> e;
@@ -137,8 +133,7 @@ TEST_CASE("threading::Queue: close wakes blocked callers, get drains then throws
   });
 }
 
-TEST_CASE("threading::Event: set/clear/is_set, wait with and without timeout",
-          "[threading][event]") {
+TEST_CASE("threading::Event: set/clear/is_set, wait with and without timeout", "[threading][event]") {
   within_10s([] {
     th::Event ev;
     CHECK_FALSE(ev.is_set());
@@ -187,8 +182,7 @@ TEST_CASE("threading::Barrier: indices are distinct, several rounds", "[threadin
   });
 }
 
-TEST_CASE("threading::Barrier: a timeout breaks it for every waiter, reset repairs it",
-          "[threading][barrier]") {
+TEST_CASE("threading::Barrier: a timeout breaks it for every waiter, reset repairs it", "[threading][barrier]") {
   within_10s([] {
     th::Barrier b(3);
     auto other = std::async(std::launch::async, [&] { return b.wait(); });  // waits without timeout
@@ -210,8 +204,7 @@ TEST_CASE("threading::Barrier: a timeout breaks it for every waiter, reset repai
   });
 }
 
-TEST_CASE("threading::Barrier: abort and reset wake waiters with BrokenBarrierError",
-          "[threading][barrier]") {
+TEST_CASE("threading::Barrier: abort and reset wake waiters with BrokenBarrierError", "[threading][barrier]") {
   within_10s([] {
     th::Barrier b(2);
     auto w1 = std::async(std::launch::async, [&] { return b.wait(); });

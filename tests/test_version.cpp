@@ -1,6 +1,6 @@
-#include <mproc/version.hpp>
-
 #include <string>
+
+#include <mproc/version.hpp>
 
 #include "catch.hpp"
 
@@ -11,8 +11,7 @@ TEST_CASE("version macros match the CMake project version") {
 }
 
 TEST_CASE("version number and parts agree") {
-  STATIC_REQUIRE(MPROC_VERSION ==
-                 MPROC_VERSION_MAJOR * 10000 + MPROC_VERSION_MINOR * 100 + MPROC_VERSION_PATCH);
+  STATIC_REQUIRE(MPROC_VERSION == MPROC_VERSION_MAJOR * 10000 + MPROC_VERSION_MINOR * 100 + MPROC_VERSION_PATCH);
   STATIC_REQUIRE(mproc::version_major == MPROC_VERSION_MAJOR);
   STATIC_REQUIRE(mproc::version_minor == MPROC_VERSION_MINOR);
   STATIC_REQUIRE(mproc::version_patch == MPROC_VERSION_PATCH);

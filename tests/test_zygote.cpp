@@ -1,14 +1,14 @@
 // The zygotes pool workers are forked from (detail layer).
-#include <mproc/detail/pool/zygote.hpp>
-#include <mproc/start_method.hpp>
-
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <csignal>
 #include <set>
 #include <string>
 #include <thread>
+
+#include <mproc/detail/pool/zygote.hpp>
+#include <mproc/start_method.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"

@@ -5,10 +5,10 @@
 // ThreadPool's equivalents return (Python: multiprocessing.pool.AsyncResult).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
-#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -135,8 +135,7 @@ class AsyncResult {
  public:
   // An empty handle; every method but valid() throws ProcessError.
   AsyncResult() = default;
-  explicit AsyncResult(std::shared_ptr<detail::ResultState<R>> state) noexcept
-      : state_(std::move(state)) {}
+  explicit AsyncResult(std::shared_ptr<detail::ResultState<R>> state) noexcept : state_(std::move(state)) {}
 
   // Whether this handle refers to a task. Non-blocking.
   bool valid() const noexcept { return state_ != nullptr; }

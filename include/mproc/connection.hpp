@@ -47,6 +47,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -57,7 +58,6 @@
 #include <utility>
 #include <vector>
 
-#include <climits>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -90,11 +90,10 @@ class Connection {
   // ProcessError if `fd` is not open or neither direction is allowed.
   explicit Connection(int fd, bool readable = true, bool writable = true)
       : fd_(fd), readable_(readable), writable_(writable) {
-    struct stat st {};
+    struct stat st{};
     if (fd < 0 || ::fstat(fd, &st) != 0) {
       fd_.release();
-      throw ProcessError("mproc: Connection: " + std::to_string(fd) +
-                         " is not an open file descriptor");
+      throw ProcessError("mproc: Connection: " + std::to_string(fd) + " is not an open file descriptor");
     }
     if (!readable && !writable) {
       fd_.release();
@@ -274,16 +273,14 @@ class Connection {
   }
 
   void check_open(const char* op) const {
-    if (!fd_.valid())
-      throw ProcessError(std::string("mproc: Connection.") + op + "() on a closed connection");
+    if (!fd_.valid()) throw ProcessError(std::string("mproc: Connection.") + op + "() on a closed connection");
   }
 
   // Writes one message made of `pieces` with a single writev/sendmsg where
   // the kernel allows it.
   void check_writable(const char* op) const {
     check_open(op);
-    if (!writable_)
-      throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is read-only");
+    if (!writable_) throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is read-only");
     if (write_broken_)
       throw ProcessError(std::string("mproc: Connection.") + op +
                          "(): connection is unusable after an earlier send failed mid-message");
@@ -294,9 +291,8 @@ class Connection {
     std::size_t total = 0;
     for (const auto& p : pieces) total += p.size();
     if (total > max_message_size_)
-      throw ProcessError(std::string("mproc: Connection.") + op + "(): message of " +
-                         std::to_string(total) + " bytes exceeds max_message_size (" +
-                         std::to_string(max_message_size_) + ")");
+      throw ProcessError(std::string("mproc: Connection.") + op + "(): message of " + std::to_string(total) +
+                         " bytes exceeds max_message_size (" + std::to_string(max_message_size_) + ")");
     Header header = total;
     constexpr std::size_t inline_iov = 8;
     iovec small[inline_iov];
@@ -338,8 +334,7 @@ class Connection {
         write_broken_ = wrote;
         if (err == EPIPE || err == ECONNRESET) {
           if (guard) guard->discard();
-          throw EOFError(std::string("mproc: Connection.") + op +
-                         "(): broken pipe (the other end was closed)");
+          throw EOFError(std::string("mproc: Connection.") + op + "(): broken pipe (the other end was closed)");
         }
         detail::throw_errno(std::string("Connection.") + op + "()", err);
       }
@@ -369,8 +364,7 @@ class Connection {
   // Reads and validates a message header; returns the payload length.
   std::size_t read_header(const char* op) {
     check_open(op);
-    if (!readable_)
-      throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is write-only");
+    if (!readable_) throw ProcessError(std::string("mproc: Connection.") + op + "(): connection is write-only");
     if (read_broken_)
       throw ProcessError(std::string("mproc: Connection.") + op +
                          "(): connection is unusable after an earlier malformed or truncated "
@@ -378,18 +372,15 @@ class Connection {
     while (buffered() < sizeof(Header) && fill() > 0) {
     }
     const std::size_t got = buffered();
-    if (got == 0)
-      throw EOFError(std::string("mproc: Connection.") + op +
-                     "(): end of file (the other end was closed)");
+    if (got == 0) throw EOFError(std::string("mproc: Connection.") + op + "(): end of file (the other end was closed)");
     if (got < sizeof(Header))
       read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
                                "(): truncated message: end of file inside a message header");
     Header header = 0;
     take(&header, sizeof header);
     if (header > max_message_size_)
-      read_failed_as<ProcessError>(std::string("mproc: Connection.") + op + "(): message of " +
-                                   std::to_string(header) + " bytes exceeds max_message_size (" +
-                                   std::to_string(max_message_size_) +
+      read_failed_as<ProcessError>(std::string("mproc: Connection.") + op + "(): message of " + std::to_string(header) +
+                                   " bytes exceeds max_message_size (" + std::to_string(max_message_size_) +
                                    "): corrupted stream or oversized message");
     return static_cast<std::size_t>(header);
   }
@@ -423,9 +414,8 @@ class Connection {
       }
       got += n;
       if (eof)
-        read_failed_as<EOFError>(std::string("mproc: Connection.") + op +
-                                 "(): truncated message: end of file after " + std::to_string(got) +
-                                 " of " + std::to_string(size) + " bytes");
+        read_failed_as<EOFError>(std::string("mproc: Connection.") + op + "(): truncated message: end of file after " +
+                                 std::to_string(got) + " of " + std::to_string(size) + " bytes");
     }
     buffer.resize(size);  // a reused buffer may hold more
   }
@@ -501,8 +491,7 @@ struct ConnectionAccess {
 inline std::pair<Connection, Connection> Pipe(bool duplex = true) {
   int fds[2];
   if (duplex) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-      detail::throw_errno("Pipe(): socketpair()");
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) detail::throw_errno("Pipe(): socketpair()");
     detail::UniqueFd a(fds[0]), b(fds[1]);
     Connection first(a.release(), true, true);
     Connection second(b.release(), true, true);

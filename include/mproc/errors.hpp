@@ -62,9 +62,7 @@ class BrokenBarrierError : public ProcessError {
 class RemoteError : public ProcessError {
  public:
   RemoteError(std::string type_name, std::string message)
-      : ProcessError(type_name + ": " + message),
-        type_name_(std::move(type_name)),
-        message_(std::move(message)) {}
+      : ProcessError(type_name + ": " + message), type_name_(std::move(type_name)), message_(std::move(message)) {}
 
   // The exception's type as the remote process named it, e.g. "std::invalid_argument".
   const std::string& type_name() const noexcept { return type_name_; }
@@ -81,22 +79,38 @@ namespace detail {
 // "SIGKILL" for 9 and so on; "signal N" for signals without a portable name.
 inline std::string signal_name(int sig) {
   switch (sig) {
-    case SIGHUP: return "SIGHUP";
-    case SIGINT: return "SIGINT";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGILL: return "SIGILL";
-    case SIGTRAP: return "SIGTRAP";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGKILL: return "SIGKILL";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGUSR2: return "SIGUSR2";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGALRM: return "SIGALRM";
-    case SIGTERM: return "SIGTERM";
-    default: return "signal " + std::to_string(sig);
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGILL:
+      return "SIGILL";
+    case SIGTRAP:
+      return "SIGTRAP";
+    case SIGABRT:
+      return "SIGABRT";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGFPE:
+      return "SIGFPE";
+    case SIGKILL:
+      return "SIGKILL";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGUSR2:
+      return "SIGUSR2";
+    case SIGPIPE:
+      return "SIGPIPE";
+    case SIGALRM:
+      return "SIGALRM";
+    case SIGTERM:
+      return "SIGTERM";
+    default:
+      return "signal " + std::to_string(sig);
   }
 }
 
@@ -114,8 +128,8 @@ class WorkerCrashed : public ProcessError {
  public:
   // `exitcode` follows Python's convention: N for exit(N), -N for signal N.
   WorkerCrashed(int pid, int exitcode)
-      : ProcessError("mproc: worker process " + std::to_string(pid) + " died (" +
-                     detail::describe_exitcode(exitcode) + ") while running a task"),
+      : ProcessError("mproc: worker process " + std::to_string(pid) + " died (" + detail::describe_exitcode(exitcode) +
+                     ") while running a task"),
         pid_(pid),
         exitcode_(exitcode) {}
 

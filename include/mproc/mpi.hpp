@@ -79,7 +79,8 @@ inline constexpr bool holds_shared_object_v = holds_shared_object<std::remove_cv
 template <class... E>
 struct holds_shared_object<std::tuple<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
 template <class A, class B>
-struct holds_shared_object<std::pair<A, B>> : std::bool_constant<holds_shared_object_v<A> || holds_shared_object_v<B>> {};
+struct holds_shared_object<std::pair<A, B>> : std::bool_constant<holds_shared_object_v<A> || holds_shared_object_v<B>> {
+};
 template <class T>
 struct holds_shared_object<std::optional<T>> : std::bool_constant<holds_shared_object_v<T>> {};
 template <class... E>
@@ -237,7 +238,8 @@ OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<T
   if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
     const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
     it += static_cast<std::iter_difference_t<It>>(n);
-    t.msg = encode_task<F, Arg, Star>(fn, n, bytes.size(), [&](Writer& w) { w.write_bytes(bytes.data(), bytes.size()); });
+    t.msg =
+        encode_task<F, Arg, Star>(fn, n, bytes.size(), [&](Writer& w) { w.write_bytes(bytes.data(), bytes.size()); });
     return t;
   }
   std::size_t size = 0;
@@ -318,13 +320,15 @@ class Environment {
 
   Environment(int* argc, char*** argv) {
     if (alive())
-      throw ProcessError("mproc::mpi::Environment: another Environment is alive in this process; MPI is "
-                         "initialized once per process: create one Environment at the top of main()");
+      throw ProcessError(
+          "mproc::mpi::Environment: another Environment is alive in this process; MPI is "
+          "initialized once per process: create one Environment at the top of main()");
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized)
-      throw ProcessError("mproc::mpi::Environment: MPI was already finalized in this process; it cannot be "
-                         "initialized again");
+      throw ProcessError(
+          "mproc::mpi::Environment: MPI was already finalized in this process; it cannot be "
+          "initialized again");
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
@@ -510,8 +514,8 @@ class ImapResult : public mproc::detail::LazyResults<ImapResult<R>, R> {
   friend class mproc::detail::LazyResults<ImapResult<R>, R>;
   using Produce = std::function<bool(mproc::detail::ImapSink<R>&)>;  // submits a chunk; false at the end
 
-  ImapResult(std::shared_ptr<detail::Client> client, std::shared_ptr<mproc::detail::ImapSink<R>> sink,
-             Produce produce, std::size_t window)
+  ImapResult(std::shared_ptr<detail::Client> client, std::shared_ptr<mproc::detail::ImapSink<R>> sink, Produce produce,
+             std::size_t window)
       : client_(std::move(client)), sink_(std::move(sink)), produce_(std::move(produce)), window_(window) {}
 
   void top_up() {
@@ -571,11 +575,12 @@ class Pool {
                          " rank; a pool needs a client and at least one serving rank: launch the program with "
                          "mpiexec -n N (N >= 2)");
     if (root_ < 0 || root_ >= size)
-      throw ProcessError("mproc::mpi::Pool: root " + std::to_string(root_) + " is not a rank of the communicator (size " +
-                         std::to_string(size) + ")");
+      throw ProcessError("mproc::mpi::Pool: root " + std::to_string(root_) +
+                         " is not a rank of the communicator (size " + std::to_string(size) + ")");
     if (rank_ == root_ && detail::client_open())
-      throw ProcessError("mproc::mpi::Pool: another pool is open in this process; serving ranks serve one pool at "
-                         "a time: close() and join() it (or destroy it) before creating the next");
+      throw ProcessError(
+          "mproc::mpi::Pool: another pool is open in this process; serving ranks serve one pool at "
+          "a time: close() and join() it (or destroy it) before creating the next");
     MPI_Comm comm = MPI_COMM_NULL;
     detail::check(MPI_Comm_dup(options.comm_, &comm), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
@@ -707,8 +712,9 @@ class Pool {
   template <class T>
   Shared<std::remove_cvref_t<T>> broadcast(T&& value) {
     using U = std::remove_cvref_t<T>;
-    static_assert(serializable<U>, "mproc::mpi::Pool::broadcast: the value's type is not serializable "
-                                   "(see serialize.hpp)");
+    static_assert(serializable<U>,
+                  "mproc::mpi::Pool::broadcast: the value's type is not serializable "
+                  "(see serialize.hpp)");
     static_assert(!mproc::detail::is_std_span_v<U> && !mproc::detail::is_instance_v<U, std::basic_string_view>,
                   "mproc::mpi::Pool::broadcast: broadcast a type that owns its data (std::vector, std::string), "
                   "not a view");
@@ -791,7 +797,9 @@ class Pool {
 
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
+    const std::size_t cs =
+        chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker)
+                       : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     auto counter = std::make_shared<detail::CountingSink>(sink);
@@ -831,7 +839,9 @@ class Pool {
 
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
+    const std::size_t cs =
+        chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker)
+                       : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     const detail::CodeRef fn = detail::function_ref(f);
@@ -890,7 +900,8 @@ class Pool {
       client->submit(std::move(t));
       return true;
     };
-    return ImapResult<R>(client_, sink, std::move(produce), mproc::detail::imap_window(static_cast<std::size_t>(size()), chunksize));
+    return ImapResult<R>(client_, sink, std::move(produce),
+                         mproc::detail::imap_window(static_cast<std::size_t>(size()), chunksize));
   }
 
   std::shared_ptr<detail::Client> client_;

@@ -31,8 +31,8 @@
 #include <vector>
 
 #include <mproc/async_result.hpp>
-#include <mproc/detail/pool/lazy_results.hpp>
 #include <mproc/detail/pool/engine.hpp>
+#include <mproc/detail/pool/lazy_results.hpp>
 #include <mproc/detail/pool/reorder.hpp>
 #include <mproc/detail/pool/scheduling.hpp>
 #include <mproc/errors.hpp>
@@ -108,7 +108,6 @@ PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::share
   return t;
 }
 
-
 // Results of apply_async: one item into an AsyncResult's state.
 template <class R>
 class ApplySink final : public TaskSink {
@@ -117,11 +116,13 @@ class ApplySink final : public TaskSink {
   void complete(std::size_t, Reader& r, std::uint64_t) override {
     try {
       if constexpr (std::is_void_v<R>) {
-        read_results<R>(r, 1, [&](std::uint64_t) { state_->set_value(); },
-                        [&](std::uint64_t, std::exception_ptr e) { state_->set_exception(e); });
+        read_results<R>(
+            r, 1, [&](std::uint64_t) { state_->set_value(); },
+            [&](std::uint64_t, std::exception_ptr e) { state_->set_exception(e); });
       } else {
-        read_results<R>(r, 1, [&](std::uint64_t, R&& v) { state_->set_value(std::move(v)); },
-                        [&](std::uint64_t, std::exception_ptr e) { state_->set_exception(e); });
+        read_results<R>(
+            r, 1, [&](std::uint64_t, R&& v) { state_->set_value(std::move(v)); },
+            [&](std::uint64_t, std::exception_ptr e) { state_->set_exception(e); });
       }
     } catch (...) {
       state_->set_exception(std::current_exception());
@@ -140,8 +141,7 @@ class MapSink final : public TaskSink {
  public:
   using Out = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
 
-  MapSink(std::size_t items, std::size_t chunksize, std::size_t chunks)
-      : chunksize_(chunksize), chunks_(chunks) {
+  MapSink(std::size_t items, std::size_t chunksize, std::size_t chunks) : chunksize_(chunksize), chunks_(chunks) {
     if constexpr (!std::is_void_v<R>) results_.resize(items);
   }
 
@@ -162,8 +162,7 @@ class MapSink final : public TaskSink {
       } else {
         const std::size_t base = chunk * chunksize_;
         if (base + count > results_.size()) throw ProcessError("mproc: Pool: result index out of range");
-        read_results<R>(r, count, [&](std::uint64_t i, R&& v) { results_[base + i].emplace(std::move(v)); },
-                        on_error);
+        read_results<R>(r, count, [&](std::uint64_t i, R&& v) { results_[base + i].emplace(std::move(v)); }, on_error);
       }
     } catch (...) {
       error = std::current_exception();
@@ -279,8 +278,9 @@ class ImapSink final : public TaskSink {
   void complete(std::size_t chunk, Reader& r, std::uint64_t count) override {
     std::vector<Outcome> items(count);
     try {
-      read_results<R>(r, count, [&](std::uint64_t i, R&& v) { items[i].value.emplace(std::move(v)); },
-                      [&](std::uint64_t i, std::exception_ptr e) { items[i].error = e; });
+      read_results<R>(
+          r, count, [&](std::uint64_t i, R&& v) { items[i].value.emplace(std::move(v)); },
+          [&](std::uint64_t i, std::exception_ptr e) { items[i].error = e; });
     } catch (...) {
       // Malformed results: the items not yet read are lost.
       for (auto& item : items)
@@ -490,7 +490,8 @@ class Pool {
   // Starts `processes` workers (0: cpu_count()). Blocks only to fork the
   // pool's zygote. Throws ProcessError (e.g. fork failed, negative count).
   explicit Pool(int processes = 0, PoolOptions options = {}) {
-    if (processes < 0) throw ProcessError("mproc: Pool: the number of processes must be at least 1, not " + std::to_string(processes));
+    if (processes < 0)
+      throw ProcessError("mproc: Pool: the number of processes must be at least 1, not " + std::to_string(processes));
     detail::EngineConfig cfg;
     cfg.processes = processes == 0 ? cpu_count() : processes;
     cfg.method = options.method_set_ ? options.method_ : get_start_method();
@@ -639,7 +640,9 @@ class Pool {
 
     decltype(auto) inputs = sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
+    const std::size_t cs =
+        chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker)
+                       : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     const detail::Window window{detail::imap_window(static_cast<std::size_t>(size()), 1)};
@@ -678,7 +681,9 @@ class Pool {
 
     decltype(auto) inputs = sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs = chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker) : chunksize;
+    const std::size_t cs =
+        chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker)
+                       : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     std::vector<detail::PoolTask> tasks;
@@ -714,17 +719,17 @@ class Pool {
     source->it = std::ranges::begin(source->view);
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
     std::shared_ptr<detail::PoolEngine> engine = engine_;
-    auto produce = [engine, source, f, chunksize, sink_weak = std::weak_ptr<detail::ImapSink<R>>(sink)](
-                       detail::ImapSink<R>& s) -> std::size_t {
+    auto produce = [engine, source, f, chunksize,
+                    sink_weak = std::weak_ptr<detail::ImapSink<R>>(sink)](detail::ImapSink<R>& s) -> std::size_t {
       detail::PoolTask t;
-      const std::uint64_t n = detail::encode_task(
-          t.payload, t.args, engine->heap(), detail::trampoline_bits<F, Arg, false>(), detail::callable_bits(f), 0,
-          [&](Writer& w) -> std::uint64_t {
-            std::uint64_t k = 0;
-            for (; k < chunksize && source->it != std::ranges::end(source->view); ++k, ++source->it)
-              detail::write_as<Arg>(w, *source->it);
-            return k;
-          });
+      const std::uint64_t n =
+          detail::encode_task(t.payload, t.args, engine->heap(), detail::trampoline_bits<F, Arg, false>(),
+                              detail::callable_bits(f), 0, [&](Writer& w) -> std::uint64_t {
+                                std::uint64_t k = 0;
+                                for (; k < chunksize && source->it != std::ranges::end(source->view); ++k, ++source->it)
+                                  detail::write_as<Arg>(w, *source->it);
+                                return k;
+                              });
       if (n == 0) return 0;
       t.count = n;
       t.chunk = source->chunk++;

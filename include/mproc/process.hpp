@@ -199,8 +199,7 @@ inline void install_process_hooks() {
     process_registry();
     current_process_state();
     std::atexit([] { process_at_exit(); });
-    ::pthread_atfork([] { process_registry().mutex.lock(); },
-                     [] { process_registry().mutex.unlock(); },
+    ::pthread_atfork([] { process_registry().mutex.lock(); }, [] { process_registry().mutex.unlock(); },
                      [] {
                        auto& reg = process_registry();
                        reg.mutex.unlock();
@@ -218,8 +217,7 @@ struct ProcessTarget {
 };
 
 template <class F, class... Args>
-inline constexpr bool process_invocable_v =
-    std::is_invocable_v<F, Args...> || std::is_invocable_v<F&, Args&...>;
+inline constexpr bool process_invocable_v = std::is_invocable_v<F, Args...> || std::is_invocable_v<F&, Args&...>;
 
 template <class F, class... Args>
 struct BoundTarget final : ProcessTarget {
@@ -232,9 +230,7 @@ struct BoundTarget final : ProcessTarget {
           // Arguments are moved in (they are used once), or passed as lvalues
           // when the target takes them by non-const reference.
           if constexpr (std::is_invocable_v<F, Args...>) {
-            return call_for_exit_code([&]() -> decltype(auto) {
-              return std::invoke(std::move(f), std::move(a)...);
-            });
+            return call_for_exit_code([&]() -> decltype(auto) { return std::invoke(std::move(f), std::move(a)...); });
           } else {
             return call_for_exit_code([&]() -> decltype(auto) { return std::invoke(f, a...); });
           }
@@ -273,8 +269,7 @@ class Process {
         creator_(::getpid()) {
     auto& current = detail::current_process_state();
     const unsigned n = current.counter.fetch_add(1, std::memory_order_relaxed) + 1;
-    identity_ = current.identity.empty() ? std::to_string(n)
-                                         : current.identity + ":" + std::to_string(n);
+    identity_ = current.identity.empty() ? std::to_string(n) : current.identity + ":" + std::to_string(n);
     record_->name = options.name.empty() ? "Process-" + identity_ : std::move(options.name);
     record_->daemon = options.daemon;
   }
@@ -314,8 +309,8 @@ class Process {
     if (creator_ != ::getpid())
       throw ProcessError(rec.name + ": can only start a process object created by this process");
     detail::install_process_hooks();
-    auto status = detail::PrivateFds::instance().create<2>(
-        "pipe (Process status)", [](int* fds) { return ::pipe2(fds, O_CLOEXEC); });
+    auto status = detail::PrivateFds::instance().create<2>("pipe (Process status)",
+                                                           [](int* fds) { return ::pipe2(fds, O_CLOEXEC); });
     const pid_t pid = detail::fork_child(rec.name, {status[1].get()});
     if (pid == 0) run_in_child(status[1].get());
     rec.child = detail::Child(pid);
@@ -429,8 +424,7 @@ class Process {
   using Clock = detail::Clock;
 
   detail::ProcessRecord& record_or_throw(const char* what) const {
-    if (!record_)
-      throw ProcessError(std::string("mproc: Process::") + what + "() on a moved-from Process");
+    if (!record_) throw ProcessError(std::string("mproc: Process::") + what + "() on a moved-from Process");
     return *record_;
   }
   detail::ProcessRecord& record(const char* what) const {
@@ -537,8 +531,6 @@ inline ProcessInfo current_process() {
 
 // The process that started this one through mproc::Process, as it was at
 // start(); nullopt in the main process. Thread-safe, non-blocking.
-inline std::optional<ProcessInfo> parent_process() {
-  return detail::current_process_state().parent;
-}
+inline std::optional<ProcessInfo> parent_process() { return detail::current_process_state().parent; }
 
 }  // namespace mproc

@@ -81,9 +81,9 @@
 #include <vector>
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/queue_ring.hpp>
-#include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 
@@ -135,8 +135,7 @@ class QueueBase {
         }
       } trim{buf};
       dumps_append(buf, x);
-      core_.push(buf.size(), deadline,
-                 [&buf](std::byte* dst) noexcept { std::memcpy(dst, buf.data(), buf.size()); });
+      core_.push(buf.size(), deadline, [&buf](std::byte* dst) noexcept { std::memcpy(dst, buf.data(), buf.size()); });
     }
   }
 
@@ -144,9 +143,8 @@ class QueueBase {
     return core_.pop(deadline, [name = core_.name()](std::span<const std::byte> bytes) -> T {
       if constexpr (queue_raw_v<T>) {
         if (bytes.size() != sizeof(T))
-          throw ProcessError(std::string("mproc: ") + name + ".get(): corrupted item: " +
-                             std::to_string(bytes.size()) + " bytes for a " + std::to_string(sizeof(T)) +
-                             "-byte item");
+          throw ProcessError(std::string("mproc: ") + name + ".get(): corrupted item: " + std::to_string(bytes.size()) +
+                             " bytes for a " + std::to_string(sizeof(T)) + "-byte item");
         if constexpr (std::is_default_constructible_v<T>) {
           T value;
           std::memcpy(static_cast<void*>(&value), bytes.data(), sizeof(T));

@@ -132,12 +132,10 @@ struct serializer;
 // serializer<T> specialization providing write() and read(). cv-qualifiers
 // are ignored; references are never serializable.
 template <class T>
-concept serializable =
-    !std::is_reference_v<T> &&
-    requires(Writer& w, Reader& r, const std::remove_cv_t<T>& value) {
-      serializer<std::remove_cv_t<T>>::write(w, value);
-      { serializer<std::remove_cv_t<T>>::read(r) } -> std::same_as<std::remove_cv_t<T>>;
-    };
+concept serializable = !std::is_reference_v<T> && requires(Writer& w, Reader& r, const std::remove_cv_t<T>& value) {
+  serializer<std::remove_cv_t<T>>::write(w, value);
+  { serializer<std::remove_cv_t<T>>::read(r) } -> std::same_as<std::remove_cv_t<T>>;
+};
 
 // Size of the header that starts every frame.
 inline constexpr std::size_t frame_header_size = 24;
@@ -152,13 +150,16 @@ constexpr std::uint64_t type_fingerprint() noexcept;
 }  // namespace mproc
 
 // The machinery, in layers (each part needs the declarations above).
+// Their order matters: clang-format must not sort them.
 #define MPROC_DETAIL_SERIALIZE_DECLARED
+// clang-format off
 #include <mproc/detail/serial/traits.hpp>
 #include <mproc/detail/serial/user_types.hpp>
 #include <mproc/detail/serial/checks.hpp>
 #include <mproc/detail/serial/core.hpp>
 #include <mproc/detail/serial/std_types.hpp>
 #include <mproc/detail/serial/frame.hpp>
+// clang-format on
 
 namespace mproc {
 
@@ -275,9 +276,8 @@ std::size_t dumps_into(std::span<std::byte> out, const T& value) {
     return w.size();
   } catch (const detail::BufferFull&) {
     throw ProcessError("mproc: buffer too small for a frame of " +
-                       detail::readable_type_name(detail::type_name_v<std::remove_cvref_t<T>>) +
-                       ": need " + std::to_string(encoded_size(value)) + " bytes, have " +
-                       std::to_string(out.size()));
+                       detail::readable_type_name(detail::type_name_v<std::remove_cvref_t<T>>) + ": need " +
+                       std::to_string(encoded_size(value)) + " bytes, have " + std::to_string(out.size()));
   }
 }
 
@@ -305,26 +305,25 @@ T loads(std::span<const std::byte> frame) {
 // spelled with commas needs an alias. Up to 64 members. Its min_size is the
 // sum of the members', and it borrows its input (see owning_decodable) if a
 // member does.
-#define MPROC_SERIALIZE(Type, ...)                                            \
-  template <>                                                                 \
-  struct mproc::serializer<Type> {                                            \
-    static constexpr bool zero_copy = true;                                   \
-    static void write([[maybe_unused]] ::mproc::Writer& w,                    \
-                      [[maybe_unused]] const Type& value) {                   \
-      MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_WRITE_MEMBER, __VA_ARGS__)           \
-    }                                                                         \
-    static Type read([[maybe_unused]] ::mproc::Reader& r) {                   \
-      Type value{};                                                           \
-      MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_READ_MEMBER, __VA_ARGS__)            \
-      return value;                                                           \
-    }                                                                         \
-    /* Templates: evaluated once Type's serializer is complete (recursion). */ \
-    template <class Self>                                                     \
-    static constexpr std::size_t mproc_min_size() {                           \
-      return std::size_t{0} MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_MIN_SIZE_MEMBER, __VA_ARGS__); \
-    }                                                                         \
-    template <class Self, class... Seen>                                      \
-    static constexpr bool mproc_borrows_input() {                             \
-      return false MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_BORROWS_MEMBER, __VA_ARGS__); \
-    }                                                                         \
+#define MPROC_SERIALIZE(Type, ...)                                                               \
+  template <>                                                                                    \
+  struct mproc::serializer<Type> {                                                               \
+    static constexpr bool zero_copy = true;                                                      \
+    static void write([[maybe_unused]] ::mproc::Writer& w, [[maybe_unused]] const Type& value) { \
+      MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_WRITE_MEMBER, __VA_ARGS__)                              \
+    }                                                                                            \
+    static Type read([[maybe_unused]] ::mproc::Reader& r) {                                      \
+      Type value{};                                                                              \
+      MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_READ_MEMBER, __VA_ARGS__)                               \
+      return value;                                                                              \
+    }                                                                                            \
+    /* Templates: evaluated once Type's serializer is complete (recursion). */                   \
+    template <class Self>                                                                        \
+    static constexpr std::size_t mproc_min_size() {                                              \
+      return std::size_t{0} MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_MIN_SIZE_MEMBER, __VA_ARGS__);    \
+    }                                                                                            \
+    template <class Self, class... Seen>                                                         \
+    static constexpr bool mproc_borrows_input() {                                                \
+      return false MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_BORROWS_MEMBER, __VA_ARGS__);              \
+    }                                                                                            \
   }

@@ -34,8 +34,8 @@
 
 #include <sys/mman.h>
 
-#include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/detail/shm/segment.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc {

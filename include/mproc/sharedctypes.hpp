@@ -28,8 +28,8 @@
 #include <utility>
 #include <vector>
 
-#include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/detail/shm/object.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/synchronize.hpp>
 
@@ -56,8 +56,8 @@ constexpr std::size_t data_offset(ShmKind kind) noexcept {
 }
 
 template <class T>
-concept SharedCType = std::is_trivially_copyable_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> &&
-                      alignof(T) <= 4096;
+concept SharedCType =
+    std::is_trivially_copyable_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T> && alignof(T) <= 4096;
 
 // The shared block of a Value or Array and where its elements lie.
 template <class T>
@@ -94,9 +94,10 @@ TypedBlock<T> open_typed(const ShmHandle& h, ShmKind kind) {
   auto [block, header] = open_object(h, kind, offset);
   const std::string what = shm_kind_name(kind);
   if (header.type_hash != element_fingerprint<T>() || header.elem_size != sizeof(T) || header.elem_align != alignof(T))
-    throw ProcessError("mproc: invalid handle for " + what + ": its element type differs from this one (the sender's is " +
-                       std::to_string(header.elem_size) + " bytes, aligned to " + std::to_string(header.elem_align) +
-                       "; this one " + std::to_string(sizeof(T)) + ", aligned to " + std::to_string(alignof(T)) + ")");
+    throw ProcessError("mproc: invalid handle for " + what +
+                       ": its element type differs from this one (the sender's is " + std::to_string(header.elem_size) +
+                       " bytes, aligned to " + std::to_string(header.elem_align) + "; this one " +
+                       std::to_string(sizeof(T)) + ", aligned to " + std::to_string(alignof(T)) + ")");
   if (!is_array(kind) && header.count != 1)
     throw ProcessError("mproc: invalid handle for " + what + ": it holds " + std::to_string(header.count) +
                        " elements, not 1");
@@ -111,8 +112,7 @@ TypedBlock<T> open_typed(const ShmHandle& h, ShmKind kind) {
 template <std::integral I>
 std::size_t checked_count(const char* what, I n) {
   if constexpr (std::is_signed_v<I>) {
-    if (n < 0)
-      throw ProcessError(std::string("mproc: ") + what + "(" + std::to_string(n) + "): the size must be >= 0");
+    if (n < 0) throw ProcessError(std::string("mproc: ") + what + "(" + std::to_string(n) + "): the size must be >= 0");
   }
   if constexpr (sizeof(I) > sizeof(std::size_t)) {
     if (n > static_cast<I>(SIZE_MAX)) throw ProcessError(std::string("mproc: ") + what + ": size too large");
@@ -217,8 +217,7 @@ class RawValue {
   using value_type = T;
 
   // Creates a value holding `init`. Throws ProcessError.
-  explicit RawValue(const T& init = T{})
-      : RawValue(detail::create_typed<T>(detail::ShmKind::raw_value, 1)) {
+  explicit RawValue(const T& init = T{}) : RawValue(detail::create_typed<T>(detail::ShmKind::raw_value, 1)) {
     ::new (static_cast<void*>(data_)) T(init);
   }
   RawValue(const RawValue&) = default;
@@ -310,8 +309,7 @@ class Array : public detail::ArrayAccess<T> {
   // A copy of the elements of `r` (e.g. std::views::iota(0, 10), a vector).
   template <class R>
     requires detail::ElementRange<R, Array, T>
-  explicit Array(R&& r)
-      : Array(detail::create_from_range<T>(detail::ShmKind::array, std::forward<R>(r)), true) {}
+  explicit Array(R&& r) : Array(detail::create_from_range<T>(detail::ShmKind::array, std::forward<R>(r)), true) {}
   Array(const Array&) = default;
   Array& operator=(const Array&) = default;
 
@@ -348,8 +346,7 @@ class RawArray : public detail::ArrayAccess<T> {
   }
   template <class R>
     requires detail::ElementRange<R, RawArray, T>
-  explicit RawArray(R&& r)
-      : RawArray(detail::create_from_range<T>(detail::ShmKind::raw_array, std::forward<R>(r))) {}
+  explicit RawArray(R&& r) : RawArray(detail::create_from_range<T>(detail::ShmKind::raw_array, std::forward<R>(r))) {}
   RawArray(const RawArray&) = default;
   RawArray& operator=(const RawArray&) = default;
 

@@ -37,8 +37,8 @@
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/handle_serialize.hpp>
+#include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
 #include <mproc/errors.hpp>
 
@@ -76,8 +76,7 @@ class LockCore {
 
   // A new lock of `kind` (lock or rlock) in a block of its own.
   explicit LockCore(ShmKind kind)
-      : LockCore(allocate_object(kind, kObjectStateOffset, sizeof(MutexState), alignof(MutexState)), 0, kind,
-                 true) {}
+      : LockCore(allocate_object(kind, kObjectStateOffset, sizeof(MutexState), alignof(MutexState)), 0, kind, true) {}
 
   // The lock sub-object at `offset` of `block`; `construct` writes a fresh one.
   LockCore(std::shared_ptr<ShmBlock> block, std::size_t offset, ShmKind kind, bool construct)
@@ -123,12 +122,11 @@ class LockCore {
 
   void release() {
     const std::uint32_t owner = state_->owner();
-    if (owner == 0)
-      throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
+    if (owner == 0) throw ProcessError(std::string("mproc: ") + name() + ".release(): release of an unheld " + name());
     if (recursive()) {
       if (!state_->held_by(current_identity()))
-        throw ProcessError("mproc: RLock.release(): the RLock is held by another thread (tid " +
-                           std::to_string(owner) + "); only its owner may release it");
+        throw ProcessError("mproc: RLock.release(): the RLock is held by another thread (tid " + std::to_string(owner) +
+                           "); only its owner may release it");
       if (--state_->count > 0) return;
     }
     if ((state_->unlock() & MutexState::kOwnerMask) == 0)
@@ -504,8 +502,8 @@ class Condition {
 
  private:
   Condition(const detail::ShmHandle& h, detail::LockCore lock) : lock_(std::move(lock)) {
-    auto opened = detail::open_object(h, detail::ShmKind::condition,
-                                      detail::kObjectStateOffset + sizeof(detail::ConditionState));
+    auto opened =
+        detail::open_object(h, detail::ShmKind::condition, detail::kObjectStateOffset + sizeof(detail::ConditionState));
     block_ = std::move(opened.first);
     state_ = detail::existing_state<detail::ConditionState>(*block_, detail::kObjectStateOffset);
   }

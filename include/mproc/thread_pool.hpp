@@ -66,8 +66,7 @@ class ThreadPool final {
   // Starts `threads` workers (default: cpu_count()). Throws
   // std::invalid_argument if threads == 0, std::system_error if a thread
   // cannot be started.
-  explicit ThreadPool(std::size_t threads = static_cast<std::size_t>(cpu_count()))
-      : scheduler_(threads) {}
+  explicit ThreadPool(std::size_t threads = static_cast<std::size_t>(cpu_count())) : scheduler_(threads) {}
 
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -89,22 +88,22 @@ class ThreadPool final {
   // exception is rethrown by the next wait(). Non-blocking. Throws
   // ProcessError if the pool is not running.
   template <class F>
-  requires std::invocable < std::decay_t<F>
-  & > void post(F&& f) { scheduler_.push(detail::Task(std::forward<F>(f)), false); }
+    requires std::invocable<std::decay_t<F>&>
+  void post(F&& f) {
+    scheduler_.push(detail::Task(std::forward<F>(f)), false);
+  }
 
   // Runs f(args...) on a worker; the future yields its result or rethrows
   // its exception (ProcessError if terminate() dropped it). Non-blocking.
   // Throws ProcessError if the pool is not running.
   template <class F, class... Args>
-  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   [[nodiscard]] auto submit(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     std::promise<R> promise;
     auto future = promise.get_future();
-    using Task = detail::CompletingTask<R, std::promise<R>, std::decay_t<F>,
-                                        std::tuple<std::decay_t<Args>...>>;
-    scheduler_.push(detail::Task(Task{std::move(promise), std::forward<F>(f), {std::forward<Args>(args)...}}),
-         false);
+    using Task = detail::CompletingTask<R, std::promise<R>, std::decay_t<F>, std::tuple<std::decay_t<Args>...>>;
+    scheduler_.push(detail::Task(Task{std::move(promise), std::forward<F>(f), {std::forward<Args>(args)...}}), false);
     return future;
   }
 
@@ -120,7 +119,7 @@ class ThreadPool final {
   // result or rethrows f's exception (ProcessError if terminate() dropped
   // it). Throws ProcessError if the pool is not running.
   template <class F, class... Args>
-  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   [[nodiscard]] auto apply_async(F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     auto state = std::make_shared<detail::ResultState<R>>(scheduler_.wait_helper());
@@ -133,7 +132,7 @@ class ThreadPool final {
   // f(args...) on a worker; blocks for the result (Python: apply). Throws
   // what f throws, or ProcessError if the pool is not running.
   template <class F, class... Args>
-  requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   auto apply(F&& f, Args&&... args) {
     return apply_async(std::forward<F>(f), std::forward<Args>(args)...).get();
   }
@@ -193,21 +192,21 @@ class ThreadPool final {
   // Blocks. Rethrows the first exception f threw (remaining chunks are
   // skipped). Throws ProcessError if the pool is not running.
   template <std::integral I, class F>
-  requires std::invocable<F&, I>
-  void parallel_for(I first, I last, F&& f) { parallel_for(first, last, 0, f); }
+    requires std::invocable<F&, I>
+  void parallel_for(I first, I last, F&& f) {
+    parallel_for(first, last, 0, f);
+  }
 
   // As parallel_for(first, last, f), with chunks of `grain` indices (0: automatic).
   template <std::integral I, class F>
-  requires std::invocable<F&, I>
+    requires std::invocable<F&, I>
   void parallel_for(I first, I last, std::size_t grain, F&& f) {
     scheduler_.check_running();
     if (!(first < last)) return;
     using U = std::make_unsigned_t<I>;
-    const auto n =
-        static_cast<std::size_t>(static_cast<U>(static_cast<U>(last) - static_cast<U>(first)));
+    const auto n = static_cast<std::size_t>(static_cast<U>(static_cast<U>(last) - static_cast<U>(first)));
     auto body = [&](std::size_t b, std::size_t e) {
-      for (std::size_t i = b; i < e; ++i)
-        f(static_cast<I>(static_cast<U>(static_cast<U>(first) + static_cast<U>(i))));
+      for (std::size_t i = b; i < e; ++i) f(static_cast<I>(static_cast<U>(static_cast<U>(first) + static_cast<U>(i))));
     };
     scheduler_.run_loop(n, grain_for(n, grain), body);
   }
@@ -264,8 +263,7 @@ class ThreadPool final {
     using Out = typename Job::Out;
 
     std::vector<V> copied;
-    if constexpr (std::ranges::sized_range<Range>)
-      copied.reserve(static_cast<std::size_t>(std::ranges::size(inputs)));
+    if constexpr (std::ranges::sized_range<Range>) copied.reserve(static_cast<std::size_t>(std::ranges::size(inputs)));
     if constexpr (std::is_lvalue_reference_v<Range>) {
       for (auto&& x : inputs) copied.emplace_back(x);
     } else {
@@ -330,8 +328,7 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
     detail::ImapOutcome<R> outcome;
     {
       std::unique_lock lock(sink_->mutex);
-      if (!scheduler_->wait_helping(
-              lock, sink_->cv, [&] { return sink_->available(); }, deadline))
+      if (!scheduler_->wait_helping(lock, sink_->cv, [&] { return sink_->available(); }, deadline))
         throw TimeoutError("mproc: ThreadPool.imap: no result within the timeout");
       outcome = sink_->take();
     }
@@ -356,17 +353,15 @@ auto ThreadPool::imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool
   using Fn = std::decay_t<F>;
   using V = std::ranges::range_value_t<Range>;
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, V&>>;
-  static_assert(!std::is_void_v<R>,
-                "mproc::ThreadPool::imap: f returns void; use map or apply_async");
+  static_assert(!std::is_void_v<R>, "mproc::ThreadPool::imap: f returns void; use map or apply_async");
   if (chunksize == 0) chunksize = 1;
 
   auto view = std::views::all(std::forward<Range>(inputs));
   using Feeder = detail::ImapFeeder<decltype(view), Fn, V, R>;
   auto sink = std::make_shared<detail::ThreadImapSink<R>>(ordered);
-  auto producer = std::make_unique<Feeder>(scheduler_, std::move(view),
-                                           std::make_shared<Fn>(std::forward<F>(f_in)), sink, chunksize);
-  return ThreadImapResult<R>(&scheduler_, std::move(sink), std::move(producer),
-                             detail::imap_window(size(), chunksize));
+  auto producer = std::make_unique<Feeder>(scheduler_, std::move(view), std::make_shared<Fn>(std::forward<F>(f_in)),
+                                           sink, chunksize);
+  return ThreadImapResult<R>(&scheduler_, std::move(sink), std::move(producer), detail::imap_window(size(), chunksize));
 }
 
 }  // namespace mproc

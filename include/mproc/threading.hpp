@@ -37,8 +37,7 @@ template <class T>
 class Queue {
  public:
   // A queue holding at most `maxsize` items (<= 0: unbounded). Non-blocking.
-  explicit Queue(std::ptrdiff_t maxsize = 0) noexcept
-      : maxsize_(maxsize > 0 ? static_cast<std::size_t>(maxsize) : 0) {}
+  explicit Queue(std::ptrdiff_t maxsize = 0) noexcept : maxsize_(maxsize > 0 ? static_cast<std::size_t>(maxsize) : 0) {}
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
 
@@ -89,8 +88,7 @@ class Queue {
   void task_done() {
     std::lock_guard lock(mutex_);
     if (unfinished_ == 0)
-      throw ProcessError(
-          "mproc: threading::Queue::task_done() called more times than items were put");
+      throw ProcessError("mproc: threading::Queue::task_done() called more times than items were put");
     if (--unfinished_ == 0) all_done_.notify_all();
   }
 
@@ -225,8 +223,7 @@ class Barrier {
   // rethrows in that thread.
   explicit Barrier(std::size_t parties, std::function<void()> action = {})
       : parties_(parties), action_(std::move(action)) {
-    if (parties == 0)
-      throw std::invalid_argument("mproc: threading::Barrier: parties must be at least 1");
+    if (parties == 0) throw std::invalid_argument("mproc: threading::Barrier: parties must be at least 1");
   }
   Barrier(const Barrier&) = delete;
   Barrier& operator=(const Barrier&) = delete;
@@ -322,8 +319,7 @@ class Barrier {
     }
     if (!ok) {
       break_locked();
-      throw BrokenBarrierError(
-          "mproc: threading::Barrier::wait timed out; the barrier is now broken");
+      throw BrokenBarrierError("mproc: threading::Barrier::wait timed out; the barrier is now broken");
     }
     if (state_ != draining) throw BrokenBarrierError();
     return index;

@@ -13,8 +13,8 @@
 #define MPROC_DETAIL_STR(x) MPROC_DETAIL_STR2(x)
 
 // "MAJOR.MINOR.PATCH" as a string literal.
-#define MPROC_VERSION_STRING                                                                  \
-  MPROC_DETAIL_STR(MPROC_VERSION_MAJOR)                                                       \
+#define MPROC_VERSION_STRING            \
+  MPROC_DETAIL_STR(MPROC_VERSION_MAJOR) \
   "." MPROC_DETAIL_STR(MPROC_VERSION_MINOR) "." MPROC_DETAIL_STR(MPROC_VERSION_PATCH)
 
 // MAJOR * 10000 + MINOR * 100 + PATCH, for `#if MPROC_VERSION >= 10200`.

@@ -1,9 +1,9 @@
 // Connection::recv<std::string_view> would return a view of the Connection's
 // receive buffer, overwritten by the next recv: it does not compile and says
 // to receive std::string (#7).
-#include <mproc/connection.hpp>
-
 #include <string_view>
+
+#include <mproc/connection.hpp>
 
 // expect-error: std::string_view points into the sender's memory
 // expect-error: receive std::string instead

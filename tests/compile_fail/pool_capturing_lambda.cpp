@@ -1,7 +1,7 @@
 // A capturing lambda cannot run in a worker process: Pool says what to do instead.
-#include <mproc/pool.hpp>
-
 #include <vector>
+
+#include <mproc/pool.hpp>
 
 // expect-error: the task function must be a function pointer or a captureless lambda
 // expect-error: pass the state as a task argument

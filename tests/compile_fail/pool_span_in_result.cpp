@@ -1,10 +1,10 @@
 // A Pool task returning a struct of spans would hand the parent pointers into
 // the worker's memory: it does not compile and says to use std::vector (#7).
-#include <mproc/pool.hpp>
-
 #include <span>
 #include <utility>
 #include <vector>
+
+#include <mproc/pool.hpp>
 
 // expect-error: std::span<const U> points into the sender's memory
 // expect-error: receive std::vector<U> instead

@@ -1,10 +1,10 @@
 // A Pool task returning std::string_view would hand the parent a view of the
 // worker's memory: it does not compile and says to return std::string (#7).
-#include <mproc/pool.hpp>
-
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <mproc/pool.hpp>
 
 // expect-error: std::string_view points into the sender's memory
 // expect-error: receive std::string instead

@@ -1,8 +1,8 @@
 // Queue<std::string_view> would pass a view of the producer's memory to the
 // consumer: it does not compile and says to use std::string (#7).
-#include <mproc/queue.hpp>
-
 #include <string_view>
+
+#include <mproc/queue.hpp>
 
 // expect-error: std::string_view points into the sender's memory
 // expect-error: receive std::string instead

@@ -1,11 +1,11 @@
 // A std::span nested in a container decoded by mp::loads would point into
 // the frame: loads names the span and says to receive std::vector instead (#7).
-#include <mproc/serialize.hpp>
-
 #include <map>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <mproc/serialize.hpp>
 
 // expect-error: std::span<const U> points into the sender's memory
 // expect-error: receive std::vector<U> instead

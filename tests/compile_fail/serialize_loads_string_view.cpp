@@ -1,9 +1,9 @@
 // A std::string_view decoded by mp::loads would point into the frame, which
 // the caller may free: loads says to receive std::string instead (#7).
-#include <mproc/serialize.hpp>
-
 #include <string>
 #include <string_view>
+
+#include <mproc/serialize.hpp>
 
 // expect-error: std::string_view points into the sender's memory
 // expect-error: receive std::string instead

@@ -1,9 +1,9 @@
 // A view two levels down, in a struct inside a struct inside a vector, is
 // found too: the error names the innermost struct and the view (#7).
-#include <mproc/serialize.hpp>
-
 #include <string_view>
 #include <vector>
+
+#include <mproc/serialize.hpp>
 
 struct Label {
   int id;

@@ -1,8 +1,8 @@
 // A user type whose MPROC_SERIALIZE members include a view borrows the bytes
 // it is decoded from: mp::loads refuses it and says what to hold instead (#7).
-#include <mproc/serialize.hpp>
-
 #include <string_view>
+
+#include <mproc/serialize.hpp>
 
 struct Label {
   int id = 0;

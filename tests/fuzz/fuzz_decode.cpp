@@ -16,9 +16,6 @@
 //
 // Build and run: .ci/fuzz. `fuzz_decode --seed DIR` writes a seed corpus of
 // valid inputs to DIR and exits.
-#include <mproc/serialize.hpp>
-#include <sanitizer/allocator_interface.h>
-
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -40,6 +37,10 @@
 #include <unordered_map>
 #include <variant>
 #include <vector>
+
+#include <sanitizer/allocator_interface.h>
+
+#include <mproc/serialize.hpp>
 
 namespace fuzz {
 
@@ -116,16 +117,16 @@ std::size_t allocated = 0;
   std::abort();
 }
 
-#define FUZZ_CHECK(cond, type) \
-  do {                         \
+#define FUZZ_CHECK(cond, type)      \
+  do {                              \
     if (!(cond)) fail(#cond, type); \
   } while (0)
 
 // Encodings whose decoder accepts exactly one encoding per value: re-encoding
 // what decoded must give the input back.
 template <class T>
-constexpr bool canonical = !std::is_same_v<T, T1> && !std::is_same_v<T, T5> && !std::is_same_v<T, T8> &&
-                           !std::is_same_v<T, T15>;
+constexpr bool canonical =
+    !std::is_same_v<T, T1> && !std::is_same_v<T, T5> && !std::is_same_v<T, T8> && !std::is_same_v<T, T15>;
 
 // mp::loads, or for view types (which loads refuses) the same decoder
 // without that check: the views point into `frame`.
@@ -213,23 +214,40 @@ void run(std::span<const std::byte> rest, bool whole_frame, int type) {
 
 void dispatch(int type, std::span<const std::byte> rest, bool whole_frame) {
   switch (type) {
-    case 0: return run<T0>(rest, whole_frame, type);
-    case 1: return run<T1>(rest, whole_frame, type);
-    case 2: return run<T2>(rest, whole_frame, type);
-    case 3: return run<T3>(rest, whole_frame, type);
-    case 4: return run<T4>(rest, whole_frame, type);
-    case 5: return run<T5>(rest, whole_frame, type);
-    case 6: return run<T6>(rest, whole_frame, type);
-    case 7: return run<T7>(rest, whole_frame, type);
-    case 8: return run<T8>(rest, whole_frame, type);
-    case 9: return run<T9>(rest, whole_frame, type);
-    case 10: return run<T10>(rest, whole_frame, type);
-    case 11: return run<T11>(rest, whole_frame, type);
-    case 12: return run<T12>(rest, whole_frame, type);
-    case 13: return run<T13>(rest, whole_frame, type);
-    case 14: return run<T14>(rest, whole_frame, type);
-    case 15: return run<T15>(rest, whole_frame, type);
-    default: return;
+    case 0:
+      return run<T0>(rest, whole_frame, type);
+    case 1:
+      return run<T1>(rest, whole_frame, type);
+    case 2:
+      return run<T2>(rest, whole_frame, type);
+    case 3:
+      return run<T3>(rest, whole_frame, type);
+    case 4:
+      return run<T4>(rest, whole_frame, type);
+    case 5:
+      return run<T5>(rest, whole_frame, type);
+    case 6:
+      return run<T6>(rest, whole_frame, type);
+    case 7:
+      return run<T7>(rest, whole_frame, type);
+    case 8:
+      return run<T8>(rest, whole_frame, type);
+    case 9:
+      return run<T9>(rest, whole_frame, type);
+    case 10:
+      return run<T10>(rest, whole_frame, type);
+    case 11:
+      return run<T11>(rest, whole_frame, type);
+    case 12:
+      return run<T12>(rest, whole_frame, type);
+    case 13:
+      return run<T13>(rest, whole_frame, type);
+    case 14:
+      return run<T14>(rest, whole_frame, type);
+    case 15:
+      return run<T15>(rest, whole_frame, type);
+    default:
+      return;
   }
 }
 
@@ -271,8 +289,12 @@ void write_seeds(const std::filesystem::path& dir) {
   seed(dir, 5, T5{{1, {"a", "b"}}, {-7, {}}});
   seed(dir, 6, T6{{{1, true}, {-2, false}}, {}});
   seed(dir, 7, T7{true, false, true, true, false, false, true, false, true});
-  seed(dir, 8, T8{{true, false, true}, std::chrono::milliseconds(1500), Color::green,
-                  std::vector<std::monostate>(3), {{1, "x"}, {1, "y"}}});
+  seed(dir, 8,
+       T8{{true, false, true},
+          std::chrono::milliseconds(1500),
+          Color::green,
+          std::vector<std::monostate>(3),
+          {{1, "x"}, {1, "y"}}});
   const std::vector<double> doubles{1.0, 2.0};
   const std::vector<std::string_view> views{"v", "w"};
   seed(dir, 9, T9{doubles, "view", views});

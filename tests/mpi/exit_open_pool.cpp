@@ -3,12 +3,12 @@
 // initialized MPI stops its serving ranks before MPI_Finalize, which waits
 // for every rank). Run by ctest through run_mpi_program.cmake: exit code 0,
 // within seconds.
-#include <mproc/mpi.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+
+#include <mproc/mpi.hpp>
 
 namespace mp = mproc;
 

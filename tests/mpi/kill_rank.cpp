@@ -3,14 +3,14 @@
 // within seconds, with a non-zero exit code and a message naming the dead
 // rank — the client must neither hang nor return results. Run by ctest
 // through run_mpi_program.cmake, which checks exit code, output and time.
-#include <mproc/mpi.hpp>
-
 #include <csignal>
 #include <cstdio>
 #include <numeric>
 #include <vector>
 
 #include <unistd.h>
+
+#include <mproc/mpi.hpp>
 
 namespace mp = mproc;
 

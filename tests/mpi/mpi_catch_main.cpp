@@ -17,12 +17,11 @@
 #include <catch2/catch.hpp>
 #endif
 
-#include <mpi.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include <mpi.h>
 #include <unistd.h>
 
 #if defined(MPROC_MPI_TEST_LSAN)

@@ -4,10 +4,10 @@
 // must refuse the serving ranks with a clear ProcessError when it is
 // created (never send them tasks that would name the wrong code), and every
 // rank must end cleanly.
-#include <mproc/mpi.hpp>
-
 #include <cstdio>
 #include <vector>
+
+#include <mproc/mpi.hpp>
 
 namespace mp = mproc;
 

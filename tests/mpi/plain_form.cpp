@@ -4,11 +4,11 @@
 // Run by ctest as `mpiexec -n 3 plain_form`; the test checks that only rank 0
 // printed, that the map ran on both serving ranks and that every rank
 // exited 0 (MPI finalized everywhere).
-#include <mproc/mpi.hpp>
-
 #include <cstdio>
 #include <set>
 #include <vector>
+
+#include <mproc/mpi.hpp>
 
 namespace mp = mproc;
 

@@ -2,8 +2,6 @@
 // serve. Every rank runs every test case (see mpi_catch_main.cpp); pools are
 // made with servers_return(), and the client-side part of a test follows
 // `if (!pool) return;`.
-#include <mproc/mpi.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -15,6 +13,8 @@
 #include <thread>
 #include <tuple>
 #include <vector>
+
+#include <mproc/mpi.hpp>
 
 #include "catch.hpp"
 
@@ -219,13 +219,14 @@ TEST_CASE("mpi::Pool: a broadcast handle is unknown to a later pool: a clear Rem
                          MessageContains("is unknown on this rank"));
 }
 
-TEST_CASE("mpi::Pool: map sends large inputs from the caller's vectors, of every size around the first part's", "[mpi]") {
+TEST_CASE("mpi::Pool: map sends large inputs from the caller's vectors, of every size around the first part's",
+          "[mpi]") {
   mp::mpi::Pool pool(opts());
   if (!pool) return;
   // Sizes around the gather threshold (16 KiB), the first part (64 KiB) and large.
   std::vector<std::vector<double>> sets;
-  for (std::size_t n : {std::size_t{100}, std::size_t{2047}, std::size_t{2048}, std::size_t{5000},
-                        std::size_t{8180}, std::size_t{8192}, std::size_t{8200}, std::size_t{200000}}) {
+  for (std::size_t n : {std::size_t{100}, std::size_t{2047}, std::size_t{2048}, std::size_t{5000}, std::size_t{8180},
+                        std::size_t{8192}, std::size_t{8200}, std::size_t{200000}}) {
     std::vector<double> v(n);
     std::iota(v.begin(), v.end(), 1.0);
     sets.push_back(std::move(v));
@@ -315,7 +316,8 @@ TEST_CASE("mpi::Pool: misuse gives clear errors", "[mpi]") {
   REQUIRE(pool.apply(square, 3) == 9);
 }
 
-TEST_CASE("mpi::Pool: a task naming code this rank does not have, or a corrupted count, is refused, never run", "[mpi]") {
+TEST_CASE("mpi::Pool: a task naming code this rank does not have, or a corrupted count, is refused, never run",
+          "[mpi]") {
   // No pool: the serving side's task runner, fed tampered messages.
   namespace d = mp::detail::mpi;
   const auto good = d::task_code_ref<int (*)(int), int, false>();

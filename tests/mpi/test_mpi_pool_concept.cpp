@@ -1,13 +1,13 @@
 // One generic program, written against mproc::pool_like, run unchanged on a
 // ThreadPool, a process Pool and an MPI Pool (under `mpiexec -n 3`).
+#include <numeric>
+#include <tuple>
+#include <vector>
+
 #include <mproc/mpi.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/pool_concept.hpp>
 #include <mproc/thread_pool.hpp>
-
-#include <numeric>
-#include <tuple>
-#include <vector>
 
 #include "catch.hpp"
 

@@ -1,5 +1,5 @@
 // Test support: fault injection for pool workers. A test that includes this
-// header first defines MPROC_TEST_HOOKS, under which detail/pool/worker.hpp calls
+// header is compiled with MPROC_TEST_HOOKS defined, under which detail/pool/worker.hpp calls
 // the hook installed here (TestHook<FaultStep>::at_step) at each step of the task
 // protocol (in every other build that call is an empty inline function).
 //
@@ -9,7 +9,9 @@
 // first. Arm the plan before creating the pool.
 #pragma once
 
-#define MPROC_TEST_HOOKS 1
+#if !defined(MPROC_TEST_HOOKS)
+#error "fault_injection.hpp: compile the whole test program with MPROC_TEST_HOOKS defined"
+#endif
 
 #include <atomic>
 #include <cstdint>
@@ -79,9 +81,13 @@ inline void disarm_faults() { fault_plan().shots = 0; }
 
 inline void apply_fault(FaultAction action) {
   switch (action) {
-    case FaultAction::kill: ::kill(::getpid(), SIGKILL); for (;;) ::pause();
-    case FaultAction::exit: ::_exit(9);
-    case FaultAction::throw_bad_alloc: throw std::bad_alloc();
+    case FaultAction::kill:
+      ::kill(::getpid(), SIGKILL);
+      for (;;) ::pause();
+    case FaultAction::exit:
+      ::_exit(9);
+    case FaultAction::throw_bad_alloc:
+      throw std::bad_alloc();
   }
 }
 
@@ -104,8 +110,8 @@ inline void inject_planned_fault(FaultStep step) {
     state ^= state << 17;
     if (state % 1000 >= plan.per_mille.load()) return;
     // Throwing is meaningful only where the worker catches it.
-    const bool can_throw = step == FaultStep::in_decode || step == FaultStep::in_send ||
-                           step == FaultStep::mid_large_result;
+    const bool can_throw =
+        step == FaultStep::in_decode || step == FaultStep::in_send || step == FaultStep::mid_large_result;
     const int choice = static_cast<int>((state >> 32) % (can_throw ? 3 : 2));
     action = static_cast<FaultAction>(choice);
   }

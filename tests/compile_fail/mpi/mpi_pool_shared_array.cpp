@@ -1,10 +1,10 @@
 // An mp::Array lives in this machine's shared memory: mpi::Pool refuses to
 // send one to another rank (possibly another machine) and says what to do.
 // (Checked by tests/mpi/CMakeLists.txt with MPI's include path.)
+#include <vector>
+
 #include <mproc/mpi.hpp>
 #include <mproc/sharedctypes.hpp>
-
-#include <vector>
 
 // expect-error: is (or contains) a process-shared object
 // expect-error: Pass the contents by value

@@ -1,7 +1,7 @@
 // A consumer of the installed or vendored mproc package.
-#include <mproc/mproc.hpp>
-
 #include <cstdio>
+
+#include <mproc/mproc.hpp>
 
 namespace mp = mproc;
 

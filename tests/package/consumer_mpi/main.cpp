@@ -1,9 +1,9 @@
 // A consumer of mproc's component mpi: run as `mpiexec -n 2 consumer_mpi`.
-#include <mproc/mpi.hpp>
-#include <mproc/version.hpp>
-
 #include <cstdio>
 #include <vector>
+
+#include <mproc/mpi.hpp>
+#include <mproc/version.hpp>
 
 namespace mp = mproc;
 

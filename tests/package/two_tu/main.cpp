@@ -1,8 +1,8 @@
 // With other.cpp: a program of two translation units that both include every
 // mproc header. It links only if no header defines a non-inline entity.
-#include <mproc/mproc.hpp>
-
 #include <cstdio>
+
+#include <mproc/mproc.hpp>
 
 int other_cpu_count();
 

@@ -37,14 +37,14 @@
 // The parts of mproc's core that mproc::mpi builds on (and nothing else of
 // mproc/detail is included anywhere under detail/mpi/).
 #include <mproc/async_result.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/pool/lazy_results.hpp>
+#include <mproc/detail/pool/worker.hpp>
+#include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/util/type_name.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/serialize.hpp>
-#include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/util/demangle.hpp>
-#include <mproc/detail/pool/lazy_results.hpp>
-#include <mproc/detail/pool/worker.hpp>
-#include <mproc/detail/util/type_name.hpp>
 
 namespace mproc::detail::mpi {
 
@@ -198,10 +198,9 @@ class Bytes {
 
 // Starts sending `msg` (sealed) to `dest`: one MPI_Isend per part, appended
 // to `requests`. `msg` must stay alive and unchanged until they complete.
-inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> msg,
-                          std::vector<MPI_Request>& requests) {
-  const std::size_t part = std::clamp<std::size_t>(max_message_bytes(), 64,
-                                                   static_cast<std::size_t>(std::numeric_limits<int>::max()));
+inline void isend_message(MPI_Comm comm, int dest, std::span<const std::byte> msg, std::vector<MPI_Request>& requests) {
+  const std::size_t part =
+      std::clamp<std::size_t>(max_message_bytes(), 64, static_cast<std::size_t>(std::numeric_limits<int>::max()));
   std::size_t at = 0;
   int tag = kTagMsg;
   do {
@@ -406,9 +405,9 @@ class Inbox {
  private:
   void post() {
     heads_[current_].resize(kHeadBytes);  // within its capacity: no reallocation
-    check(MPI_Irecv(heads_[current_].data(), static_cast<int>(kHeadBytes), MPI_BYTE, source_, kTagMsg, comm_,
-                    &request_),
-          "MPI_Irecv");
+    check(
+        MPI_Irecv(heads_[current_].data(), static_cast<int>(kHeadBytes), MPI_BYTE, source_, kTagMsg, comm_, &request_),
+        "MPI_Irecv");
   }
 
   MPI_Comm comm_;

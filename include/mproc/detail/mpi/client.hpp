@@ -96,7 +96,8 @@ class Client final : public WaitHelper {
   // Greets every serving rank and checks they run the same program image.
   // Blocks until they all answered. Throws ProcessError if one does not
   // match (the serving ranks have then been stopped and `comm` freed).
-  Client(MPI_Comm comm, int root, std::size_t prefetch) : comm_(comm), root_(root), prefetch_(std::max<std::size_t>(prefetch, 1)) {
+  Client(MPI_Comm comm, int root, std::size_t prefetch)
+      : comm_(comm), root_(root), prefetch_(std::max<std::size_t>(prefetch, 1)) {
     int size = 0;
     check(MPI_Comm_size(comm_, &size), "MPI_Comm_size");
     size_ = size;
@@ -405,8 +406,8 @@ class Client final : public WaitHelper {
     switch (static_cast<Kind>(h.kind)) {
       case Kind::result: {
         if (slot.in_flight.empty() || slot.in_flight.front().id != h.id)
-          throw ProcessError("mproc::mpi::Pool: " + peer_name(from) + " sent the result of task " + std::to_string(h.id) +
-                             ", which it was not running");
+          throw ProcessError("mproc::mpi::Pool: " + peer_name(from) + " sent the result of task " +
+                             std::to_string(h.id) + ", which it was not running");
         InFlight f = std::move(slot.in_flight.front());
         slot.in_flight.pop_front();
         // The rank that just finished takes the next task first: a lone

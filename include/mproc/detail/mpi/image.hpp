@@ -109,8 +109,8 @@ class Image {
     const std::uintptr_t a = o->base + ref.offset;
     if (a >= o->base && contained_locked(*o, a, size, flags)) return a;
     throw ProcessError("mproc::mpi: " + std::string(what) + " (offset " + hex(ref.offset) + " in " +
-                       (o->name.empty() ? std::string("the executable") : o->name) +
-                       ") is outside the object's " + ((flags & PF_X) ? "code" : "data") + " on this rank");
+                       (o->name.empty() ? std::string("the executable") : o->name) + ") is outside the object's " +
+                       ((flags & PF_X) ? "code" : "data") + " on this rank");
   }
 
   // Whether [addr, addr + size) lies in one segment with all of `flags`, in any object.
@@ -191,8 +191,8 @@ class Image {
             const ElfW(Phdr)& ph = info->dlpi_phdr[i];
             if (ph.p_type != PT_LOAD) continue;
             o.segments.push_back({info->dlpi_addr + ph.p_vaddr, info->dlpi_addr + ph.p_vaddr + ph.p_memsz, ph.p_flags});
-            layout += std::to_string(ph.p_vaddr) + ":" + std::to_string(ph.p_memsz) + ":" +
-                      std::to_string(ph.p_flags) + ";";
+            layout +=
+                std::to_string(ph.p_vaddr) + ":" + std::to_string(ph.p_memsz) + ":" + std::to_string(ph.p_flags) + ";";
           }
           o.id = build_id(*info);
           o.has_build_id = o.id != 0;
@@ -242,11 +242,11 @@ inline Trampoline resolve_trampoline(CodeRef ref, std::uint64_t check_hash) {
   CodeInfo info;
   std::memcpy(&info, reinterpret_cast<const void*>(at), sizeof info);
   if (info.magic != kCodeMagic || info.check != check_hash)
-    throw ProcessError("mproc::mpi: the task function does not match on this rank (its record has another "
-                       "type hash): every rank must run the same build of the program");
+    throw ProcessError(
+        "mproc::mpi: the task function does not match on this rank (its record has another "
+        "type hash): every rank must run the same build of the program");
   const auto run = reinterpret_cast<std::uintptr_t>(info.run);
-  if (!image.contains(run, 1, PF_X))
-    throw ProcessError("mproc::mpi: the task's trampoline is not in this rank's code");
+  if (!image.contains(run, 1, PF_X)) throw ProcessError("mproc::mpi: the task's trampoline is not in this rank's code");
   return info.run;
 }
 

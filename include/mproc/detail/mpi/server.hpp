@@ -5,9 +5,9 @@
 // client stops the pool, and the store of broadcast values on that rank.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,8 +79,9 @@ class SharedStore {
     const auto it = values_.find(id);
     const std::string what = "mproc::mpi::Shared<" + readable_type_name(type) + ">: handle " + std::to_string(id);
     if (it == values_.end())
-      throw ProcessError(what + " is unknown on this rank (a handle is valid in tasks of the pool that "
-                                "broadcast it, while that pool is open)");
+      throw ProcessError(what +
+                         " is unknown on this rank (a handle is valid in tasks of the pool that "
+                         "broadcast it, while that pool is open)");
     if (it->second.fingerprint != fingerprint) throw ProcessError(what + " holds a value of another type");
     if (!it->second.value) throw ProcessError(what + ": the value could not be decoded here: " + it->second.error);
     return it->second.value;

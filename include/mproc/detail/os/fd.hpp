@@ -6,11 +6,11 @@
 // descriptors, which no forked child inherits.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
-#include <array>
 #include <cstring>
 #include <initializer_list>
 #include <mutex>
@@ -24,9 +24,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/error.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::detail {
 
@@ -268,7 +268,8 @@ inline int poll_fds(pollfd* fds, std::size_t n, int timeout_ms) {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= n) return rc;
   const std::size_t slice = std::max<std::size_t>(1, static_cast<std::size_t>(lim.rlim_cur));
-  const auto deadline = timeout_ms < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::milliseconds(timeout_ms);
+  const auto deadline =
+      timeout_ms < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     int ready = 0;
     for (std::size_t at = 0; at < n; at += slice) {

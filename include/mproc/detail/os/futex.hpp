@@ -62,10 +62,14 @@ inline FutexWait futex_wait(const std::uint32_t* addr, std::uint32_t expected, C
   const long rc = ::syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, timeout, nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == 0) return FutexWait::woken;
   switch (errno) {
-    case EAGAIN: return FutexWait::value_changed;
-    case ETIMEDOUT: return FutexWait::timed_out;
-    case EINTR: return FutexWait::interrupted;
-    default: throw_errno("futex(FUTEX_WAIT_BITSET)");
+    case EAGAIN:
+      return FutexWait::value_changed;
+    case ETIMEDOUT:
+      return FutexWait::timed_out;
+    case EINTR:
+      return FutexWait::interrupted;
+    default:
+      throw_errno("futex(FUTEX_WAIT_BITSET)");
   }
 }
 inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, Clock::time_point deadline) {

@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/util/demangle.hpp>
 #include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/util/demangle.hpp>
 
 namespace mproc::detail {
 
@@ -73,7 +73,7 @@ inline void flush_stdio() noexcept {
 // block signals that a dedicated signal thread, absent in the child, used to
 // take). Every other disposition and handler is inherited, as with fork().
 inline void reset_child_signals() noexcept {
-  struct sigaction dfl {};
+  struct sigaction dfl{};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   ::sigaction(SIGTERM, &dfl, nullptr);
@@ -251,11 +251,9 @@ class Child {
   bool wait_exited(Clock::time_point deadline) const {
     if (pidfd_) return poll_until(pidfd_.get(), POLLIN, deadline) != 0;
     // No pidfd: peek with WNOWAIT, backing off from 50 us to 5 ms.
-    for (auto pause = std::chrono::microseconds(50);;
-         pause = std::min(pause * 2, std::chrono::microseconds(5000))) {
+    for (auto pause = std::chrono::microseconds(50);; pause = std::min(pause * 2, std::chrono::microseconds(5000))) {
       siginfo_t info{};
-      const int rc =
-          ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+      const int rc = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
       if (rc == 0 && info.si_pid != 0) return true;
       if (rc < 0 && errno == ECHILD) return true;  // already reaped
       const auto left = remaining(deadline);

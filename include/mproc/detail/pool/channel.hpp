@@ -14,13 +14,13 @@
 // protocol errors, never acted on.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <deque>
-#include <string>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <sys/socket.h>
@@ -83,7 +83,8 @@ class Channel {
 
   // Queues a frame whose payload the caller writes into the returned span.
   std::span<std::byte> put_begin(std::uint16_t type, std::uint64_t id, std::size_t size) {
-    if (size > max_payload) throw ProcessError("mproc: channel frame of " + std::to_string(size) + " bytes exceeds the limit");
+    if (size > max_payload)
+      throw ProcessError("mproc: channel frame of " + std::to_string(size) + " bytes exceeds the limit");
     compact_out();
     out_recent_.note(frame_span(size));
     const FrameHeader h{static_cast<std::uint32_t>(size), type, 0, id};
@@ -95,8 +96,7 @@ class Channel {
 
   // Queues a frame with `payload`, and `fd_to_send` if valid (the fd is
   // closed here once it has been sent).
-  void put(std::uint16_t type, std::uint64_t id, std::span<const std::byte> payload,
-           UniqueFd fd_to_send = {}) {
+  void put(std::uint16_t type, std::uint64_t id, std::span<const std::byte> payload, UniqueFd fd_to_send = {}) {
     auto dst = put_begin(type, id, payload.size());
     if (!payload.empty()) std::memcpy(dst.data(), payload.data(), payload.size());
     if (fd_to_send.valid()) {
@@ -163,9 +163,13 @@ class Channel {
   bool flush_blocking() {
     for (;;) {
       switch (flush()) {
-        case Io::ok: return true;
-        case Io::would_block: poll_until(fd_.get(), POLLOUT, Clock::time_point::max()); break;
-        default: return false;
+        case Io::ok:
+          return true;
+        case Io::would_block:
+          poll_until(fd_.get(), POLLOUT, Clock::time_point::max());
+          break;
+        default:
+          return false;
       }
     }
   }
@@ -228,8 +232,8 @@ class Channel {
     FrameHeader h;
     std::memcpy(&h, in_.data() + in_pos_, sizeof h);
     if (h.size > max_payload || h.nfds > 1)
-      throw ProcessError("mproc: malformed frame from peer process (size " + std::to_string(h.size) +
-                         ", fds " + std::to_string(h.nfds) + ")");
+      throw ProcessError("mproc: malformed frame from peer process (size " + std::to_string(h.size) + ", fds " +
+                         std::to_string(h.nfds) + ")");
     if (in_end_ - in_pos_ < frame_span(h.size)) return false;
     out.header = h;
     out.payload = {in_.data() + in_pos_ + sizeof h, h.size};
@@ -264,12 +268,16 @@ class Channel {
     for (;;) {
       if (next(out)) return true;
       switch (fill()) {
-        case Io::ok: break;
-        case Io::would_block: poll_until(fd_.get(), POLLIN, Clock::time_point::max()); break;
+        case Io::ok:
+          break;
+        case Io::would_block:
+          poll_until(fd_.get(), POLLIN, Clock::time_point::max());
+          break;
         case Io::closed:
           if (next(out)) return true;
           return false;
-        case Io::error: throw ProcessError("mproc: channel receive failed");
+        case Io::error:
+          throw ProcessError("mproc: channel receive failed");
       }
     }
   }

@@ -35,9 +35,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include <mproc/detail/shm/transfer_heap.hpp>
 #include <mproc/detail/pool/worker.hpp>
 #include <mproc/detail/pool/zygote.hpp>
+#include <mproc/detail/shm/transfer_heap.hpp>
 #include <mproc/start_method.hpp>
 
 namespace mproc::detail {
@@ -83,7 +83,7 @@ class ResultMapping {
     const std::optional<std::uint64_t> claimed = read_result_fd_payload(payload);
     if (!fd || !claimed) throw ProcessError("mproc: Pool: malformed large result frame");
     const std::uint64_t size = *claimed;
-    struct stat st {};
+    struct stat st{};
     const int seals = ::fcntl(fd.get(), F_GET_SEALS);
     if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) != size ||
         size == 0 || seals < 0 || (seals & kResultSeals) != kResultSeals)
@@ -128,8 +128,7 @@ class PoolEngine {
     ::pthread_sigmask(SIG_SETMASK, nullptr, &creator_mask);
     StartMethod method = cfg_.method;
     if (method == StartMethod::automatic) {
-      method = thread_count() == 1 || !ForkServer::instance().running() ? StartMethod::fork
-                                                                       : StartMethod::forkserver;
+      method = thread_count() == 1 || !ForkServer::instance().running() ? StartMethod::fork : StartMethod::forkserver;
     }
     if (method == StartMethod::forkserver) {
       ForkServer::instance().start();
@@ -234,7 +233,9 @@ class PoolEngine {
     check_owner();
     {
       std::lock_guard lock(mutex_);
-      if (!closed_) throw ProcessError("mproc: Pool.join() called while the pool is still running (call close() or terminate() first)");
+      if (!closed_)
+        throw ProcessError(
+            "mproc: Pool.join() called while the pool is still running (call close() or terminate() first)");
     }
     join_io();
   }
@@ -302,9 +303,7 @@ class PoolEngine {
     if (io_ && io_->joinable()) io_->join();
   }
 
-  SlotStatus& status(std::size_t index) noexcept {
-    return reinterpret_cast<SlotStatus*>(board_->data())[index];
-  }
+  SlotStatus& status(std::size_t index) noexcept { return reinterpret_cast<SlotStatus*>(board_->data())[index]; }
 
   // ---------------------------------------------------------------- I/O thread
 
@@ -339,8 +338,8 @@ class PoolEngine {
     if (stopping_ || broken_local_) return;
     const bool others = std::any_of(slots_.begin(), slots_.end(), [](const Slot& o) { return alive(o.state); });
     if (!others && s.spawn_failures >= kSpawnAttempts) {
-      break_pool(std::make_exception_ptr(ProcessError(
-          "mproc: Pool: cannot start a worker process (" + why + "); the pool has no worker left and cannot run tasks")));
+      break_pool(std::make_exception_ptr(ProcessError("mproc: Pool: cannot start a worker process (" + why +
+                                                      "); the pool has no worker left and cannot run tasks")));
       return;
     }
     const auto backoff = kSpawnBackoff * (1 << std::min(s.spawn_failures - 1, 4));
@@ -394,8 +393,7 @@ class PoolEngine {
       if (t.sink) t.sink->dispatched();
       if (best->inflight.empty()) best->last_done = t.sent;
       best->inflight.push_back(std::move(t));
-      if (cfg_.maxtasksperchild != 0 && ++best->dispatched >= cfg_.maxtasksperchild)
-        best->state = State::retiring;
+      if (cfg_.maxtasksperchild != 0 && ++best->dispatched >= cfg_.maxtasksperchild) best->state = State::retiring;
     }
   }
 
@@ -521,9 +519,9 @@ class PoolEngine {
       // Workers that keep dying before they are ready (a crashing
       // initializer) would be respawned forever: give up after a few.
       if (never_ready && !stopping_ && ++startup_deaths_ >= 3) {
-        break_pool(std::make_exception_ptr(ProcessError(
-            "mproc: Pool: workers keep dying while starting up (last: " + describe_exitcode(code) +
-            "), in the initializer or before it; the pool cannot run tasks")));
+        break_pool(std::make_exception_ptr(
+            ProcessError("mproc: Pool: workers keep dying while starting up (last: " + describe_exitcode(code) +
+                         "), in the initializer or before it; the pool cannot run tasks")));
       }
       if (!stopping_ && !broken_local_) spawn(i);
       return;
@@ -646,8 +644,7 @@ class PoolEngine {
       }
       if (terminate && !terminating) {
         terminating = true;
-        fail_everything(std::make_exception_ptr(
-            ProcessError("mproc: Pool was terminated before the task finished")));
+        fail_everything(std::make_exception_ptr(ProcessError("mproc: Pool was terminated before the task finished")));
         begin_stop(true);
       }
       if (!stopping_) {
@@ -746,8 +743,7 @@ class PoolEngine {
 
   void template_died() {
     broken_local_ = true;
-    auto reason = std::make_exception_ptr(
-        ProcessError("mproc: Pool: its zygote died, and with it every worker"));
+    auto reason = std::make_exception_ptr(ProcessError("mproc: Pool: its zygote died, and with it every worker"));
     {
       std::lock_guard lock(mutex_);
       if (!broken_) broken_ = reason;

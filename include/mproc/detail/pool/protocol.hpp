@@ -35,11 +35,11 @@
 
 #include <fcntl.h>
 
-#include <mproc/errors.hpp>
-#include <mproc/serialize.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/transfer_heap.hpp>
 #include <mproc/detail/util/demangle.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/serialize.hpp>
 
 namespace mproc::detail {
 

@@ -31,8 +31,7 @@ inline constexpr std::size_t thread_chunks_per_worker = 8;
 // than that are made; at least 1 (also for 0 items). Pure; never throws.
 // With process_chunks_per_worker this is Python's Pool default chunksize.
 // Precondition: workers * chunks_per_worker != 0.
-constexpr std::size_t auto_chunksize(std::size_t items, std::size_t workers,
-                                     std::size_t chunks_per_worker) noexcept {
+constexpr std::size_t auto_chunksize(std::size_t items, std::size_t workers, std::size_t chunks_per_worker) noexcept {
   const std::size_t chunks = workers * chunks_per_worker;
   const std::size_t size = items / chunks + (items % chunks != 0 ? 1 : 0);
   return size != 0 ? size : 1;

@@ -25,17 +25,17 @@
 #include <utility>
 #include <vector>
 
-#include <mproc/serialize.hpp>
-#include <mproc/detail/pool/channel.hpp>
-#include <mproc/detail/pool/protocol.hpp>
-#include <mproc/detail/util/demangle.hpp>
-#include <mproc/detail/util/test_hook.hpp>
-#include <mproc/detail/shm/segment.hpp>
-#include <mproc/detail/os/spawn.hpp>
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <mproc/detail/os/spawn.hpp>
+#include <mproc/detail/pool/channel.hpp>
+#include <mproc/detail/pool/protocol.hpp>
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/util/test_hook.hpp>
+#include <mproc/serialize.hpp>
 
 namespace mproc::detail {
 
@@ -59,8 +59,7 @@ inline void note_task_started() noexcept {
 // Runs `count` calls of the function `fn` (a function pointer's bits, unused
 // for captureless callables), decoding arguments from `args` and appending
 // results to `out`.
-using Trampoline = void (*)(std::uintptr_t fn, Reader& args, std::uint64_t count,
-                            std::vector<std::byte>& out);
+using Trampoline = void (*)(std::uintptr_t fn, Reader& args, std::uint64_t count, std::vector<std::byte>& out);
 
 // ---------------------------------------------------------------- callables
 
@@ -105,10 +104,10 @@ struct unknown_params {
 
 template <class M>
 struct member_params : unknown_params {};
-#define MPROC_DETAIL_MEMBER_PARAMS(QUALS)                        \
-  template <class R, class C, class... P>                        \
+#define MPROC_DETAIL_MEMBER_PARAMS(QUALS)                           \
+  template <class R, class C, class... P>                           \
   struct member_params<R (C::*)(P...) QUALS> : param_list<P...> {}; \
-  template <class R, class C, class... P>                        \
+  template <class R, class C, class... P>                           \
   struct member_params<R (C::*)(P...) QUALS noexcept> : param_list<P...> {};
 MPROC_DETAIL_MEMBER_PARAMS()
 MPROC_DETAIL_MEMBER_PARAMS(const)
@@ -136,10 +135,10 @@ concept shared_object = requires(const T& t) { t.handle(); };
 // std::vector<double> argument reaches a std::span<const double> parameter as
 // a zero-copy view), else In's own value type.
 template <class P, class In>
-using wire_arg_t = std::conditional_t<
-    !shared_object<std::remove_cvref_t<In>> && serializable<std::remove_cvref_t<P>> &&
-        std::is_constructible_v<std::remove_cvref_t<P>, const std::remove_cvref_t<In>&>,
-    std::remove_cvref_t<P>, std::remove_cvref_t<In>>;
+using wire_arg_t =
+    std::conditional_t<!shared_object<std::remove_cvref_t<In>> && serializable<std::remove_cvref_t<P>> &&
+                           std::is_constructible_v<std::remove_cvref_t<P>, const std::remove_cvref_t<In>&>,
+                       std::remove_cvref_t<P>, std::remove_cvref_t<In>>;
 
 template <class F, class In>
 struct single_wire_arg {
@@ -156,8 +155,7 @@ struct tuple_wire_args {
   using type = ArgsTuple;
 };
 template <class F, class... In, std::size_t... I>
-  requires(callable_params<F>::known &&
-           std::tuple_size_v<typename callable_params<F>::tuple> == sizeof...(In))
+  requires(callable_params<F>::known && std::tuple_size_v<typename callable_params<F>::tuple> == sizeof...(In))
 struct tuple_wire_args<F, std::tuple<In...>, std::index_sequence<I...>> {
   using type = std::tuple<wire_arg_t<std::tuple_element_t<I, typename callable_params<F>::tuple>, In>...>;
 };
@@ -200,7 +198,6 @@ void run_item(std::vector<std::byte>& out, Call&& call) {
     write_item_error(out, describe_current_exception());
   }
 }
-
 
 // The trampoline for map/imap (Star = false: one argument per call) and
 // starmap/apply (Star = true: Arg is a tuple of arguments). Results are
@@ -329,7 +326,8 @@ inline bool send_result_fd(Channel& ch, std::uint64_t id, std::span<const std::b
       halfway = true;
       test_point(FaultStep::mid_large_result);
     }
-    const std::size_t piece = std::min<std::size_t>(out.size() - done, done < out.size() / 2 ? out.size() / 2 - done : out.size());
+    const std::size_t piece =
+        std::min<std::size_t>(out.size() - done, done < out.size() / 2 ? out.size() / 2 - done : out.size());
     const ssize_t n = ::pwrite(fd.get(), out.data() + done, piece, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;  // ENOSPC/ENOMEM: tmpfs or memory limit

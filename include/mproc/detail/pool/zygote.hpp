@@ -27,6 +27,7 @@
 #pragma once
 
 #include <atomic>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -37,15 +38,14 @@
 #include <unordered_set>
 #include <vector>
 
-#include <csignal>
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <mproc/detail/pool/channel.hpp>
 #include <mproc/detail/os/spawn.hpp>
+#include <mproc/detail/pool/channel.hpp>
 
 namespace mproc {
 
@@ -56,7 +56,6 @@ namespace detail {
 // the exit code. It must not throw (the zygote exits the worker with
 // worker_exit_internal if it does).
 using WorkerEntry = int (*)(UniqueFd channel, std::uint64_t slot, std::span<const std::byte> config);
-
 
 enum TemplateMsg : std::uint16_t {
   tm_spawn = 1,      // owner -> zygote: fork a worker (fd: worker's channel end); id = slot
@@ -144,7 +143,7 @@ inline UniqueFd watch_owner(pid_t owner, bool owner_is_parent) noexcept {
 // Restores the default SIGCHLD disposition (no handler, no SA_NOCLDWAIT),
 // so that exited children stay waitable and raise SIGCHLD.
 inline void default_sigchld() noexcept {
-  struct sigaction dfl {};
+  struct sigaction dfl{};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   ::sigaction(SIGCHLD, &dfl, nullptr);
@@ -198,7 +197,7 @@ inline void reap_all_children() noexcept {
 // the owner process (invalid: rely on PR_SET_PDEATHSIG). Never returns;
 // never throws (an internal failure kills the workers and exits).
 [[noreturn]] inline void zygote_main(UniqueFd session_fd, UniqueFd owner, WorkerEntry entry,
-                                       std::vector<std::byte> config, sigset_t worker_mask) noexcept {
+                                     std::vector<std::byte> config, sigset_t worker_mask) noexcept {
   std::unordered_set<pid_t> workers;
   auto shutdown = [&](int code) noexcept {
     for (pid_t pid : workers) ::kill(pid, SIGKILL);
@@ -281,8 +280,7 @@ inline void reap_all_children() noexcept {
 // mask its workers run with. Call only while single-threaded, or accept what
 // fork() from a multithreaded process implies (see StartMethod::fork).
 // Throws ProcessError (fork failed, out of descriptors).
-inline std::pair<Child, UniqueFd> fork_zygote(WorkerEntry entry, std::vector<std::byte> config,
-                                                sigset_t worker_mask) {
+inline std::pair<Child, UniqueFd> fork_zygote(WorkerEntry entry, std::vector<std::byte> config, sigset_t worker_mask) {
   auto [owner_end, zygote_end] = socket_pair();
   const pid_t parent = ::getpid();
   const pid_t pid = fork_child("Pool (zygote)", {zygote_end.get()});
@@ -399,8 +397,7 @@ class ForkServer {
         if (!got) ::_exit(0);  // owner gone or broken: zygotes notice through their own channels
         std::int32_t pool_owner = 0;
         WorkerEntry entry = nullptr;
-        if (f.header.type != tm_make_zygote || !f.fd.valid() ||
-            f.payload.size() < sizeof pool_owner + sizeof entry)
+        if (f.header.type != tm_make_zygote || !f.fd.valid() || f.payload.size() < sizeof pool_owner + sizeof entry)
           ::_exit(5);
         std::memcpy(&pool_owner, f.payload.data(), sizeof pool_owner);
         std::memcpy(&entry, f.payload.data() + sizeof pool_owner, sizeof entry);

@@ -119,15 +119,17 @@ constexpr bool assert_serializable() {
     return true;
   } else if constexpr (std::is_reference_v<T>) {
     return cannot_cross_process_boundary<T>::value;
-  } else if constexpr (is_instance_v<U, std::tuple> || is_instance_v<U, std::pair> ||
-                       is_instance_v<U, std::variant>) {
+  } else if constexpr (is_instance_v<U, std::tuple> || is_instance_v<U, std::pair> || is_instance_v<U, std::variant>) {
     if constexpr (all_serializable_v<U>)
       return cannot_cross_process_boundary<U>::value;
     else
       return []<template <class...> class Tm, class... Ts>(std::type_identity<Tm<Ts...>>) {
         return ((serializable<Ts> || assert_serializable<Ts>()) && ...);
       }(std::type_identity<U>{});
-  } else if constexpr (requires { typename U::key_type; typename U::mapped_type; }) {
+  } else if constexpr (requires {
+                         typename U::key_type;
+                         typename U::mapped_type;
+                       }) {
     if constexpr (!serializable<typename U::key_type>)
       return assert_serializable<typename U::key_type>();
     else if constexpr (!serializable<typename U::mapped_type>)
@@ -158,7 +160,9 @@ constexpr bool borrows_input() {
   if constexpr ((std::is_same_v<U, Seen> || ...) || !serializable<U>) {
     return false;
   } else if constexpr (!is_builtin_v<U>) {
-    if constexpr (requires { { serializer<U>::borrows_input } -> std::convertible_to<bool>; })
+    if constexpr (requires {
+                    { serializer<U>::borrows_input } -> std::convertible_to<bool>;
+                  })
       return serializer<U>::borrows_input;
     else if constexpr (requires { serializer<U>::template mproc_borrows_input<U, Seen...>(); })
       return serializer<U>::template mproc_borrows_input<U, Seen...>();

@@ -26,8 +26,8 @@
 #include <type_traits>
 #include <vector>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/util/type_name.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 
@@ -72,8 +72,7 @@ class Writer {
   static constexpr gather_t gather{};
 
   // Appends to `out` after its current contents. Never throws.
-  explicit Writer(std::vector<std::byte>& out) noexcept
-      : mode_(mode::vector), vec_(&out), vec_start_(out.size()) {
+  explicit Writer(std::vector<std::byte>& out) noexcept : mode_(mode::vector), vec_(&out), vec_start_(out.size()) {
     cur_ = end_ = win_ = out.data() + out.size();
   }
   // Writes into `out` from its start; a write beyond its end throws ProcessError.
@@ -83,8 +82,7 @@ class Writer {
   explicit Writer(count_only_t) noexcept : mode_(mode::count) {}
   // Appends small parts to `scratch`; contiguous blocks of at least `threshold`
   // bytes written with write_borrowed() are referenced, not copied.
-  Writer(gather_t, std::vector<std::byte>& scratch,
-         std::size_t threshold = default_gather_threshold) noexcept
+  Writer(gather_t, std::vector<std::byte>& scratch, std::size_t threshold = default_gather_threshold) noexcept
       : mode_(mode::gather),
         vec_(&scratch),
         vec_start_(scratch.size()),
@@ -222,10 +220,9 @@ class Writer {
         flushed_ += n;
         return;
       case mode::span:
-        throw detail::BufferFull("mproc: output buffer too small: " + std::to_string(n) +
-                                 " more bytes at offset " + std::to_string(size()) + " of a " +
-                                 std::to_string(static_cast<std::size_t>(end_ - win_)) +
-                                 "-byte buffer");
+        throw detail::BufferFull("mproc: output buffer too small: " + std::to_string(n) + " more bytes at offset " +
+                                 std::to_string(size()) + " of a " +
+                                 std::to_string(static_cast<std::size_t>(end_ - win_)) + "-byte buffer");
       case mode::gather:
         if (borrowable && n >= borrow_min_) {
           refs_.push_back({size(), static_cast<std::size_t>(cur_ - vec_->data()), p, n});
@@ -352,8 +349,7 @@ class Reader {
     if (pad == 0) return;
     require(pad, what, "alignment padding");
     for (std::size_t i = 0; i < pad; ++i)
-      if (cur_[i] != std::byte{0})
-        fail("non-zero alignment padding before " + detail::readable_type_name(what));
+      if (cur_[i] != std::byte{0}) fail("non-zero alignment padding before " + detail::readable_type_name(what));
     cur_ += pad;
   }
 
@@ -378,8 +374,8 @@ class Reader {
   friend struct detail::reader_access;
 
   [[noreturn]] void fail_truncated(std::size_t n, std::string_view what, std::string_view part) const {
-    std::string msg = "mproc: truncated frame: need " + std::to_string(n) + " bytes for " +
-                      detail::readable_type_name(what);
+    std::string msg =
+        "mproc: truncated frame: need " + std::to_string(n) + " bytes for " + detail::readable_type_name(what);
     if (!part.empty()) msg.append(" ").append(part);
     msg += ", " + std::to_string(remaining()) + " left";
     throw ProcessError(msg);

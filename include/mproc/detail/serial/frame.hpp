@@ -29,8 +29,8 @@
 #include <variant>
 #include <vector>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/util/type_name.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 
@@ -112,8 +112,7 @@ inline frame_header parse_frame_header(std::span<const std::byte> frame) {
   frame_header h{};
   if (frame.size() >= sizeof h.magic) {
     std::memcpy(&h.magic, frame.data(), sizeof h.magic);
-    if (h.magic != frame_magic)
-      throw ProcessError("mproc: not an mproc frame (bad magic " + hex(h.magic) + ")");
+    if (h.magic != frame_magic) throw ProcessError("mproc: not an mproc frame (bad magic " + hex(h.magic) + ")");
   }
   if (frame.size() < frame_header_size)
     throw ProcessError("mproc: truncated frame: need " + std::to_string(frame_header_size) +
@@ -124,13 +123,10 @@ inline frame_header parse_frame_header(std::span<const std::byte> frame) {
   std::memcpy(&h.payload_size, frame.data() + 16, sizeof h.payload_size);
   if (h.version != frame_version)
     throw ProcessError("mproc: unsupported version " + std::to_string(h.version) +
-                       " of the mproc frame format (this build reads version " +
-                       std::to_string(frame_version) + ")");
-  if (h.flags != 0)
-    throw ProcessError("mproc: unsupported mproc frame flags " + hex(h.flags));
+                       " of the mproc frame format (this build reads version " + std::to_string(frame_version) + ")");
+  if (h.flags != 0) throw ProcessError("mproc: unsupported mproc frame flags " + hex(h.flags));
   if (h.payload_size > std::numeric_limits<std::size_t>::max() / 2)
-    throw ProcessError("mproc: corrupted frame: payload size " + std::to_string(h.payload_size) +
-                       " is impossible");
+    throw ProcessError("mproc: corrupted frame: payload size " + std::to_string(h.payload_size) + " is impossible");
   return h;
 }
 
@@ -143,8 +139,8 @@ T decode_frame(std::span<const std::byte> frame) {
   const frame_header h = parse_frame_header(frame);
   if (h.fingerprint != type_fingerprint<U>())
     throw ProcessError("mproc: type mismatch: expected a frame of " + readable_type_name(type_name_v<U>) +
-                       " (fingerprint " + hex(type_fingerprint<U>()) +
-                       "), got a frame of another type (fingerprint " + hex(h.fingerprint) + ")");
+                       " (fingerprint " + hex(type_fingerprint<U>()) + "), got a frame of another type (fingerprint " +
+                       hex(h.fingerprint) + ")");
   const std::size_t available = frame.size() - frame_header_size;
   if (h.payload_size > available)
     throw ProcessError("mproc: truncated frame: the header announces " + std::to_string(h.payload_size) +

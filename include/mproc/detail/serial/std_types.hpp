@@ -32,8 +32,8 @@
 #include <utility>
 #include <variant>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/util/type_name.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc {
 
@@ -51,8 +51,7 @@ inline std::uint64_t read_size(Reader& r, std::string_view type) {
   return n;
 }
 
-[[noreturn]] inline void fail_count(Reader& r, std::string_view type, std::uint64_t n,
-                                    std::size_t element_min) {
+[[noreturn]] inline void fail_count(Reader& r, std::string_view type, std::uint64_t n, std::size_t element_min) {
   r.fail(readable_type_name(type) + " claims " + std::to_string(n) + " elements but only " +
          std::to_string(r.available()) + " bytes remain for them (an element takes at least " +
          std::to_string(element_min) + ")");
@@ -98,8 +97,7 @@ std::pair<const std::byte*, std::size_t> read_block(Reader& r, std::string_view 
   const std::uint64_t n = read_size(r, type);
   r.align(alignof(E), type);
   if (n > r.remaining() / sizeof(E)) {
-    if (n > std::numeric_limits<std::size_t>::max() / sizeof(E))
-      fail_count(r, type, n, sizeof(E));
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(E)) fail_count(r, type, n, sizeof(E));
     r.require(static_cast<std::size_t>(n) * sizeof(E), type, "elements");
   }
   const std::size_t count = static_cast<std::size_t>(n);
@@ -113,9 +111,7 @@ template <class T>
 struct builtin_impl<kind::bitwise, T> : builtin_tag {
   static constexpr bool mproc_bitwise = true;
   static constexpr std::size_t min_size = sizeof(T);
-  static void write(Writer& w, const T& value) {
-    w.write_borrowed(std::as_bytes(std::span<const T, 1>(&value, 1)));
-  }
+  static void write(Writer& w, const T& value) { w.write_borrowed(std::as_bytes(std::span<const T, 1>(&value, 1))); }
   static T read(Reader& r) {
     const std::byte* p = r.read_span(sizeof(T), type_name_v<T>).data();
     if constexpr (std::is_default_constructible_v<T>) {
@@ -189,8 +185,7 @@ struct builtin_impl<kind::variant, T> : builtin_tag {
 
   static void write(Writer& w, const T& value) {
     if (value.valueless_by_exception())
-      throw ProcessError("mproc: cannot serialize a valueless " +
-                         readable_type_name(type_name_v<T>) +
+      throw ProcessError("mproc: cannot serialize a valueless " + readable_type_name(type_name_v<T>) +
                          " (an exception interrupted its last assignment)");
     const auto index = static_cast<std::uint32_t>(value.index());
     w.write_bytes(&index, sizeof index);
@@ -200,8 +195,8 @@ struct builtin_impl<kind::variant, T> : builtin_tag {
     std::uint32_t index;
     r.read_bytes(&index, sizeof index, type_name_v<T>);
     if (index >= alternatives)
-      r.fail(readable_type_name(type_name_v<T>) + " alternative index " + std::to_string(index) +
-             " out of range (" + std::to_string(alternatives) + " alternatives)");
+      r.fail(readable_type_name(type_name_v<T>) + " alternative index " + std::to_string(index) + " out of range (" +
+             std::to_string(alternatives) + " alternatives)");
     return read_alternative(r, index, std::make_index_sequence<alternatives>());
   }
 
@@ -209,9 +204,8 @@ struct builtin_impl<kind::variant, T> : builtin_tag {
   template <std::size_t... I>
   static T read_alternative(Reader& r, std::uint32_t index, std::index_sequence<I...>) {
     using reader_fn = T (*)(Reader&);
-    static constexpr reader_fn readers[] = {[](Reader& rr) -> T {
-      return T(std::in_place_index<I>, rr.read<std::variant_alternative_t<I, T>>());
-    }...};
+    static constexpr reader_fn readers[] = {
+        [](Reader& rr) -> T { return T(std::in_place_index<I>, rr.read<std::variant_alternative_t<I, T>>()); }...};
     return readers[index](r);
   }
 };
@@ -281,8 +275,8 @@ struct builtin_impl<kind::view, T> : builtin_tag {
     const auto [p, n] = read_block<E>(r, type_name_v<T>);
     if (n == 0) return T();
     if (reinterpret_cast<std::uintptr_t>(p) % alignof(E) != 0)
-      throw ProcessError("mproc: cannot view " + readable_type_name(type_name_v<T>) +
-                         " in place: its data is not " + std::to_string(alignof(E)) +
+      throw ProcessError("mproc: cannot view " + readable_type_name(type_name_v<T>) + " in place: its data is not " +
+                         std::to_string(alignof(E)) +
                          "-byte aligned in memory (the frame must start at a 16-byte aligned "
                          "address); load the owning type instead");
     return T(reinterpret_cast<const E*>(p), n);
@@ -387,8 +381,7 @@ struct builtin_impl<kind::associative, T> : builtin_tag {
       } else {
         value.emplace_hint(value.cend(), r.read<K>());
       }
-      if (value.size() == before)
-        r.fail("duplicate key in " + readable_type_name(type_name_v<T>));
+      if (value.size() == before) r.fail("duplicate key in " + readable_type_name(type_name_v<T>));
     }
     return value;
   }

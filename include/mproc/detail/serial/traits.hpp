@@ -67,10 +67,10 @@ inline constexpr bool is_reference_wrapper_v = !std::is_same_v<std::unwrap_refer
 // bitwise: they get their own serializer, or none.
 template <class T>
 inline constexpr bool not_bitwise_class_v =
-    is_instance_v<T, std::optional> || is_instance_v<T, std::variant> ||
-    is_instance_v<T, std::tuple> || is_instance_v<T, std::pair> ||
-    is_instance_v<T, std::basic_string_view> || is_instance_v<T, std::initializer_list> ||
-    is_std_span_v<T> || is_reference_wrapper_v<T> || std::is_same_v<T, std::monostate>;
+    is_instance_v<T, std::optional> || is_instance_v<T, std::variant> || is_instance_v<T, std::tuple> ||
+    is_instance_v<T, std::pair> || is_instance_v<T, std::basic_string_view> ||
+    is_instance_v<T, std::initializer_list> || is_std_span_v<T> || is_reference_wrapper_v<T> ||
+    std::is_same_v<T, std::monostate>;
 
 // T is copied bitwise by its serializer (a built-in one: a user
 // specialization always takes over, even for a trivially copyable T).
@@ -99,13 +99,12 @@ concept sequence_container = requires(C& c, const C& cc) {
 };
 
 template <class C>
-concept contiguous_container =
-    sequence_container<C> && std::contiguous_iterator<typename C::iterator> &&
-    requires(C& c, const C& cc, const typename C::value_type* p) {
-      { cc.data() } -> std::convertible_to<const typename C::value_type*>;
-      c.resize(std::size_t{});
-      c.assign(p, p);
-    };
+concept contiguous_container = sequence_container<C> && std::contiguous_iterator<typename C::iterator> &&
+                               requires(C& c, const C& cc, const typename C::value_type* p) {
+                                 { cc.data() } -> std::convertible_to<const typename C::value_type*>;
+                                 c.resize(std::size_t{});
+                                 c.assign(p, p);
+                               };
 
 template <class C>
 concept associative_container = requires(C& c, const C& cc) {
@@ -120,8 +119,7 @@ concept associative_container = requires(C& c, const C& cc) {
 };
 
 template <class C>
-concept contiguous_bitwise_container =
-    contiguous_container<C> && bitwise<typename C::value_type>;
+concept contiguous_bitwise_container = contiguous_container<C> && bitwise<typename C::value_type>;
 
 template <class C>
 concept map_like = associative_container<C> && requires { typename C::mapped_type; };
@@ -257,13 +255,12 @@ constexpr bool bitwise_safe() {
     return false;
   } else if constexpr (std::is_arithmetic_v<V> || std::is_enum_v<V>) {
     return true;
-  } else if constexpr (is_instance_v<V, std::basic_string_view> || is_std_span_v<V> ||
-                       is_reference_wrapper_v<V> || is_instance_v<V, std::initializer_list>) {
+  } else if constexpr (is_instance_v<V, std::basic_string_view> || is_std_span_v<V> || is_reference_wrapper_v<V> ||
+                       is_instance_v<V, std::initializer_list>) {
     return false;
   } else if constexpr (is_instance_v<V, std::optional> || is_std_array_v<V>) {
     return bitwise_safe<typename V::value_type>();
-  } else if constexpr (is_instance_v<V, std::variant> || is_instance_v<V, std::tuple> ||
-                       is_instance_v<V, std::pair>) {
+  } else if constexpr (is_instance_v<V, std::variant> || is_instance_v<V, std::tuple> || is_instance_v<V, std::pair>) {
     return []<template <class...> class Tm, class... Ts>(std::type_identity<Tm<Ts...>>) {
       return (bitwise_safe<Ts>() && ...);
     }(std::type_identity<V>{});
@@ -295,8 +292,8 @@ enum class kind {
 template <class T>
 constexpr kind kind_of() {
   if constexpr (std::is_reference_v<T> || std::is_pointer_v<T> || std::is_member_pointer_v<T> ||
-                std::is_null_pointer_v<T> || std::is_function_v<T> || std::is_void_v<T> ||
-                std::is_array_v<T> || std::is_const_v<T> || std::is_volatile_v<T>) {
+                std::is_null_pointer_v<T> || std::is_function_v<T> || std::is_void_v<T> || std::is_array_v<T> ||
+                std::is_const_v<T> || std::is_volatile_v<T>) {
     return kind::unsupported;
   } else if constexpr (std::is_same_v<T, bool>) {
     return kind::boolean;

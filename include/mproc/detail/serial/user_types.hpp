@@ -28,9 +28,13 @@ namespace detail {
 template <class T>
 constexpr std::size_t min_size_of() noexcept {
   std::size_t n = 0;
-  if constexpr (requires { { serializer<T>::min_size } -> std::convertible_to<std::size_t>; })
+  if constexpr (requires {
+                  { serializer<T>::min_size } -> std::convertible_to<std::size_t>;
+                })
     n = serializer<T>::min_size;
-  else if constexpr (requires { { serializer<T>::template mproc_min_size<T>() } -> std::convertible_to<std::size_t>; })
+  else if constexpr (requires {
+                       { serializer<T>::template mproc_min_size<T>() } -> std::convertible_to<std::size_t>;
+                     })
     n = serializer<T>::template mproc_min_size<T>();  // MPROC_SERIALIZE: the members' sum
   return n == 0 ? 1 : n;
 }
@@ -42,7 +46,9 @@ template <class T>
 constexpr bool zero_copy_of() noexcept {
   if constexpr (is_builtin_v<T>)
     return true;
-  else if constexpr (requires { { serializer<T>::zero_copy } -> std::convertible_to<bool>; })
+  else if constexpr (requires {
+                       { serializer<T>::zero_copy } -> std::convertible_to<bool>;
+                     })
     return serializer<T>::zero_copy;
   else
     return false;
@@ -55,8 +61,7 @@ constexpr bool zero_copy_of() noexcept {
 // MPROC_SERIALIZE's per-member steps.
 #define MPROC_DETAIL_WRITE_MEMBER(member) w.write(value.member);
 #define MPROC_DETAIL_READ_MEMBER(member) value.member = r.read<decltype(value.member)>();
-#define MPROC_DETAIL_MIN_SIZE_MEMBER(member) \
-  +::mproc::detail::min_size_v<decltype(std::declval<const Self&>().member)>
+#define MPROC_DETAIL_MIN_SIZE_MEMBER(member) +::mproc::detail::min_size_v<decltype(std::declval<const Self&>().member)>
 #define MPROC_DETAIL_BORROWS_MEMBER(member) \
   || ::mproc::detail::borrows_input<decltype(std::declval<const Self&>().member), Self, Seen...>()
 

@@ -8,8 +8,8 @@
 
 #include <string_view>
 
-#include <mproc/serialize.hpp>
 #include <mproc/detail/shm/segment.hpp>
+#include <mproc/serialize.hpp>
 
 namespace mproc::detail {
 

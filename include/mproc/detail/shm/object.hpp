@@ -15,9 +15,9 @@
 #include <string_view>
 #include <utility>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/util/type_name.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::detail {
 
@@ -45,8 +45,8 @@ inline constexpr std::size_t kEmbeddedLockOffset = 64;
 // Writes a header at `where`.
 inline void write_header(std::byte* where, ShmKind kind, std::uint64_t type_hash = 0, std::uint32_t elem_size = 0,
                          std::uint32_t elem_align = 0, std::uint64_t count = 0) noexcept {
-  const ObjectHeader header{ObjectHeader::kMagic, static_cast<std::uint16_t>(kind), 0, type_hash, elem_size,
-                            elem_align, count};
+  const ObjectHeader header{
+      ObjectHeader::kMagic, static_cast<std::uint16_t>(kind), 0, type_hash, elem_size, elem_align, count};
   std::memcpy(where, &header, sizeof header);
 }
 
@@ -128,15 +128,14 @@ inline std::pair<std::shared_ptr<ShmBlock>, ObjectHeader> open_object(const ShmH
   if (h.offset % kArenaMinBlock != 0)
     throw ProcessError("mproc: invalid handle for " + what + ": misaligned offset " + std::to_string(h.offset));
   if (h.length < kObjectStateOffset || h.length < min_length)
-    throw ProcessError("mproc: invalid handle for " + what + ": length " + std::to_string(h.length) +
-                       " is too small");
+    throw ProcessError("mproc: invalid handle for " + what + ": length " + std::to_string(h.length) + " is too small");
   auto block = std::make_shared<ShmBlock>(open_segment(h, what), static_cast<std::size_t>(h.offset),
                                           static_cast<std::size_t>(h.length));
   ObjectHeader header;
   std::memcpy(&header, block->data(), sizeof header);
   if (header.magic != ObjectHeader::kMagic || header.kind != static_cast<std::uint16_t>(kind))
-    throw ProcessError("mproc: invalid handle for " + what + ": no " + what + " at offset " +
-                       std::to_string(h.offset) + " of the segment");
+    throw ProcessError("mproc: invalid handle for " + what + ": no " + what + " at offset " + std::to_string(h.offset) +
+                       " of the segment");
   return {std::move(block), header};
 }
 

@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <string>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/shm/queue_ring.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::detail {
 
@@ -95,7 +95,8 @@ inline void QueueCore::realign_empty(Clock::time_point deadline) {
   s.put_cache = got;
 }
 
-[[noreturn]] inline void QueueCore::corrupt(QueueLock& g, Clock::time_point deadline, std::uint64_t at, const char* why) {
+[[noreturn]] inline void QueueCore::corrupt(QueueLock& g, Clock::time_point deadline, std::uint64_t at,
+                                            const char* why) {
   QueueState& s = *state_;
   bool emptied = false;
   {
@@ -122,10 +123,10 @@ inline void QueueCore::realign_empty(Clock::time_point deadline) {
   fence_after_unlock();
   queue_notify(s.space_seq);
   queue_notify(s.done_seq);
-  throw ProcessError(std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
-                     std::to_string(at & mask_) + "); " +
-                     (emptied ? "the queue's items were discarded"
-                              : "its items could not be discarded: the producers' lock is busy"));
+  throw ProcessError(
+      std::string("mproc: ") + name() + ".get(): corrupted queue (" + why + " at ring offset " +
+      std::to_string(at & mask_) + "); " +
+      (emptied ? "the queue's items were discarded" : "its items could not be discarded: the producers' lock is busy"));
 }
 
 }  // namespace mproc::detail

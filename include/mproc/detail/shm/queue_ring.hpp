@@ -69,7 +69,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/object.hpp>
@@ -78,6 +77,7 @@
 #include <mproc/detail/shm/queue_wait.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::detail {
 
@@ -196,8 +196,9 @@ class QueueCore {
           if (refreshed && may_batch && !has_room(rec, kQueuePutBatch)) {
             may_batch = false;
             g.unlock();
-            queue_wait(s.space_seq, s.putters_waiting, deadline, [] { return true; },
-                       [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
+            queue_wait(
+                s.space_seq, s.putters_waiting, deadline, [] { return true; },
+                [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); });
             continue;
           }
           test_point(QueueStep::put_room_found);
@@ -251,7 +252,8 @@ class QueueCore {
       }
       const auto ready = [&] {
         return s.closed.load(std::memory_order_relaxed) || has_room(rec, 0) ||
-               s.put_count.load(std::memory_order_relaxed) == s.got_count.load(std::memory_order_seq_cst);  // empty: realign
+               s.put_count.load(std::memory_order_relaxed) ==
+                   s.got_count.load(std::memory_order_seq_cst);  // empty: realign
       };
       const auto batch = [&] { return s.closed.load(std::memory_order_relaxed) || has_room(rec, kQueuePutBatch); };
       if (!queue_wait(s.space_seq, s.putters_waiting, deadline, ready, batch)) throw Full();
@@ -473,7 +475,8 @@ class QueueCore {
     }
     if (extra != 0) {
       const std::uint64_t used = s.tail.load(std::memory_order_relaxed) - s.head.load(std::memory_order_seq_cst);
-      const std::uint64_t want = std::max<std::uint64_t>(rec, std::min<std::uint64_t>(rec * (extra + 1), ring_bytes_ / 4));
+      const std::uint64_t want =
+          std::max<std::uint64_t>(rec, std::min<std::uint64_t>(rec * (extra + 1), ring_bytes_ / 4));
       if (used > ring_bytes_ || ring_bytes_ - used < want) return false;
     }
     Slot slot;
@@ -568,7 +571,8 @@ class QueueCore {
   // (or its holder dead); skips the work otherwise.
   void give_back_cold(std::uint64_t h) {
     QueueState& s = *state_;
-    if (s.high_water.load(std::memory_order_relaxed) < hot_bytes_ + kQueueColdSlack) return;  // a peek; re-checked below
+    if (s.high_water.load(std::memory_order_relaxed) < hot_bytes_ + kQueueColdSlack)
+      return;  // a peek; re-checked below
     QueueLock p(s.put_mutex);
     if (!lock_producers(p, Clock::now())) return;
     const std::uint64_t live = s.tail.load(std::memory_order_relaxed) - h;  // live data: [0, live)

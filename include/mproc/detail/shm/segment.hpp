@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -41,16 +42,14 @@
 #include <utility>
 #include <vector>
 
-#include <climits>
-
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <mproc/errors.hpp>
 #include <mproc/detail/os/fd.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::detail {
 
@@ -77,22 +76,38 @@ enum class ShmKind : std::uint16_t {
 
 inline const char* shm_kind_name(ShmKind kind) noexcept {
   switch (kind) {
-    case ShmKind::shared_memory: return "SharedMemory";
-    case ShmKind::lock: return "Lock";
-    case ShmKind::rlock: return "RLock";
-    case ShmKind::semaphore: return "Semaphore";
-    case ShmKind::bounded_semaphore: return "BoundedSemaphore";
-    case ShmKind::event: return "Event";
-    case ShmKind::condition: return "Condition";
-    case ShmKind::barrier: return "Barrier";
-    case ShmKind::value: return "Value";
-    case ShmKind::raw_value: return "RawValue";
-    case ShmKind::array: return "Array";
-    case ShmKind::raw_array: return "RawArray";
-    case ShmKind::queue: return "Queue";
-    case ShmKind::joinable_queue: return "JoinableQueue";
-    case ShmKind::simple_queue: return "SimpleQueue";
-    case ShmKind::none: break;
+    case ShmKind::shared_memory:
+      return "SharedMemory";
+    case ShmKind::lock:
+      return "Lock";
+    case ShmKind::rlock:
+      return "RLock";
+    case ShmKind::semaphore:
+      return "Semaphore";
+    case ShmKind::bounded_semaphore:
+      return "BoundedSemaphore";
+    case ShmKind::event:
+      return "Event";
+    case ShmKind::condition:
+      return "Condition";
+    case ShmKind::barrier:
+      return "Barrier";
+    case ShmKind::value:
+      return "Value";
+    case ShmKind::raw_value:
+      return "RawValue";
+    case ShmKind::array:
+      return "Array";
+    case ShmKind::raw_array:
+      return "RawArray";
+    case ShmKind::queue:
+      return "Queue";
+    case ShmKind::joinable_queue:
+      return "JoinableQueue";
+    case ShmKind::simple_queue:
+      return "SimpleQueue";
+    case ShmKind::none:
+      break;
   }
   return "unknown shared object";
 }
@@ -282,7 +297,7 @@ inline std::shared_ptr<Mapping> create_segment(std::size_t size, const char* lab
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) < 0)
     throw_errno("ftruncate of a shared memory segment to " + std::to_string(size) + " bytes");
   if (::fcntl(fd.get(), F_ADD_SEALS, kSegmentSeals) < 0) throw_errno("sealing a shared memory segment");
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd.get(), &st) < 0) throw_errno("fstat of a shared memory segment");
   const int raw = fd.get();
   auto mapping = map_fd(std::move(fd), size, st, ::getpid(), raw, true, {}, "a shared memory segment");
@@ -364,12 +379,11 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
   const std::string path = "/proc/" + std::to_string(h.pid) + "/fd/" + std::to_string(h.fd);
   // Look before opening: an untrusted handle may name a FIFO, a socket or a
   // device, and opening one can block or have side effects.
-  struct stat st {};
+  struct stat st{};
   if (::stat(path.c_str(), &st) < 0) {
     const int err = errno;
     if (err == ENOENT || err == ESRCH) throw ProcessError(gone);
-    throw_errno("cannot open " + what + " through " + path +
-                    " (the creator must be alive and run as the same user)",
+    throw_errno("cannot open " + what + " through " + path + " (the creator must be alive and run as the same user)",
                 err);
   }
   if (!same_file(st)) throw ProcessError(gone);  // the descriptor now names another file
@@ -380,8 +394,7 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
   if (!fd) {
     const int err = errno;
     if (err == ENOENT || err == ESRCH || err == ENXIO) throw ProcessError(gone);
-    throw_errno("cannot open " + what + " through " + path +
-                    " (the creator must be alive and run as the same user)",
+    throw_errno("cannot open " + what + " through " + path + " (the creator must be alive and run as the same user)",
                 err);
   }
   // Seals first, size second: once the seals are there the size is final.
@@ -389,8 +402,9 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
   if (::fstat(fd.get(), &st) < 0) throw_errno("fstat of " + path);
   if (!S_ISREG(st.st_mode) || !same_file(st)) throw ProcessError(gone);
   if (seals < 0 || (seals & kRequiredSeals) != kRequiredSeals)
-    throw invalid("the segment is not sealed against resizing (not an mproc anonymous segment): "
-                  "refusing to map it, its owner could shrink it under this process");
+    throw invalid(
+        "the segment is not sealed against resizing (not an mproc anonymous segment): "
+        "refusing to map it, its owner could shrink it under this process");
   if (static_cast<std::uint64_t>(st.st_size) != h.segment_size)
     throw invalid("the segment is " + std::to_string(st.st_size) + " bytes, the handle says " +
                   std::to_string(h.segment_size));
@@ -453,10 +467,14 @@ inline std::size_t retained_segment_count() {
 inline std::string normalize_shm_name(std::string_view name) {
   std::string n = (!name.empty() && name.front() == '/') ? std::string(name) : "/" + std::string(name);
   const char* why = nullptr;
-  if (n.size() < 2) why = "it is empty";
-  else if (n.size() > NAME_MAX) why = "it is longer than NAME_MAX";
-  else if (n.find('/', 1) != std::string::npos) why = "it contains '/' after the leading one";
-  else if (n.find('\0') != std::string::npos) why = "it contains a NUL byte";
+  if (n.size() < 2)
+    why = "it is empty";
+  else if (n.size() > NAME_MAX)
+    why = "it is longer than NAME_MAX";
+  else if (n.find('/', 1) != std::string::npos)
+    why = "it contains '/' after the leading one";
+  else if (n.find('\0') != std::string::npos)
+    why = "it contains a NUL byte";
   if (why) throw ProcessError("mproc: invalid SharedMemory name '" + std::string(name) + "': " + why);
   return n;
 }
@@ -482,7 +500,7 @@ inline std::shared_ptr<Mapping> create_named_segment(const std::string& name, st
     if (err == EEXIST) throw ProcessError("mproc: SharedMemory '" + name + "' already exists");
     throw_errno("cannot create SharedMemory '" + name + "'", err);
   }
-  struct stat st {};
+  struct stat st{};
   if (::fchmod(fd.get(), 0600) < 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) < 0 ||
       ::fstat(fd.get(), &st) < 0) {
     const int err = errno;
@@ -513,7 +531,7 @@ inline std::shared_ptr<Mapping> open_named_segment(const std::string& name) {
     if (err == ENOENT) throw ProcessError("mproc: SharedMemory '" + name + "' does not exist");
     throw_errno("cannot open SharedMemory '" + name + "'", err);
   }
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd.get(), &st) < 0) throw_errno("fstat of SharedMemory '" + name + "'");
   if (!S_ISREG(st.st_mode)) throw ProcessError("mproc: SharedMemory '" + name + "' is not a shared memory block");
   if (st.st_size <= 0) throw ProcessError("mproc: SharedMemory '" + name + "' is empty (size 0)");

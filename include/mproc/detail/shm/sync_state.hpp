@@ -156,10 +156,10 @@ inline std::uint32_t thread_stamp(std::uint32_t tid) noexcept {
     const int fd = pidfd_open_thread(tid);
     if (fd >= 0) {
       constexpr long kPidfsMagic = 0x50494446;  // "PIDF"
-      struct statfs fs {};
-      struct stat st {};
-      const bool unique = ::fstatfs(fd, &fs) == 0 && static_cast<long>(fs.f_type) == kPidfsMagic &&
-                          ::fstat(fd, &st) == 0;
+      struct statfs fs{};
+      struct stat st{};
+      const bool unique =
+          ::fstatfs(fd, &fs) == 0 && static_cast<long>(fs.f_type) == kPidfsMagic && ::fstat(fd, &st) == 0;
       ::close(fd);
       if (unique) return (kStampPidfs << 30) | (static_cast<std::uint32_t>(st.st_ino) & kStampValueMask);
     }
@@ -217,7 +217,7 @@ inline bool identity_dead(std::uint64_t id) noexcept {
     // No such tid: dead. Any other failure: ask /proc (a tid that is gone,
     // or a zombie, means the owner died, whoever holds that tid now).
     if (fd < 0) return errno == ESRCH || tid_gone(tid);
-    struct stat st {};
+    struct stat st{};
     bool dead = ::fstat(fd, &st) == 0 && (static_cast<std::uint32_t>(st.st_ino) & kStampValueMask) != value;
     if (!dead) {
       // Readable: the thread exited (or, for a whole process, it is a zombie).
@@ -242,7 +242,8 @@ inline bool identity_dead(std::uint64_t id) noexcept {
     const int err = read_proc_stat(tid, state, start);
     if (err == ENOENT || err == ESRCH) return proc_mounted();
     if (err != 0) return false;
-    return state == 'Z' || state == 'X' || state == 'x' || (static_cast<std::uint32_t>(start) & kStampValueMask) != value;
+    return state == 'Z' || state == 'X' || state == 'x' ||
+           (static_cast<std::uint32_t>(start) & kStampValueMask) != value;
   }
   return tid_gone(tid);
 }
@@ -490,8 +491,7 @@ struct WaiterSlot {
     put(head->list_op_pending, nullptr);
   }
 };
-static_assert(offsetof(WaiterSlot, next) - offsetof(WaiterSlot, alive) == WaiterSlot::kNodeOffset ||
-                  sizeof(void*) != 8,
+static_assert(offsetof(WaiterSlot, next) - offsetof(WaiterSlot, alive) == WaiterSlot::kNodeOffset || sizeof(void*) != 8,
               "WaiterSlot: the robust-list entry must lie 32 bytes after the futex word");
 
 // -------------------------------------------------------------- semaphore
@@ -662,11 +662,16 @@ struct BarrierState {
   // Why the barrier broke, for an error message.
   const char* reason_text() const noexcept {
     switch (reason) {
-      case kTimedOut: return " (a wait timed out)";
-      case kAborted: return " (abort() was called)";
-      case kPartyDied: return " (a party died while waiting)";
-      case kInconsistent: return " (its shared state was inconsistent)";
-      default: return "";
+      case kTimedOut:
+        return " (a wait timed out)";
+      case kAborted:
+        return " (abort() was called)";
+      case kPartyDied:
+        return " (a party died while waiting)";
+      case kInconsistent:
+        return " (its shared state was inconsistent)";
+      default:
+        return "";
     }
   }
 

@@ -108,8 +108,7 @@ class TransferHeap : public std::enable_shared_from_this<TransferHeap> {
 
   void free(const std::shared_ptr<Mapping>& mapping, std::size_t offset, std::size_t size) noexcept {
     std::lock_guard lock(mutex_);
-    auto seg = std::find_if(segments_.begin(), segments_.end(),
-                            [&](const Segment& s) { return s.mapping == mapping; });
+    auto seg = std::find_if(segments_.begin(), segments_.end(), [&](const Segment& s) { return s.mapping == mapping; });
     if (seg == segments_.end()) return;
     auto [it, ok] = seg->free.emplace(offset, size);
     if (!ok) return;

@@ -110,8 +110,8 @@ class ImapProducer {
 template <class View, class Fn, class V, class R>
 class ImapFeeder final : public ImapProducer {
  public:
-  ImapFeeder(ThreadScheduler& scheduler, View view, std::shared_ptr<Fn> f,
-             std::shared_ptr<ThreadImapSink<R>> sink, std::size_t chunksize)
+  ImapFeeder(ThreadScheduler& scheduler, View view, std::shared_ptr<Fn> f, std::shared_ptr<ThreadImapSink<R>> sink,
+             std::size_t chunksize)
       : scheduler_(scheduler),
         view_(std::move(view)),
         it_(std::ranges::begin(view_)),
@@ -127,8 +127,7 @@ class ImapFeeder final : public ImapProducer {
     if (items.empty()) return 0;
     const std::size_t n = items.size();
     if (!scheduler_.push(Task(ImapTask<R, Fn, V>{f_, sink_, std::move(items), first}), true))
-      throw ProcessError(
-          "mproc: ThreadPool.imap: the pool is no longer running (terminated or joined)");
+      throw ProcessError("mproc: ThreadPool.imap: the pool is no longer running (terminated or joined)");
     return n;
   }
 

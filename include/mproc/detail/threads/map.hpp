@@ -102,13 +102,11 @@ class MapInputs {
   }
 
  private:
-  static constexpr bool direct =
-      std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
-  using Store =
-      std::conditional_t<direct, NoMapStore,
-                         std::conditional_t<std::ranges::forward_range<Range>,
-                                            std::vector<std::ranges::iterator_t<Range>>,
-                                            std::vector<std::ranges::range_value_t<Range>>>>;
+  static constexpr bool direct = std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
+  using Store = std::conditional_t<
+      direct, NoMapStore,
+      std::conditional_t<std::ranges::forward_range<Range>, std::vector<std::ranges::iterator_t<Range>>,
+                         std::vector<std::ranges::range_value_t<Range>>>>;
   std::conditional_t<direct, std::ranges::iterator_t<Range>, NoMapStore> first_{};
   Store store_{};
   std::size_t size_ = 0;
@@ -145,13 +143,8 @@ class MapAsyncJob final : public LoopJob {
  public:
   using Out = typename MapOutput<R>::Out;
 
-  MapAsyncJob(std::size_t count, std::size_t grain, Fn fn, std::vector<V> in,
-              std::shared_ptr<ResultState<Out>> st)
-      : LoopJob(count, grain),
-        f_(std::move(fn)),
-        inputs_(std::move(in)),
-        out_(count),
-        state_(std::move(st)) {}
+  MapAsyncJob(std::size_t count, std::size_t grain, Fn fn, std::vector<V> in, std::shared_ptr<ResultState<Out>> st)
+      : LoopJob(count, grain), f_(std::move(fn)), inputs_(std::move(in)), out_(count), state_(std::move(st)) {}
 
   void cancel() noexcept override {
     try {

@@ -51,9 +51,7 @@ class ThreadScheduler final : public WaitHelper {
   // Starts `threads` workers. Throws std::invalid_argument if threads == 0,
   // std::system_error if a thread cannot be started.
   explicit ThreadScheduler(std::size_t threads) {
-    if (threads == 0)
-      throw std::invalid_argument(
-          "mproc: ThreadPool: the number of threads must be at least 1, not 0");
+    if (threads == 0) throw std::invalid_argument("mproc: ThreadPool: the number of threads must be at least 1, not 0");
     workers_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(i));
     try {
@@ -105,14 +103,10 @@ class ThreadScheduler final : public WaitHelper {
         }
       } leave{*this};
       for (;;) {
-        if (pending_.load(std::memory_order_seq_cst) <=
-            inside_waiters_.load(std::memory_order_seq_cst))
-          break;
+        if (pending_.load(std::memory_order_seq_cst) <= inside_waiters_.load(std::memory_order_seq_cst)) break;
         if (help_once(*w)) continue;
         const std::uint32_t seq = done_word_.load(std::memory_order_seq_cst);
-        if (pending_.load(std::memory_order_seq_cst) <=
-            inside_waiters_.load(std::memory_order_seq_cst))
-          break;
+        if (pending_.load(std::memory_order_seq_cst) <= inside_waiters_.load(std::memory_order_seq_cst)) break;
         futex_wait(done_word_, seq, Clock::now() + help_slice);
       }
     } else {
@@ -171,8 +165,7 @@ class ThreadScheduler final : public WaitHelper {
   // called from one of the pool's own tasks.
   void join() {
     if (!closed_.load(std::memory_order_acquire))
-      throw ProcessError(
-          "mproc: ThreadPool::join: the pool is still running; call close() or terminate() first");
+      throw ProcessError("mproc: ThreadPool::join: the pool is still running; call close() or terminate() first");
     if (current_worker() != nullptr)
       throw ProcessError(
           "mproc: ThreadPool::join called from one of the pool's own tasks (it would wait for "
@@ -225,8 +218,7 @@ class ThreadScheduler final : public WaitHelper {
       if (terminated_.load(std::memory_order_acquire)) return 0;
       pending_.fetch_add(static_cast<std::int64_t>(count), std::memory_order_relaxed);
       std::lock_guard lock(w->mutex);
-      for (std::size_t i = 0; i < count; ++i)
-        w->local.push_back(Task(LoopRunner{job}));
+      for (std::size_t i = 0; i < count; ++i) w->local.push_back(Task(LoopRunner{job}));
       w->local_size.store(w->local.size(), std::memory_order_seq_cst);
     } else {
       std::lock_guard lock(inj_mutex_);
@@ -259,8 +251,7 @@ class ThreadScheduler final : public WaitHelper {
       const bool ran = help_once(*w);
       lock.lock();
       if (ran) continue;
-      cv.wait_until(lock, std::min(deadline, Clock::now() + help_slice),
-                    pred);
+      cv.wait_until(lock, std::min(deadline, Clock::now() + help_slice), pred);
     }
   }
 
@@ -436,8 +427,7 @@ class ThreadScheduler final : public WaitHelper {
   void retire(std::int64_t count) {
     if (count == 0) return;
     const std::int64_t left = pending_.fetch_sub(count, std::memory_order_seq_cst) - count;
-    if (waiters_.load(std::memory_order_seq_cst) != 0 &&
-        left <= inside_waiters_.load(std::memory_order_seq_cst)) {
+    if (waiters_.load(std::memory_order_seq_cst) != 0 && left <= inside_waiters_.load(std::memory_order_seq_cst)) {
       done_word_.fetch_add(1, std::memory_order_seq_cst);
       futex_wake(done_word_);
     }
@@ -483,8 +473,7 @@ class ThreadScheduler final : public WaitHelper {
     wake_pending_.store(false, std::memory_order_seq_cst);
     const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    if (!has_work() &&
-        !(closed_.load(std::memory_order_seq_cst) && pending_.load(std::memory_order_seq_cst) == 0))
+    if (!has_work() && !(closed_.load(std::memory_order_seq_cst) && pending_.load(std::memory_order_seq_cst) == 0))
       futex_wait(epoch_, seen, Clock::time_point::max());
     sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     wake_pending_.store(false, std::memory_order_seq_cst);

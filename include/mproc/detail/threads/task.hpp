@@ -23,8 +23,7 @@
 namespace mproc::detail {
 
 // The message of the exception a task dropped by ThreadPool::terminate() reports.
-inline constexpr const char* thread_pool_terminated_message =
-    "mproc: ThreadPool was terminated before the task ran";
+inline constexpr const char* thread_pool_terminated_message = "mproc: ThreadPool was terminated before the task ran";
 
 inline std::exception_ptr thread_pool_terminated_error() {
   return std::make_exception_ptr(ProcessError(thread_pool_terminated_message));
@@ -53,7 +52,8 @@ class Task {
   Task() noexcept = default;
 
   template <class F>
-  requires(!std::is_same_v<std::remove_cvref_t<F>, Task>) explicit Task(F&& f) {
+    requires(!std::is_same_v<std::remove_cvref_t<F>, Task>)
+  explicit Task(F&& f) {
     using Fn = std::decay_t<F>;
     if constexpr (fits<Fn>) {
       ::new (static_cast<void*>(buf_)) Fn(std::forward<F>(f));
@@ -97,8 +97,7 @@ class Task {
 
   template <class Fn>
   static constexpr bool fits =
-      sizeof(Fn) <= inline_size &&
-      alignof(Fn) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<Fn>;
+      sizeof(Fn) <= inline_size && alignof(Fn) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<Fn>;
 
   template <class Fn>
   static Fn* inline_ptr(void* b) noexcept {

@@ -21,8 +21,7 @@ namespace mproc::detail {
 inline std::string demangle(const std::type_info& type) {
 #ifdef MPROC_DETAIL_HAS_CXXABI
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> name(
-      abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+  std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
   if (status == 0 && name) return name.get();
 #endif
   return type.name();
