@@ -520,6 +520,19 @@ TEST_CASE("forkserver: workers do not inherit a lock another thread holds") {
   mp::set_start_method(mp::StartMethod::automatic);
 }
 
+TEST_CASE("Pool(0) and maxtasksperchild(0) are errors, as in Python; not given means cpu_count() and none") {
+  REQUIRE_THROWS_MATCHES(mp::Pool(0), mp::ValueError,
+                         mproc_test::MessageContains("Pool: the number of workers must be at least 1"));
+  REQUIRE_THROWS_MATCHES(mp::Pool(-1), mp::ValueError, mproc_test::MessageContains("(a negative count?)"));
+  REQUIRE_THROWS_MATCHES(mp::PoolOptions().maxtasksperchild(0), mp::ValueError,
+                         mproc_test::MessageContains("maxtasksperchild: must be at least 1, not 0"));
+  mp::Pool def;
+  CHECK(def.size() == static_cast<std::size_t>(mp::cpu_count()));
+  mp::Pool one(std::size_t{1}, mp::PoolOptions().maxtasksperchild(1));
+  CHECK(one.size() == 1);
+  CHECK(one.map(square, iota_vec(4)) == std::vector<int>{0, 1, 4, 9});
+}
+
 TEST_CASE("bad arguments are reported clearly") {
   REQUIRE_THROWS_MATCHES(mp::Pool(-1), mp::ProcessError, mproc_test::MessageContains("at least 1"));
   STATIC_REQUIRE(mp::detail::is_portable_callable_v<int (*)(int)>);

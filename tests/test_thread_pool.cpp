@@ -62,7 +62,9 @@ TEST_CASE("ThreadPool: size, default size, zero threads rejected", "[thread_pool
   CHECK(pool.size() == 3);
   mp::ThreadPool def;
   CHECK(def.size() == static_cast<std::size_t>(mp::cpu_count()));
-  CHECK_THROWS_MATCHES(mp::ThreadPool(0), std::invalid_argument, MessageContains("at least 1"));
+  CHECK_THROWS_MATCHES(mp::ThreadPool(0), mp::ValueError,
+                       MessageContains("ThreadPool: the number of workers must be at least 1, not 0"));
+  CHECK_THROWS_MATCHES(mp::ThreadPool(-2), mp::ValueError, MessageContains("(a negative count?)"));
 }
 
 TEST_CASE("ThreadPool: post + wait runs every task exactly once", "[thread_pool]") {

@@ -35,6 +35,14 @@ class Full : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+// An argument has a value the call cannot take: a pool of 0 workers,
+// maxtasksperchild(0), a Barrier of 0 parties (Python: ValueError). Thrown
+// before anything is created.
+class ValueError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
 // A timed wait expired (Python: multiprocessing.TimeoutError).
 class TimeoutError : public ProcessError {
  public:

@@ -63,10 +63,11 @@ class ThreadImapResult;
 // ThreadImapResult) must not be waited on after it is destroyed.
 class ThreadPool final {
  public:
-  // Starts `threads` workers (default: cpu_count()). Throws
-  // std::invalid_argument if threads == 0, std::system_error if a thread
-  // cannot be started.
-  explicit ThreadPool(std::size_t threads = static_cast<std::size_t>(cpu_count())) : scheduler_(threads) {}
+  // Starts `threads` workers (not given: cpu_count()). Throws ValueError for
+  // 0 threads (or a count that is not a size, e.g. a negative int),
+  // std::system_error if a thread cannot be started.
+  explicit ThreadPool(std::optional<std::size_t> threads = std::nullopt)
+      : scheduler_(detail::worker_count(threads, "ThreadPool")) {}
 
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

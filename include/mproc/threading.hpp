@@ -217,13 +217,13 @@ class Event {
 // A rendezvous of `parties` threads (Python: threading.Barrier). Thread-safe.
 class Barrier {
  public:
-  // A barrier for `parties` threads (>= 1; else std::invalid_argument).
+  // A barrier for `parties` threads. Throws ValueError for 0 parties.
   // `action`, if given, runs in one of the threads when all have arrived,
   // before any is released; if it throws, the barrier breaks and wait()
   // rethrows in that thread.
   explicit Barrier(std::size_t parties, std::function<void()> action = {})
       : parties_(parties), action_(std::move(action)) {
-    if (parties == 0) throw std::invalid_argument("mproc: threading::Barrier: parties must be at least 1");
+    if (parties == 0) throw ValueError("mproc: threading::Barrier: parties must be at least 1, not 0");
   }
   Barrier(const Barrier&) = delete;
   Barrier& operator=(const Barrier&) = delete;

@@ -10,8 +10,28 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include <mproc/errors.hpp>
+#include <mproc/system.hpp>
 
 namespace mproc::detail {
+
+// How many workers a pool of `requested` workers starts: cpu_count() when
+// not given (Python: processes=None). Throws ValueError naming `who` for 0,
+// and for a count above what a pool can hold (e.g. a negative int converted).
+inline std::size_t worker_count(std::optional<std::size_t> requested, const char* who) {
+  if (!requested) return static_cast<std::size_t>(cpu_count());
+  constexpr std::size_t most = static_cast<std::size_t>(std::numeric_limits<int>::max());
+  if (*requested == 0 || *requested > most)
+    throw ValueError(std::string("mproc: ") + who + ": the number of workers must be at least 1" +
+                     (*requested == 0 ? "" : " and at most " + std::to_string(most)) + ", not " +
+                     (*requested > most ? std::to_string(static_cast<long long>(*requested)) + " (a negative count?)"
+                                        : std::to_string(*requested)));
+  return *requested;
+}
 
 // Chunks per worker of a process pool's map (Pool, mpi::Pool): Python's
 // `chunksize, extra = divmod(len, processes * 4); if extra: chunksize += 1`.

@@ -48,10 +48,9 @@ namespace mproc::detail {
 // its users see. Neither copyable nor movable (the workers point to it).
 class ThreadScheduler final : public WaitHelper {
  public:
-  // Starts `threads` workers. Throws std::invalid_argument if threads == 0,
+  // Starts `threads` workers (>= 1: ThreadPool checks it). Throws
   // std::system_error if a thread cannot be started.
   explicit ThreadScheduler(std::size_t threads) {
-    if (threads == 0) throw std::invalid_argument("mproc: ThreadPool: the number of threads must be at least 1, not 0");
     workers_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(i));
     try {

@@ -1,0 +1,116 @@
+// mproc/detail/pool/submit.hpp — what Pool checks and encodes before a task
+// leaves the parent: the compile-time rules on task functions, arguments and
+// results, the wire type of a map's inputs, and one chunk of inputs encoded
+// as a task (through protocol.hpp's encode_task). Layer detail/pool, on top
+// of the engine (PoolTask) and the worker (task_trampoline); used by
+// pool.hpp and mpi.hpp.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <ranges>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <mproc/detail/pool/engine.hpp>
+#include <mproc/detail/pool/worker.hpp>
+#include <mproc/serialize.hpp>
+
+namespace mproc::detail {
+
+template <class F>
+constexpr void check_pool_callable() {
+  static_assert(is_portable_callable_v<F>,
+                "mproc::Pool: the task function must be a function pointer or a captureless lambda, "
+                "because it runs in another process. A capturing lambda or a stateful function object "
+                "cannot cross: pass the state as a task argument (pool.apply(f, state, x), "
+                "pool.starmap(f, pairs)), or load it once per worker with PoolOptions::initializer.");
+}
+
+// Return type of calling F on a decoded Arg (a tuple of arguments when Star).
+template <class F, class Arg, bool Star>
+struct pool_result {
+  using type = std::remove_cvref_t<decltype(call_with(std::declval<F&>(), std::declval<Arg&>()))>;
+};
+template <class F, class Arg>
+struct pool_result<F, Arg, true> {
+  using type = std::remove_cvref_t<decltype(apply_with(std::declval<F&>(), std::declval<Arg&>()))>;
+};
+template <class F, class Arg, bool Star>
+using pool_result_t = typename pool_result<F, Arg, Star>::type;
+
+template <class R>
+constexpr void check_pool_result() {
+  static_assert(std::is_void_v<R> || serializable<R>,
+                "mproc::Pool: the task function's return type cannot cross a process boundary; "
+                "return a serializable type or specialize mproc::serializer<T> (see serialize.hpp).");
+  static_assert(check_owning_decodable<R, decode_site::pool_result>());  // no views into the worker
+}
+
+template <class Arg>
+constexpr void check_pool_argument() {
+  static_assert(serializable<Arg>,
+                "mproc::Pool: a task argument's type cannot cross a process boundary; pass a "
+                "serializable type or specialize mproc::serializer<T> (see serialize.hpp).");
+}
+
+// The address of the trampoline that runs F on Arg in a worker.
+template <class F, class Arg, bool Star>
+std::uint64_t trampoline_bits() noexcept {
+  return reinterpret_cast<std::uint64_t>(&task_trampoline<F, Arg, Star>);
+}
+
+// Encodes the next `n` inputs from `it` as one task.
+template <class F, class Arg, bool Star, class It>
+PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
+                      std::size_t chunk) {
+  PoolTask t;
+  t.count = n;
+  t.sink = std::move(sink);
+  t.chunk = chunk;
+  std::size_t size = 0;
+  if constexpr (std::forward_iterator<It>) {
+    Writer counter(Writer::count_only);
+    It probe = it;
+    for (std::size_t k = 0; k < n; ++k, ++probe) write_as<Arg>(counter, *probe);
+    size = counter.size();
+  }
+  encode_task(t.payload, t.args, heap, trampoline_bits<F, Arg, Star>(), callable_bits(f), size,
+              [&](Writer& w) -> std::uint64_t {
+                for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+                return n;
+              });
+  return t;
+}
+
+// The type a map's input travels as: the decoded parameter of F (Star: the
+// tuple of F's parameters).
+template <bool Star, class F, class Range>
+auto wire_type() {
+  using In = std::ranges::range_value_t<Range>;
+  if constexpr (Star) {
+    return std::type_identity<typename tuple_wire_args<F, std::remove_cvref_t<In>>::type>{};
+  } else {
+    return std::type_identity<typename single_wire_arg<F, In>::type>{};
+  }
+}
+
+// `inputs` itself if its size is known without consuming it, else its
+// elements moved into a vector (map needs the count to cut chunks).
+template <class Range>
+decltype(auto) sized(Range&& inputs) {
+  if constexpr (std::ranges::sized_range<Range> && std::ranges::forward_range<Range>) {
+    return std::forward<Range>(inputs);
+  } else {
+    using V = std::ranges::range_value_t<Range>;
+    std::vector<V> all;
+    for (auto&& x : inputs) all.push_back(std::forward<decltype(x)>(x));
+    return all;
+  }
+}
+
+}  // namespace mproc::detail
