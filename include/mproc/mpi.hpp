@@ -1,4 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
+// mproc/mpi.hpp — mproc::mpi::Pool, the pool over the ranks of an MPI job.
+//
+// Public API, optional (the umbrella mproc.hpp never includes it). Built on
+// detail/mpi/ (transport, client, serving loop, encoders) and the core's
+// serialization, task traits and result types (pool.hpp, async_result.hpp).
 // SPDX-License-Identifier: MIT
 //
 // mproc::mpi — the same Pool over the ranks of an MPI job (Python:
@@ -41,21 +45,22 @@
 // once, with a message.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
+#include <exception>
 #include <iterator>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <ranges>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include <mproc/detail/mpi/base.hpp>
@@ -175,7 +180,8 @@ class Environment {
 //
 // A task argument of type Shared<T> travels as its id; on the serving rank
 // it refers to that rank's copy. Valid in tasks of the pool that made it,
-// until that pool is joined. Copies share the value. Read-only.
+// until that pool is joined. Copies share the value. Read-only. (Its
+// serializer: detail/mpi/broadcast.hpp.)
 template <class T>
 class Shared {
  public:
@@ -541,28 +547,9 @@ class Pool {
     c.check_accepting();
     if (chunksize == 0) chunksize = 1;
 
-    auto view = std::views::all(std::forward<Range>(inputs));
-    using View = decltype(view);
-    struct Source {
-      View view;
-      std::ranges::iterator_t<View> it;
-      std::size_t chunk = 0;
-    };
-    auto source = std::make_shared<Source>(Source{std::move(view), {}, 0});
-    source->it = std::ranges::begin(source->view);
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
-    const detail::CodeRef fn = detail::function_ref(f);
-    std::shared_ptr<detail::Client> client = client_;
-    auto produce = [client, source, fn, chunksize,
-                    weak = std::weak_ptr<detail::ImapSink<R>>(sink)](detail::ImapSink<R>& s) -> bool {
-      detail::OutTask t = detail::encode_imap_chunk<F, Arg>(fn, source->view, source->it, chunksize);
-      if (t.count == 0) return false;
-      t.chunk = source->chunk++;
-      t.sink = weak.lock();
-      s.submitted(t.chunk, static_cast<std::size_t>(t.count));
-      client->submit(std::move(t));
-      return true;
-    };
+    auto produce = detail::imap_producer<F, Arg>(client_, std::views::all(std::forward<Range>(inputs)),
+                                                 detail::function_ref(f), chunksize, sink);
     return ImapResult<R>(client_, sink, std::move(produce),
                          mproc::detail::imap_window(static_cast<std::size_t>(size()), chunksize));
   }
@@ -574,25 +561,3 @@ class Pool {
 };
 
 }  // namespace mproc::mpi
-
-// Shared<T> travels as its id and T's fingerprint; it is read back as this
-// rank's copy of the value. Throws ProcessError if this rank has no value
-// for the id (it belongs to a pool that is not open here) or its type differs.
-template <class T>
-struct mproc::serializer<mproc::mpi::Shared<T>> {
-  static constexpr std::size_t min_size = 16;
-  static void write(mproc::Writer& w, const mproc::mpi::Shared<T>& s) {
-    if (!s) throw mproc::ProcessError("mproc::mpi::Shared: an empty handle cannot be a task argument");
-    w.write(s.id_);
-    w.write(mproc::type_fingerprint<T>());
-  }
-  static mproc::mpi::Shared<T> read(mproc::Reader& r) {
-    const auto id = r.read<std::uint64_t>();
-    const auto fingerprint = r.read<std::uint64_t>();
-    if (fingerprint != mproc::type_fingerprint<T>())
-      throw mproc::ProcessError("mproc::mpi::Shared: a handle of another type where Shared<" +
-                                mproc::detail::readable_type_name(mproc::detail::type_name_v<T>) + "> was expected");
-    auto value = mproc::detail::mpi::SharedStore::instance().get(id, fingerprint, mproc::detail::type_name_v<T>);
-    return mproc::mpi::Shared<T>(id, std::static_pointer_cast<const T>(std::move(value)));
-  }
-};

@@ -2,8 +2,9 @@
 // rank: their message, their decoder record, and each rank's store of them.
 //
 // Layer detail/mpi, over the message format (base.hpp), the program image's
-// code references (image.hpp) and the core's serialization. Used by mpi.hpp
-// (Pool::broadcast encodes here; Shared<T>'s serializer reads the store) and
+// code references (image.hpp) and the core's serialization. Also the
+// serializer of the public handle mproc::mpi::Shared<T> (mpi.hpp), which
+// reads the store. Used by mpi.hpp (Pool::broadcast encodes here) and
 // by the serving loop (server.hpp, which decodes broadcast messages into
 // the store).
 // SPDX-License-Identifier: MIT
@@ -135,3 +136,30 @@ std::vector<std::byte> encode_broadcast(std::uint64_t id, const T& value) {
 }
 
 }  // namespace mproc::detail::mpi
+
+namespace mproc::mpi {
+template <class T>
+class Shared;
+}  // namespace mproc::mpi
+
+// Shared<T> travels as its id and T's fingerprint; it is read back as this
+// rank's copy of the value. Throws ProcessError if this rank has no value
+// for the id (it belongs to a pool that is not open here) or its type differs.
+template <class T>
+struct mproc::serializer<mproc::mpi::Shared<T>> {
+  static constexpr std::size_t min_size = 16;
+  static void write(mproc::Writer& w, const mproc::mpi::Shared<T>& s) {
+    if (!s) throw mproc::ProcessError("mproc::mpi::Shared: an empty handle cannot be a task argument");
+    w.write(s.id_);
+    w.write(mproc::type_fingerprint<T>());
+  }
+  static mproc::mpi::Shared<T> read(mproc::Reader& r) {
+    const auto id = r.read<std::uint64_t>();
+    const auto fingerprint = r.read<std::uint64_t>();
+    if (fingerprint != mproc::type_fingerprint<T>())
+      throw mproc::ProcessError("mproc::mpi::Shared: a handle of another type where Shared<" +
+                                mproc::detail::readable_type_name(mproc::detail::type_name_v<T>) + "> was expected");
+    auto value = mproc::detail::mpi::SharedStore::instance().get(id, fingerprint, mproc::detail::type_name_v<T>);
+    return mproc::mpi::Shared<T>(id, std::static_pointer_cast<const T>(std::move(value)));
+  }
+};

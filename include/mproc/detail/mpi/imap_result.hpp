@@ -2,7 +2,8 @@
 // results of mpi::Pool::imap and imap_unordered.
 //
 // Layer detail/mpi (a public type, named mproc::mpi::ImapResult, that only
-// Pool creates), over the client (client.hpp: drive_until) and the core's
+// Pool creates) and its task producer, over the client (client.hpp:
+// submit, drive_until), the task encoder (encode.hpp) and the core's
 // imap pieces: LazyResults (the input range and next(),
 // detail/pool/lazy_results.hpp) and ImapSink (pool.hpp). Used by mpi.hpp.
 // SPDX-License-Identifier: MIT
@@ -13,10 +14,42 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <utility>
 
 #include <mproc/detail/mpi/base.hpp>
 #include <mproc/detail/mpi/client.hpp>
+#include <mproc/detail/mpi/encode.hpp>
+
+namespace mproc::detail::mpi {
+
+// The producer of an imap's tasks over `view`: each call encodes the next
+// chunk of at most `chunksize` inputs as wire type Arg, registers it with
+// the sink it is given and submits it to `client`; false when no input is
+// left. Copyable (it shares its position in `view`).
+template <class F, class Arg, class R, class View>
+auto imap_producer(std::shared_ptr<Client> client, View view, const CodeRef& fn, std::size_t chunksize,
+                   const std::shared_ptr<ImapSink<R>>& sink) {
+  struct Source {
+    View view;
+    std::ranges::iterator_t<View> it;
+    std::size_t chunk = 0;
+  };
+  auto source = std::make_shared<Source>(Source{std::move(view), {}, 0});
+  source->it = std::ranges::begin(source->view);
+  return [client = std::move(client), source, fn, chunksize,
+          weak = std::weak_ptr<ImapSink<R>>(sink)](ImapSink<R>& s) -> bool {
+    OutTask t = encode_imap_chunk<F, Arg>(fn, source->view, source->it, chunksize);
+    if (t.count == 0) return false;
+    t.chunk = source->chunk++;
+    t.sink = weak.lock();
+    s.submitted(t.chunk, static_cast<std::size_t>(t.count));
+    client->submit(std::move(t));
+    return true;
+  };
+}
+
+}  // namespace mproc::detail::mpi
 
 namespace mproc::mpi {
 
