@@ -1,4 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
+// mproc/mpi.hpp — mproc::mpi::Pool, the pool over the ranks of an MPI job.
+//
+// Public API, optional (the umbrella mproc.hpp never includes it). Built on
+// detail/mpi/ (transport, client, serving loop, encoders) and the core's
+// serialization, task traits and result types (pool.hpp, async_result.hpp).
 // SPDX-License-Identifier: MIT
 //
 // mproc::mpi — the same Pool over the ranks of an MPI job (Python:
@@ -41,226 +45,45 @@
 // once, with a message.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
+#include <exception>
 #include <iterator>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <ranges>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include <mproc/detail/mpi/base.hpp>
+#include <mproc/detail/mpi/broadcast.hpp>
 #include <mproc/detail/mpi/client.hpp>
+#include <mproc/detail/mpi/encode.hpp>
 #include <mproc/detail/mpi/image.hpp>
+#include <mproc/detail/mpi/imap_result.hpp>
+#include <mproc/detail/mpi/init.hpp>
+#include <mproc/detail/mpi/inputs.hpp>
 #include <mproc/detail/mpi/server.hpp>
 
 namespace mproc::mpi {
 
 namespace detail {
 
+// mproc::mpi::detail is a lookup bridge only: `detail::X` in this file names
+// the core's internals (mproc::detail) and the MPI ones (mproc::detail::mpi).
 using namespace mproc::detail;
 using namespace mproc::detail::mpi;
-
-// Whether T is, or contains, a process-shared object (its serializer sends
-// a handle to memory of this machine).
-template <class T, class = void>
-struct holds_shared_object : std::bool_constant<mproc::detail::shared_object<T>> {};
-template <class T>
-inline constexpr bool holds_shared_object_v = holds_shared_object<std::remove_cvref_t<T>>::value;
-template <class... E>
-struct holds_shared_object<std::tuple<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
-template <class A, class B>
-struct holds_shared_object<std::pair<A, B>> : std::bool_constant<holds_shared_object_v<A> || holds_shared_object_v<B>> {
-};
-template <class T>
-struct holds_shared_object<std::optional<T>> : std::bool_constant<holds_shared_object_v<T>> {};
-template <class... E>
-struct holds_shared_object<std::variant<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
-template <class T>
-struct holds_shared_object<T, std::enable_if_t<std::ranges::range<T> && !mproc::detail::shared_object<T> &&
-                                               !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<T>>, T>>>
-    : std::bool_constant<holds_shared_object_v<std::ranges::range_value_t<T>>> {};
-
-template <class Arg>
-constexpr void check_mpi_argument() {
-  static_assert(!holds_shared_object_v<Arg>,
-                "mproc::mpi::Pool: a task argument is (or contains) a process-shared object (mp::Array, mp::Value, "
-                "mp::SharedMemory, a lock or a queue): its memory exists on this machine only. Pass the contents "
-                "by value (std::vector, std::span), or send large read-only data once with pool.broadcast().");
-}
-
-template <class R>
-constexpr void check_mpi_result() {
-  static_assert(!holds_shared_object_v<R>,
-                "mproc::mpi::Pool: the task function returns a process-shared object (mp::Array, mp::Value, ...), "
-                "whose memory exists on its own machine only; return the contents by value.");
-}
-
-// The type each input travels as (as mproc::Pool decides it).
-template <bool Star, class F, class Range>
-auto wire_type() {
-  using In = std::ranges::range_value_t<Range>;
-  if constexpr (Star) {
-    return std::type_identity<typename tuple_wire_args<F, std::remove_cvref_t<In>>::type>{};
-  } else {
-    return std::type_identity<typename single_wire_arg<F, In>::type>{};
-  }
-}
-
-// The inputs as a sized forward range (a copy when they are not one).
-template <class Range>
-decltype(auto) sized(Range&& inputs) {
-  if constexpr (std::ranges::sized_range<Range> && std::ranges::forward_range<Range>) {
-    return std::forward<Range>(inputs);
-  } else {
-    std::vector<std::ranges::range_value_t<Range>> all;
-    for (auto&& x : inputs) all.push_back(std::forward<decltype(x)>(x));
-    return all;
-  }
-}
-
-// A task message: header, TaskRef, then the arguments `write(w)` writes
-// (`size`: their encoded size if known, to reserve once).
-template <class F, class Arg, bool Star, class Write>
-std::vector<std::byte> encode_task(const CodeRef& fn, std::uint64_t count, std::size_t size, Write&& write) {
-  auto msg = new_message(Kind::task, 0, sizeof(TaskRef) + size);
-  const TaskRef ref{task_code_ref<F, Arg, Star>(), task_code<F, Arg, Star>.check, fn, count};
-  const auto* p = reinterpret_cast<const std::byte*>(&ref);
-  msg.insert(msg.end(), p, p + sizeof ref);
-  {
-    Writer w(msg);
-    write(w);
-  }
-  seal_message(msg);
-  return msg;
-}
-
-// Writes input `in` as wire type Arg; without a converted temporary when
-// `in` already encodes as Arg does (a std::vector<double> for a
-// std::span<const double> parameter: they share a fingerprint and an
-// encoding), so a gather writer can refer to its data in place.
-template <class Arg, class In>
-void write_input(Writer& w, const In& in) {
-  using I = std::remove_cvref_t<In>;
-  if constexpr (std::is_same_v<I, Arg>) {
-    w.write(in);
-  } else if constexpr (serializable<I> && type_fingerprint<I>() == type_fingerprint<Arg>()) {
-    w.write(in);
-  } else {
-    w.write(Arg(in));
-  }
-}
-
-// Whether the encoding of consecutive inputs from `It` as Arg is their
-// memory itself: contiguous inputs of a type copied bitwise (int, double,
-// trivially copyable structs), written back to back without padding.
-template <class Arg, class It>
-constexpr bool contiguous_bitwise_inputs() {
-  if constexpr (std::contiguous_iterator<It>) {
-    return std::is_same_v<std::iter_value_t<It>, Arg> && mproc::detail::bitwise<Arg>;
-  } else {
-    return false;
-  }
-}
-
-// The next `n` inputs from `it` as one task, referring to the inputs' large
-// contiguous blocks in place instead of copying them (a gathered message),
-// when `it` yields lvalues, the task has such blocks and fits in one MPI
-// message; a plain (copied) message otherwise. The caller keeps the inputs
-// alive and unchanged until `borrowing` is back to 0.
-template <class F, class Arg, bool Star, class It>
-OutTask encode_chunk_in_place(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
-                              std::size_t chunk, const std::shared_ptr<std::atomic<std::size_t>>& borrowing) {
-  static_assert(std::is_lvalue_reference_v<std::iter_reference_t<It>>);
-  OutTask t;
-  t.count = n;
-  t.sink = std::move(sink);
-  t.chunk = chunk;
-  t.msg = new_message(Kind::task, 0, sizeof(TaskRef) + 1024);
-  const TaskRef ref{task_code_ref<F, Arg, Star>(), task_code<F, Arg, Star>.check, fn, n};
-  const auto* p = reinterpret_cast<const std::byte*>(&ref);
-  t.msg.insert(t.msg.end(), p, p + sizeof ref);
-  const std::size_t head = t.msg.size();
-  std::size_t total = head;
-  if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
-    // The calls' arguments are the inputs' own bytes, one after the other.
-    const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
-    it += static_cast<std::iter_difference_t<It>>(n);
-    total += bytes.size();
-    // Small: one copy costs less than describing the pieces to MPI.
-    if (bytes.size() >= default_gather_threshold && total <= max_message_bytes()) {
-      t.pieces = {std::span<const std::byte>(t.msg.data(), head), bytes};
-      t.borrowing = borrowing;
-    } else {
-      t.msg.insert(t.msg.end(), bytes.begin(), bytes.end());
-    }
-    std::memcpy(t.msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
-    return t;
-  }
-  std::vector<std::byte> flat;
-  {
-    Writer w(Writer::gather, t.msg);  // (refers to t.msg until its end)
-    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
-    w.finish();
-    total += w.size();
-    if (w.piece_count() > 1 && total <= max_message_bytes()) {
-      t.pieces.emplace_back(t.msg.data(), head);
-      w.for_each_piece([&](std::span<const std::byte> piece) { t.pieces.push_back(piece); });
-    } else if (w.piece_count() > 1) {
-      // Too large for one message: copy it into a plain one (sent in parts).
-      flat.reserve(total);
-      flat.insert(flat.end(), t.msg.begin(), t.msg.begin() + static_cast<std::ptrdiff_t>(head));
-      w.for_each_piece([&](std::span<const std::byte> piece) { flat.insert(flat.end(), piece.begin(), piece.end()); });
-    }
-  }
-  if (!flat.empty()) t.msg = std::move(flat);
-  std::memcpy(t.msg.data() + offsetof(MsgHeader, total), &total, sizeof total);
-  if (!t.pieces.empty()) t.borrowing = borrowing;
-  return t;
-}
-
-// The next `n` inputs from `it` as one task.
-template <class F, class Arg, bool Star, class It>
-OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<TaskSink> sink, std::size_t chunk) {
-  OutTask t;
-  t.count = n;
-  t.sink = std::move(sink);
-  t.chunk = chunk;
-  if constexpr (contiguous_bitwise_inputs<Arg, It>()) {
-    const auto bytes = std::as_bytes(std::span(std::to_address(it), n));
-    it += static_cast<std::iter_difference_t<It>>(n);
-    t.msg =
-        encode_task<F, Arg, Star>(fn, n, bytes.size(), [&](Writer& w) { w.write_bytes(bytes.data(), bytes.size()); });
-    return t;
-  }
-  std::size_t size = 0;
-  if constexpr (std::forward_iterator<It>) {
-    Writer counter(Writer::count_only);
-    It probe = it;
-    for (std::size_t k = 0; k < n; ++k, ++probe) write_input<Arg>(counter, *probe);
-    size = counter.size();
-  }
-  t.msg = encode_task<F, Arg, Star>(fn, n, size, [&](Writer& w) {
-    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
-  });
-  return t;
-}
-
-// Initializes MPI if nobody has (MPI_THREAD_MULTIPLE; finalized at exit),
-// and checks the thread level. Throws ProcessError.
-void ensure_initialized();
-
-// Terminates and joins a pool left open in this process (see below).
-void shut_down_open_client() noexcept;
+// The MPI encoders, not the process pool's of the same names in mproc::detail.
+using mproc::detail::mpi::encode_chunk;
+using mproc::detail::mpi::encode_task;
 
 }  // namespace detail
 
@@ -348,81 +171,6 @@ class Environment {
   bool owner_ = false;
 };
 
-namespace detail {
-
-inline void ensure_initialized() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized)
-    throw ProcessError("mproc::mpi: MPI was already finalized in this process; a pool cannot be created any more");
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized) {
-    int provided = 0;
-    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
-    // Nobody else will finalize it: do it when the program exits (after
-    // stopping a pool left open, whose serving ranks would wait for ever).
-    std::atexit([] {
-      int done = 0;
-      MPI_Finalized(&done);
-      if (done) return;
-      shut_down_open_client();
-      MPI_Finalize();
-    });
-  }
-  int level = MPI_THREAD_SINGLE;
-  check(MPI_Query_thread(&level), "MPI_Query_thread");
-  if (level < MPI_THREAD_MULTIPLE) {
-    const char* names[] = {"MPI_THREAD_SINGLE", "MPI_THREAD_FUNNELED", "MPI_THREAD_SERIALIZED"};
-    const char* name = level >= 0 && level < 3 ? names[level] : "an unknown level";
-    throw ProcessError(std::string("mproc::mpi: MPI provides ") + name +
-                       "; mproc::mpi needs MPI_THREAD_MULTIPLE (the pool's progress thread makes MPI calls). "
-                       "Initialize MPI with MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) or "
-                       "mproc::mpi::Environment, with an MPI library built with thread support");
-  }
-}
-
-// The pool whose client side is open in this process, if any (at most one:
-// serving ranks serve one pool at a time).
-struct OpenClient {
-  std::mutex mutex;
-  std::weak_ptr<Client> client;
-};
-inline OpenClient& open_client() {
-  static OpenClient* open = new OpenClient;  // never destroyed: used by exit handlers
-  return *open;
-}
-
-// Whether a pool's client side is open (not yet joined) in this process.
-inline bool client_open() {
-  OpenClient& o = open_client();
-  std::lock_guard lock(o.mutex);
-  const auto c = o.client.lock();
-  return c && !c->joined();
-}
-
-// Before MPI is finalized: a pool the program left open (it called exit()
-// with a pool alive, say) is terminated and joined, so that its serving ranks
-// reach MPI_Finalize too instead of serving for ever (MPI_Finalize waits for
-// every rank). Never throws.
-inline void shut_down_open_client() noexcept {
-  try {
-    std::shared_ptr<Client> c;
-    {
-      OpenClient& o = open_client();
-      std::lock_guard lock(o.mutex);
-      c = o.client.lock();
-    }
-    if (c && !c->joined()) {
-      c->terminate();
-      c->join();
-    }
-  } catch (...) {
-  }
-}
-
-}  // namespace detail
-
 // A value sent once to every rank of a pool by Pool::broadcast(), and the
 // handle task functions receive it by:
 //
@@ -432,7 +180,8 @@ inline void shut_down_open_client() noexcept {
 //
 // A task argument of type Shared<T> travels as its id; on the serving rank
 // it refers to that rank's copy. Valid in tasks of the pool that made it,
-// until that pool is joined. Copies share the value. Read-only.
+// until that pool is joined. Copies share the value. Read-only. (Its
+// serializer: detail/mpi/broadcast.hpp.)
 template <class T>
 class Shared {
  public:
@@ -495,59 +244,7 @@ class PoolOptions {
   std::size_t prefetch_ = 2;
 };
 
-// The lazily computed results of Pool::imap / imap_unordered: an input
-// range (for (R r : pool.imap(f, xs))) and next(), as mproc::ImapResult.
-// Inputs are encoded and submitted as results are consumed (a bounded window
-// ahead). Iterating drives the pool's communication. Use from one thread at a time.
-template <class R>
-class ImapResult : public mproc::detail::LazyResults<ImapResult<R>, R> {
- public:
-  ImapResult(ImapResult&&) noexcept = default;
-  ImapResult& operator=(ImapResult&&) noexcept = default;
-  // Abandons the remaining results: undispatched tasks are dropped.
-  ~ImapResult() {
-    if (sink_) sink_->abandon();
-  }
-
- private:
-  friend class Pool;
-  friend class mproc::detail::LazyResults<ImapResult<R>, R>;
-  using Produce = std::function<bool(mproc::detail::ImapSink<R>&)>;  // submits a chunk; false at the end
-
-  ImapResult(std::shared_ptr<detail::Client> client, std::shared_ptr<mproc::detail::ImapSink<R>> sink, Produce produce,
-             std::size_t window)
-      : client_(std::move(client)), sink_(std::move(sink)), produce_(std::move(produce)), window_(window) {}
-
-  void top_up() {
-    while (!exhausted_ && sink_->outstanding() < window_)
-      if (!produce_(*sink_)) exhausted_ = true;
-  }
-
-  std::optional<R> next_until(mproc::detail::Clock::time_point deadline) {
-    top_up();
-    if (exhausted_ && sink_->outstanding() == 0) return std::nullopt;
-    std::optional<typename mproc::detail::ImapSink<R>::Outcome> outcome;
-    client_->drive_until(
-        [&] {
-          outcome = sink_->try_take();
-          return outcome.has_value();
-        },
-        deadline);
-    if (!outcome) {
-      if (client_->joined()) throw ProcessError("mproc::mpi::Pool.imap: the pool was joined before this result came");
-      throw TimeoutError("mproc::mpi::Pool.imap: no result within the timeout");
-    }
-    top_up();
-    if (outcome->error) std::rethrow_exception(outcome->error);
-    return std::move(outcome->value);
-  }
-
-  std::shared_ptr<detail::Client> client_;
-  std::shared_ptr<mproc::detail::ImapSink<R>> sink_;
-  Produce produce_;
-  std::size_t window_;
-  bool exhausted_ = false;
-};
+// ImapResult<R>, what imap returns: detail/mpi/imap_result.hpp.
 
 // A pool of MPI ranks (Python: mpi4py.futures.MPIPoolExecutor /
 // MPICommExecutor), with mproc::Pool's interface. See the top of this file.
@@ -724,16 +421,7 @@ class Pool {
     detail::Client& c = client();
     auto ptr = std::make_shared<const U>(std::forward<T>(value));
     const std::uint64_t id = detail::next_shared_id();
-    const std::size_t size = encoded_size(*ptr);
-    auto msg = detail::new_message(detail::Kind::broadcast, id, sizeof(detail::BroadcastRef) + size);
-    const detail::BroadcastRef ref{detail::decoder_ref<U>(), detail::decoder_code<U>.check, type_fingerprint<U>()};
-    const auto* p = reinterpret_cast<const std::byte*>(&ref);
-    msg.insert(msg.end(), p, p + sizeof ref);
-    {
-      Writer w(msg);
-      w.write(*ptr);
-    }
-    detail::seal_message(msg);
+    auto msg = detail::encode_broadcast(id, *ptr);
     detail::SharedStore::instance().put(id, type_fingerprint<U>(), ptr);
     try {
       c.broadcast(id, std::move(msg));
@@ -777,21 +465,12 @@ class Pool {
     }
   }
 
-  template <class F, class Arg, class R>
-  static constexpr void check_types() {
-    mproc::detail::check_pool_callable<F>();
-    mproc::detail::check_pool_argument<Arg>();
-    detail::check_mpi_argument<Arg>();
-    mproc::detail::check_pool_result<R>();
-    detail::check_mpi_result<R>();
-  }
-
   template <bool Star, class F, class Range>
   auto map_impl(F f, Range&& inputs_in, std::size_t chunksize) {
     mproc::detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     using R = detail::pool_result_t<F, Arg, Star>;
-    check_types<F, Arg, R>();
+    detail::check_task_types<F, Arg, R>();
     detail::Client& c = client();
     c.check_accepting();
 
@@ -833,7 +512,7 @@ class Pool {
     mproc::detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     using R = detail::pool_result_t<F, Arg, Star>;
-    check_types<F, Arg, R>();
+    detail::check_task_types<F, Arg, R>();
     detail::Client& c = client();
     c.check_accepting();
 
@@ -862,44 +541,15 @@ class Pool {
     mproc::detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<false, F, Range>())::type;
     using R = detail::pool_result_t<F, Arg, false>;
-    check_types<F, Arg, R>();
+    detail::check_task_types<F, Arg, R>();
     static_assert(!std::is_void_v<R>, "mproc::mpi::Pool::imap: f returns void; use map or apply_async");
     detail::Client& c = client();
     c.check_accepting();
     if (chunksize == 0) chunksize = 1;
 
-    auto view = std::views::all(std::forward<Range>(inputs));
-    using View = decltype(view);
-    struct Source {
-      View view;
-      std::ranges::iterator_t<View> it;
-      std::size_t chunk = 0;
-    };
-    auto source = std::make_shared<Source>(Source{std::move(view), {}, 0});
-    source->it = std::ranges::begin(source->view);
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
-    const detail::CodeRef fn = detail::function_ref(f);
-    std::shared_ptr<detail::Client> client = client_;
-    auto produce = [client, source, fn, chunksize,
-                    weak = std::weak_ptr<detail::ImapSink<R>>(sink)](detail::ImapSink<R>& s) -> bool {
-      std::size_t n = 0;
-      auto msg = detail::encode_task<F, Arg, false>(fn, 0, 0, [&](Writer& w) {
-        for (; n < chunksize && source->it != std::ranges::end(source->view); ++n, ++source->it)
-          detail::write_as<Arg>(w, *source->it);
-      });
-      if (n == 0) return false;
-      // Patch the call count into the TaskRef.
-      const std::uint64_t count = n;
-      std::memcpy(msg.data() + sizeof(detail::MsgHeader) + offsetof(detail::TaskRef, count), &count, sizeof count);
-      detail::OutTask t;
-      t.msg = std::move(msg);
-      t.count = n;
-      t.chunk = source->chunk++;
-      t.sink = weak.lock();
-      s.submitted(t.chunk, n);
-      client->submit(std::move(t));
-      return true;
-    };
+    auto produce = detail::imap_producer<F, Arg>(client_, std::views::all(std::forward<Range>(inputs)),
+                                                 detail::function_ref(f), chunksize, sink);
     return ImapResult<R>(client_, sink, std::move(produce),
                          mproc::detail::imap_window(static_cast<std::size_t>(size()), chunksize));
   }
@@ -911,25 +561,3 @@ class Pool {
 };
 
 }  // namespace mproc::mpi
-
-// Shared<T> travels as its id and T's fingerprint; it is read back as this
-// rank's copy of the value. Throws ProcessError if this rank has no value
-// for the id (it belongs to a pool that is not open here) or its type differs.
-template <class T>
-struct mproc::serializer<mproc::mpi::Shared<T>> {
-  static constexpr std::size_t min_size = 16;
-  static void write(mproc::Writer& w, const mproc::mpi::Shared<T>& s) {
-    if (!s) throw mproc::ProcessError("mproc::mpi::Shared: an empty handle cannot be a task argument");
-    w.write(s.id_);
-    w.write(mproc::type_fingerprint<T>());
-  }
-  static mproc::mpi::Shared<T> read(mproc::Reader& r) {
-    const auto id = r.read<std::uint64_t>();
-    const auto fingerprint = r.read<std::uint64_t>();
-    if (fingerprint != mproc::type_fingerprint<T>())
-      throw mproc::ProcessError("mproc::mpi::Shared: a handle of another type where Shared<" +
-                                mproc::detail::readable_type_name(mproc::detail::type_name_v<T>) + "> was expected");
-    auto value = mproc::detail::mpi::SharedStore::instance().get(id, fingerprint, mproc::detail::type_name_v<T>);
-    return mproc::mpi::Shared<T>(id, std::static_pointer_cast<const T>(std::move(value)));
-  }
-};

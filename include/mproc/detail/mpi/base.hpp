@@ -1,4 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
+// mproc/detail/mpi/base.hpp — the MPI pool's message format and transport.
+//
+// Layer detail/mpi, its bottom: the one file that includes the core (MPI,
+// serialization, pool.hpp's task traits and sinks); every other detail/mpi
+// file builds on it. Used by the client (client.hpp) and the serving loop
+// (server.hpp).
 // SPDX-License-Identifier: MIT
 //
 // Internals of mproc::mpi shared by the client and the serving ranks: the one

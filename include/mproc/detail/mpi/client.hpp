@@ -1,4 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
+// mproc/detail/mpi/client.hpp — the client side of an MPI pool: task queue,
+// dispatch and progress.
+//
+// Layer detail/mpi, over the transport (base.hpp) and the image check of
+// the hello (image.hpp). Used by mpi.hpp's Pool, and by encode.hpp and
+// imap_result.hpp (OutTask, TaskRef).
 // SPDX-License-Identifier: MIT
 //
 // The client side of an MPI pool: the queue of encoded tasks, the dispatch to

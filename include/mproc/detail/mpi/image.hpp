@@ -1,4 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
+// mproc/detail/mpi/image.hpp — references to the program image's code that
+// another rank can resolve.
+//
+// Layer detail/mpi, over base.hpp (errors, hashing); used by the client's
+// hello (client.hpp), the encoders (encode.hpp, broadcast.hpp) and the
+// serving loop (server.hpp), which resolves what they send.
 // SPDX-License-Identifier: MIT
 //
 // Address-independent references to the code and data of the program image,

@@ -1,117 +1,27 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
+// mproc/detail/mpi/server.hpp — the serving side of an MPI pool: the loop a
+// serving rank runs until its client stops the pool.
 //
-// The serving side of an MPI pool: the loop a serving rank runs until its
-// client stops the pool, and the store of broadcast values on that rank.
+// Layer detail/mpi, over the message transport (base.hpp), the task and
+// hello formats (client.hpp), code resolution (image.hpp) and the store of
+// broadcast values (broadcast.hpp); it runs tasks with the core's worker
+// trampolines. Used by mpi.hpp's Pool constructor on every rank but the client.
+// SPDX-License-Identifier: MIT
 #pragma once
 
-#include <atomic>
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <map>
-#include <memory>
-#include <mutex>
+#include <cstring>
+#include <span>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <mproc/detail/mpi/base.hpp>
+#include <mproc/detail/mpi/broadcast.hpp>
 #include <mproc/detail/mpi/client.hpp>
 #include <mproc/detail/mpi/image.hpp>
 
 namespace mproc::detail::mpi {
-
-// A broadcast value's decoder record (see image.hpp: checked like a
-// trampoline's before it is called).
-using Decoder = std::shared_ptr<const void> (*)(Reader&);
-struct DecoderInfo {
-  std::uint64_t magic;
-  std::uint64_t check;
-  Decoder decode;
-};
-inline constexpr std::uint64_t kDecoderMagic = 0x6d70692d64656364ull;  // "mpi-decd"
-
-template <class T>
-struct decoder_tag {};
-
-template <class T>
-std::shared_ptr<const void> decode_value(Reader& r) {
-  return std::make_shared<const T>(r.template read<T>());
-}
-
-template <class T>
-inline constexpr DecoderInfo decoder_code{kDecoderMagic, fnv1a(type_name_v<decoder_tag<T>>), &decode_value<T>};
-
-template <class T>
-const CodeRef& decoder_ref() {
-  static const CodeRef ref = Image::instance().locate(&decoder_code<T>);
-  return ref;
-}
-
-// What follows the MsgHeader of a broadcast: the decoder record, its check,
-// the value's type fingerprint; then the encoded value (from offset 64).
-struct BroadcastRef {
-  CodeRef decoder;
-  std::uint64_t check;
-  std::uint64_t fingerprint;
-};
-static_assert(sizeof(BroadcastRef) == 32);
-
-// The broadcast values this rank holds, by handle id. The client's own
-// values are there too, so a task run on the client (or in a process forked
-// from a rank) finds them as well.
-class SharedStore {
- public:
-  static SharedStore& instance() {
-    static SharedStore store;
-    return store;
-  }
-  // Stores handle `id`'s value, or the error that kept it from being decoded.
-  void put(std::uint64_t id, std::uint64_t fingerprint, std::shared_ptr<const void> value, std::string error = {}) {
-    std::lock_guard lock(mutex_);
-    values_[id] = {fingerprint, std::move(value), std::move(error)};
-  }
-  // The value of handle `id`, checked to be of the type with `fingerprint`.
-  // Throws ProcessError when it is unknown here, of another type, or could
-  // not be decoded.
-  std::shared_ptr<const void> get(std::uint64_t id, std::uint64_t fingerprint, std::string_view type) {
-    std::lock_guard lock(mutex_);
-    const auto it = values_.find(id);
-    const std::string what = "mproc::mpi::Shared<" + readable_type_name(type) + ">: handle " + std::to_string(id);
-    if (it == values_.end())
-      throw ProcessError(what +
-                         " is unknown on this rank (a handle is valid in tasks of the pool that "
-                         "broadcast it, while that pool is open)");
-    if (it->second.fingerprint != fingerprint) throw ProcessError(what + " holds a value of another type");
-    if (!it->second.value) throw ProcessError(what + ": the value could not be decoded here: " + it->second.error);
-    return it->second.value;
-  }
-  void erase(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    values_.erase(id);
-  }
-  // Forgets the values of handles in [first, last].
-  void erase_range(std::uint64_t first, std::uint64_t last) {
-    std::lock_guard lock(mutex_);
-    values_.erase(values_.lower_bound(first), values_.upper_bound(last));
-  }
-
- private:
-  struct Entry {
-    std::uint64_t fingerprint = 0;
-    std::shared_ptr<const void> value;
-    std::string error;
-  };
-  std::mutex mutex_;
-  std::map<std::uint64_t, Entry> values_;
-};
-
-// Handle ids are unique within a process (every pool's client draws from
-// one counter, so handles of different pools never collide in SharedStore).
-inline std::uint64_t next_shared_id() {
-  static std::atomic<std::uint64_t> next{0};
-  return ++next;
-}
 
 // Runs one task message `in` (complete, checked header), leaving the
 // result message in `out`. Never throws: a failure to decode or resolve the

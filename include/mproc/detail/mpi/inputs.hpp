@@ -1,0 +1,92 @@
+// mproc/detail/mpi/inputs.hpp — the types an MPI task's inputs travel as,
+// and the compile-time checks of what may travel to another machine.
+//
+// Layer detail/mpi, over the core's task type traits (shared_object,
+// single_wire_arg, tuple_wire_args, check_pool_*: detail/pool/worker.hpp and
+// pool.hpp, reached through base.hpp). Used by mpi.hpp's Pool before it
+// encodes a task (encode.hpp) or a broadcast value.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <optional>
+#include <ranges>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <mproc/detail/mpi/base.hpp>
+
+namespace mproc::detail::mpi {
+
+// Whether T is, or contains, a process-shared object (its serializer sends
+// a handle to memory of this machine).
+template <class T, class = void>
+struct holds_shared_object : std::bool_constant<mproc::detail::shared_object<T>> {};
+template <class T>
+inline constexpr bool holds_shared_object_v = holds_shared_object<std::remove_cvref_t<T>>::value;
+template <class... E>
+struct holds_shared_object<std::tuple<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
+template <class A, class B>
+struct holds_shared_object<std::pair<A, B>> : std::bool_constant<holds_shared_object_v<A> || holds_shared_object_v<B>> {
+};
+template <class T>
+struct holds_shared_object<std::optional<T>> : std::bool_constant<holds_shared_object_v<T>> {};
+template <class... E>
+struct holds_shared_object<std::variant<E...>> : std::bool_constant<(holds_shared_object_v<E> || ...)> {};
+template <class T>
+struct holds_shared_object<T, std::enable_if_t<std::ranges::range<T> && !mproc::detail::shared_object<T> &&
+                                               !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<T>>, T>>>
+    : std::bool_constant<holds_shared_object_v<std::ranges::range_value_t<T>>> {};
+
+template <class Arg>
+constexpr void check_mpi_argument() {
+  static_assert(!holds_shared_object_v<Arg>,
+                "mproc::mpi::Pool: a task argument is (or contains) a process-shared object (mp::Array, mp::Value, "
+                "mp::SharedMemory, a lock or a queue): its memory exists on this machine only. Pass the contents "
+                "by value (std::vector, std::span), or send large read-only data once with pool.broadcast().");
+}
+
+template <class R>
+constexpr void check_mpi_result() {
+  static_assert(!holds_shared_object_v<R>,
+                "mproc::mpi::Pool: the task function returns a process-shared object (mp::Array, mp::Value, ...), "
+                "whose memory exists on its own machine only; return the contents by value.");
+}
+
+// The type each input travels as (as mproc::Pool decides it).
+template <bool Star, class F, class Range>
+auto wire_type() {
+  using In = std::ranges::range_value_t<Range>;
+  if constexpr (Star) {
+    return std::type_identity<typename tuple_wire_args<F, std::remove_cvref_t<In>>::type>{};
+  } else {
+    return std::type_identity<typename single_wire_arg<F, In>::type>{};
+  }
+}
+
+// The inputs as a sized forward range (a copy when they are not one).
+template <class Range>
+decltype(auto) sized(Range&& inputs) {
+  if constexpr (std::ranges::sized_range<Range> && std::ranges::forward_range<Range>) {
+    return std::forward<Range>(inputs);
+  } else {
+    std::vector<std::ranges::range_value_t<Range>> all;
+    for (auto&& x : inputs) all.push_back(std::forward<decltype(x)>(x));
+    return all;
+  }
+}
+
+// Every compile-time check of a task: F is portable, Arg (what its inputs
+// travel as) and R (what it returns) serialize and stay on no machine.
+template <class F, class Arg, class R>
+constexpr void check_task_types() {
+  check_pool_callable<F>();
+  check_pool_argument<Arg>();
+  check_mpi_argument<Arg>();
+  check_pool_result<R>();
+  check_mpi_result<R>();
+}
+
+}  // namespace mproc::detail::mpi
