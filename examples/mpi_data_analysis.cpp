@@ -49,7 +49,7 @@ int main() {
   std::vector<double> serial;
   for (const auto& data : data_sets) serial.push_back(mean(data));
   auto t2 = std::chrono::steady_clock::now();
-  std::printf("mpi::Pool(%d ranks).map  %8.2f ms\n", pool.size(),
+  std::printf("mpi::Pool(%zu ranks).map  %8.2f ms\n", pool.size(),
               std::chrono::duration<double, std::milli>(t1 - t0).count());
   std::printf("serial loop             %8.2f ms\n", std::chrono::duration<double, std::milli>(t2 - t1).count());
   if (again != results || serial != results) {

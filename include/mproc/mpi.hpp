@@ -327,8 +327,8 @@ class Pool {
   int rank() const noexcept { return rank_; }
   int root() const noexcept { return root_; }
 
-  // Number of serving ranks (the communicator's size - 1).
-  int size() const { return client().servers(); }
+  // Number of serving ranks (the communicator's size - 1). Non-blocking.
+  [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(client().servers()); }
 
   // f applied to every input, results in input order (Python: map). Inputs
   // go in chunks of `chunksize` (0: Python's default, ceil(n / (4 * size()))).
@@ -477,8 +477,7 @@ class Pool {
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
     const std::size_t cs =
-        chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker)
-                       : chunksize;
+        chunksize == 0 ? detail::auto_chunksize(n, size(), detail::process_chunks_per_worker) : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     auto counter = std::make_shared<detail::CountingSink>(sink);
@@ -490,7 +489,7 @@ class Pool {
     std::size_t next = 0;
     // Chunks are encoded while earlier ones travel and run, a few ahead of
     // the serving ranks (not all at once: memory stays bounded).
-    const std::size_t window = static_cast<std::size_t>(size()) + 1;
+    const std::size_t window = size() + 1;
     c.drive_until([&] {
       while (next < chunks && !sink->failed() && c.backlog() < window) {
         const std::size_t count = std::min(cs, n - next * cs);
@@ -519,8 +518,7 @@ class Pool {
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
     const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
     const std::size_t cs =
-        chunksize == 0 ? detail::auto_chunksize(n, static_cast<std::size_t>(size()), detail::process_chunks_per_worker)
-                       : chunksize;
+        chunksize == 0 ? detail::auto_chunksize(n, size(), detail::process_chunks_per_worker) : chunksize;
     const std::size_t chunks = (n + cs - 1) / cs;
     auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
     const detail::CodeRef fn = detail::function_ref(f);
@@ -550,8 +548,7 @@ class Pool {
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
     auto produce = detail::imap_producer<F, Arg>(client_, std::views::all(std::forward<Range>(inputs)),
                                                  detail::function_ref(f), chunksize, sink);
-    return ImapResult<R>(client_, sink, std::move(produce),
-                         mproc::detail::imap_window(static_cast<std::size_t>(size()), chunksize));
+    return ImapResult<R>(client_, sink, std::move(produce), mproc::detail::imap_window(size(), chunksize));
   }
 
   std::shared_ptr<detail::Client> client_;

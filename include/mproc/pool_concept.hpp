@@ -16,6 +16,7 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
 #include <tuple>
 #include <vector>
 
@@ -24,7 +25,7 @@ namespace mproc {
 // P is a pool with Python's Pool interface for portable task functions:
 // map and starmap (results in input order, as std::vector), imap (a range
 // of results in input order), apply_async (an AsyncResult-like handle with
-// get()), close and join. Checked with `int (*)(int)` and
+// get()), size() as std::size_t, close and join. Checked with `int (*)(int)` and
 // `int (*)(int, int)` tasks over std::vector inputs.
 template <class P>
 concept pool_like = requires(P& pool, const std::vector<int>& xs, const std::vector<std::tuple<int, int>>& pairs,
@@ -35,6 +36,7 @@ concept pool_like = requires(P& pool, const std::vector<int>& xs, const std::vec
   { *pool.imap(unary, xs).begin() } -> std::convertible_to<int>;
   { pool.apply_async(unary, 1).get() } -> std::same_as<int>;
   { pool.apply(binary, 1, 2) } -> std::same_as<int>;
+  { pool.size() } -> std::same_as<std::size_t>;
   pool.close();
   pool.join();
 };

@@ -2,8 +2,8 @@
 // and the compile-time checks of what may travel to another machine.
 //
 // Layer detail/mpi, over the core's task type traits (shared_object,
-// single_wire_arg, tuple_wire_args, check_pool_*: detail/pool/worker.hpp and
-// pool.hpp, reached through base.hpp). Used by mpi.hpp's Pool before it
+// single_wire_arg, tuple_wire_args, check_pool_*, wire_type, sized:
+// detail/pool/worker.hpp and detail/pool/submit.hpp). Used by mpi.hpp's Pool before it
 // encodes a task (encode.hpp) or a broadcast value.
 // SPDX-License-Identifier: MIT
 #pragma once
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <mproc/detail/mpi/base.hpp>
+#include <mproc/detail/pool/submit.hpp>
 
 namespace mproc::detail::mpi {
 
@@ -53,29 +54,6 @@ constexpr void check_mpi_result() {
   static_assert(!holds_shared_object_v<R>,
                 "mproc::mpi::Pool: the task function returns a process-shared object (mp::Array, mp::Value, ...), "
                 "whose memory exists on its own machine only; return the contents by value.");
-}
-
-// The type each input travels as (as mproc::Pool decides it).
-template <bool Star, class F, class Range>
-auto wire_type() {
-  using In = std::ranges::range_value_t<Range>;
-  if constexpr (Star) {
-    return std::type_identity<typename tuple_wire_args<F, std::remove_cvref_t<In>>::type>{};
-  } else {
-    return std::type_identity<typename single_wire_arg<F, In>::type>{};
-  }
-}
-
-// The inputs as a sized forward range (a copy when they are not one).
-template <class Range>
-decltype(auto) sized(Range&& inputs) {
-  if constexpr (std::ranges::sized_range<Range> && std::ranges::forward_range<Range>) {
-    return std::forward<Range>(inputs);
-  } else {
-    std::vector<std::ranges::range_value_t<Range>> all;
-    for (auto&& x : inputs) all.push_back(std::forward<decltype(x)>(x));
-    return all;
-  }
 }
 
 // Every compile-time check of a task: F is portable, Arg (what its inputs
