@@ -25,6 +25,7 @@
 
 #include "catch.hpp"
 #include "child.hpp"
+#include "imap_input_error.hpp"
 #include "proc.hpp"
 #include "within.hpp"
 
@@ -791,4 +792,10 @@ TEST_CASE("a pool used in a forked child refuses with a clear error; destroying 
   CHECK_FALSE(result.timed_out);
   CHECK(result.exitcode == 0);
   CHECK(pool->map(square, iota_vec(4), 1) == std::vector<int>{0, 1, 4, 9});
+}
+
+TEST_CASE("imap over an input range that throws: every earlier result, then the error at its position") {
+  mp::Pool pool(2);
+  mproc_test::check_imap_input_error(pool, square);
+  CHECK(pool.map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});  // the pool is unharmed
 }

@@ -23,6 +23,7 @@
 #include <mproc/threading.hpp>
 
 #include "catch.hpp"
+#include "imap_input_error.hpp"
 #include "within.hpp"
 
 namespace mp = mproc;
@@ -722,4 +723,10 @@ TEST_CASE("ThreadPool map, imap and map_async accept member pointers, as std::in
   std::vector<int> got;
   for (int x : pool.imap(&P::twice, ps)) got.push_back(x);
   CHECK(got == std::vector<int>{2, 4, 6});
+}
+
+TEST_CASE("ThreadPool: imap over an input range that throws: every earlier result, then the error at its position",
+          "[thread_pool]") {
+  mp::ThreadPool pool(2);
+  mproc_test::check_imap_input_error(pool, [](int x) { return x * x; });
 }

@@ -119,7 +119,7 @@ class ImapResult : public detail::LazyResults<ImapResult<R>, R> {
     while (!exhausted_) {
       const std::size_t out = sink_->outstanding();
       if (window_.full(out, out * bytes_per_item_)) break;
-      const std::size_t bytes = produce_(*sink_);
+      const std::size_t bytes = input_error_.guard([&] { return produce_(*sink_); });
       if (bytes == 0) {
         exhausted_ = true;
         break;
@@ -130,7 +130,10 @@ class ImapResult : public detail::LazyResults<ImapResult<R>, R> {
 
   std::optional<R> next_until(detail::Clock::time_point deadline) {
     top_up();
-    if (exhausted_ && sink_->outstanding() == 0) return std::nullopt;
+    if (exhausted_ && sink_->outstanding() == 0) {
+      input_error_.raise_if_held();
+      return std::nullopt;
+    }
     auto outcome = sink_->take_until(deadline);
     if (!outcome) throw TimeoutError("mproc: Pool.imap: no result within the timeout");
     top_up();
@@ -141,6 +144,7 @@ class ImapResult : public detail::LazyResults<ImapResult<R>, R> {
   std::shared_ptr<detail::ImapSink<R>> sink_;
   Produce produce_;
   detail::Window window_;
+  detail::DeferredInputError input_error_;
   std::size_t bytes_per_item_ = 0;
   bool exhausted_ = false;
 };

@@ -314,7 +314,7 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
 
   void top_up() {
     while (!exhausted_ && submitted_ - consumed_ < window_) {
-      const std::size_t n = producer_->produce(submitted_);
+      const std::size_t n = input_error_.guard([&] { return producer_->produce(submitted_); });
       if (n == 0) {
         exhausted_ = true;
         break;
@@ -325,7 +325,10 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
 
   std::optional<R> next_until(detail::Clock::time_point deadline) {
     top_up();
-    if (exhausted_ && consumed_ == submitted_) return std::nullopt;
+    if (exhausted_ && consumed_ == submitted_) {
+      input_error_.raise_if_held();
+      return std::nullopt;
+    }
     detail::ImapOutcome<R> outcome;
     {
       std::unique_lock lock(sink_->mutex);
@@ -343,6 +346,7 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
   std::shared_ptr<detail::ThreadImapSink<R>> sink_;
   std::unique_ptr<detail::ImapProducer> producer_;
   std::size_t window_;
+  detail::DeferredInputError input_error_;
   std::size_t submitted_ = 0;
   std::size_t consumed_ = 0;
   bool exhausted_ = false;

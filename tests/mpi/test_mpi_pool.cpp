@@ -17,6 +17,7 @@
 #include <mproc/mpi.hpp>
 
 #include "catch.hpp"
+#include "imap_input_error.hpp"
 
 namespace mp = mproc;
 using namespace std::chrono_literals;
@@ -364,4 +365,12 @@ TEST_CASE("mpi::Pool: a task naming code this rank does not have, or a corrupted
   // A function pointer outside the code.
   REQUIRE_THAT(run(base, good, check, {fn.object, std::uint64_t{1} << 46}).second,
                mproc_test::Contains("is outside the object"));
+}
+
+TEST_CASE("mpi::Pool: imap over an input range that throws: every earlier result, then the error at its position",
+          "[mpi]") {
+  mp::mpi::Pool pool(opts());
+  if (!pool) return;
+  mproc_test::check_imap_input_error(pool, square);
+  REQUIRE(pool.map(square, std::vector<int>{1, 2}) == std::vector<int>{1, 4});
 }

@@ -80,12 +80,15 @@ class ImapResult : public mproc::detail::LazyResults<ImapResult<R>, R> {
 
   void top_up() {
     while (!exhausted_ && sink_->outstanding() < window_)
-      if (!produce_(*sink_)) exhausted_ = true;
+      if (!input_error_.guard([&] { return produce_(*sink_); })) exhausted_ = true;
   }
 
   std::optional<R> next_until(mproc::detail::Clock::time_point deadline) {
     top_up();
-    if (exhausted_ && sink_->outstanding() == 0) return std::nullopt;
+    if (exhausted_ && sink_->outstanding() == 0) {
+      input_error_.raise_if_held();
+      return std::nullopt;
+    }
     std::optional<typename mproc::detail::ImapSink<R>::Outcome> outcome;
     client_->drive_until(
         [&] {
@@ -106,6 +109,7 @@ class ImapResult : public mproc::detail::LazyResults<ImapResult<R>, R> {
   std::shared_ptr<mproc::detail::ImapSink<R>> sink_;
   Produce produce_;
   std::size_t window_;
+  mproc::detail::DeferredInputError input_error_;
   bool exhausted_ = false;
 };
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <iterator>
 #include <optional>
 #include <utility>
@@ -82,6 +83,33 @@ class LazyResults {
 
   bool started_ = false;
   std::optional<R> current_;
+};
+
+// An imap's input range (or an input's encoding) failing while the results
+// read ahead are still arriving. Python raises that error at its position:
+// after every result before it. The lazy results read their input through
+// guard() and call raise_if_held() once nothing is outstanding.
+class DeferredInputError {
+ public:
+  // Calls produce() (which reads and submits the next chunk of inputs); if it
+  // throws, holds the exception and returns a value-initialized result (the
+  // producer's "end of input").
+  template <class Produce>
+  auto guard(Produce&& produce) -> decltype(produce()) {
+    try {
+      return produce();
+    } catch (...) {
+      error_ = std::current_exception();
+      return {};
+    }
+  }
+  // Throws the held error, once.
+  void raise_if_held() {
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  std::exception_ptr error_;
 };
 
 }  // namespace mproc::detail
