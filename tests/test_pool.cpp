@@ -799,3 +799,12 @@ TEST_CASE("imap over an input range that throws: every earlier result, then the 
   mproc_test::check_imap_input_error(pool, square);
   CHECK(pool.map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});  // the pool is unharmed
 }
+
+TEST_CASE("a new Pool reports all of its workers as soon as it is asked (Python: Pool(3) has 3 worker pids)") {
+  mp::Pool pool(3);
+  const auto pids = pool.worker_pids();  // waits for the start-up, not for tasks
+  REQUIRE(pids.size() == 3);
+  CHECK(std::set<int>(pids.begin(), pids.end()).size() == 3);
+  for (int pid : pids) CHECK(::kill(pid, 0) == 0);
+  CHECK(pool.map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});
+}

@@ -270,9 +270,11 @@ class Pool {
   // Throws ProcessError unless close() or terminate() was called first.
   void join() { engine_->join(); }
 
-  // Pids of the current workers (diagnostics; they change as workers are replaced).
-  std::vector<int> worker_pids() const {
-    auto pids = engine_->worker_pids();
+  // Pids of the current workers (diagnostics; they change as workers are
+  // replaced). On a new pool, blocks until every worker has started (at most
+  // 10 s), so Pool(3).worker_pids() has 3 pids, as in Python. Thread-safe.
+  [[nodiscard]] std::vector<int> worker_pids() const {
+    auto pids = engine_->worker_pids(detail::deadline_after(std::chrono::seconds(10)));
     return {pids.begin(), pids.end()};
   }
 

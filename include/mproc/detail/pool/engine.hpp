@@ -245,9 +245,13 @@ class PoolEngine {
     return closed_;
   }
 
-  // Pids of the live workers, for diagnostics and tests. Thread-safe.
-  std::vector<pid_t> worker_pids() const {
-    std::lock_guard lock(mutex_);
+  // Pids of the live workers, for diagnostics and tests. Until every worker
+  // of the pool has started once, waits for that (up to `deadline`, or until
+  // the pool is broken, closed or terminated), so that a new pool reports
+  // all of its workers, as Python's does. Blocking; thread-safe.
+  std::vector<pid_t> worker_pids(Clock::time_point deadline) const {
+    std::unique_lock lock(mutex_);
+    pids_cv_.wait_until(lock, deadline, [&] { return all_started_ || broken_ || closed_ || terminate_; });
     return pids_;
   }
 
@@ -534,6 +538,8 @@ class PoolEngine {
       if (s.pid > 0 && s.state != State::dead) pids.push_back(s.pid);
     std::lock_guard lock(mutex_);
     pids_ = std::move(pids);
+    if (pids_.size() >= slots_.size()) all_started_ = true;
+    pids_cv_.notify_all();
   }
 
   void break_pool(std::exception_ptr reason) {
@@ -542,6 +548,7 @@ class PoolEngine {
     {
       std::lock_guard lock(mutex_);
       broken_ = reason;
+      pids_cv_.notify_all();
     }
     fail_everything(reason);
     begin_stop(true);
@@ -766,6 +773,8 @@ class PoolEngine {
   bool terminate_ = false;
   std::exception_ptr broken_;
   std::vector<pid_t> pids_;
+  mutable std::condition_variable pids_cv_;  // pids_ changed, or the pool broke
+  bool all_started_ = false;                 // every slot has had a live worker
   std::atomic<bool> io_sleeping_{false};
 
   // Owned by the I/O thread (and the constructor before it starts).
