@@ -7,17 +7,21 @@
 #pragma once
 
 #include <mproc/async_result.hpp>
+#include <mproc/barrier.hpp>
+#include <mproc/condition.hpp>
 #include <mproc/connection.hpp>
 #include <mproc/errors.hpp>
+#include <mproc/event.hpp>
+#include <mproc/lock.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/progress.hpp>
 #include <mproc/queue.hpp>
+#include <mproc/semaphore.hpp>
 #include <mproc/serialize.hpp>
 #include <mproc/shared_memory.hpp>
 #include <mproc/sharedctypes.hpp>
 #include <mproc/start_method.hpp>
-#include <mproc/synchronize.hpp>
 #include <mproc/system.hpp>
 #include <mproc/thread_pool.hpp>
 #include <mproc/threading.hpp>

@@ -31,7 +31,7 @@
 #include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/errors.hpp>
-#include <mproc/synchronize.hpp>
+#include <mproc/lock.hpp>
 
 namespace mproc {
 
