@@ -104,7 +104,7 @@ TEST_CASE("Barrier: abort breaks waiters, default timeout, bad parties") {
   const auto took = time_of([&] { REQUIRE_THROWS_AS(timed.wait(), mp::BrokenBarrierError); });
   CHECK(took >= 50ms);
   CHECK(timed.broken());
-  REQUIRE_THROWS_MATCHES(mp::Barrier(0), mp::ProcessError, MessageContains("parties must be between 1"));
+  REQUIRE_THROWS_MATCHES(mp::Barrier(0), mp::ValueError, MessageContains("parties must be between 1"));
 }
 
 TEST_CASE("Barrier: between threads") {

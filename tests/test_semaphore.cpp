@@ -37,8 +37,8 @@ TEST_CASE("Semaphore: value, acquire, release, errors") {
   CHECK(sem.get_value() == 2);
   sem.release();
   CHECK(sem.get_value() == 3);  // a plain Semaphore has no bound
-  REQUIRE_THROWS_MATCHES(sem.release(0), mp::ProcessError, MessageContains("n must be one or more"));
-  REQUIRE_THROWS_MATCHES(mp::Semaphore(-1), mp::ProcessError, MessageContains("initial value must be >= 0"));
+  REQUIRE_THROWS_MATCHES(sem.release(0), mp::ValueError, MessageContains("n must be one or more"));
+  REQUIRE_THROWS_MATCHES(mp::Semaphore(-1), mp::ValueError, MessageContains("initial value must be >= 0"));
   mp::Semaphore big(mp::Semaphore::kMaxValue);
   REQUIRE_THROWS_MATCHES(big.release(), mp::ProcessError, MessageContains("SEM_VALUE_MAX"));
   {

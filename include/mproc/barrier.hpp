@@ -109,8 +109,8 @@ class Barrier {
 
   Barrier(std::size_t parties, std::int64_t timeout_ns) {
     if (parties < 1 || parties > State::kMaxParties)
-      throw ProcessError("mproc: Barrier(" + std::to_string(parties) + "): parties must be between 1 and " +
-                         std::to_string(State::kMaxParties));
+      throw ValueError("mproc: Barrier(" + std::to_string(parties) + "): parties must be between 1 and " +
+                       std::to_string(State::kMaxParties));
     const auto n = static_cast<std::uint32_t>(parties);
     block_ = detail::allocate_object(detail::ShmKind::barrier, detail::kObjectStateOffset, State::size_for(n),
                                      alignof(State));

@@ -49,7 +49,7 @@ class Semaphore {
   // Throws ProcessError if n < 1 or the value would pass its bound (for a
   // BoundedSemaphore: its initial value).
   void release(int n = 1) {
-    if (n < 1) throw ProcessError(std::string("mproc: ") + name() + ".release(): n must be one or more");
+    if (n < 1) throw ValueError(std::string("mproc: ") + name() + ".release(): n must be one or more");
     if (!state_->release(static_cast<std::uint32_t>(n))) {
       if (kind_ == detail::ShmKind::bounded_semaphore)
         throw ProcessError("mproc: BoundedSemaphore.release(): released too many times (its value would exceed " +
@@ -80,8 +80,8 @@ class Semaphore {
  protected:
   Semaphore(detail::ShmKind kind, int value, int bound) : kind_(kind) {
     if (value < 0)
-      throw ProcessError(std::string("mproc: ") + detail::shm_kind_name(kind) + "(" + std::to_string(value) +
-                         "): the initial value must be >= 0");
+      throw ValueError(std::string("mproc: ") + detail::shm_kind_name(kind) + "(" + std::to_string(value) +
+                       "): the initial value must be >= 0");
     block_ = detail::allocate_object(kind, detail::kObjectStateOffset, sizeof(detail::SemaphoreState),
                                      alignof(detail::SemaphoreState));
     state_ = detail::construct_state<detail::SemaphoreState>(*block_, detail::kObjectStateOffset);
