@@ -3,8 +3,8 @@
 // Event, Condition, Barrier.
 // Public layer: includes the header of each (lock.hpp, semaphore.hpp,
 // event.hpp, condition.hpp, barrier.hpp); include one of those alone to
-// compile less. Their shared machinery is in detail/shm/ (sync_state.hpp,
-// sync_object.hpp, lock_core.hpp).
+// compile less. Their shared machinery is in detail/shm/ (mutex_state.hpp,
+// sync_state.hpp, sync_object.hpp, lock_core.hpp).
 // SPDX-License-Identifier: MIT
 //
 // Each object lives in shared memory and works between processes and

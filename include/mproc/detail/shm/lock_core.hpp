@@ -1,6 +1,6 @@
 // mproc/detail/shm/lock_core.hpp — LockCore, the process-shared lock that
 // Lock, RLock, Condition, Value and Array hold.
-// Layer detail/shm: a MutexState (sync_state.hpp) in a shared block
+// Layer detail/shm: a MutexState (mutex_state.hpp) in a shared block
 // (object.hpp), with RLock's recursion count and the handle; the public
 // lock.hpp wraps it, and condition.hpp and sharedctypes.hpp embed it.
 // SPDX-License-Identifier: MIT
@@ -14,9 +14,9 @@
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
-#include <mproc/detail/shm/sync_state.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {

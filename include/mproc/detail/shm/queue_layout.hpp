@@ -4,7 +4,7 @@
 // The shared-memory layout of a Queue's segment (queue_ring.hpp says how it
 // is used): the tuning constants, the record header of the byte ring, and
 // the control block QueueState with each side's lock, published counters
-// and journal. Layer detail/shm, on MutexState (sync_state.hpp); data only,
+// and journal. Layer detail/shm, on MutexState (mutex_state.hpp); data only,
 // used by the other queue_*.hpp.
 #pragma once
 
@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include <mproc/detail/shm/sync_state.hpp>
+#include <mproc/detail/shm/mutex_state.hpp>
 
 namespace mproc::detail {
 

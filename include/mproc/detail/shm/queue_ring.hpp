@@ -71,12 +71,12 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/queue_hooks.hpp>
 #include <mproc/detail/shm/queue_layout.hpp>
 #include <mproc/detail/shm/queue_wait.hpp>
 #include <mproc/detail/shm/segment.hpp>
-#include <mproc/detail/shm/sync_state.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {

@@ -6,7 +6,7 @@
 // a scope), crash_order (the order in which a killed process's stores
 // land), and queue_wait/queue_notify, an eventcount on a futex word that
 // spins adaptively, yields, then sleeps in slices. Layer detail/shm, on
-// detail/os/futex.hpp and MutexState (sync_state.hpp); used by queue_ring.hpp.
+// detail/os/futex.hpp and MutexState (mutex_state.hpp); used by queue_ring.hpp.
 #pragma once
 
 #include <algorithm>
@@ -18,8 +18,8 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/queue_layout.hpp>
-#include <mproc/detail/shm/sync_state.hpp>
 
 namespace mproc::detail {
 
