@@ -58,7 +58,7 @@ TEST_CASE("RemoteError is a RemoteTrace: the same parts, and the process when kn
   CHECK(mp::RemoteError("T", "m").pid() == 0);
 }
 
-TEST_CASE("RemoteException<E> is an E and a RemoteTrace, not a ProcessError; what() names the process") {
+TEST_CASE("RemoteException<E> is an E and a RemoteTrace, not a ProcessError, and what() names the process") {
   using Typed = mp::RemoteException<std::out_of_range>;
   STATIC_REQUIRE(std::is_base_of_v<std::out_of_range, Typed>);
   STATIC_REQUIRE(std::is_base_of_v<std::logic_error, Typed>);

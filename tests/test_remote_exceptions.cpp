@@ -221,7 +221,7 @@ TEST_CASE("a std::system_error of the generic or system category arrives with it
   }
 }
 
-TEST_CASE("a registered user type arrives with its fields; a message-only one with its message") {
+TEST_CASE("a registered user type arrives with its fields, a message-only one with its message") {
   mp::Pool pool(2);
   try {
     pool.apply(throw_kind, 14);
@@ -263,7 +263,7 @@ TEST_CASE("an unregistered type, a subclass of a standard type included, arrives
   REQUIRE_THROWS_MATCHES(pool.apply(throw_kind, 19), mp::RemoteError, MessageContains("int: "));
 }
 
-TEST_CASE("map, imap, starmap and apply_async are all typed; RemoteTrace catches every kind") {
+TEST_CASE("map, imap, starmap and apply_async are all typed, and RemoteTrace catches every kind") {
   mp::Pool pool(2);
   std::vector<int> kinds{100, 101, 1, 102, 16};
   REQUIRE_THROWS_AS(pool.map(throw_kind, kinds, 1), mp::RemoteTrace);
@@ -330,7 +330,7 @@ Read read_two(const std::vector<std::byte>& bytes) {
   return got;
 }
 
-TEST_CASE("malformed fields of a registered type give ProcessError for that call; the others are read") {
+TEST_CASE("malformed fields of a registered type give ProcessError for that call, and the others are read") {
   std::vector<std::byte> quota;
   {
     mp::Writer w(quota);
@@ -408,7 +408,7 @@ struct SameName : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-TEST_CASE("registering twice changes nothing; another type under a taken name is refused") {
+TEST_CASE("registering twice changes nothing, and another type under a taken name is refused") {
   CHECK_FALSE(mp::register_exception<QuotaExceeded>());
   CHECK_FALSE(mp::register_exception<std::invalid_argument>());
   auto& kinds = mp::detail::RemoteKinds::instance();
