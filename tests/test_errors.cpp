@@ -1,4 +1,5 @@
 #include <csignal>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -41,6 +42,69 @@ TEST_CASE("RemoteError keeps the remote type and message apart") {
   CHECK(e.type_name() == "std::invalid_argument");
   CHECK(e.message() == "bad shard 7");
   CHECK(std::string(e.what()) == "std::invalid_argument: bad shard 7");
+}
+
+TEST_CASE("RemoteError is a RemoteTrace: the same parts, and the process when known") {
+  STATIC_REQUIRE(std::is_base_of_v<mp::RemoteTrace, mp::RemoteError>);
+  STATIC_REQUIRE_FALSE(std::is_base_of_v<std::exception, mp::RemoteTrace>);
+  STATIC_REQUIRE(std::is_nothrow_copy_constructible_v<mp::RemoteError>);
+  const mp::RemoteError e("Oops", "no luck", 4321);
+  CHECK(std::string(e.what()) == "Oops: no luck");  // unchanged by the pid
+  const mp::RemoteTrace& trace = e;
+  CHECK(trace.type_name() == "Oops");
+  CHECK(trace.message() == "no luck");
+  CHECK(trace.pid() == 4321);
+  CHECK(std::string(trace.what()) == "Oops: no luck");
+  CHECK(mp::RemoteError("T", "m").pid() == 0);
+}
+
+TEST_CASE("RemoteException<E> is an E and a RemoteTrace, not a ProcessError, and what() names the process") {
+  using Typed = mp::RemoteException<std::out_of_range>;
+  STATIC_REQUIRE(std::is_base_of_v<std::out_of_range, Typed>);
+  STATIC_REQUIRE(std::is_base_of_v<std::logic_error, Typed>);
+  STATIC_REQUIRE(std::is_base_of_v<mp::RemoteTrace, Typed>);
+  STATIC_REQUIRE_FALSE(std::is_base_of_v<mp::ProcessError, Typed>);
+  STATIC_REQUIRE(std::is_nothrow_copy_constructible_v<Typed>);
+  const auto thrown = [](int pid) -> std::exception_ptr {
+    return std::make_exception_ptr(Typed(std::out_of_range("index 12"), "std::out_of_range", "index 12", pid));
+  };
+  // Caught as the original type, as std::exception, and as RemoteTrace, with one what().
+  const std::string expected = "std::out_of_range: index 12 (raised in worker process 77)";
+  try {
+    std::rethrow_exception(thrown(77));
+  } catch (const std::out_of_range& e) {
+    CHECK(std::string(e.what()) == expected);
+  }
+  try {
+    std::rethrow_exception(thrown(77));
+  } catch (const std::exception& e) {
+    CHECK(std::string(e.what()) == expected);
+  }
+  try {
+    std::rethrow_exception(thrown(77));
+  } catch (const mp::RemoteTrace& e) {
+    CHECK(std::string(e.what()) == expected);
+    CHECK(e.type_name() == "std::out_of_range");
+    CHECK(e.message() == "index 12");
+    CHECK(e.pid() == 77);
+  }
+  // Not caught as an mproc error.
+  bool as_process_error = false;
+  try {
+    try {
+      std::rethrow_exception(thrown(77));
+    } catch (const mp::ProcessError&) {
+      as_process_error = true;
+    }
+  } catch (const std::out_of_range&) {
+  }
+  CHECK_FALSE(as_process_error);
+  // An unknown process: no parenthesis.
+  try {
+    std::rethrow_exception(thrown(0));
+  } catch (const std::exception& e) {
+    CHECK(std::string(e.what()) == "std::out_of_range: index 12");
+  }
 }
 
 TEST_CASE("WorkerCrashed reports exit codes and signals the Python way") {

@@ -1,14 +1,25 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
+// mproc/errors.hpp — the exception hierarchy, and how a task's exception
+// from another process is reported.
 //
-// The exception hierarchy. Every exception mproc throws derives from
-// mproc::ProcessError, itself a std::runtime_error, so `catch (const
-// mp::ProcessError&)` catches them all. The names mirror Python's.
+// The bottom of the public layer: every other header throws these. Every
+// exception mproc itself throws derives from mproc::ProcessError, itself a
+// std::runtime_error, so `catch (const mp::ProcessError&)` catches them all.
+// The names mirror Python's. One exception: an exception a *task* threw in a
+// worker process of a Pool (or mpi::Pool) arrives as the task's own type when
+// that type is known (the standard ones, and those registered with
+// mp::register_exception, remote_exception.hpp), as RemoteException<E>, which
+// is an E and not a ProcessError; any other arrives as RemoteError, a
+// ProcessError. Both derive from RemoteTrace, so `catch (const
+// mp::RemoteTrace&)` catches every task failure from another process.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <csignal>
+#include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace mproc {
@@ -65,21 +76,85 @@ class BrokenBarrierError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
-// A task raised an exception in another process. what() is
-// "<type>: <message>"; the parts are available separately.
-class RemoteError : public ProcessError {
+// What every exception a task raised in another process carries: the
+// exception's type as that process named it, its what() there, and the
+// process it was raised in. A mixin, not a std::exception (the exceptions
+// that carry it are RemoteError, a ProcessError, and RemoteException<E>, an
+// E), so `catch (const mp::RemoteTrace&)` catches every task failure from
+// another process, whatever its type. Copying never throws.
+class RemoteTrace {
  public:
-  RemoteError(std::string type_name, std::string message)
-      : ProcessError(type_name + ": " + message), type_name_(std::move(type_name)), message_(std::move(message)) {}
+  // `pid` 0: the process is not known.
+  RemoteTrace(std::string type_name, std::string message, int pid = 0)
+      : parts_(std::make_shared<const Parts>(describe(std::move(type_name), std::move(message), pid))) {}
+  virtual ~RemoteTrace() = default;
 
   // The exception's type as the remote process named it, e.g. "std::invalid_argument".
-  const std::string& type_name() const noexcept { return type_name_; }
+  const std::string& type_name() const noexcept { return parts_->type_name; }
   // The exception's what() in the remote process.
-  const std::string& message() const noexcept { return message_; }
+  const std::string& message() const noexcept { return parts_->message; }
+  // The id of the process the exception was raised in (a pool worker, an
+  // MPI rank's process); 0 when not known.
+  int pid() const noexcept { return parts_->pid; }
+  // The what() of the exception carrying this trace.
+  virtual const char* what() const noexcept = 0;
+
+ protected:
+  RemoteTrace(const RemoteTrace&) noexcept = default;
+  RemoteTrace& operator=(const RemoteTrace&) noexcept = default;
+
+  // "<type>: <message> (raised in worker process <pid>)" ("<type>:
+  // <message>" when the process is not known).
+  const char* description() const noexcept { return parts_->description.c_str(); }
 
  private:
-  std::string type_name_;
-  std::string message_;
+  struct Parts {
+    std::string type_name;
+    std::string message;
+    int pid;
+    std::string description;
+  };
+  static Parts describe(std::string type_name, std::string message, int pid) {
+    std::string description = type_name + ": " + message;
+    if (pid != 0) description += " (raised in worker process " + std::to_string(pid) + ")";
+    return {std::move(type_name), std::move(message), pid, std::move(description)};
+  }
+  std::shared_ptr<const Parts> parts_;
+};
+
+// A task raised an exception in another process whose type is not known to
+// mproc (neither standard nor registered with mp::register_exception), or
+// the machinery moving a task's arguments or results failed there (a
+// serializer threw, memory ran out, the result could not be sent). what()
+// is "<type>: <message>"; the parts are available separately (RemoteTrace).
+class RemoteError : public ProcessError, public RemoteTrace {
+ public:
+  RemoteError(std::string type_name, std::string message, int pid = 0)
+      : ProcessError(type_name + ": " + message), RemoteTrace(std::move(type_name), std::move(message), pid) {}
+
+  const char* what() const noexcept override { return ProcessError::what(); }
+};
+
+// A task raised an exception of a known type E in another process (a
+// standard exception such as std::invalid_argument, or a type registered
+// with mp::register_exception): rethrown in this process as this, an E
+// holding the remote exception's fields, so `catch (const E&)` works. what()
+// is "<type>: <message> (raised in worker process <pid>)". Not a
+// ProcessError: `catch (const mp::RemoteError&)` and `catch (const
+// mp::ProcessError&)` do not catch it; `catch (const mp::RemoteTrace&)` does.
+// Matching is by exact type: an unregistered subclass of a known type
+// arrives as RemoteError, not as its base.
+template <class E>
+class RemoteException final : public E, public RemoteTrace {
+  static_assert(std::is_base_of_v<std::exception, E>, "mproc::RemoteException<E>: E must derive from std::exception");
+  static_assert(!std::is_final_v<E>, "mproc::RemoteException<E>: E must not be final");
+
+ public:
+  // `original`: the exception rebuilt from what crossed; the rest as for RemoteTrace.
+  RemoteException(E original, std::string type_name, std::string message, int pid)
+      : E(std::move(original)), RemoteTrace(std::move(type_name), std::move(message), pid) {}
+
+  const char* what() const noexcept override { return description(); }
 };
 
 namespace detail {

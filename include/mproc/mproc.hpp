@@ -17,6 +17,7 @@
 #include <mproc/process.hpp>
 #include <mproc/progress.hpp>
 #include <mproc/queue.hpp>
+#include <mproc/remote_exception.hpp>
 #include <mproc/semaphore.hpp>
 #include <mproc/serialize.hpp>
 #include <mproc/shared_memory.hpp>

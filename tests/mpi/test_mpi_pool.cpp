@@ -168,22 +168,25 @@ TEST_CASE("mpi::Pool: apply_async completes in the background; get(timeout) time
   REQUIRE(all.get(10s) == std::vector<int>{1, 4, 9});
 }
 
-TEST_CASE("mpi::Pool: a task's exception comes back as RemoteError with its type and message", "[mpi]") {
+TEST_CASE("mpi::Pool: a task's exception comes back as its own type, with its type and message", "[mpi]") {
   mp::mpi::Pool pool(opts());
   if (!pool) return;
   try {
     pool.apply(fails_on_three, 3);
     FAIL("no exception");
-  } catch (const mp::RemoteError& e) {
-    REQUIRE(e.type_name() == "std::invalid_argument");
-    REQUIRE(e.message() == "three is not allowed");
+  } catch (const std::invalid_argument& e) {
+    const auto* trace = dynamic_cast<const mp::RemoteTrace*>(&e);
+    REQUIRE(trace != nullptr);
+    REQUIRE(trace->type_name() == "std::invalid_argument");
+    REQUIRE(trace->message() == "three is not allowed");
+    REQUIRE(trace->pid() > 0);
   }
-  REQUIRE_THROWS_MATCHES(pool.map(fails_on_three, std::vector<int>{1, 2, 3, 4}, 1), mp::RemoteError,
-                         MessageContains("std::invalid_argument: three is not allowed"));
+  REQUIRE_THROWS_MATCHES(pool.map(fails_on_three, std::vector<int>{1, 2, 3, 4}, 1), std::invalid_argument,
+                         MessageContains("std::invalid_argument: three is not allowed (raised in worker process"));
   // The other items of an imap are unaffected.
   auto it = pool.imap(fails_on_three, std::vector<int>{2, 3, 4});
   REQUIRE(it.next() == 2);
-  REQUIRE_THROWS_AS(it.next(), mp::RemoteError);
+  REQUIRE_THROWS_AS(it.next(), mp::RemoteException<std::invalid_argument>);
   REQUIRE(it.next() == 4);
   // And the pool serves on.
   REQUIRE(pool.map(square, std::vector<int>{5}) == std::vector<int>{25});

@@ -19,7 +19,10 @@
 //
 // A task's results are a form byte, then either one std::vector<R> of every
 // value (results_values: every call succeeded) or, per call, a status byte
-// and the value or the exception's type name and message (results_items).
+// and the value or the error (results_items). An error is {type name,
+// message, i32 pid of the worker, u8 typed, and if typed the encoded fields
+// of a type of the registry in remote_exceptions.hpp}; the owner rebuilds it
+// as RemoteException<E> (typed) or RemoteError.
 // Bytes from a worker are untrusted: decoding throws ProcessError on
 // anything malformed.
 #pragma once
@@ -27,6 +30,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <span>
 #include <string>
@@ -34,7 +38,9 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <unistd.h>
 
+#include <mproc/detail/pool/remote_exceptions.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/transfer_heap.hpp>
 #include <mproc/detail/util/demangle.hpp>
@@ -181,11 +187,25 @@ class ItemWriter : public Writer {
   }
 };
 
+// Appends a failed call's item: status, then the error (TaskError: what
+// capture_task_error captured; ExceptionInfo: a failure of the machinery in
+// this process, which goes untyped).
+inline void write_item_error(std::vector<std::byte>& out, const TaskError& error) {
+  ItemWriter w(out);
+  w.write(item_error);
+  w.write(error.type_name);
+  w.write(error.message);
+  w.write(static_cast<std::int32_t>(error.pid));
+  w.write(static_cast<std::uint8_t>(error.typed));
+  if (error.typed) w.write(error.fields);
+}
 inline void write_item_error(std::vector<std::byte>& out, const ExceptionInfo& info) {
   ItemWriter w(out);
   w.write(item_error);
   w.write(info.type_name);
   w.write(info.message);
+  w.write(static_cast<std::int32_t>(::getpid()));
+  w.write(std::uint8_t{0});
 }
 
 // The forms of a task's results.
@@ -227,27 +247,26 @@ void write_item_ok(std::vector<std::byte>& out, const V&... value) {
   (w.write(value), ...);
 }
 
-// Reads one per-call item: the value, or throws RemoteError / ProcessError.
-template <class R>
-auto read_item(Reader& r) {
-  const auto status = r.read<std::uint8_t>();
-  if (status == item_error) {
-    auto type = r.read<std::string>();
-    auto message = r.read<std::string>();
-    throw RemoteError(std::move(type), std::move(message));
-  }
-  if (status != item_ok) throw ProcessError("mproc: Pool: malformed result from a worker (bad status byte)");
-  if constexpr (std::is_void_v<R>) {
-    return;
-  } else {
-    return r.read<R>();
-  }
+// Reads the error of an item whose status was item_error: the exception the
+// owner raises for it (rebuild_task_error: RemoteException<E>, RemoteError,
+// or ProcessError if a typed error's fields are malformed). Throws
+// ProcessError if the error itself is malformed (the results cannot be read
+// further).
+inline std::exception_ptr read_item_error(Reader& r) {
+  auto type = r.read<std::string>();
+  auto message = r.read<std::string>();
+  const auto pid = r.read<std::int32_t>();
+  const auto typed = r.read<std::uint8_t>();
+  if (typed > 1) throw ProcessError("mproc: Pool: malformed result from a worker (bad error kind byte)");
+  std::vector<std::byte> fields;
+  if (typed == 1) fields = r.read<std::vector<std::byte>>();
+  return rebuild_task_error(std::move(type), std::move(message), pid > 0 ? pid : 0, typed == 1, fields);
 }
 
 // Reads the results of a task of `count` calls (results are untrusted
 // bytes): on_value(i, R&&) for each success (on_value(i) for void R),
-// on_error(i, exception_ptr) for each RemoteError. Throws ProcessError if the
-// results are malformed.
+// on_error(i, exception_ptr) for each failed call (read_item_error). Throws
+// ProcessError if the results are malformed.
 template <class R, class OnValue, class OnError>
 void read_results(Reader& r, std::uint64_t count, OnValue&& on_value, OnError&& on_error) {
   const auto form = r.read<std::uint8_t>();
@@ -271,15 +290,15 @@ void read_results(Reader& r, std::uint64_t count, OnValue&& on_value, OnError&& 
   }
   if (form != results_items) throw ProcessError("mproc: Pool: malformed result from a worker (bad form byte)");
   for (std::uint64_t i = 0; i < count; ++i) {
-    try {
-      if constexpr (std::is_void_v<R>) {
-        read_item<R>(r);
-        on_value(i);
-      } else {
-        on_value(i, read_item<R>(r));
-      }
-    } catch (const RemoteError&) {
-      on_error(i, std::current_exception());
+    const auto status = r.read<std::uint8_t>();
+    if (status == item_error) {
+      on_error(i, read_item_error(r));
+    } else if (status != item_ok) {
+      throw ProcessError("mproc: Pool: malformed result from a worker (bad status byte)");
+    } else if constexpr (std::is_void_v<R>) {
+      on_value(i);
+    } else {
+      on_value(i, r.read<R>());
     }
   }
 }
@@ -352,7 +371,7 @@ inline std::optional<WorkerConfig> decode_worker_config(std::span<const std::byt
 }
 
 // The payload of pm_init_failed, from the initializer trampoline's results
-// ([results_items][status][type name, message]); empty if they hold no error.
+// ([results_items][status][type name, message, ...]); empty if they hold no error.
 inline std::span<const std::byte> init_failure_payload(std::span<const std::byte> results) noexcept {
   if (results.size() < 2 || results[1] != std::byte{item_error}) return {};
   return results.subspan(2);
@@ -364,7 +383,8 @@ inline bool init_succeeded(std::span<const std::byte> results) noexcept {
 }
 
 // Decodes pm_init_failed's payload (untrusted: a malformed one gives type
-// "unknown" and an empty message).
+// "unknown" and an empty message). Only the type name and message are read:
+// an initializer's exception is reported as RemoteError, typed or not.
 inline ExceptionInfo decode_init_failure(std::span<const std::byte> payload) {
   ExceptionInfo info;
   try {

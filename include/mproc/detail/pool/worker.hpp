@@ -32,6 +32,7 @@
 #include <mproc/detail/os/spawn.hpp>
 #include <mproc/detail/pool/channel.hpp>
 #include <mproc/detail/pool/protocol.hpp>
+#include <mproc/detail/pool/remote_exceptions.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/util/demangle.hpp>
 #include <mproc/detail/util/test_hook.hpp>
@@ -181,21 +182,31 @@ decltype(auto) apply_with(F& f, Tuple& t) {
 // ---------------------------------------------------------------- results
 
 // Encodes one call's outcome: runs `call` and appends status + value, or,
-// if it throws, rolls back to the item's start and appends the error.
+// if it throws, rolls back to the item's start and appends the error (the
+// call's exception as captured for the owner to rebuild typed; an error
+// encoding the value goes untyped).
 template <class Call>
 void run_item(std::vector<std::byte>& out, Call&& call) {
   const std::size_t mark = out.size();
+  bool in_call = true;
   try {
     using R = decltype(call());
     if constexpr (std::is_void_v<R>) {
       call();
+      in_call = false;
       write_item_ok(out);
     } else {
-      write_item_ok(out, call());
+      decltype(auto) value = call();
+      in_call = false;
+      write_item_ok(out, value);
     }
   } catch (...) {
     out.resize(mark);
-    write_item_error(out, describe_current_exception());
+    if (in_call) {
+      write_item_error(out, capture_task_error());
+    } else {
+      write_item_error(out, describe_current_exception());
+    }
   }
 }
 
@@ -262,12 +273,12 @@ void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::
     try {
       std::rethrow_exception(error);
     } catch (...) {
-      const ExceptionInfo info = describe_current_exception();
       if (bad_input) {
+        const ExceptionInfo info = describe_current_exception();
         for (; i < count; ++i) write_item_error(out, info);
         return;
       }
-      write_item_error(out, info);
+      write_item_error(out, capture_task_error());
     }
     ++i;
   }
