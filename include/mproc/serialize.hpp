@@ -153,6 +153,7 @@ constexpr std::uint64_t type_fingerprint() noexcept;
 // Their order matters: clang-format must not sort them.
 #define MPROC_DETAIL_SERIALIZE_DECLARED
 // clang-format off
+#include <mproc/detail/serial/members.hpp>
 #include <mproc/detail/serial/traits.hpp>
 #include <mproc/detail/serial/user_types.hpp>
 #include <mproc/detail/serial/checks.hpp>
@@ -181,11 +182,14 @@ concept owning_decodable = serializable<T> && !detail::borrows_input<T>();
 // A 64-bit hash of T's name, stable within one program image: the frame's
 // type check. A view and its owning type share it (std::span<const double>
 // and std::vector<double>, std::string_view and std::string), as do
-// containers that differ only in their allocator. Distinct types get distinct
-// fingerprints in practice. Never throws.
+// containers that differ only in their allocator. An aggregate sent member
+// by member adds its member types (also inside containers), so that two
+// structs of one name with different members differ. Distinct types get
+// distinct fingerprints in practice. Never throws.
 template <class T>
 constexpr std::uint64_t type_fingerprint() noexcept {
-  return detail::fnv1a(detail::type_name_v<detail::wire_t<std::remove_cvref_t<T>>>);
+  using W = detail::wire_t<std::remove_cvref_t<T>>;
+  return detail::mix_hash(detail::fnv1a(detail::type_name_v<W>), detail::members_hash<W>());
 }
 
 // Writes one frame holding `value` (header, payload) to `w`. Alignment inside
