@@ -303,12 +303,20 @@ T loads(std::span<const std::byte> frame) {
 // ------------------------------------------------------------ MPROC_SERIALIZE
 //
 // MPROC_SERIALIZE(Type, member1, member2, ...) specializes mproc::serializer
-// for Type, writing and reading the listed members in order. Write it at
-// global namespace scope, after Type is defined and before Type is sent.
-// Type must be default-constructible with assignable public members; a Type
-// spelled with commas needs an alias. Up to 64 members. Its min_size is the
-// sum of the members', and it borrows its input (see owning_decodable) if a
-// member does.
+// for Type, writing and reading the listed members in order: for types that
+// are not plain aggregates (private members, constructors, base classes); a
+// plain struct needs nothing. Write it at global namespace scope, outside
+// every namespace (a specialization of mproc::serializer cannot be declared
+// inside another one), naming a namespace's type by its qualified name,
+// MPROC_SERIALIZE(geo::Point, x, y), after Type is defined and before Type
+// is sent. The trailing semicolon is optional: the macro ends with one, and
+// a second is an empty declaration, which -Wpedantic accepts (only Clang's
+// -Wextra-semi reports it). Type must be default-constructible with
+// assignable members accessible at global scope (private ones: declare
+// `friend struct mproc::serializer<Type>;`); a Type spelled with commas
+// needs an alias. Up to 64 members. Its min_size is the sum of the
+// members', and it borrows its input (see owning_decodable) if a member
+// does.
 #define MPROC_SERIALIZE(Type, ...)                                                               \
   template <>                                                                                    \
   struct mproc::serializer<Type> {                                                               \
@@ -330,4 +338,4 @@ T loads(std::span<const std::byte> frame) {
     static constexpr bool mproc_borrows_input() {                                                \
       return false MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_BORROWS_MEMBER, __VA_ARGS__);              \
     }                                                                                            \
-  }
+  };
