@@ -48,9 +48,9 @@ inline constexpr std::size_t max_aggregate_members = 64;
 
 // One case of with_members: N == n, the bindings named by the arguments.
 #define MPROC_DETAIL_MEMBER_TYPE(m) , decltype(m)
-#define MPROC_DETAIL_BIND_MEMBERS(n, ...)                                                                   \
-  else if constexpr (N == n) {                                                                              \
-    auto& [__VA_ARGS__] = value;                                                                            \
+#define MPROC_DETAIL_BIND_MEMBERS(n, ...)                                                                    \
+  else if constexpr (N == n) {                                                                               \
+    auto& [__VA_ARGS__] = value;                                                                             \
     return f(member_list<void MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_MEMBER_TYPE, __VA_ARGS__)>{}, __VA_ARGS__); \
   }
 
