@@ -8,7 +8,8 @@
 //   auto copy = mp::loads<std::vector<double>>(frame);    // checks type and bounds
 //
 // Built in: arithmetic types, enums, std::byte, trivially copyable structs
-// (copied bitwise), std::string, std::vector (incl. vector<bool>), std::array,
+// (copied bitwise), other aggregates (plain structs: member by member, see
+// below), std::string, std::vector (incl. vector<bool>), std::array,
 // std::deque, std::list, std::pair, std::tuple, std::optional, std::variant,
 // std::map/set/multimap/multiset/unordered_*, std::chrono::duration,
 // std::monostate, nested freely. Any container with the same shape also
@@ -38,10 +39,23 @@
 //     view (see owning_decodable) are a compile error saying which owning
 //     type to receive instead.
 //
-// Your own type: specialize the one customization point, mproc::serializer<T>,
-// at global namespace scope, before first use:
+// A plain struct that is not trivially copyable, struct Sample { std::string
+// path; std::vector<float> x; int label; }, needs nothing, like a pickled
+// object: its members are written in declaration order, reached through
+// structured bindings (their number found at compile time), and read back by
+// aggregate initialization from the decoded members (no default constructor
+// needed). Up to 64 members, none of them a pointer, reference, view or
+// union, nor a C array (use std::array), and no base class: otherwise a
+// compile error names the reason. A recursive struct (holding a
+// std::vector of itself) needs a serializer. The fingerprint of such a
+// struct includes its member types.
 //
-//   struct Sample { std::string label; std::vector<float> features; };
+// Any other type of your own (private members, constructors, base classes):
+// specialize the one customization point, mproc::serializer<T>, at global
+// namespace scope, before first use. It takes precedence over the built-in
+// paths, also for a plain struct:
+//
+//   class Sample { public: ...  private: std::string label; std::vector<float> features; };
 //   template <>
 //   struct mproc::serializer<Sample> {
 //     static void write(mproc::Writer& w, const Sample& s) {
@@ -57,6 +71,8 @@
 //   };
 //
 // or, the same generated for you:  MPROC_SERIALIZE(Sample, label, features);
+// (with `friend struct mproc::serializer<Sample>;` in a class with private
+// members; see MPROC_SERIALIZE at the end of this file for namespaces).
 //
 // A specialization may also declare
 //   static constexpr bool zero_copy = true;   // write() passes only parts of `value`
@@ -97,8 +113,9 @@
 // unordered containers.
 //
 // Where things are: this file holds the public interface; the machinery is
-// in mproc/detail/serial/, in layers: traits.hpp (kinds of types, aggregate
-// inspection), user_types.hpp (what a serializer may declare, MPROC_SERIALIZE's
+// in mproc/detail/serial/, in layers: members.hpp (an aggregate's members
+// by structured binding, the preprocessor loop), traits.hpp (kinds of types,
+// aggregate inspection), user_types.hpp (what a serializer may declare, MPROC_SERIALIZE's
 // loop), checks.hpp (compile-time checks and their messages), core.hpp
 // (Writer, Reader), std_types.hpp (built-in serializers), frame.hpp (frame
 // header, decoding).
