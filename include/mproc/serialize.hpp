@@ -114,7 +114,7 @@
 //
 // Where things are: this file holds the public interface; the machinery is
 // in mproc/detail/serial/, in layers: members.hpp (an aggregate's members
-// by structured binding, the preprocessor loop), traits.hpp (kinds of types,
+// by structured binding), traits.hpp (kinds of types,
 // aggregate inspection), user_types.hpp (what a serializer may declare, MPROC_SERIALIZE's
 // loop), checks.hpp (compile-time checks and their messages), core.hpp
 // (Writer, Reader), std_types.hpp (built-in serializers), frame.hpp (frame

@@ -4,7 +4,7 @@
 // Serialization machinery, layer 2: what a user's serializer<T> may declare
 // besides write() and read() (min_size, zero_copy; borrows_input is read in
 // checks.hpp), read with defaults, and MPROC_SERIALIZE's per-member
-// steps (the macro itself is in <mproc/serialize.hpp>, its loop in members.hpp).
+// steps and its preprocessor loop (the macro itself is in <mproc/serialize.hpp>).
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
 #pragma once
@@ -64,3 +64,18 @@ constexpr bool zero_copy_of() noexcept {
 #define MPROC_DETAIL_MIN_SIZE_MEMBER(member) +::mproc::detail::min_size_v<decltype(std::declval<const Self&>().member)>
 #define MPROC_DETAIL_BORROWS_MEMBER(member) \
   || ::mproc::detail::borrows_input<decltype(std::declval<const Self&>().member), Self, Seen...>()
+
+// MPROC_DETAIL_FOR_EACH(m, a, b, c) -> m(a) m(b) m(c)
+#define MPROC_DETAIL_FOR_EACH(macro, ...) \
+  __VA_OPT__(MPROC_DETAIL_PP_EXPAND(MPROC_DETAIL_FOR_EACH_STEP(macro, __VA_ARGS__)))
+#define MPROC_DETAIL_FOR_EACH_STEP(macro, first, ...) \
+  macro(first) __VA_OPT__(MPROC_DETAIL_FOR_EACH_AGAIN MPROC_DETAIL_PP_PARENS(macro, __VA_ARGS__))
+#define MPROC_DETAIL_FOR_EACH_AGAIN() MPROC_DETAIL_FOR_EACH_STEP
+#define MPROC_DETAIL_PP_PARENS ()
+#define MPROC_DETAIL_PP_EXPAND(...) \
+  MPROC_DETAIL_PP_EXPAND3(MPROC_DETAIL_PP_EXPAND3(MPROC_DETAIL_PP_EXPAND3(MPROC_DETAIL_PP_EXPAND3(__VA_ARGS__))))
+#define MPROC_DETAIL_PP_EXPAND3(...) \
+  MPROC_DETAIL_PP_EXPAND2(MPROC_DETAIL_PP_EXPAND2(MPROC_DETAIL_PP_EXPAND2(MPROC_DETAIL_PP_EXPAND2(__VA_ARGS__))))
+#define MPROC_DETAIL_PP_EXPAND2(...) \
+  MPROC_DETAIL_PP_EXPAND1(MPROC_DETAIL_PP_EXPAND1(MPROC_DETAIL_PP_EXPAND1(MPROC_DETAIL_PP_EXPAND1(__VA_ARGS__))))
+#define MPROC_DETAIL_PP_EXPAND1(...) __VA_ARGS__
