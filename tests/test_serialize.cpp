@@ -472,7 +472,7 @@ TEST_CASE("a recursive user type round-trips, and its nesting depth is bounded")
 // ------------------------------------------------------------ compile time
 
 struct NotSerializable {
-  std::string s;  // not trivially copyable, no serializer
+  std::unique_ptr<int> p;  // an aggregate, but its member has no serialization
 };
 
 TEST_CASE("types that cannot cross a process boundary are rejected at compile time") {
@@ -1323,4 +1323,240 @@ TEST_CASE("encoding and decoding run concurrently from many threads") {
   }
   for (auto& th : threads) th.join();
   CHECK(ok == std::vector<int>(4, 200));
+}
+
+// ------------------------------------------------ plain structs, no macro
+
+namespace agg {
+
+struct Sample {
+  std::string path;
+  std::vector<float> x;
+  int label = 0;
+  bool operator==(const Sample&) const = default;
+};
+
+struct Nested {
+  const std::string name;  // const members: rebuilt, not assigned
+  Sample sample;
+  std::vector<Sample> samples;
+  std::map<std::string, Sample> by_name;
+  std::optional<Sample> maybe;
+  std::tuple<Sample, int> pair;
+  std::array<Sample, 2> two;
+  Pod pod;  // trivially copyable: one memcpy inside
+  Record record;  // MPROC_SERIALIZE inside
+  bool operator==(const Nested&) const = default;
+};
+
+// No default constructor in a member: read builds the struct from its members.
+struct NoDefault {
+  explicit NoDefault(int v) : value(v) {}
+  int value;
+  bool operator==(const NoDefault&) const = default;
+};
+struct HoldsNoDefault {
+  std::string tag;
+  NoDefault n;
+  bool operator==(const HoldsNoDefault&) const = default;
+};
+
+// 40 members (the limit is 64).
+struct Wide {
+  std::string m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19;
+  int i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10, i11, i12, i13, i14, i15, i16, i17, i18, i19;
+  bool operator==(const Wide&) const = default;
+};
+
+// Aggregates, not trivially copyable, without a member-wise serialization.
+struct Base {
+  int b = 0;
+};
+struct WithBase : Base {
+  std::string s;
+};
+struct WithCArray {
+  std::string s;
+  int a[3];
+};
+struct WithPointer {
+  std::string s;
+  const char* text;
+};
+struct WithReference {
+  std::string s;
+  const int& r;
+};
+struct WithView {
+  std::string s;
+  std::string_view v;
+};
+union Number {
+  int i;
+  float f;
+};
+struct WithUnion {
+  std::string s;
+  Number n;
+};
+struct WithUniquePtr {
+  std::string s;
+  std::unique_ptr<int> p;
+};
+
+// A user serializer wins over the member-wise path.
+struct Shouted {
+  std::string text;
+};
+
+// Two structs that differ only in their members.
+struct OneMember {
+  std::string a;
+};
+template <class M>
+struct Holder {
+  std::string s;
+  M m;
+};
+
+}  // namespace agg
+
+template <>
+struct mproc::serializer<agg::Shouted> {
+  static void write(mproc::Writer& w, const agg::Shouted& s) { w.write(s.text + "!"); }
+  static agg::Shouted read(mproc::Reader& r) { return {r.read<std::string>() + "?"}; }
+};
+
+TEST_CASE("a plain struct crosses member by member, without a serializer") {
+  STATIC_REQUIRE(mp::serializable<agg::Sample>);
+  STATIC_REQUIRE(mp::owning_decodable<agg::Sample>);
+  STATIC_REQUIRE(mp::detail::min_size_v<agg::Sample> == 8 + 8 + 4);
+
+  const agg::Sample s{"img/0001.png", {0.5f, 1.5f}, 7};
+  CHECK(mp::loads<agg::Sample>(mp::dumps(s)) == s);
+  // Members in declaration order, each as on its own.
+  Bytes members;
+  {
+    mp::Writer w(members);
+    w.write(s.path);
+    w.write(s.x);
+    w.write(s.label);
+  }
+  const Bytes frame = mp::dumps(s);
+  CHECK(Bytes(frame.begin() + mp::frame_header_size, frame.end()) == members);
+
+  const agg::Nested n{"n",
+                      s,
+                      {s, {"b", {}, 2}},
+                      {{"k", s}},
+                      s,
+                      {s, 3},
+                      {{s, s}},
+                      Pod{1, 2.0, {'a', 'b', 'c', 0}},
+                      Record{1, "r", {1.0}, std::nullopt, {{"c", 1}}}};
+  CHECK(mp::loads<agg::Nested>(mp::dumps(n)) == n);
+  CHECK(mp::loads<std::vector<agg::Nested>>(mp::dumps(std::vector<agg::Nested>{n, n})) ==
+        std::vector<agg::Nested>{n, n});
+  const std::map<int, std::optional<agg::Sample>> m{{1, s}, {2, std::nullopt}};
+  CHECK(mp::loads<decltype(m)>(mp::dumps(m)) == m);
+
+  const agg::HoldsNoDefault h{"t", agg::NoDefault(5)};
+  CHECK(mp::loads<agg::HoldsNoDefault>(mp::dumps(h)) == h);
+
+  agg::Wide wide{};
+  wide.m19 = "last string";
+  wide.i19 = 19;
+  CHECK(mp::loads<agg::Wide>(mp::dumps(wide)) == wide);
+}
+
+TEST_CASE("a trivially copyable struct stays one block; a user serializer wins over the member-wise path") {
+  STATIC_REQUIRE(mp::detail::bitwise<Pod>);
+  CHECK(mp::encoded_size(Pod{}) == mp::frame_header_size + sizeof(Pod));
+  STATIC_REQUIRE(!mp::detail::is_builtin_v<agg::Shouted>);
+  CHECK(mp::loads<agg::Shouted>(mp::dumps(agg::Shouted{"hi"})).text == "hi!?");
+  CHECK(mp::loads<Sample>(mp::dumps(Sample{"s", {1.0f}})) == Sample{"s", {1.0f}});  // hand-written, an aggregate
+  CHECK(mp::loads<Record>(mp::dumps(Record{})) == Record{});                         // MPROC_SERIALIZE
+}
+
+TEST_CASE("an aggregate that cannot be sent member by member is a compile error") {
+  using mp::detail::memberwise_fault;
+  STATIC_REQUIRE(!mp::serializable<agg::WithBase>);
+  STATIC_REQUIRE(mp::detail::memberwise_fault_of<agg::WithBase>() == memberwise_fault::base_class);
+  STATIC_REQUIRE(!mp::serializable<agg::WithCArray>);
+  STATIC_REQUIRE(mp::detail::memberwise_fault_of<agg::WithCArray>() == memberwise_fault::c_array);
+  STATIC_REQUIRE(!mp::serializable<agg::WithPointer>);
+  STATIC_REQUIRE(!mp::serializable<agg::WithReference>);
+  STATIC_REQUIRE(!mp::serializable<agg::WithView>);
+  STATIC_REQUIRE(!mp::serializable<agg::WithUnion>);
+  STATIC_REQUIRE(!mp::serializable<agg::WithUniquePtr>);
+  STATIC_REQUIRE(!mp::serializable<std::vector<agg::WithPointer>>);
+  STATIC_REQUIRE(mp::detail::memberwise_fault_of<agg::WithUniquePtr>() == memberwise_fault::member);
+}
+
+TEST_CASE("the fingerprint of a struct sent member by member includes its member types") {
+  // Types without such a struct keep the hash of their name alone.
+  CHECK(mp::type_fingerprint<std::vector<int>>() == mp::detail::fnv1a(mp::detail::type_name_v<std::vector<int>>));
+  CHECK(mp::type_fingerprint<Pod>() == mp::detail::fnv1a(mp::detail::type_name_v<Pod>));
+  CHECK(mp::type_fingerprint<Record>() == mp::detail::fnv1a(mp::detail::type_name_v<Record>));
+  CHECK(mp::type_fingerprint<agg::Sample>() != mp::detail::fnv1a(mp::detail::type_name_v<agg::Sample>));
+  // The member lists differ, also seen through containers.
+  CHECK(mp::detail::members_hash<agg::Holder<int>>() != mp::detail::members_hash<agg::Holder<double>>());
+  CHECK(mp::detail::members_hash<agg::OneMember>() != mp::detail::members_hash<agg::Holder<int>>());
+  CHECK(mp::detail::members_hash<std::vector<agg::Sample>>() == mp::detail::members_hash<agg::Sample>());
+  CHECK(mp::detail::members_hash<std::optional<std::map<int, agg::Sample>>>() != 0);
+  CHECK_THROWS_WITH(mp::loads<agg::Holder<int>>(mp::dumps(agg::Holder<double>{"x", 1.0})),
+                    Contains("mproc: type mismatch"));
+}
+
+TEST_CASE("truncated or corrupted bytes of a plain struct throw ProcessError") {
+  const Bytes frame = mp::dumps(agg::Sample{"path", {1.0f, 2.0f}, 3});
+  for (std::size_t cut = mp::frame_header_size; cut < frame.size(); ++cut) {
+    Bytes part(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(cut));
+    const std::uint64_t payload = cut - mp::frame_header_size;
+    std::memcpy(part.data() + 16, &payload, sizeof payload);
+    CHECK_THROWS_AS(mp::loads<agg::Sample>(part), mp::ProcessError);
+  }
+  Bytes bad = frame;
+  const std::uint64_t huge = 1u << 30;
+  std::memcpy(bad.data() + mp::frame_header_size, &huge, sizeof huge);  // the path's length
+  CHECK_THROWS_WITH(mp::loads<agg::Sample>(bad), Contains("mproc: truncated frame"));
+}
+
+// ------------------------------------------------ MPROC_SERIALIZE, namespaces
+
+namespace geo {
+
+// Not an aggregate: private members, a constructor.
+class Point {
+ public:
+  Point() = default;
+  Point(double x, double y, std::string label) : x_(x), y_(y), label_(std::move(label)) {}
+  bool operator==(const Point&) const = default;
+
+ private:
+  friend struct mproc::serializer<Point>;
+  double x_ = 0;
+  double y_ = 0;
+  std::string label_;
+};
+
+struct Segment {
+  Segment() = default;
+  Segment(Point a, Point b) : from(std::move(a)), to(std::move(b)) {}
+  Point from, to;
+  bool operator==(const Segment&) const = default;
+};
+
+}  // namespace geo
+
+// At global scope, with the namespace's qualified name; with or without the
+// trailing semicolon (both compile under -Wpedantic -Werror).
+MPROC_SERIALIZE(geo::Point, x_, y_, label_);
+MPROC_SERIALIZE(geo::Segment, from, to)
+
+TEST_CASE("MPROC_SERIALIZE serializes a class of a namespace, with or without a semicolon") {
+  const geo::Segment seg{{1, 2, "a"}, {3, 4, "b"}};
+  CHECK(mp::loads<geo::Segment>(mp::dumps(seg)) == seg);
+  CHECK(mp::loads<std::vector<geo::Point>>(mp::dumps(std::vector<geo::Point>{{5, 6, "c"}})) ==
+        std::vector<geo::Point>{{5, 6, "c"}});
 }

@@ -8,7 +8,8 @@
 //   auto copy = mp::loads<std::vector<double>>(frame);    // checks type and bounds
 //
 // Built in: arithmetic types, enums, std::byte, trivially copyable structs
-// (copied bitwise), std::string, std::vector (incl. vector<bool>), std::array,
+// (copied bitwise), other aggregates (plain structs: member by member, see
+// below), std::string, std::vector (incl. vector<bool>), std::array,
 // std::deque, std::list, std::pair, std::tuple, std::optional, std::variant,
 // std::map/set/multimap/multiset/unordered_*, std::chrono::duration,
 // std::monostate, nested freely. Any container with the same shape also
@@ -38,10 +39,23 @@
 //     view (see owning_decodable) are a compile error saying which owning
 //     type to receive instead.
 //
-// Your own type: specialize the one customization point, mproc::serializer<T>,
-// at global namespace scope, before first use:
+// A plain struct that is not trivially copyable, struct Sample { std::string
+// path; std::vector<float> x; int label; }, needs nothing, like a pickled
+// object: its members are written in declaration order, reached through
+// structured bindings (their number found at compile time), and read back by
+// aggregate initialization from the decoded members (no default constructor
+// needed). Up to 64 members, none of them a pointer, reference, view or
+// union, nor a C array (use std::array), and no base class: otherwise a
+// compile error names the reason. A recursive struct (holding a
+// std::vector of itself) needs a serializer. The fingerprint of such a
+// struct includes its member types.
 //
-//   struct Sample { std::string label; std::vector<float> features; };
+// Any other type of your own (private members, constructors, base classes):
+// specialize the one customization point, mproc::serializer<T>, at global
+// namespace scope, before first use. It takes precedence over the built-in
+// paths, also for a plain struct:
+//
+//   class Sample { public: ...  private: std::string label; std::vector<float> features; };
 //   template <>
 //   struct mproc::serializer<Sample> {
 //     static void write(mproc::Writer& w, const Sample& s) {
@@ -57,6 +71,8 @@
 //   };
 //
 // or, the same generated for you:  MPROC_SERIALIZE(Sample, label, features);
+// (with `friend struct mproc::serializer<Sample>;` in a class with private
+// members; see MPROC_SERIALIZE at the end of this file for namespaces).
 //
 // A specialization may also declare
 //   static constexpr bool zero_copy = true;   // write() passes only parts of `value`
@@ -97,8 +113,9 @@
 // unordered containers.
 //
 // Where things are: this file holds the public interface; the machinery is
-// in mproc/detail/serial/, in layers: traits.hpp (kinds of types, aggregate
-// inspection), user_types.hpp (what a serializer may declare, MPROC_SERIALIZE's
+// in mproc/detail/serial/, in layers: members.hpp (an aggregate's members
+// by structured binding), traits.hpp (kinds of types,
+// aggregate inspection), user_types.hpp (what a serializer may declare, MPROC_SERIALIZE's
 // loop), checks.hpp (compile-time checks and their messages), core.hpp
 // (Writer, Reader), std_types.hpp (built-in serializers), frame.hpp (frame
 // header, decoding).
@@ -153,6 +170,7 @@ constexpr std::uint64_t type_fingerprint() noexcept;
 // Their order matters: clang-format must not sort them.
 #define MPROC_DETAIL_SERIALIZE_DECLARED
 // clang-format off
+#include <mproc/detail/serial/members.hpp>
 #include <mproc/detail/serial/traits.hpp>
 #include <mproc/detail/serial/user_types.hpp>
 #include <mproc/detail/serial/checks.hpp>
@@ -181,11 +199,14 @@ concept owning_decodable = serializable<T> && !detail::borrows_input<T>();
 // A 64-bit hash of T's name, stable within one program image: the frame's
 // type check. A view and its owning type share it (std::span<const double>
 // and std::vector<double>, std::string_view and std::string), as do
-// containers that differ only in their allocator. Distinct types get distinct
-// fingerprints in practice. Never throws.
+// containers that differ only in their allocator. An aggregate sent member
+// by member adds its member types (also inside containers), so that two
+// structs of one name with different members differ. Distinct types get
+// distinct fingerprints in practice. Never throws.
 template <class T>
 constexpr std::uint64_t type_fingerprint() noexcept {
-  return detail::fnv1a(detail::type_name_v<detail::wire_t<std::remove_cvref_t<T>>>);
+  using W = detail::wire_t<std::remove_cvref_t<T>>;
+  return detail::mix_hash(detail::fnv1a(detail::type_name_v<W>), detail::members_hash<W>());
 }
 
 // Writes one frame holding `value` (header, payload) to `w`. Alignment inside
@@ -299,12 +320,20 @@ T loads(std::span<const std::byte> frame) {
 // ------------------------------------------------------------ MPROC_SERIALIZE
 //
 // MPROC_SERIALIZE(Type, member1, member2, ...) specializes mproc::serializer
-// for Type, writing and reading the listed members in order. Write it at
-// global namespace scope, after Type is defined and before Type is sent.
-// Type must be default-constructible with assignable public members; a Type
-// spelled with commas needs an alias. Up to 64 members. Its min_size is the
-// sum of the members', and it borrows its input (see owning_decodable) if a
-// member does.
+// for Type, writing and reading the listed members in order: for types that
+// are not plain aggregates (private members, constructors, base classes); a
+// plain struct needs nothing. Write it at global namespace scope, outside
+// every namespace (a specialization of mproc::serializer cannot be declared
+// inside another one), naming a namespace's type by its qualified name,
+// MPROC_SERIALIZE(geo::Point, x, y), after Type is defined and before Type
+// is sent. The trailing semicolon is optional: the macro ends with one, and
+// a second is an empty declaration, which -Wpedantic accepts (only Clang's
+// -Wextra-semi reports it). Type must be default-constructible with
+// assignable members accessible at global scope (private ones: declare
+// `friend struct mproc::serializer<Type>;`); a Type spelled with commas
+// needs an alias. Up to 64 members. Its min_size is the sum of the
+// members', and it borrows its input (see owning_decodable) if a member
+// does.
 #define MPROC_SERIALIZE(Type, ...)                                                               \
   template <>                                                                                    \
   struct mproc::serializer<Type> {                                                               \
@@ -326,4 +355,4 @@ T loads(std::span<const std::byte> frame) {
     static constexpr bool mproc_borrows_input() {                                                \
       return false MPROC_DETAIL_FOR_EACH(MPROC_DETAIL_BORROWS_MEMBER, __VA_ARGS__);              \
     }                                                                                            \
-  }
+  };

@@ -4,7 +4,8 @@
 // Serialization machinery, layer 3: the compile-time checks and their
 // messages. assert_serializable<T>() names the innermost type that cannot
 // cross a process boundary (a pointer, a view member of a bitwise struct, an
-// uninspectable aggregate); borrows_input<T>() tells whether decoding T points
+// uninspectable aggregate, the member an aggregate cannot send or why it
+// cannot be sent member by member); borrows_input<T>() tells whether decoding T points
 // into the bytes received (behind the owning_decodable concept), and
 // check_owning_decodable<T, decode_site>() names the view and the owning type
 // to receive instead at mp::loads, Connection::recv, Queue items and Pool
@@ -71,6 +72,97 @@ struct cannot_inspect_members {
                 "instead of references, or give it a serializer (MPROC_SERIALIZE(T, members...)).");
   static constexpr bool value = false;
 };
+
+// Instantiated for an aggregate T sent member by member (it is not
+// trivially copyable) with a member of type Member that cannot be sent.
+template <class T, class Member>
+struct member_cannot_cross {
+  static_assert(dependent_false<T>,
+                "mproc: this struct cannot cross a process boundary: it is sent member by member (an aggregate "
+                "that is not trivially copyable), and its member of type Member (T and Member of "
+                "mproc::detail::member_cannot_cross<T, Member> in this error) cannot be sent: a pointer, a "
+                "reference or a view would point into the sender's memory (hold the data itself: std::string "
+                "for const char* or std::string_view, std::vector<U> for U* or std::span<const U>), which "
+                "member of a union is live is unknown, and other types (std::unique_ptr, std::function) have "
+                "no serialization. Or give the struct a serializer (MPROC_SERIALIZE(T, members...), see "
+                "mproc/serialize.hpp).");
+  static constexpr bool value = true;  // one error is enough
+};
+
+// Instantiated for an aggregate T, not trivially copyable, with a base class.
+template <class T>
+struct aggregate_has_base_class {
+  static_assert(dependent_false<T>,
+                "mproc: this struct (the T of mproc::detail::aggregate_has_base_class<T> in this error) would "
+                "be sent member by member (an aggregate that is not trivially copyable), but it has a base "
+                "class, whose members structured bindings do not reach. Give it a serializer naming every "
+                "member: MPROC_SERIALIZE(T, base_member..., member...) at global scope (see "
+                "mproc/serialize.hpp).");
+  static constexpr bool value = true;
+};
+
+// Instantiated for an aggregate T, not trivially copyable, with a C array
+// member.
+template <class T>
+struct aggregate_has_c_array {
+  static_assert(dependent_false<T>,
+                "mproc: this struct (the T of mproc::detail::aggregate_has_c_array<T> in this error) would be "
+                "sent member by member (an aggregate that is not trivially copyable), but it has a C array "
+                "member, which cannot be rebuilt from a value: use std::array<E, N> instead, or give it a "
+                "serializer (MPROC_SERIALIZE(T, members...)).");
+  static constexpr bool value = true;
+};
+
+// Instantiated for an aggregate T, not trivially copyable, whose members
+// cannot be counted.
+template <class T>
+struct aggregate_not_inspectable {
+  static_assert(dependent_false<T>,
+                "mproc: this struct (the T of mproc::detail::aggregate_not_inspectable<T> in this error) would "
+                "be sent member by member (an aggregate that is not trivially copyable), but its members "
+                "cannot be counted: it has more than 64 members, or a reference member, or a member that "
+                "cannot be initialized from a value of its type. Hold values instead of references, group "
+                "members into nested structs, or give it a serializer (MPROC_SERIALIZE(T, members...)).");
+  static constexpr bool value = true;
+};
+
+template <class T>
+constexpr bool assert_serializable();
+
+// Names the first member in M... that the aggregate T cannot send: the
+// innermost culprit of a member that is a container or an aggregate itself.
+template <class T, class M, class... Rest>
+constexpr bool report_first_member(member_list<void, M, Rest...>) {
+  using V = std::remove_cv_t<M>;
+  if constexpr (member_crosses<M>())
+    return report_first_member<T>(member_list<void, Rest...>{});
+  else if constexpr (!std::is_reference_v<M> && !std::is_volatile_v<M> && std::is_class_v<V> && !serializable<V> &&
+                     (std::is_aggregate_v<V> || requires { typename V::value_type; }))
+    return assert_serializable<V>();
+  else
+    return member_cannot_cross<T, std::conditional_t<std::is_reference_v<M>, M, V>>::value;
+}
+template <class T>
+constexpr bool report_first_member(member_list<void>) {
+  return true;
+}
+
+// Says why the aggregate T, not trivially copyable, cannot be sent member
+// by member. Always true, after a static_assert.
+template <class T>
+constexpr bool report_memberwise() {
+  constexpr memberwise_fault fault = memberwise_fault_of<T>();
+  if constexpr (fault == memberwise_fault::not_inspectable)
+    return aggregate_not_inspectable<T>::value;
+  else if constexpr (fault == memberwise_fault::base_class)
+    return aggregate_has_base_class<T>::value;
+  else if constexpr (fault == memberwise_fault::c_array)
+    return aggregate_has_c_array<T>::value;
+  else if constexpr (fault == memberwise_fault::member)
+    return report_first_member<T>(member_types_t<T, aggregate_members<T>()>{});
+  else
+    return true;
+}
 
 template <class T, class U>
 constexpr bool report_member();
@@ -144,6 +236,8 @@ constexpr bool assert_serializable() {
       return cannot_cross_process_boundary<U>::value;
   } else if constexpr (std::is_class_v<U> && std::is_aggregate_v<U> && std::is_trivially_copyable_v<U>) {
     return report_aggregate_members<U>() && false;
+  } else if constexpr (std::is_class_v<U> && std::is_aggregate_v<U>) {
+    return report_memberwise<U>() && false;
   } else {
     return cannot_cross_process_boundary<U>::value;
   }

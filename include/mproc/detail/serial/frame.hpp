@@ -4,7 +4,8 @@
 // Serialization machinery, layer 6: the frame around one value. The header
 // (magic "MPRC", format version, type fingerprint, payload size) and its
 // validation, the wire type that fingerprints are computed from (a view
-// travels as its owning type; allocators do not matter), and decode_frame,
+// travels as its owning type; allocators do not matter) and the member
+// types that aggregates add to them, and decode_frame,
 // the decoder behind mp::loads without its owning check.
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
@@ -81,6 +82,44 @@ template <class... T>
 struct wire<std::variant<T...>> {
   using type = std::variant<wire_t<T>...>;
 };
+
+// Mixes x into the hash h; x == 0 (nothing to add) leaves h as it is.
+constexpr std::uint64_t mix_hash(std::uint64_t h, std::uint64_t x) noexcept {
+  return x == 0 ? h : ((h ^ x) * 1099511628211ull) ^ (x >> 29);
+}
+
+// What the name of T does not say about its encoding: a hash of the member
+// types of the aggregates in T sent member by member (kind::aggregate, also
+// inside containers, optionals, tuples, variants), or 0 when there is none.
+// Two such structs of the same name and different members (each in an
+// anonymous namespace of its own translation unit) then have different
+// fingerprints; every other type keeps the hash of its name alone.
+template <class T>
+constexpr std::uint64_t members_hash() noexcept {
+  using U = std::remove_cv_t<T>;
+  if constexpr (!serializable<U> || !is_builtin_v<U>) {
+    return 0;  // a user serializer decides; its type's name identifies it
+  } else if constexpr (kind_of<U>() == kind::aggregate) {
+    return []<class... M>(member_list<void, M...>) {
+      std::uint64_t h = fnv1a("aggregate");
+      ((h = mix_hash(h, type_fingerprint<M>())), ...);
+      return h;
+    }(member_types_t<U, aggregate_members<U>()>{});
+  } else if constexpr (kind_of<U>() == kind::variant || kind_of<U>() == kind::tuple) {
+    return []<template <class...> class Tm, class... Ts>(std::type_identity<Tm<Ts...>>) {
+      std::uint64_t h = 0;
+      ((h = mix_hash(h, members_hash<Ts>())), ...);
+      return h;
+    }(std::type_identity<U>{});
+  } else if constexpr (kind_of<U>() == kind::associative && map_like<U>) {
+    return mix_hash(members_hash<typename U::key_type>(), members_hash<typename U::mapped_type>());
+  } else if constexpr (kind_of<U>() == kind::optional || kind_of<U>() == kind::fixed_array ||
+                       kind_of<U>() == kind::sequence || kind_of<U>() == kind::associative) {
+    return members_hash<typename U::value_type>();
+  } else {
+    return 0;  // bitwise, contiguous, views, empty: no aggregate sent member by member
+  }
+}
 
 inline constexpr std::uint32_t frame_magic = 0x4352504D;  // "MPRC" in memory
 inline constexpr std::uint16_t frame_version = 2;  // 2: empty values take one byte

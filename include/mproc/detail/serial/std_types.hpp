@@ -5,7 +5,7 @@
 // (traits.hpp's kind_of): bool, bitwise values, empty values, optional,
 // variant, tuple/pair, std::array, contiguous blocks (vector/string of
 // trivially copyable data, one memcpy), views, vector<bool>, other sequences,
-// and associative containers; each bounds its allocation by the bytes
+// associative containers, and aggregates member by member; each bounds its allocation by the bytes
 // received. The primary serializer<T> (in <mproc/serialize.hpp>) derives from
 // builtin_serializer<T>.
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
@@ -384,6 +384,26 @@ struct builtin_impl<kind::associative, T> : builtin_tag {
       if (value.size() == before) r.fail("duplicate key in " + readable_type_name(type_name_v<T>));
     }
     return value;
+  }
+};
+
+// Members in declaration order (traits.hpp's memberwise_fault_of checked
+// them); read back into T by aggregate initialization, in order.
+template <class T>
+struct builtin_impl<kind::aggregate, T> : builtin_tag {
+  static constexpr std::size_t count = aggregate_members<T>();
+  using members = member_types_t<T, count>;
+  static constexpr std::size_t min_size = []<class... M>(member_list<void, M...>) {
+    return (std::size_t{0} + ... + min_size_v<M>);
+  }(members{});
+
+  static void write(Writer& w, const T& value) {
+    with_members<count>(value, [&w](auto, const auto&... member) { (w.write(member), ...); });
+  }
+  static T read(Reader& r) {
+    return []<class... M>(Reader& rr, member_list<void, M...>) {
+      return T{rr.read<std::remove_cv_t<M>>()...};  // braced: read in order
+    }(r, members{});
   }
 };
 

@@ -136,9 +136,10 @@ constexpr bool associative_ok() {
 //
 // An aggregate's members, seen without naming them: through aggregate
 // initialization T{p, p, ...} with probe objects `p` whose conversion
-// operator template accepts (or refuses) each member's type. Reusable: a
-// later member-wise serializer can take aggregate_initializers<T>() as the
-// member count of aggregates without C array members and base classes.
+// operator template accepts (or refuses) each member's type. Two uses: is a
+// trivially copyable struct safe to copy bitwise (bitwise_safe), and can an
+// aggregate that is not be sent member by member (memberwise_fault_of; its
+// members are then reached by structured binding, members.hpp).
 
 // Largest number of initializers inspected (each element of a C array member
 // counts: brace elision); beyond it compile time grows too much.
@@ -152,6 +153,14 @@ struct init_any {
   template <class U>
     requires(!std::is_same_v<U, T>)
   operator U&() const noexcept;
+};
+// The same as a prvalue: also initializes move-only and immovable members,
+// but no lvalue reference.
+template <class T>
+struct init_value {
+  template <class U>
+    requires(!std::is_same_v<std::remove_cv_t<U>, T>)
+  operator U() const noexcept;
 };
 
 // T{p_0, ..., p_{N-1}} (and one more initializer `Extra` when not void) is
@@ -168,49 +177,50 @@ inline constexpr bool brace_init_v = brace_init_with<T, Probe, Extra>(std::make_
 
 // The largest N in [Lo, Hi) with T{any x N} well-formed, given that it is
 // well-formed for Lo and not for Hi.
-template <class T, std::size_t Lo, std::size_t Hi>
+template <class T, class Probe, std::size_t Lo, std::size_t Hi>
 constexpr std::size_t last_initializer_count() {
   if constexpr (Hi - Lo <= 1) {
     return Lo;
   } else {
     constexpr std::size_t mid = Lo + (Hi - Lo) / 2;
-    if constexpr (brace_init_v<T, init_any<T>, mid>)
-      return last_initializer_count<T, mid, Hi>();
+    if constexpr (brace_init_v<T, Probe, mid>)
+      return last_initializer_count<T, Probe, mid, Hi>();
     else
-      return last_initializer_count<T, Lo, mid>();
+      return last_initializer_count<T, Probe, Lo, mid>();
   }
 }
-template <class T, std::size_t N>
+template <class T, class Probe, std::size_t N>
 constexpr std::size_t initializer_count_from() {
   if constexpr (N > max_aggregate_initializers)
     return uninspectable;
-  else if constexpr (brace_init_v<T, init_any<T>, 2 * N + 1>)
-    return initializer_count_from<T, 2 * N + 1>();
+  else if constexpr (brace_init_v<T, Probe, 2 * N + 1>)
+    return initializer_count_from<T, Probe, 2 * N + 1>();
   else
-    return last_initializer_count<T, N, 2 * N + 1>();
+    return last_initializer_count<T, Probe, N, 2 * N + 1>();
 }
 // The first N <= 16 with T{any x N} well-formed (0 unless a member has no
 // default: a reference, a class without default constructor).
-template <class T, std::size_t N = 0>
+template <class T, class Probe, std::size_t N = 0>
 constexpr std::size_t first_initializer_count() {
   if constexpr (N > 16)
     return uninspectable;
-  else if constexpr (brace_init_v<T, init_any<T>, N>)
+  else if constexpr (brace_init_v<T, Probe, N>)
     return N;
   else
-    return first_initializer_count<T, N + 1>();
+    return first_initializer_count<T, Probe, N + 1>();
 }
 
-// How many initializers the aggregate class T takes at most: its members,
-// counting each element of a C array member (brace elision), or uninspectable
-// beyond max_aggregate_initializers.
-template <class T>
+// How many initializers the aggregate class T takes at most: its bases and
+// members, counting each element of a C array member (brace elision), or
+// uninspectable beyond max_aggregate_initializers. Probe: init_any, or
+// init_value to count move-only members too.
+template <class T, class Probe = init_any<T>>
 constexpr std::size_t aggregate_initializers() {
-  constexpr std::size_t first = first_initializer_count<T>();
+  constexpr std::size_t first = first_initializer_count<T, Probe>();
   if constexpr (first == uninspectable) {
     return uninspectable;
   } else {
-    constexpr std::size_t n = initializer_count_from<T, first>();
+    constexpr std::size_t n = initializer_count_from<T, Probe, first>();
     return n > max_aggregate_initializers ? uninspectable : n;
   }
 }
@@ -271,11 +281,77 @@ constexpr bool bitwise_safe() {
   }
 }
 
+// ------------------------------------------------ aggregates, member by member
+//
+// An aggregate that is not trivially copyable (it holds a std::string, a
+// std::vector, ...) is sent member by member in declaration order, reached by
+// structured binding (members.hpp), and rebuilt by aggregate initialization
+// from the decoded members. That takes the exact number of its members (no
+// base class, no C array member: each of its elements counts as an
+// initializer) and members that can all cross.
+
+template <class T, class... Seen>
+constexpr bool borrows_input();  // checks.hpp
+
+// Converts only to T's base classes.
+template <class T>
+struct init_base {
+  template <class U>
+    requires(std::is_base_of_v<U, T> && !std::is_same_v<U, T>)
+  operator U() const noexcept;
+};
+
+// T(p_0, ..., p_{N-1}) is well-formed: parenthesized aggregate initialization
+// (C++20) never elides braces, so it fails when a C array member is among
+// T's first N elements.
+template <class T, class Probe, std::size_t... I>
+constexpr bool paren_init_with(std::index_sequence<I...>) {
+  return requires { T((static_cast<void>(I), std::declval<Probe>())...); };
+}
+
+// A member of type M (its declared type) can be sent and rebuilt: not a
+// reference, a union or a view (borrows_input), and serializable.
+template <class M>
+constexpr bool member_crosses() {
+  using V = std::remove_cv_t<M>;
+  if constexpr (std::is_reference_v<M> || std::is_volatile_v<M> || std::is_union_v<V> || !serializable<V>)
+    return false;
+  else
+    return !borrows_input<V>();
+}
+
+// The number of members of an aggregate with no base class and no C array
+// member (counting move-only ones).
+template <class T>
+constexpr std::size_t aggregate_members() {
+  return aggregate_initializers<T, init_value<T>>();
+}
+
+// Why the aggregate class T cannot be sent member by member (none: it can).
+enum class memberwise_fault { none, not_inspectable, base_class, c_array, member };
+
+template <class T>
+constexpr memberwise_fault memberwise_fault_of() {
+  constexpr std::size_t n = aggregate_members<T>();
+  if constexpr (n == uninspectable || n > max_aggregate_members) {
+    return memberwise_fault::not_inspectable;
+  } else if constexpr (requires { T{std::declval<init_base<T>>()}; }) {
+    return memberwise_fault::base_class;
+  } else if constexpr (!paren_init_with<T, init_value<T>>(std::make_index_sequence<n>())) {
+    return memberwise_fault::c_array;
+  } else {
+    return []<class... M>(member_list<void, M...>) {
+      return (member_crosses<M>() && ...) ? memberwise_fault::none : memberwise_fault::member;
+    }(member_types_t<T, n>{});
+  }
+}
+
 // Which built-in serializer handles T.
 enum class kind {
   unsupported,
   boolean,      // bool: one byte, validated
-  empty,        // std::monostate, std::tuple<>, std::array<T, 0>: one zero byte (so
+  empty,        // std::monostate, std::tuple<>, std::array<T, 0>, an aggregate without
+                // members that is not trivially copyable: one zero byte (so
                 // that containers of them are bounded by the bytes received)
   bitwise,      // arithmetic, enum, trivially copyable class, std::array of bitwise
   bit_vector,   // std::vector<bool>: size + packed bits
@@ -287,6 +363,7 @@ enum class kind {
   view,         // std::span<const T>, std::basic_string_view: same bytes, read in place
   sequence,     // other sequences: size + elements
   associative,  // maps and sets: size + keys (+ values)
+  aggregate,    // an aggregate that is not trivially copyable: its members in order
 };
 
 template <class T>
@@ -341,6 +418,11 @@ constexpr kind kind_of() {
     return bitwise_safe<T>() ? kind::bitwise : kind::unsupported;  // members inspected
   } else if constexpr ((std::is_class_v<T> || std::is_union_v<T>) && std::is_trivially_copyable_v<T>) {
     return kind::bitwise;  // cannot be inspected: its author answers for it
+  } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T>) {
+    if constexpr (memberwise_fault_of<T>() != memberwise_fault::none)
+      return kind::unsupported;
+    else
+      return aggregate_members<T>() == 0 ? kind::empty : kind::aggregate;
   } else {
     return kind::unsupported;
   }

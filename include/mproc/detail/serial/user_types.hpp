@@ -3,8 +3,8 @@
 //
 // Serialization machinery, layer 2: what a user's serializer<T> may declare
 // besides write() and read() (min_size, zero_copy; borrows_input is read in
-// checks.hpp), read with defaults, and the preprocessor loop behind
-// MPROC_SERIALIZE (the macro itself is in <mproc/serialize.hpp>).
+// checks.hpp), read with defaults, and MPROC_SERIALIZE's per-member
+// steps and its preprocessor loop (the macro itself is in <mproc/serialize.hpp>).
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
 #pragma once
