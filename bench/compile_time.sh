@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# mproc — Python's multiprocessing model for C++20.
-# SPDX-License-Identifier: MIT
-#
 # Compile-time cost of each public header. For every include/mproc/*.hpp
 # alone, the umbrella <mproc/mproc.hpp>, and a baseline unit that includes
 # only <vector> <string> <thread> <future> <mutex>, compiles a translation
@@ -18,6 +15,7 @@
 #
 # mpi.hpp is measured only when <mpi.h> is found (directly, or through
 # `mpicxx --showme:compile`). Needs /usr/bin/time (GNU time).
+# SPDX-License-Identifier: MIT
 set -euo pipefail
 
 root=${MPROC_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}

@@ -1,7 +1,4 @@
 #!/usr/bin/env python3
-# mproc — Python's multiprocessing model for C++20.
-# SPDX-License-Identifier: MIT
-#
 # Doxygen input filter for mproc's public headers (docs/Doxyfile.in). mproc
 # documents its API with plain `//` comments placed right above each
 # declaration; this filter hands them to Doxygen as `///` comments, without
@@ -13,6 +10,7 @@
 #     at namespace or class scope becomes that declaration's documentation;
 #   - comments inside function bodies, concept and requires bodies, and
 #     blocks followed by a blank line (section notes) stay plain comments.
+# SPDX-License-Identifier: MIT
 import re
 import sys
 

@@ -1,3 +1,4 @@
+// Tests of <mproc/async_result.hpp>: AsyncResult's get/wait/ready/successful, timeouts and errors.
 #include <chrono>
 #include <functional>
 #include <memory>

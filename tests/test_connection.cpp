@@ -1,3 +1,5 @@
+// Tests of <mproc/connection.hpp>: Pipe and Connection between processes — send/recv, bytes, polling,
+// timeouts, end of file, malformed and oversized messages, buffers that follow what arrives.
 #include <chrono>
 #include <cstdint>
 #include <cstring>

@@ -1,3 +1,5 @@
+// Tests of detail/os/fd.hpp: owning descriptors, EINTR-safe I/O, deadlines, and private descriptors
+// that no forked child inherits.
 #include <chrono>
 #include <csignal>
 #include <stdexcept>

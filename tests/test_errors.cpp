@@ -1,3 +1,4 @@
+// Tests of <mproc/errors.hpp>: the exception hierarchy, messages, and how exit codes and signals are described.
 #include <csignal>
 #include <exception>
 #include <stdexcept>

@@ -1,3 +1,5 @@
+// Tests of <mproc/pool.hpp>: Pool's map/imap/starmap/apply_async, options, worker replacement and the
+// failure model (crashed workers, large results, two pools, resource limits: the "(#N)" cases).
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -1,3 +1,5 @@
+// Tests of <mproc/process.hpp>: Process start/join/terminate/kill, exit codes, daemons, names, and
+// active_children/current_process.
 #include <atomic>
 #include <chrono>
 #include <cstdio>

@@ -1,3 +1,4 @@
+// Tests of <mproc/progress.hpp>: the progress bar over lazy results and ranges.
 #include <cstdio>
 #include <string>
 #include <vector>

@@ -1,9 +1,7 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Tests of the pools' shared policy and containers: the automatic chunk size
 // and imap's read-ahead (detail/pool/scheduling.hpp), and the reorder buffer
 // of ordered imap (detail/pool/reorder.hpp).
+// SPDX-License-Identifier: MIT
 #include <algorithm>
 #include <cstddef>
 #include <memory>

@@ -1,3 +1,5 @@
+// Tests of <mproc/serialize.hpp>: every supported type round trip, user types, fingerprints, and
+// untrusted frames (truncated, oversized, corrupted).
 #include <array>
 #include <chrono>
 #include <cstddef>

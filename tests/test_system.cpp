@@ -1,3 +1,4 @@
+// Tests of <mproc/system.hpp>: cpu_count and the system information helpers.
 #include <thread>
 
 #include <sched.h>

@@ -1,3 +1,5 @@
+// Tests of <mproc/thread_pool.hpp>: ThreadPool's post/submit/map/imap/parallel_for, waits that help,
+// close/join/terminate, and exceptions kept as they are.
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -1,3 +1,4 @@
+// Tests of <mproc/threading.hpp>: the thread Queue, Event, Barrier and Condition of mproc::threading.
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -1,3 +1,4 @@
+// Tests of <mproc/version.hpp>: the version macros agree with the CMake project version.
 #include <string>
 
 #include <mproc/version.hpp>

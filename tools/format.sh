@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# mproc — Python's multiprocessing model for C++20.
-# SPDX-License-Identifier: MIT
-#
 # Formats mproc's C++ sources (include/ tests/ bench/ examples/) with the
 # root .clang-format, using the pinned clang-format-19 (another version
 # formats differently; override with CLANG_FORMAT=<binary> at your own risk).
 #   tools/format.sh           rewrite every file that differs
 #   tools/format.sh --check   list the files that differ and exit 1 if any do
 #   tools/format.sh [--check] FILE...   only those files
+# SPDX-License-Identifier: MIT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

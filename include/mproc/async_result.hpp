@@ -1,8 +1,6 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // AsyncResult<R>: the handle Pool::apply_async / map_async and the
 // ThreadPool's equivalents return (Python: multiprocessing.pool.AsyncResult).
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>
@@ -157,7 +155,8 @@ class AsyncResult {
   }
 
   // Blocks until the task finishes, then returns its value or rethrows its
-  // exception (RemoteError / WorkerCrashed for a process pool; the original
+  // exception (RemoteException<E> / RemoteError / WorkerCrashed for a
+  // process pool; the original
   // exception for a thread pool). Repeatable for copyable R.
   R get() const {
     state().wait();

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // mproc::Pipe and mproc::Connection (Python: multiprocessing.Pipe and
 // multiprocessing.connection.Connection): message channels between
 // processes, made before fork() and inherited by children.
@@ -42,6 +39,7 @@
 // Connection; concurrent sends (or concurrent receives), from threads or
 // processes sharing the fd, need external locking. Messages of up to
 // PIPE_BUF - 8 bytes are written atomically to a pipe.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -25,7 +25,7 @@
 //
 // Tasks follow mproc::Pool's rules: the task function is a function pointer
 // or a captureless lambda, arguments and results cross through mproc's
-// serialization, a task's exception comes back as RemoteError, chunksize
+// serialization, a task's exception comes back as in Pool, chunksize
 // defaults to Python's formula. Tasks are pulled dynamically (each serving
 // rank holds at most `prefetch` tasks; a result frees its rank's slot), map
 // and imap return results in input order, imap_unordered in completion order.
@@ -333,7 +333,7 @@ class Pool {
   // f applied to every input, results in input order (Python: map). Inputs
   // go in chunks of `chunksize` (0: Python's default, ceil(n / (4 * size()))).
   // Blocks, driving the pool's communication. Throws the first failure:
-  // RemoteError (f threw; its type name and message), ProcessError.
+  // the task's exception (RemoteException<E> or RemoteError), ProcessError.
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& inputs, std::size_t chunksize = 0) {
     return map_impl<false>(f, std::forward<Range>(inputs), chunksize);
@@ -373,7 +373,7 @@ class Pool {
   }
 
   // f(args...) on a serving rank, without blocking; the AsyncResult yields
-  // its value or rethrows RemoteError / ProcessError. Throws ProcessError if
+  // its value or rethrows the task's exception / ProcessError. Throws ProcessError if
   // the pool is closed.
   template <class F, class... Args>
   auto apply_async(F f, Args&&... args) {

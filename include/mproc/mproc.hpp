@@ -1,9 +1,7 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Umbrella header: everything public. Documentation writes
 //   #include <mproc/mproc.hpp>
 //   namespace mp = mproc;
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <mproc/async_result.hpp>

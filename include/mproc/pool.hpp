@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // mproc::Pool — a pool of worker processes (Python: multiprocessing.Pool).
 //
 //   mp::Pool pool(4);
@@ -8,7 +5,9 @@
 //
 // Workers are forked processes. A worker that dies fails only the task it
 // was running (WorkerCrashed) and is replaced; an exception thrown by a task
-// reaches the caller as RemoteError; no call hangs because a worker died.
+// reaches the caller typed (RemoteException<E> for a standard or registered
+// E) or as RemoteError; no call hangs because a worker died.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>
@@ -91,8 +90,8 @@ class PoolOptions {
 
 // The lazily computed results of imap / imap_unordered: an input range whose
 // iterator yields each task's value (in input order for imap, in completion
-// order for imap_unordered) and rethrows an item's RemoteError /
-// WorkerCrashed when that item is reached. Inputs are encoded and submitted
+// order for imap_unordered) and rethrows an item's failure (the task's
+// exception, WorkerCrashed) when that item is reached. Inputs are encoded and submitted
 // progressively as results are consumed. Use from one thread at a time.
 template <class R>
 class ImapResult : public detail::LazyResults<ImapResult<R>, R> {
@@ -191,8 +190,8 @@ class Pool {
 
   // f applied to every input, results in input order (Python: Pool.map).
   // Inputs are sent in chunks of `chunksize` (0: Python's default,
-  // ceil(n / (4 * processes))). Blocks. Throws the first failure: RemoteError
-  // (f threw), WorkerCrashed (the process running a chunk died), ProcessError.
+  // ceil(n / (4 * processes))). Blocks. Throws the first failure: the task's
+  // exception (RemoteException<E> or RemoteError), WorkerCrashed (the process running a chunk died), ProcessError.
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& inputs, std::size_t chunksize = 0) {
     return map_impl<false>(f, std::forward<Range>(inputs), chunksize);

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // mproc::pool_like — what mproc::ThreadPool, mproc::Pool and
 // mproc::mpi::Pool have in common, so a program written against it runs
 // unchanged on threads, processes or MPI ranks:
@@ -13,6 +10,7 @@
 // Portable task functions are function pointers or captureless lambdas taking
 // and returning serializable types (mproc::Pool's rule; ThreadPool accepts
 // more). Needs no MPI.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <concepts>

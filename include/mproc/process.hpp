@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // mproc::Process — run a callable in a forked child process, like Python's
 // multiprocessing.Process with the "fork" start method — plus
 // active_children(), current_process() and parent_process().
@@ -40,6 +37,7 @@
 // exiting (its target's result, 1 for an exception) or, if it was killed by
 // terminate()/kill(), that signal. Only a child killed by someone else's
 // signal then has an unknown exit code: exitcode() throws ProcessError.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

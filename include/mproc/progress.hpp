@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // A progress bar for long iterations (the tqdm habit of Python data work):
 //
 //   for (double m : mp::progress(pool.imap(analyze, shards), shards.size()))
@@ -8,6 +5,7 @@
 //
 // It draws on stderr only when stderr is a terminal (or when asked), at most
 // ten times a second, and finishes the line when the iteration ends.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <chrono>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Process-shared FIFO queues (Python: multiprocessing.Queue, JoinableQueue,
 // SimpleQueue): Queue<T>, JoinableQueue<T>, SimpleQueue<T>, for any
 // serializable T (serialize.hpp), usable from any number of threads and
@@ -67,6 +64,7 @@
 // do not decode as a T makes get() throw the decoder's ProcessError and is
 // dropped (a JoinableQueue counts it done). get() never reads outside the
 // ring nor loops on bad bytes.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <chrono>

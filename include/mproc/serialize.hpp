@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization: how values cross a process boundary (Pipe/Connection, Queue,
 // the process Pool's arguments and results). mproc's answer to pickle.
 //
@@ -119,6 +116,7 @@
 // loop), checks.hpp (compile-time checks and their messages), core.hpp
 // (Writer, Reader), std_types.hpp (built-in serializers), frame.hpp (frame
 // header, decoding).
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <array>

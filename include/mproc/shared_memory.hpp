@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // SharedMemory: a block of raw bytes shared between processes (Python:
 // multiprocessing.shared_memory.SharedMemory).
 //
@@ -22,6 +19,7 @@
 // otherwise.
 //
 // Copies are handles to the same mapping.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cerrno>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Typed shared memory (Python: multiprocessing.sharedctypes): Value<T> and
 // Array<T>, each with an RLock (get_lock()), and RawValue<T> / RawArray<T>
 // without one. T must be trivially copyable.
@@ -12,6 +9,7 @@
 // another process through a Pipe, a Queue or a Pool argument as a handle,
 // never as a copy of the data. The creating process owns the memory and
 // must outlive the other processes' use of it (as in Python).
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <concepts>

@@ -1,9 +1,7 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // StartMethod, set_start_method(), get_start_method(): how a process Pool
 // starts its workers (Python: multiprocessing start methods). Public API
 // over the zygote and fork server of detail/pool/zygote.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>

@@ -1,7 +1,5 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Facts about the machine the program runs on.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <thread>

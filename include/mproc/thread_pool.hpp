@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // ThreadPool: the thread counterpart of Pool (Python:
 // multiprocessing.pool.ThreadPool), plus submit/post/wait/parallel_for.
 // Any callable; arguments are passed in memory, and a task's exception
@@ -16,6 +13,7 @@
 // workers spin briefly, then sleep on a futex. map/parallel_for split the
 // range into chunks claimed with one atomic add each; the calling thread
 // works on them too.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,11 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Thread-only synchronization (Python: queue.Queue, threading.Event,
 // threading.Barrier), in namespace mproc::threading. These live in ordinary
 // process memory and serve threads of one process only; the process-shared
 // Lock/Event/Barrier/Queue of mproc:: also work between threads, at a higher
 // cost.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <chrono>

@@ -1,8 +1,6 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Library version. CMake reads the three numbers below (they are the single
 // source of truth for `project(mproc VERSION ...)`), so edit them only here.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #define MPROC_VERSION_MAJOR 0

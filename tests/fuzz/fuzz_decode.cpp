@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // libFuzzer target for the decoder (mproc/serialize.hpp): arbitrary bytes are
 // decoded as one of several nested types; decoding must either succeed or
 // throw mproc::ProcessError, never crash, over-read, over-allocate or hang.
@@ -16,6 +13,7 @@
 //
 // Build and run: .ci/fuzz. `fuzz_decode --seed DIR` writes a seed corpus of
 // valid inputs to DIR and exits.
+// SPDX-License-Identifier: MIT
 #include <array>
 #include <chrono>
 #include <cstddef>

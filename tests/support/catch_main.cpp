@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Test support: Catch2's implementation and main(), compiled with the
 // project's compiler and standard library. Used only where the installed
 // Catch2 main library cannot link: Debian's Catch2 2.13 ships
@@ -9,5 +6,6 @@
 // tests/mpi/mpi_catch_main.cpp, which does the same with its own main(), it
 // is built without the project's -Werror flags: they apply to our tests, not
 // to Catch2.
+// SPDX-License-Identifier: MIT
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>

@@ -1,8 +1,6 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Timeouts as absolute steady-clock deadlines, saturating instead of
 // overflowing, so `get(std::chrono::hours::max())` means "forever".
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <chrono>

@@ -1,10 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // errno failures as exceptions: throw_errno. Layer detail/os, the bottom
 // (only errors.hpp below it); used by fd.hpp, futex.hpp and everything that
 // makes system calls. Its own file so that futex.hpp (and through it
 // thread_pool.hpp and the process-shared locks) does not pull in fd.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cerrno>

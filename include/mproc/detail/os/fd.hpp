@@ -1,9 +1,7 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // File-descriptor plumbing shared by every IPC object: an owning fd, errno
 // errors, EINTR-safe reads and writes, poll with a deadline, and private
 // descriptors, which no forked child inherits.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,9 +1,7 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Futex wait/wake on 32-bit words that may live in memory shared between
 // processes (no FUTEX_PRIVATE_FLAG), with absolute steady-clock deadlines.
 // Linux only.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #if !defined(__linux__)

@@ -1,11 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Writing to a pipe whose reader is gone raises SIGPIPE, which kills the
 // process by default. Sockets avoid it with MSG_NOSIGNAL; for pipes,
 // SigpipeGuard blocks SIGPIPE in the calling thread only and discards a
 // SIGPIPE the guarded write raised, leaving the process's dispositions and
 // the other threads alone.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cerrno>

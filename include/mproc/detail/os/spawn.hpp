@@ -1,10 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Fork plumbing shared by Process and the process Pool: stdio flushing around
 // fork(), the child's run-then-_exit routine, Python exit codes, and `Child`,
 // a handle that reaps its process exactly once so no zombie is left behind.
 // Nothing here knows about Process names, registries or pools.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Channel: framed messages over a non-blocking AF_UNIX stream socket, with
 // file descriptors passed alongside (SCM_RIGHTS). The process pool talks to
 // its workers and to its zygote through channels.
@@ -12,6 +9,7 @@
 // takes. Receiving: fill() reads what is available, next() parses one frame.
 // The peer is untrusted: oversized or malformed frames are reported as
 // protocol errors, never acted on.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The owner side of the process pool: a zygote, the worker
 // processes forked from it, and one I/O thread that feeds tasks to workers,
 // collects results, notices deaths, replaces workers and shuts down.
@@ -15,6 +12,7 @@
 // refused) is retried with backoff while other workers serve; when none is
 // left the pool breaks: pending and later calls fail with the cause. The I/O
 // thread never lets an exception escape: an unexpected one breaks the pool.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,8 +1,6 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The surface shared by Pool's ImapResult and ThreadPool's ThreadImapResult:
 // an input range over lazily arriving results, and Python's next().
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <chrono>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The process pool's wire protocol: every message between a pool's owner
 // (engine.hpp, pool.hpp) and its workers (worker.hpp), encoded and decoded
 // here and nowhere else. Layer: detail/pool, above the channel (channel.hpp
@@ -25,6 +22,7 @@
 // as RemoteException<E> (typed) or RemoteError.
 // Bytes from a worker are untrusted: decoding throws ProcessError on
 // anything malformed.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>

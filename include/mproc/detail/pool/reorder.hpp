@@ -1,11 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // ReorderBuffer<T>: the reorder buffer of an ordered imap. Results arrive in
 // completion order, each tagged with its input position; the consumer takes
 // them in input order. Layer: detail/pool (a plain container over
 // std::vector and std::optional, no synchronization); used by ThreadPool's
 // imap (detail/threads/imap.hpp) and meant for Pool's and mpi::Pool's.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstddef>

@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The scheduling policy of the pools, in one place: how a map is cut into
 // chunks when the caller gives no chunksize, and how far a lazy imap reads
 // its input ahead of the consumer. Layer: detail/pool (policy only, no
 // state, no dependency beyond <cstddef>); used by ThreadPool
 // (thread_pool.hpp, detail/threads/), Pool (pool.hpp) and mpi::Pool (mpi.hpp).
 // Each constant is named once here, with the reason for its value.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstddef>

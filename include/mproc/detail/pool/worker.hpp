@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The worker side of the process pool (layer detail/pool): the task
 // trampolines that run a user function on decoded arguments, and the loop a
 // worker process runs, speaking the protocol of protocol.hpp.
@@ -9,6 +6,7 @@
 // instantiated per (function type, argument type) in the program image that
 // owner and workers share, so the owner sends their address; a function
 // pointer's value travels alongside.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Zygotes: the clean, single-threaded processes that a process
 // pool's workers are forked from, so that a worker never inherits a lock some
 // other thread of the pool's owner held at fork time.
@@ -24,6 +21,7 @@
 // restore the default SIGCHLD disposition (a host that ignores SIGCHLD, or
 // sets SA_NOCLDWAIT, would make the kernel reap workers before we learn how
 // they ended), and nothing outside them depends on SIGCHLD.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>

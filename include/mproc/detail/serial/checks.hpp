@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization machinery, layer 3: the compile-time checks and their
 // messages. assert_serializable<T>() names the innermost type that cannot
 // cross a process boundary (a pointer, a view member of a bitwise struct, an
@@ -12,6 +9,7 @@
 // results. tests/compile_fail/*.cpp match on these messages.
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #ifndef MPROC_DETAIL_SERIALIZE_DECLARED

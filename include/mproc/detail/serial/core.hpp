@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization machinery, layer 4: the byte level. Writer (four sinks:
 // vector, caller span, count only, gather for writev) and Reader (bounds-
 // checked reads of untrusted bytes, nesting depth, the bytes pledged to
@@ -9,6 +6,7 @@
 // mproc::Reader: the arguments of a user's serializer<T>).
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #ifndef MPROC_DETAIL_SERIALIZE_DECLARED

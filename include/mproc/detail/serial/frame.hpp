@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization machinery, layer 6: the frame around one value. The header
 // (magic "MPRC", format version, type fingerprint, payload size) and its
 // validation, the wire type that fingerprints are computed from (a view
@@ -9,6 +6,7 @@
 // the decoder behind mp::loads without its owning check.
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #ifndef MPROC_DETAIL_SERIALIZE_DECLARED

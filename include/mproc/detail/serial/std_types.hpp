@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization machinery, layer 5: the built-in serializers, one per kind
 // (traits.hpp's kind_of): bool, bitwise values, empty values, optional,
 // variant, tuple/pair, std::array, contiguous blocks (vector/string of
@@ -10,6 +7,7 @@
 // builtin_serializer<T>.
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #ifndef MPROC_DETAIL_SERIALIZE_DECLARED

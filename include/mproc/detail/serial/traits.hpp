@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization machinery, layer 1 (of traits -> user_types -> checks ->
 // core -> std_types -> frame): what kind of type T is. Type predicates
 // (std::optional, std::span, ...), the container shapes mproc recognizes (std
@@ -9,6 +6,7 @@
 // kind_of<T>(), which picks T's built-in serializer (std_types.hpp).
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #ifndef MPROC_DETAIL_SERIALIZE_DECLARED

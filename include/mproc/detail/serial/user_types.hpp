@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Serialization machinery, layer 2: what a user's serializer<T> may declare
 // besides write() and read() (min_size, zero_copy; borrows_input is read in
 // checks.hpp), read with defaults, and MPROC_SERIALIZE's per-member
 // steps and its preprocessor loop (the macro itself is in <mproc/serialize.hpp>).
 // Part of <mproc/serialize.hpp>, which includes it after its declarations
 // (serializer, serializable, Writer/Reader); not a header of its own.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #ifndef MPROC_DETAIL_SERIALIZE_DECLARED

@@ -1,9 +1,7 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // How shared objects cross a process boundary through serialize.hpp: as
 // their ShmHandle, never as a copy of their contents. The receiver maps the
 // same memory (see open_segment for the rules and errors).
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <string_view>

@@ -1,10 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Shared objects (locks, Values, Arrays, ...) as blocks of shared memory:
 // a self-describing header followed by the object's state, allocated from
 // the arena (small) or a segment of its own (large), and re-opened in
 // another process from a ShmHandle with the header checked.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstddef>

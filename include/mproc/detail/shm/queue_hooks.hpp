@@ -1,10 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Test hooks of the shared-memory Queue: the named steps of put and get at
 // which a test may stop the calling process, to kill it at the worst instant
 // (tests/test_queue.cpp). Compiled out unless MPROC_TEST_HOOKS is defined.
 // Layer detail/shm; used by queue_ring.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <mproc/detail/util/test_hook.hpp>

@@ -1,11 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The shared-memory layout of a Queue's segment (queue_ring.hpp says how it
 // is used): the tuning constants, the record header of the byte ring, and
 // the control block QueueState with each side's lock, published counters
 // and journal. Layer detail/shm, on MutexState (mutex_state.hpp); data only,
 // used by the other queue_*.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>

@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Recovery of the shared-memory Queue from a process killed at any instant
 // (see "Concurrency" in queue_ring.hpp): QueueCore's members that finish
 // from the journal what a dead lock holder left undone (repair_producers,
 // repair_consumers, settle_consumers), move an empty queue's positions
 // (realign_empty), and empty a corrupt ring (corrupt). Layer detail/shm;
 // the rest of QueueCore is in queue_ring.hpp, which includes this file.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <atomic>

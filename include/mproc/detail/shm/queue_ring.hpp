@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The shared-memory machinery of Queue, JoinableQueue and SimpleQueue: one
 // memfd segment per queue holding a control block and a byte ring of
 // variable-length records. No pipe, no feeder thread: put() copies the
@@ -51,6 +48,7 @@
 // this file (QueueCore: creation, put, get, task_done, join), and
 // queue_recovery.hpp (QueueCore's repair after a killed process). Layer
 // detail/shm; used by <mproc/queue.hpp>.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // How the two sides of the shared-memory Queue wait for and wake each other,
 // and order their stores: QueueLock (a robust process-shared mutex held for
 // a scope), crash_order (the order in which a killed process's stores
 // land), and queue_wait/queue_notify, an eventcount on a futex word that
 // spins adaptively, yields, then sleeps in slices. Layer detail/shm, on
 // detail/os/futex.hpp and MutexState (mutex_state.hpp); used by queue_ring.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Shared-memory segments: creation (memfd, or shm_open for named ones), the
 // plain handle that describes a piece of a segment to another process, the
 // per-process registry that maps each segment once, the retention cache for
@@ -19,6 +16,7 @@
 // receiver maps a segment opened through /proc only once it has seen those
 // seals, and only at the size the handle states. Named segments (shm_open)
 // cannot be sealed: see create_named_segment().
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #if !defined(__linux__)

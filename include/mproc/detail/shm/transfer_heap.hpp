@@ -1,11 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The process pool's transfer heap: shared memory that large task arguments
 // are encoded into by the submitting thread, so they reach a worker with one
 // copy and no trip through a socket. A task carries a handle to its block;
 // the worker maps the segment once (and keeps it mapped) and reads the
 // arguments in place — as a zero-copy view when the task takes a span.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

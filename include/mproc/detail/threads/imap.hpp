@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The lazy side of ThreadPool::imap / imap_unordered: the sink where item
 // tasks deliver their outcomes (in input order through a ReorderBuffer, or
 // in arrival order), the task computing one chunk of items, and the feeder
 // that reads the input range chunk by chunk as the consumer advances.
 // Layer: detail/threads; builds on scheduler.hpp (to queue the chunks) and
 // detail/pool/reorder.hpp; used by thread_pool.hpp (ThreadImapResult).
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <condition_variable>

@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // LoopJob: one parallel loop of ThreadPool (map, starmap, map_async,
 // parallel_for): the index range, its chunks claimed by atomic adds, the
 // first exception, and the wake-up of a thread outside the pool waiting for
 // the end. LoopRunner is the task that makes a worker join a loop. Layer:
 // detail/threads; builds on detail/os/futex.hpp; used by the scheduler
 // (scheduler.hpp, run_loop) and the map jobs (map.hpp).
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

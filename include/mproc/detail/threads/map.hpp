@@ -1,11 +1,9 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // The pieces of ThreadPool's map family: indexed access to the inputs
 // (MapInputs), the result slots (MapOutput), the call f(x) or
 // std::apply(f, x) (call_item), and MapAsyncJob, the loop that map_async and
 // starmap_async leave running. Layer: detail/threads; builds on
 // loop_job.hpp and async_result.hpp; used by thread_pool.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstddef>

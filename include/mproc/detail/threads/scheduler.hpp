@@ -1,6 +1,3 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // ThreadScheduler: the engine under ThreadPool — the worker threads, the
 // shared injection queue and each worker's stealable queue, the count of
 // pending tasks, idle workers' spinning and futex sleep, the waits (wait(),
@@ -17,6 +14,7 @@
 // tasks are counted per batch. Idle workers spin briefly, then sleep on a
 // futex; a post wakes a sleeper only when one sleeps and no wake-up is
 // already on its way.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <algorithm>

@@ -1,12 +1,10 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // What ThreadPool queues: Task, a type-erased move-only `void()` callable
 // with a small buffer, and CompletingTask, the task behind submit() and
 // apply_async() that hands its outcome to a promise or an AsyncResult.
 // Layer: detail/threads, the bottom of ThreadPool's machinery; builds on
 // errors.hpp only. Used by the scheduler (scheduler.hpp), the loop and imap
 // tasks, and thread_pool.hpp.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstddef>

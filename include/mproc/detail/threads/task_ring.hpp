@@ -1,10 +1,8 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // TaskRing: the growable ring of Tasks behind ThreadPool's queues (the
 // shared injection queue and each worker's stealable queue). Layer:
 // detail/threads; builds on task.hpp; used by the scheduler (scheduler.hpp),
 // which does the locking.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstddef>

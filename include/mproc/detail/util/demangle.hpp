@@ -1,7 +1,5 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Human-readable type names, for errors that cross process boundaries.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstdlib>

@@ -1,8 +1,6 @@
-// mproc — Python's multiprocessing model for C++20.
-// SPDX-License-Identifier: MIT
-//
 // Compile-time type names and their 64-bit hashes, for frame fingerprints and
 // for error messages that name the type being decoded.
+// SPDX-License-Identifier: MIT
 #pragma once
 
 #include <cstdint>
