@@ -153,12 +153,16 @@ struct init_any {
   operator U&() const noexcept;
 };
 // The same as a prvalue: also initializes move-only and immovable members,
-// but no lvalue reference.
+// but no lvalue reference. Defined, never called: a member's converting
+// constructor template (libc++'s std::optional<U>) may odr-use it, and a T
+// of an anonymous namespace cannot have it defined elsewhere.
 template <class T>
 struct init_value {
   template <class U>
     requires(!std::is_same_v<std::remove_cv_t<U>, T>)
-  operator U() const noexcept;
+  operator U() const noexcept {
+    __builtin_unreachable();
+  }
 };
 
 // T{p_0, ..., p_{N-1}} (and one more initializer `Extra` when not void) is
@@ -296,7 +300,9 @@ template <class T>
 struct init_base {
   template <class U>
     requires(std::is_base_of_v<U, T> && !std::is_same_v<U, T>)
-  operator U() const noexcept;
+  operator U() const noexcept {
+    __builtin_unreachable();  // never called (see init_value)
+  }
 };
 
 // T(p_0, ..., p_{N-1}) is well-formed: parenthesized aggregate initialization
