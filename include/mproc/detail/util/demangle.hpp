@@ -8,6 +8,8 @@
 #include <string>
 #include <typeinfo>
 
+#include <mproc/detail/util/type_name.hpp>
+
 #if __has_include(<cxxabi.h>)
 #include <cxxabi.h>
 #define MPROC_DETAIL_HAS_CXXABI 1
@@ -15,12 +17,14 @@
 
 namespace mproc::detail {
 
-// "std::invalid_argument" for typeid(std::invalid_argument).
+// "std::invalid_argument" for typeid(std::invalid_argument); the standard
+// library's inline ABI namespace left out ("std::system_error", never
+// "std::__1::system_error"), so a name reads the same under every library.
 inline std::string demangle(const std::type_info& type) {
 #ifdef MPROC_DETAIL_HAS_CXXABI
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
-  if (status == 0 && name) return name.get();
+  if (status == 0 && name) return readable_type_name(name.get());
 #endif
   return type.name();
 }

@@ -41,10 +41,12 @@ constexpr std::uint64_t fnv1a(std::string_view s) noexcept {
 }
 
 // A compiler's type name made readable for messages: "std::string" for
-// "std::__cxx11::basic_string<char>", no default span extent, ">>" for "> >".
+// "std::__cxx11::basic_string<char>" (libstdc++) or "std::__1::basic_string<char>"
+// (libc++), no default span extent, ">>" for "> >".
 inline std::string readable_type_name(std::string_view raw) {
   static constexpr std::string_view rules[][2] = {
-      {"std::__cxx11::", "std::"},
+      {"std::__cxx11::", "std::"},  // libstdc++'s inline ABI namespace
+      {"std::__1::", "std::"},  // libc++'s
       {"std::basic_string<char, std::char_traits<char>, std::allocator<char> >", "std::string"},
       {"std::basic_string<char>", "std::string"},
       {"std::basic_string_view<char, std::char_traits<char> >", "std::string_view"},
