@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <mproc/sharedctypes.hpp>
@@ -435,6 +436,32 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
     std::vector<double> v(1'000'000, 1.5);
     pool.parallel_for(std::size_t{0}, v.size(), [&](std::size_t i) { v[i] *= 2.0; });
     CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x == 3.0; }));
+  });
+}
+
+TEST_CASE("ThreadPool::parallel_for takes bounds of two integer types; the index has their common type",
+          "[thread_pool][parallel_for]") {
+  within_10s([] {
+    mp::ThreadPool pool(2);
+    std::vector<std::atomic<int>> hits(1000);
+    pool.parallel_for(0, hits.size(), [&](auto i) {  // the README's form: int and std::size_t
+      static_assert(std::is_same_v<decltype(i), std::size_t>);
+      hits[i].fetch_add(1);
+    });
+    CHECK(std::all_of(hits.begin(), hits.end(), [](const auto& h) { return h.load() == 1; }));
+
+    std::atomic<long> sum{0};
+    pool.parallel_for(-3, 4L, 2, [&](auto i) {
+      static_assert(std::is_same_v<decltype(i), long>);
+      sum.fetch_add(i * i);
+    });
+    CHECK(sum.load() == 9 + 4 + 1 + 0 + 1 + 4 + 9);
+
+    std::atomic<int> calls{0};
+    CHECK_THROWS_MATCHES(pool.parallel_for(-1, std::size_t{3}, [&](std::size_t) { calls.fetch_add(1); }),
+                         mp::ValueError,
+                         mproc_test::MessageContains("parallel_for: the bounds [-1, 3) do not fit their common type"));
+    CHECK(calls.load() == 0);
   });
 }
 

@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -36,6 +37,7 @@
 #include <mproc/detail/threads/map.hpp>
 #include <mproc/detail/threads/scheduler.hpp>
 #include <mproc/detail/threads/task.hpp>
+#include <mproc/detail/util/type_name.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/system.hpp>
 
@@ -187,27 +189,27 @@ class ThreadPool final {
   }
 
   // f(i) for every i in [first, last), spread over the calling thread and
-  // size() - 1 workers in chunks of an automatic size (8 per thread).
-  // Blocks. Rethrows the first exception f threw (remaining chunks are
-  // skipped). Throws ProcessError if the pool is not running.
-  template <std::integral I, class F>
-    requires std::invocable<F&, I>
-  void parallel_for(I first, I last, F&& f) {
+  // size() - 1 workers in chunks of an automatic size (8 per thread). The
+  // bounds may have different integer types (parallel_for(0, v.size(), f)):
+  // i has their common type. Blocks. Rethrows the first exception f threw
+  // (remaining chunks are skipped). Throws ValueError if a bound does not fit
+  // the common type (a negative first with an unsigned last), ProcessError if
+  // the pool is not running.
+  template <std::integral I, std::integral J, class F>
+    requires std::invocable<F&, std::common_type_t<I, J>>
+  void parallel_for(I first, J last, F&& f) {
     parallel_for(first, last, 0, f);
   }
 
   // As parallel_for(first, last, f), with chunks of `grain` indices (0: automatic).
-  template <std::integral I, class F>
-    requires std::invocable<F&, I>
-  void parallel_for(I first, I last, std::size_t grain, F&& f) {
-    scheduler_.check_running();
-    if (!(first < last)) return;
-    using U = std::make_unsigned_t<I>;
-    const auto n = static_cast<std::size_t>(static_cast<U>(static_cast<U>(last) - static_cast<U>(first)));
-    auto body = [&](std::size_t b, std::size_t e) {
-      for (std::size_t i = b; i < e; ++i) f(static_cast<I>(static_cast<U>(static_cast<U>(first) + static_cast<U>(i))));
-    };
-    scheduler_.run_loop(n, grain_for(n, grain), body);
+  template <std::integral I, std::integral J, class F>
+    requires std::invocable<F&, std::common_type_t<I, J>>
+  void parallel_for(I first, J last, std::size_t grain, F&& f) {
+    using C = std::common_type_t<I, J>;
+    if (!std::in_range<C>(first) || !std::in_range<C>(last))
+      throw ValueError("parallel_for: the bounds [" + std::to_string(first) + ", " + std::to_string(last) +
+                       ") do not fit their common type " + std::string(detail::type_name_v<C>));
+    loop(static_cast<C>(first), static_cast<C>(last), grain, f);
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -228,6 +230,18 @@ class ThreadPool final {
   void join() { scheduler_.join(); }
 
  private:
+  template <class I, class F>
+  void loop(I first, I last, std::size_t grain, F& f) {
+    scheduler_.check_running();
+    if (!(first < last)) return;
+    using U = std::make_unsigned_t<I>;
+    const auto n = static_cast<std::size_t>(static_cast<U>(static_cast<U>(last) - static_cast<U>(first)));
+    auto body = [&](std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) f(static_cast<I>(static_cast<U>(static_cast<U>(first) + static_cast<U>(i))));
+    };
+    scheduler_.run_loop(n, grain_for(n, grain), body);
+  }
+
   // Chunk size: the given one, or about thread_chunks_per_worker chunks per thread.
   std::size_t grain_for(std::size_t n, std::size_t grain) const noexcept {
     if (grain != 0) return grain;
