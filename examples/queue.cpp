@@ -9,8 +9,13 @@
 //   ps = [Process(target=f, args=(q, k))       std::vector<mp::Process> ps;
 //         for k in range(3)]                   for (int k = 0; k < 3; ++k) ps.emplace_back(f, q, k);
 //   for p in ps: p.start()                     for (auto& p : ps) p.start();
-//   print(sorted(q.get() for _ in range(12)))  ... q.get() twelve times, sorted
+//   got = [q.get() for _ in range(6)]          ... q.get() six times
 //   for p in ps: p.join()                      for (auto& p : ps) p.join();
+//   q.shutdown()  # as 3.13's queue.Queue      q.shutdown();
+//   try:                                       for (int x : q) got.push_back(x);
+//       while True: got.append(q.get())
+//   except ShutDown: pass
+//   print(sorted(got))                         ... sorted
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,12 +39,14 @@ int main() {
   for (int k = 0; k < 3; ++k) ps.emplace_back(f, q, k);
   for (auto& p : ps) p.start();
   std::vector<int> got;
-  for (int i = 0; i < 12; ++i) got.push_back(q.get(30s));
+  for (int i = 0; i < 6; ++i) got.push_back(q.get(30s));
+  for (auto& p : ps) p.join();  // (no feeder thread: joining before the queue is drained is fine)
+  q.shutdown();                 // no more puts: the loop below ends once the queue is drained
+  for (int x : q) got.push_back(x);
   std::sort(got.begin(), got.end());
   std::printf("[");
   for (std::size_t i = 0; i < got.size(); ++i) std::printf(i ? ", %d" : "%d", got[i]);
   std::printf("]\n");
-  for (auto& p : ps) p.join();
   std::printf("qsize after: %zu\n", q.qsize());
   return 0;
 }

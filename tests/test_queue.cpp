@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <future>
 #include <map>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -143,7 +144,7 @@ TEST_CASE("Queue: a blocked put resumes when a getter makes room, a blocked get 
   putter.join();
 }
 
-TEST_CASE("Queue: close makes put throw, get drain then throw Empty, and wakes waiters") {
+TEST_CASE("Queue: close makes put throw ShutDown, get drain then throw ShutDown, and wakes waiters") {
   mp::Queue<int> q;
   q.put(1);
   q.put(2);
@@ -151,10 +152,10 @@ TEST_CASE("Queue: close makes put throw, get drain then throw Empty, and wakes w
   q.close();
   CHECK(q.closed());
   q.close();  // idempotent
-  REQUIRE_THROWS_MATCHES(q.put(3), mp::ProcessError, MessageContains("Queue.put(): the queue is closed"));
+  REQUIRE_THROWS_MATCHES(q.put(3), mp::ShutDown, MessageContains("Queue.put(): the queue is shut down"));
   CHECK(q.get() == 1);
   CHECK(q.get(1s) == 2);
-  const auto t = timed([&] { REQUIRE_THROWS_MATCHES(q.get(), mp::Empty, MessageContains("closed and empty")); });
+  const auto t = timed([&] { REQUIRE_THROWS_MATCHES(q.get(), mp::ShutDown, MessageContains("shut down and empty")); });
   CHECK(t < 1s);  // no waiting on a closed, empty queue
 
   mp::Queue<int> w;
@@ -162,7 +163,7 @@ TEST_CASE("Queue: close makes put throw, get drain then throw Empty, and wakes w
   std::thread waiter([w, &woke]() mutable {
     try {
       (void)w.get(30s);
-    } catch (const mp::Empty&) {
+    } catch (const mp::ShutDown&) {
       woke = 1;
     }
   });
@@ -170,6 +171,55 @@ TEST_CASE("Queue: close makes put throw, get drain then throw Empty, and wakes w
   w.close();
   waiter.join();
   CHECK(woke == 1);
+}
+
+TEST_CASE("Queue: shutdown ends range-for in other processes, try_get, shutdown(true) drops and releases join") {
+  mp::Queue<std::string> q;
+  CHECK_FALSE(q.try_get().has_value());
+  q.put("x");
+  CHECK(q.try_get() == std::optional<std::string>("x"));
+  CHECK_FALSE(q.try_get().has_value());
+
+  mp::Queue<std::vector<std::string>> results;
+  std::vector<pid_t> consumers;
+  for (int c = 0; c < 2; ++c)
+    consumers.push_back(shm_test::spawn([q, results]() mutable {
+      std::vector<std::string> got;
+      for (std::string& s : q) got.push_back(std::move(s));  // until shut down and drained
+      results.put(got);
+      return 0;
+    }));
+  for (int i = 0; i < 500; ++i) q.put(std::to_string(i), 30s);
+  q.shutdown();
+  std::vector<int> all;
+  for (int c = 0; c < 2; ++c)
+    for (const std::string& s : results.get(30s)) all.push_back(std::stoi(s));
+  for (pid_t pid : consumers) CHECK(shm_test::join(pid).exitcode == 0);
+  std::sort(all.begin(), all.end());
+  REQUIRE(all.size() == 500);
+  for (int i = 0; i < 500; ++i) CHECK(all[static_cast<std::size_t>(i)] == i);  // each once
+  CHECK_THROWS_AS(q.try_get(), mp::ShutDown);
+  CHECK_THROWS_AS(q.get(1s), mp::ShutDown);  // not Empty: a retry-on-Empty loop stops
+  q.shutdown(true);                          // idempotent
+
+  mp::JoinableQueue<int> j;
+  for (int i = 0; i < 6; ++i) j.put(i);
+  CHECK(j.get() == 0);  // taken, not yet done
+  j.shutdown(true);     // drops the other five: they count as done
+  CHECK(j.qsize() == 0);
+  CHECK(j.unfinished_tasks() == 1);
+  CHECK_THROWS_AS(j.get_nowait(), mp::ShutDown);
+  CHECK_THROWS_AS(j.put(7), mp::ShutDown);
+  CHECK_FALSE(j.join(50ms));
+  j.task_done();
+  CHECK(j.join(5s));
+
+  mp::SimpleQueue<int> sq;
+  for (int i = 1; i <= 3; ++i) sq.put(i);
+  sq.shutdown();
+  int sum = 0;
+  for (int v : sq) sum += v;
+  CHECK(sum == 6);
 }
 
 TEST_CASE("Queue: strings and 1 MiB vectors of doubles, in order, with wrap-around in a small ring") {
@@ -543,9 +593,9 @@ TEST_CASE("SimpleQueue: put, get, empty, close, across processes") {
   CHECK(q.empty());
   q.put("last");
   q.close();
-  REQUIRE_THROWS_AS(q.put("more"), mp::ProcessError);
+  REQUIRE_THROWS_AS(q.put("more"), mp::ShutDown);
   CHECK(q.get() == "last");
-  REQUIRE_THROWS_AS(q.get(), mp::Empty);
+  REQUIRE_THROWS_AS(q.get(), mp::ShutDown);
   auto other = mp::SimpleQueue<std::string>::from_handle(q.handle());
   CHECK(other.empty());
 }

@@ -7,10 +7,12 @@
 #include <future>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <mproc/threading.hpp>
@@ -129,8 +131,42 @@ TEST_CASE("threading::Queue: close wakes blocked callers, get drains then throws
     CHECK_THROWS_AS(q.put_nowait(9), mproc::ProcessError);
     CHECK(q.get() == 1);
     CHECK(q.get_nowait() == 2);
-    CHECK_THROWS_MATCHES(q.get(), th::ShutDown, MessageContains("closed"));
+    CHECK_THROWS_MATCHES(q.get(), th::ShutDown, MessageContains("shut down and empty"));
     CHECK_THROWS_AS(q.get(1s), th::ShutDown);
+  });
+}
+
+TEST_CASE("threading::Queue: try_get, range-for until shut down, shutdown(immediate) drops and releases join",
+          "[threading][queue]") {
+  within_10s([] {
+    th::Queue<std::string> q;
+    CHECK_FALSE(q.try_get().has_value());
+    q.put("a");
+    CHECK(q.try_get() == std::optional<std::string>("a"));
+
+    auto producer = std::async(std::launch::async, [&] {
+      for (int i = 0; i < 100; ++i) q.put(std::to_string(i));
+      q.shutdown();
+    });
+    std::vector<std::string> got;
+    for (std::string& s : q) got.push_back(std::move(s));  // ends when shut down and drained
+    producer.get();
+    REQUIRE(got.size() == 100);
+    for (int i = 0; i < 100; ++i) CHECK(got[static_cast<std::size_t>(i)] == std::to_string(i));
+    CHECK_THROWS_AS(q.try_get(), mproc::ShutDown);
+    CHECK_THROWS_MATCHES(q.put("late"), mproc::ShutDown, MessageContains("shut down"));
+
+    th::Queue<int> j;
+    for (int i = 0; i < 5; ++i) j.put(i);
+    (void)j.get();  // taken, not yet done
+    auto joiner = std::async(std::launch::async, [&] { j.join(); });
+    j.shutdown(true);  // drops the 4 queued; the taken one is still unfinished
+    CHECK(j.qsize() == 0);
+    CHECK_THROWS_AS(j.get_nowait(), th::ShutDown);
+    CHECK(joiner.wait_for(50ms) == std::future_status::timeout);
+    j.task_done();
+    REQUIRE(joiner.wait_for(5s) == std::future_status::ready);
+    joiner.get();
   });
 }
 

@@ -46,6 +46,15 @@ class Full : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+// put() on a shut-down queue, or get() on a shut-down and drained one
+// (Python 3.13: queue.ShutDown). Distinct from Empty: a consumer that
+// retries on Empty stops on ShutDown.
+class ShutDown : public ProcessError {
+ public:
+  ShutDown() : ProcessError("mproc: queue is shut down") {}
+  using ProcessError::ProcessError;
+};
+
 // An argument has a value the call cannot take: a pool of 0 workers,
 // maxtasksperchild(0), a Barrier of 0 parties (Python: ValueError). Thrown
 // before anything is created.

@@ -30,11 +30,12 @@
 // waits for room as a full bounded queue does. A single item larger than
 // the ring (or than 4 GiB encoded) makes put() throw ProcessError.
 //
-// close() differs from Python's (which only concerns the calling process):
-// it closes the queue for every process. put() on a closed queue throws
-// ProcessError; get() still returns the items left, then throws Empty at once
-// (no waiting) — so consumers can drain and stop. Blocked getters and
-// putters wake up.
+// Shutdown (Python 3.13's queue.Queue.shutdown) is for every process:
+// after shutdown(), put() throws ShutDown and get() returns the items left,
+// then throws ShutDown at once (no waiting), so consumers drain and stop —
+// `for (T x : q)` does exactly that; shutdown(true) drops the items left.
+// Blocked getters and putters wake up. close() is shutdown(): unlike
+// Python's Queue.close(), it concerns every process, not the caller only.
 //
 // A process killed at any instant (SIGKILL, a crash) leaves the queue
 // whole. A put is one publishing store: killed before it, the put did not
@@ -71,7 +72,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -82,6 +85,7 @@
 #include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/queue_ring.hpp>
+#include <mproc/detail/util/queue_iterator.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 
@@ -137,8 +141,22 @@ class QueueBase {
     }
   }
 
-  T get_until(Clock::time_point deadline) {
-    return core_.pop(deadline, [name = core_.name()](std::span<const std::byte> bytes) -> T {
+  T get_until(Clock::time_point deadline) { return core_.pop(deadline, take_item()); }
+
+  std::optional<T> try_get_now() {
+    auto take = take_item();
+    typename QueueCore::Miss miss{};
+    return core_.try_pop(Clock::now(), take, miss);
+  }
+
+  void shutdown(bool immediate) {
+    core_.close();
+    if (immediate) core_.drop_all();
+  }
+
+  // Decodes one item's bytes (a ProcessError drops the item: see pop).
+  auto take_item() const {
+    return [name = core_.name()](std::span<const std::byte> bytes) -> T {
       if constexpr (queue_raw_v<T>) {
         if (bytes.size() != sizeof(T))
           throw ProcessError(std::string("mproc: ") + name + ".get(): corrupted item: " + std::to_string(bytes.size()) +
@@ -155,7 +173,7 @@ class QueueBase {
       } else {
         return loads<T>(bytes);
       }
-    });
+    };
   }
 
   template <class Rep, class Period>
@@ -187,8 +205,8 @@ class Queue : protected detail::QueueBase<T> {
   Queue& operator=(const Queue&) = default;
 
   // Appends `x`, blocking while the queue is full. Throws what encoding x
-  // throws (queue unchanged), ProcessError if the queue is closed or x can
-  // never fit.
+  // throws (queue unchanged), ShutDown if the queue is shut down,
+  // ProcessError if x can never fit.
   void put(const T& x) { this->put_until(x, detail::Clock::time_point::max()); }
   // As put(x), waiting at most `timeout` for room (and for the producers'
   // lock); throws Full after it.
@@ -201,8 +219,8 @@ class Queue : protected detail::QueueBase<T> {
   void put_nowait(const T& x) { this->put_until(x, detail::Clock::now()); }
 
   // Removes and returns the oldest item, blocking while the queue is empty.
-  // Throws Empty if the queue is closed and empty, ProcessError if the item
-  // cannot be decoded (it is dropped) or the queue is corrupted.
+  // Throws ShutDown if the queue is shut down and empty, ProcessError if the
+  // item cannot be decoded (it is dropped) or the queue is corrupted.
   T get() { return this->get_until(detail::Clock::time_point::max()); }
   // As get(), waiting at most `timeout` (for an item and for the
   // consumers' lock); throws Empty after it.
@@ -213,6 +231,16 @@ class Queue : protected detail::QueueBase<T> {
   // As get() without waiting; throws Empty if there is no item (or if the
   // consumers' lock stays busy beyond a brief spin).
   T get_nowait() { return this->get_until(detail::Clock::now()); }
+  // As get_nowait(), but returns nullopt where it throws Empty (no item, or
+  // the consumers' lock busy beyond a brief spin). Still throws ShutDown
+  // once the queue is shut down and drained, and ProcessError as get().
+  [[nodiscard]] std::optional<T> try_get() { return this->try_get_now(); }
+
+  // Range-for over the items: each step is a blocking get(); the range
+  // ends when the queue is shut down and drained. begin() blocks for the
+  // first item. Throws what get() throws, except ShutDown.
+  detail::QueueIterator<Queue> begin() { return detail::QueueIterator<Queue>(*this); }
+  std::default_sentinel_t end() const noexcept { return {}; }
 
   // Number of items in the queue (a snapshot). Non-blocking.
   std::size_t qsize() const noexcept { return this->core_.qsize(); }
@@ -224,11 +252,16 @@ class Queue : protected detail::QueueBase<T> {
   // The bound given at construction (0: unbounded).
   int maxsize() const noexcept { return static_cast<int>(this->core_.maxsize()); }
 
-  // Closes the queue for every process (see the file comment): later puts
-  // throw, gets drain what is left then throw Empty; waiters wake up.
-  // Idempotent. Non-blocking.
+  // Shuts the queue down for every process (Python 3.13: shutdown; see the
+  // file comment): later puts throw ShutDown; gets return the items left,
+  // then throw ShutDown. immediate: the items left are dropped instead (a
+  // JoinableQueue counts them done, so join() returns). Waiters wake up.
+  // Idempotent. Non-blocking, except that immediate waits for the
+  // consumers' lock. Items whose put was under way may still arrive.
+  void shutdown(bool immediate = false) { detail::QueueBase<T>::shutdown(immediate); }
+  // The same as shutdown().
   void close() { this->core_.close(); }
-  // Whether close() was called (by any process). Non-blocking.
+  // Whether the queue was shut down (by any process). Non-blocking.
   bool closed() const noexcept { return this->core_.closed(); }
 
   // The handle that identifies this queue to another process (from_handle).
@@ -304,8 +337,13 @@ class SimpleQueue : protected detail::QueueBase<T> {
   T get() { return this->get_until(detail::Clock::time_point::max()); }
   // Whether the queue holds no item (a snapshot). Non-blocking.
   bool empty() const noexcept { return this->core_.qsize() == 0; }
-  // Closes the queue for every process, as Queue::close.
+  // Shuts the queue down for every process, as Queue::shutdown.
+  void shutdown(bool immediate = false) { detail::QueueBase<T>::shutdown(immediate); }
+  // The same as shutdown().
   void close() { this->core_.close(); }
+  // Range-for until shut down and drained, as Queue's.
+  detail::QueueIterator<SimpleQueue> begin() { return detail::QueueIterator<SimpleQueue>(*this); }
+  std::default_sentinel_t end() const noexcept { return {}; }
 
   detail::ShmHandle handle() const noexcept { return this->core_.handle(); }
   static SimpleQueue from_handle(const detail::ShmHandle& h) { return SimpleQueue(h); }

@@ -11,29 +11,29 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/util/queue_iterator.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::threading {
 
-// put() on a closed Queue, or get() on a closed and drained one
-// (Python 3.13: queue.ShutDown).
-class ShutDown : public ProcessError {
- public:
-  ShutDown() : ProcessError("mproc: threading::Queue is closed") {}
-  using ProcessError::ProcessError;
-};
+// The error of a shut-down queue; the same type as mproc::ShutDown.
+using ShutDown = mproc::ShutDown;
 
 // A FIFO queue for threads (Python: queue.Queue). maxsize <= 0 means
 // unbounded. Every method is thread-safe.
 template <class T>
 class Queue {
  public:
+  using value_type = T;
+
   // A queue holding at most `maxsize` items (<= 0: unbounded). Non-blocking.
   explicit Queue(std::ptrdiff_t maxsize = 0) noexcept : maxsize_(maxsize > 0 ? static_cast<std::size_t>(maxsize) : 0) {}
   Queue(const Queue&) = delete;
@@ -53,7 +53,7 @@ class Queue {
   void put_nowait(T item) { put_until(std::move(item), detail::Clock::time_point::min()); }
 
   // Removes and returns the oldest item, blocking while the queue is empty.
-  // Throws ShutDown once the queue is closed and empty.
+  // Throws ShutDown once the queue is shut down and empty.
   T get() { return get_until(detail::Clock::time_point::max()); }
 
   // As get(), but throws Empty if no item arrives within `timeout`.
@@ -63,8 +63,24 @@ class Queue {
   }
 
   // Removes the oldest item without blocking; throws Empty if there is none
-  // (ShutDown if closed and empty).
+  // (ShutDown if shut down and empty).
   T get_nowait() { return get_until(detail::Clock::time_point::min()); }
+
+  // As get_nowait(), but returns nullopt where it throws Empty. Throws
+  // ShutDown once the queue is shut down and drained.
+  [[nodiscard]] std::optional<T> try_get() {
+    std::unique_lock lock(mutex_);
+    if (items_.empty()) {
+      if (closed_) throw ShutDown("mproc: threading::Queue is shut down and empty");
+      return std::nullopt;
+    }
+    return pop_front(lock);
+  }
+
+  // Range-for over the items: each step is a blocking get(); the range ends
+  // when the queue is shut down and drained. begin() blocks for the first.
+  detail::QueueIterator<Queue> begin() { return detail::QueueIterator<Queue>(*this); }
+  std::default_sentinel_t end() const noexcept { return {}; }
 
   // Number of items queued now (a snapshot). Non-blocking.
   std::size_t qsize() const {
@@ -96,19 +112,27 @@ class Queue {
     all_done_.wait(lock, [&] { return unfinished_ == 0; });
   }
 
-  // Closes the queue: later put()s throw ShutDown; get()s return the items
-  // still queued, then throw ShutDown. Wakes every blocked put/get.
-  // Non-blocking; idempotent.
-  void close() {
+  // Shuts the queue down (Python 3.13: shutdown): later put()s throw
+  // ShutDown; get()s return the items still queued, then throw ShutDown.
+  // immediate: the queued items are dropped instead and count as done for
+  // join(). Wakes every blocked put/get. Non-blocking; idempotent.
+  void shutdown(bool immediate = false) {
     {
       std::lock_guard lock(mutex_);
       closed_ = true;
+      if (immediate) {
+        unfinished_ -= items_.size();
+        items_.clear();
+        if (unfinished_ == 0) all_done_.notify_all();
+      }
     }
     not_empty_.notify_all();
     not_full_.notify_all();
   }
+  // The same as shutdown().
+  void close() { shutdown(); }
 
-  // Whether close() was called. Non-blocking.
+  // Whether the queue was shut down. Non-blocking.
   bool closed() const {
     std::lock_guard lock(mutex_);
     return closed_;
@@ -127,7 +151,7 @@ class Queue {
         throw Full("mproc: threading::Queue::put timed out (the queue stayed full)");
       }
     }
-    if (closed_) throw ShutDown();
+    if (closed_) throw ShutDown("mproc: threading::Queue is shut down");
     items_.push_back(std::move(item));
     ++unfinished_;
     lock.unlock();
@@ -145,7 +169,11 @@ class Queue {
         throw Empty("mproc: threading::Queue::get timed out (the queue stayed empty)");
       }
     }
-    if (items_.empty()) throw ShutDown("mproc: threading::Queue is closed and empty");
+    if (items_.empty()) throw ShutDown("mproc: threading::Queue is shut down and empty");
+    return pop_front(lock);
+  }
+
+  T pop_front(std::unique_lock<std::mutex>& lock) {
     T item = std::move(items_.front());
     items_.pop_front();
     lock.unlock();

@@ -60,8 +60,10 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include <sys/mman.h>
@@ -166,7 +168,8 @@ class QueueCore {
   // Appends a record of `len` payload bytes, written by fill(std::byte*)
   // (noexcept), waiting for room (and for the producers' lock) until
   // `deadline`. A JoinableQueue counts the item as unfinished. Throws Full
-  // on timeout, ProcessError if closed or the item can never fit.
+  // on timeout, ShutDown if the queue is shut down, ProcessError if the item
+  // can never fit.
   template <class Fill>
   void push(std::size_t len, Clock::time_point deadline, Fill&& fill) {
     const std::uint64_t rec = record_bytes(len);
@@ -187,7 +190,7 @@ class QueueCore {
         if (!lock_producers(g, deadline)) throw Full(lock_timeout("put", "producers"));
         test_point(QueueStep::put_locked);
         if (s.closed.load(std::memory_order_acquire))
-          throw ProcessError(std::string("mproc: ") + name() + ".put(): the queue is closed");
+          throw ShutDown(std::string("mproc: ") + name() + ".put(): the queue is shut down");
         Slot slot;
         bool refreshed = false;
         if (find_room(rec, slot, true, &refreshed)) {
@@ -259,19 +262,38 @@ class QueueCore {
     }
   }
 
+  // Why try_pop found nothing before its deadline.
+  enum class Miss { none, lock_busy, no_item };
+
   // Removes the oldest record and returns take(std::span<const std::byte>)
   // of its payload, waiting for one (and for the consumers' lock) until
   // `deadline`. If take throws a ProcessError (undecodable item) the
   // record is dropped and the error propagates; any other exception leaves
-  // it queued. Throws Empty on timeout or when the queue is closed and
-  // empty, ProcessError if the ring is corrupt (the queue is then emptied).
+  // it queued. Throws Empty on timeout, ShutDown when the queue is shut
+  // down and empty, ProcessError if the ring is corrupt (the queue is then
+  // emptied).
   template <class Take>
   auto pop(Clock::time_point deadline, Take&& take) {
+    Miss miss = Miss::none;
+    auto value = try_pop(deadline, take, miss);
+    if (!value) throw miss == Miss::lock_busy ? Empty(lock_timeout("get", "consumers")) : Empty();
+    return std::move(*value);
+  }
+
+  // As pop, but returns nullopt (and why in `miss`) where pop throws Empty.
+  // Drop: the record is consumed without take and counted as dropped (a
+  // JoinableQueue's join() no longer waits for it).
+  template <bool Drop = false, class Take>
+  auto try_pop(Clock::time_point deadline, Take& take, Miss& miss)
+      -> std::optional<std::invoke_result_t<Take&, std::span<const std::byte>>> {
     QueueState& s = *state_;
     for (;;) {
       {
         QueueLock g(s.get_mutex);
-        if (!lock_consumers(g, deadline)) throw Empty(lock_timeout("get", "consumers"));
+        if (!lock_consumers(g, deadline)) {
+          miss = Miss::lock_busy;
+          return std::nullopt;
+        }
         test_point(QueueStep::get_locked);
         const bool was_closed = s.closed.load(std::memory_order_acquire) != 0;
         const std::uint64_t got = s.got_count.load(std::memory_order_relaxed);
@@ -298,23 +320,30 @@ class QueueCore {
           const std::size_t off = static_cast<std::size_t>(h & mask_);
           const std::span<const std::byte> payload(ring_ + off + sizeof(QueueRecord), static_cast<std::size_t>(r.size));
           const std::uint64_t next = h + r.bytes;
-          try {
-            auto value = take(payload);
-            test_point(QueueStep::get_taken);
-            consume(g, got, next, 0);
-            return value;
-          } catch (const ProcessError&) {
-            consume(g, got, next, 1);  // dropped: nobody will call task_done() for it
-            throw;
+          if constexpr (Drop) {
+            consume(g, got, next, 1);
+            return std::invoke_result_t<Take&, std::span<const std::byte>>{};
+          } else {
+            try {
+              auto value = take(payload);
+              test_point(QueueStep::get_taken);
+              consume(g, got, next, 0);
+              return value;
+            } catch (const ProcessError&) {
+              consume(g, got, next, 1);  // dropped: nobody will call task_done() for it
+              throw;
+            }
           }
         }
-        if (was_closed) throw Empty(std::string("mproc: ") + name() + ".get(): the queue is closed and empty");
+        if (was_closed) throw ShutDown(std::string("mproc: ") + name() + ".get(): the queue is shut down and empty");
       }
       if (!queue_wait(s.items_seq, s.getters_waiting, deadline, [&s] {
             return s.closed.load(std::memory_order_seq_cst) ||
                    s.put_count.load(std::memory_order_seq_cst) != s.got_count.load(std::memory_order_relaxed);
-          }))
-        throw Empty();
+          })) {
+        miss = Miss::no_item;
+        return std::nullopt;
+      }
     }
   }
 
@@ -326,6 +355,19 @@ class QueueCore {
     s.space_seq.fetch_add(2, std::memory_order_seq_cst);
     futex_wake(s.items_seq);
     futex_wake(s.space_seq);
+  }
+
+  // After close(): drops every queued record, counting each as dropped (so
+  // join() returns). Blocks while another consumer holds the lock. Records
+  // whose put was under way when close() began may still arrive later.
+  void drop_all() {
+    auto ignore = [](std::span<const std::byte>) { return 0; };
+    Miss miss = Miss::none;
+    try {
+      while (try_pop<true>(Clock::time_point::max(), ignore, miss)) {
+      }
+    } catch (const ShutDown&) {  // closed and empty: done
+    }
   }
 
   // JoinableQueue::task_done. Non-blocking.
