@@ -7,7 +7,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +21,7 @@
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/lock.hpp>
 

@@ -44,7 +44,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -66,6 +65,7 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/sigpipe.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 

@@ -5,7 +5,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <memory>
 #include <utility>
 
@@ -14,6 +13,7 @@
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc {
 

@@ -12,12 +12,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <utility>
 
 #include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/lock_core.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc {
 

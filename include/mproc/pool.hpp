@@ -11,7 +11,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +34,7 @@
 #include <mproc/detail/pool/scheduling.hpp>
 #include <mproc/detail/pool/sinks.hpp>
 #include <mproc/detail/pool/submit.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 #include <mproc/system.hpp>

@@ -42,7 +42,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <functional>
@@ -64,6 +63,7 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/spawn.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc {

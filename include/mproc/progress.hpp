@@ -8,7 +8,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <iterator>
@@ -17,6 +16,8 @@
 #include <utility>
 
 #include <unistd.h>
+
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc {
 

@@ -68,7 +68,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -85,6 +84,7 @@
 #include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/queue_ring.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/queue_iterator.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>

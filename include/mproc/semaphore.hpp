@@ -7,7 +7,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <memory>
@@ -19,6 +18,7 @@
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc {

@@ -6,7 +6,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -19,6 +18,7 @@
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/queue_iterator.hpp>
 #include <mproc/errors.hpp>
 

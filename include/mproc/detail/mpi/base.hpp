@@ -22,7 +22,6 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -45,6 +44,7 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/pool/lazy_results.hpp>
 #include <mproc/detail/pool/worker.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/demangle.hpp>
 #include <mproc/detail/util/type_name.hpp>
 #include <mproc/errors.hpp>

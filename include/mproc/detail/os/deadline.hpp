@@ -3,7 +3,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

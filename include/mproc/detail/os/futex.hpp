@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <climits>
 #include <cstdint>
 
@@ -21,6 +20,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/error.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

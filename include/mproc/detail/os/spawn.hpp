@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -30,6 +29,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/demangle.hpp>
 
 namespace mproc::detail {

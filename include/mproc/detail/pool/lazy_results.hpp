@@ -3,7 +3,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <iterator>
@@ -11,6 +10,7 @@
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

@@ -6,7 +6,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -17,6 +16,7 @@
 #include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {

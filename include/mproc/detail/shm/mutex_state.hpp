@@ -9,12 +9,12 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <chrono>
 #include <cstdint>
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/thread_identity.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

@@ -7,12 +7,12 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 
 #include <mproc/detail/shm/mutex_state.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

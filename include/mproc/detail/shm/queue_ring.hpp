@@ -54,7 +54,6 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -77,6 +76,7 @@
 #include <mproc/detail/shm/queue_layout.hpp>
 #include <mproc/detail/shm/queue_wait.hpp>
 #include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 
 #include <sched.h>
@@ -18,6 +17,7 @@
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/queue_layout.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

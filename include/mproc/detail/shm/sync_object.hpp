@@ -7,13 +7,13 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <new>
 #include <type_traits>
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/shm/object.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

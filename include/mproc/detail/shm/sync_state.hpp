@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -17,6 +16,7 @@
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/waiter_slot.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

@@ -10,7 +10,6 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
-#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +29,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail {
 

@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <cstddef>
@@ -38,6 +37,7 @@
 #include <mproc/detail/threads/loop_job.hpp>
 #include <mproc/detail/threads/task.hpp>
 #include <mproc/detail/threads/task_ring.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {
