@@ -1,12 +1,20 @@
-// Tests of <mproc/async_result.hpp>: AsyncResult's get/wait/ready/successful, timeouts and errors.
+// Tests of <mproc/async_result.hpp>: AsyncResult's get/wait/ready/successful, timeouts and errors, and
+// the callbacks of apply_async / map_async on Pool and ThreadPool.
+#include <atomic>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <mproc/async_result.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/thread_pool.hpp>
 
 #include "catch.hpp"
 
@@ -99,4 +107,139 @@ TEST_CASE("a waiting executor thread helps instead of blocking") {
   helper.job = [state] { state->set_value(42); };
   CHECK(result.get(1s) == 42);
   CHECK(helper.calls >= 1);
+}
+
+// ------------------------------------------------------------ callbacks (both pools)
+
+namespace {
+
+int square_or_throw(int x) {
+  if (x < 0) throw std::invalid_argument("negative: " + std::to_string(x));
+  return x * x;
+}
+
+// What the callbacks of one pool saw.
+struct Seen {
+  std::mutex m;
+  std::vector<int> values;
+  std::vector<std::string> errors;
+  std::set<std::thread::id> threads;
+  std::atomic<int> inside{0};
+  std::atomic<bool> overlapped{false};
+
+  void enter() {
+    if (inside.fetch_add(1) != 0) overlapped = true;
+    std::lock_guard g(m);
+    threads.insert(std::this_thread::get_id());
+  }
+  void leave() { inside.fetch_sub(1); }
+};
+
+std::string what_of(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::invalid_argument& x) {
+    return std::string("invalid_argument: ") + x.what();
+  } catch (const std::exception& x) {
+    return std::string("other: ") + x.what();
+  }
+}
+
+template <class Pool>
+void check_callbacks(Pool& pool) {
+  Seen seen;
+  auto on_value = [&seen](const int& v) {
+    seen.enter();
+    std::this_thread::sleep_for(1ms);  // (widens the window in which a second callback could overlap)
+    {
+      std::lock_guard g(seen.m);
+      seen.values.push_back(v);
+    }
+    seen.leave();
+  };
+  auto on_error = [&seen](std::exception_ptr e) {
+    seen.enter();
+    {
+      std::lock_guard g(seen.m);
+      seen.errors.push_back(what_of(e));
+    }
+    seen.leave();
+  };
+
+  // The callback has run before get() returns, as in Python.
+  auto one = pool.apply_async(mp::callbacks(on_value, on_error), square_or_throw, 7);
+  CHECK(one.get(30s) == 49);
+  {
+    std::lock_guard g(seen.m);
+    REQUIRE(seen.values == std::vector<int>{49});
+  }
+  auto bad = pool.apply_async(mp::callbacks(on_value, on_error), square_or_throw, -2);
+  CHECK_THROWS_AS(bad.get(30s), std::invalid_argument);
+  {
+    std::lock_guard g(seen.m);
+    REQUIRE(seen.errors.size() == 1);
+    CHECK(seen.errors[0].find("invalid_argument: ") == 0);
+    CHECK(seen.errors[0].find("negative: -2") != std::string::npos);
+  }
+
+  // map_async: the whole vector once; an error callback alone.
+  std::vector<int> mapped;
+  auto m = pool.map_async(square_or_throw, std::vector<int>{1, 2, 3}, 0,
+                          mp::callbacks([&mapped](const std::vector<int>& v) { mapped = v; }));
+  CHECK(m.get(30s) == std::vector<int>{1, 4, 9});
+  CHECK(mapped == std::vector<int>{1, 4, 9});
+  std::string map_error;
+  auto mf = pool.map_async(square_or_throw, std::vector<int>{1, -5, 3}, 1,
+                           mp::callbacks(nullptr, [&map_error](std::exception_ptr e) { map_error = what_of(e); }));
+  CHECK_THROWS_AS(mf.get(30s), std::invalid_argument);
+  CHECK(map_error.find("negative: -5") != std::string::npos);
+
+  // Many at once: one at a time, all on one thread (not this one), and
+  // join() waits for every callback.
+  std::vector<mp::AsyncResult<int>> results;
+  for (int i = 0; i < 40; ++i)
+    results.push_back(pool.apply_async(mp::callbacks(on_value, on_error), square_or_throw, i % 10 == 9 ? -i : i));
+  pool.close();
+  pool.join();
+  std::lock_guard g(seen.m);
+  CHECK(seen.values.size() == 1 + 36);
+  CHECK(seen.errors.size() == 1 + 4);
+  CHECK_FALSE(seen.overlapped.load());
+  CHECK(seen.threads.size() == 1);
+  CHECK(seen.threads.count(std::this_thread::get_id()) == 0);
+  for (auto& r : results) CHECK(r.ready());
+}
+
+}  // namespace
+
+TEST_CASE("callbacks: Pool runs them on one thread, one at a time, before the result is ready, join waits") {
+  mp::Pool pool(2);
+  check_callbacks(pool);
+}
+
+TEST_CASE("callbacks: ThreadPool runs them on one thread, one at a time, before the result is ready, join waits") {
+  mp::ThreadPool pool(2);
+  check_callbacks(pool);
+}
+
+TEST_CASE("callbacks: one that throws is reported and dropped, the result and the pool are unaffected") {
+  mp::ThreadPool pool(2);
+  auto r = pool.apply_async(
+      mp::callbacks([](const int&) { throw std::runtime_error("callback failed"); }), [](int x) { return x + 1; }, 1);
+  CHECK(r.get(30s) == 2);
+  CHECK(r.successful());
+  int later = 0;
+  auto r2 = pool.apply_async(mp::callbacks([&later](const int& v) { later = v; }), [](int x) { return x * 3; }, 5);
+  CHECK(r2.get(30s) == 15);
+  CHECK(later == 15);
+}
+
+TEST_CASE("callbacks: a pool destroyed with pending results still runs their callbacks") {
+  std::atomic<int> ran{0};
+  {
+    mp::ThreadPool pool(1);
+    for (int i = 0; i < 10; ++i)
+      (void)pool.apply_async(mp::callbacks([&ran]() { ran.fetch_add(1); }), [] { std::this_thread::sleep_for(1ms); });
+  }
+  CHECK(ran.load() == 10);
 }

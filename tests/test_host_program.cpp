@@ -255,7 +255,7 @@ TEST_CASE("host program: SIGTERM and SIGINT ignored (#2)", "[failure-model][host
 // ------------------------------------------------------------- limits (#3)
 
 TEST_CASE(
-    "descriptor limit reached: a worker that cannot be replaced leaves the others serving; with none left "
+    "descriptor limit reached: a worker that cannot be replaced leaves the others serving, with none left "
     "every call fails with the cause (#3)",
     "[failure-model][limits][asan-skip]") {
   const auto result = mproc_test::run_in_child(
@@ -300,7 +300,7 @@ TEST_CASE(
   CHECK(result.exitcode == 0);
 }
 
-TEST_CASE("process limit reached: a pool runs on the workers it could start; with none it fails with the cause (#3)",
+TEST_CASE("process limit reached: a pool runs on the workers it could start, with none it fails with the cause (#3)",
           "[failure-model][limits][tsan-skip]") {
   if (::geteuid() != 0) {
     WARN("skipped: needs root to run as a fresh uid whose process count is known");

@@ -220,7 +220,7 @@ TEST_CASE("exceptions arrive with the original type and message") {
   CHECK(pool.apply(square, 9) == 81);
 }
 
-TEST_CASE("imap is ordered and lazy; imap_unordered yields in completion order") {
+TEST_CASE("imap is ordered and lazy, imap_unordered yields in completion order") {
   mp::Pool pool(2);
   std::vector<int> got;
   for (int v : pool.imap(square, iota_vec(50))) got.push_back(v);
@@ -281,7 +281,7 @@ TEST_CASE("imap rethrows an item's exception at that item and continues") {
   }
 }
 
-TEST_CASE("a crashing task fails with WorkerCrashed; the pool replaces the worker") {
+TEST_CASE("a crashing task fails with WorkerCrashed, the pool replaces the worker") {
   DefaultCrashSignals plain;
   mp::Pool pool(2);
   struct Case {
@@ -422,7 +422,7 @@ TEST_CASE("R3: killing the pool's owner takes every worker down within 1 s") {
   CHECK(mp::detail::Clock::now() - start < 1s);
 }
 
-TEST_CASE("initializer runs in every worker; a failing one breaks the pool") {
+TEST_CASE("initializer runs in every worker, a failing one breaks the pool") {
   {
     mp::Pool pool(2, mp::PoolOptions().initializer(set_initialized, 41));
     const auto seen = pool.map(read_initialized, iota_vec(10), 1);
@@ -525,7 +525,7 @@ TEST_CASE("forkserver: workers do not inherit a lock another thread holds") {
   mp::set_start_method(mp::StartMethod::automatic);
 }
 
-TEST_CASE("Pool(0) and maxtasksperchild(0) are errors, as in Python; not given means cpu_count() and none") {
+TEST_CASE("Pool(0) and maxtasksperchild(0) are errors, as in Python, not given means cpu_count() and none") {
   REQUIRE_THROWS_MATCHES(mp::Pool(0), mp::ValueError,
                          mproc_test::MessageContains("Pool: the number of workers must be at least 1"));
   REQUIRE_THROWS_MATCHES(mp::Pool(-1), mp::ValueError, mproc_test::MessageContains("(a negative count?)"));
@@ -777,7 +777,7 @@ TEST_CASE("a transfer-heap block is not reused while a worker may still read it 
   CHECK(seen == checksum(data));
 }
 
-TEST_CASE("a pool used in a forked child refuses with a clear error; destroying the copy there is harmless",
+TEST_CASE("a pool used in a forked child refuses with a clear error, destroying the copy there is harmless",
           "[failure-model]") {
   auto pool = std::make_unique<mp::Pool>(2);
   CHECK(pool->map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});

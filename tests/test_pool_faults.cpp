@@ -169,7 +169,7 @@ TEST_CASE("a result that cannot be encoded fails each call of its task with the 
   CHECK(pool.map(square, iota_vec(3)) == squares(3));
 }
 
-TEST_CASE("soak: 1,000 random faults in one pool; every call returns right or with the right error; nothing leaks",
+TEST_CASE("soak: 1,000 random faults in one pool, every call returns right or with the right error, nothing leaks",
           "[failure-model][faults][soak]") {
   REQUIRE(plan_ready);
   EscapeWatch watch;

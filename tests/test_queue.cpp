@@ -826,7 +826,7 @@ void check_holds_exactly_3(Q& q) {
 }  // namespace
 
 TEST_CASE(
-    "JoinableQueue: a producer killed at any step of put leaves no phantom item; join returns, the bound frees (#11)",
+    "JoinableQueue: a producer killed at any step of put leaves no phantom item, join returns, the bound frees (#11)",
     "[queue][failure-model]") {
   const Step step = GENERATE(Step::put_locked, Step::put_room_found, Step::put_header_written, Step::put_written,
                              Step::put_journaled, Step::put_counted, Step::put_published);
@@ -985,7 +985,7 @@ TEST_CASE("Queue: a producer killed while it realigns an empty queue under both 
 }
 
 TEST_CASE(
-    "JoinableQueue: a consumer killed between get() and task_done() leaves its task unfinished; join(timeout) says so "
+    "JoinableQueue: a consumer killed between get() and task_done() leaves its task unfinished, join(timeout) says so "
     "(#11)",
     "[queue][failure-model]") {
   mp::JoinableQueue<int> q;

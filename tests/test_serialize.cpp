@@ -1471,7 +1471,7 @@ TEST_CASE("a plain struct crosses member by member, without a serializer") {
   CHECK(mp::loads<agg::Wide>(mp::dumps(wide)) == wide);
 }
 
-TEST_CASE("a trivially copyable struct stays one block; a user serializer wins over the member-wise path") {
+TEST_CASE("a trivially copyable struct stays one block, a user serializer wins over the member-wise path") {
   STATIC_REQUIRE(mp::detail::bitwise<Pod>);
   CHECK(mp::encoded_size(Pod{}) == mp::frame_header_size + sizeof(Pod));
   STATIC_REQUIRE(!mp::detail::is_builtin_v<agg::Shouted>);

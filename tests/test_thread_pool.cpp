@@ -439,7 +439,7 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
   });
 }
 
-TEST_CASE("ThreadPool::parallel_for takes bounds of two integer types; the index has their common type",
+TEST_CASE("ThreadPool::parallel_for takes bounds of two integer types, the index has their common type",
           "[thread_pool][parallel_for]") {
   within_10s([] {
     mp::ThreadPool pool(2);

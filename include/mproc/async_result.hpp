@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstddef>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13,6 +15,7 @@
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/pool/callback_thread.hpp>
 #include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 
@@ -33,33 +36,56 @@ class WaitHelper {
 };
 
 // The state an AsyncResult shares with the executor producing its value.
-// The first set_value/set_exception wins; later ones are ignored.
+// The first set_value/set_exception wins; later ones are ignored. With a
+// finisher (callbacks), the outcome is stored first, the finisher runs on
+// the pool's CallbackThread, and only then does the result become ready
+// (as in Python, a callback has run before get() returns).
 template <class R>
-class ResultState {
+class ResultState : public std::enable_shared_from_this<ResultState<R>> {
  public:
   explicit ResultState(WaitHelper* helper = nullptr) noexcept : helper_(helper) {}
+
+  // Runs finish(*this) on `thread` once the outcome is set, before the
+  // result becomes ready. Call before the task is submitted; the state
+  // must be owned by a shared_ptr and `thread` outlive every set.
+  void finish_on(CallbackThread& thread, std::function<void(ResultState&)> finish) {
+    finish_thread_ = &thread;
+    finish_ = std::move(finish);
+  }
 
   template <class... Args>
   bool set_value(Args&&... args) {
     {
       std::lock_guard lock(mutex_);
-      if (done_) return false;
+      if (set_) return false;
       if constexpr (!std::is_void_v<R>) value_.emplace(std::forward<Args>(args)...);
-      done_ = true;
+      set_ = true;
     }
-    cv_.notify_all();
+    settled();
     return true;
   }
 
   bool set_exception(std::exception_ptr error) {
     {
       std::lock_guard lock(mutex_);
-      if (done_) return false;
+      if (set_) return false;
       error_ = std::move(error);
-      done_ = true;
+      set_ = true;
     }
-    cv_.notify_all();
+    settled();
     return true;
+  }
+
+  // For a finisher: the stored outcome (set, not yet ready).
+  std::exception_ptr stored_error() const {
+    std::lock_guard lock(mutex_);
+    return error_;
+  }
+  template <class T = R>
+    requires(!std::is_void_v<T>)
+  const T& stored_value() const {
+    std::lock_guard lock(mutex_);
+    return *value_;
   }
 
   bool ready() const {
@@ -116,13 +142,100 @@ class ResultState {
   }
 
  private:
+  // The outcome is stored: ready now, or after the finisher ran.
+  void settled() {
+    if (finish_thread_ == nullptr) {
+      publish();
+      return;
+    }
+    auto self = this->shared_from_this();
+    try {
+      finish_thread_->post([self] {
+        struct Publish {
+          ResultState& s;
+          ~Publish() { s.publish(); }  // even if the finisher throws
+        } publish{*self};
+        self->finish_(*self);
+      });
+    } catch (...) {  // the thread could not start: ready without the callback
+      publish();
+    }
+  }
+
+  void publish() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   WaitHelper* helper_;
-  bool done_ = false;
+  CallbackThread* finish_thread_ = nullptr;
+  std::function<void(ResultState&)> finish_;
+  bool set_ = false;   // the outcome is stored
+  bool done_ = false;  // and the result is ready
   std::exception_ptr error_;
   std::conditional_t<std::is_void_v<R>, bool, std::optional<R>> value_{};
 };
+
+}  // namespace detail
+
+// Callbacks for a pool's apply_async / map_async / starmap_async (Python:
+// callback=, error_callback=). on_result(const R&) (on_result() for void R)
+// runs when the task succeeded, on_error(std::exception_ptr) when it failed;
+// either may be nullptr (none). They run in the pool's process, on the
+// pool's callback thread: one at a time, in completion order, before the
+// AsyncResult becomes ready. They must not wait for results of their own
+// pool nor destroy it; an exception they throw is reported on stderr and
+// dropped. The pool's join() and destructor wait for them.
+template <class OnResult, class OnError>
+struct Callbacks {
+  OnResult on_result{};
+  OnError on_error{};
+};
+
+// Callbacks{on_result, on_error}: pool.apply_async(mp::callbacks(ok, err), f, x).
+template <class OnResult, class OnError = std::nullptr_t>
+Callbacks<OnResult, OnError> callbacks(OnResult on_result, OnError on_error = nullptr) {
+  return {std::move(on_result), std::move(on_error)};
+}
+
+namespace detail {
+
+template <class T>
+inline constexpr bool is_callbacks_v = false;
+template <class C, class E>
+inline constexpr bool is_callbacks_v<Callbacks<C, E>> = true;
+
+// Makes `state` run `cb` on `thread` when it completes.
+template <class R, class C, class E>
+void attach_callbacks(ResultState<R>& state, CallbackThread& thread, Callbacks<C, E> cb) {
+  if constexpr (!std::is_null_pointer_v<C>) {
+    if constexpr (std::is_void_v<R>)
+      static_assert(std::is_invocable_v<C&>,
+                    "mproc: callbacks(on_result, ...): on_result must be callable as on_result()");
+    else
+      static_assert(std::is_invocable_v<C&, const R&>,
+                    "mproc: callbacks(on_result, ...): on_result must be callable with the result (const R&)");
+  }
+  if constexpr (!std::is_null_pointer_v<E>)
+    static_assert(std::is_invocable_v<E&, std::exception_ptr>,
+                  "mproc: callbacks(..., on_error): on_error must be callable with a std::exception_ptr");
+  if constexpr (!std::is_null_pointer_v<C> || !std::is_null_pointer_v<E>)  // (none: no finisher, no cost)
+    state.finish_on(thread, [cb = std::move(cb)](ResultState<R>& s) mutable {
+      if (std::exception_ptr error = s.stored_error()) {
+        if constexpr (!std::is_null_pointer_v<E>) cb.on_error(error);
+      } else if constexpr (!std::is_null_pointer_v<C>) {
+        if constexpr (std::is_void_v<R>)
+          cb.on_result();
+        else
+          cb.on_result(s.stored_value());
+      }
+    });
+}
 
 }  // namespace detail
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -183,6 +184,7 @@ class Pool {
       engine_->join();
     } catch (...) {
     }
+    callbacks_->stop();
   }
 
   // Number of worker processes. Non-blocking; thread-safe.
@@ -203,16 +205,19 @@ class Pool {
     return map_impl<true>(f, std::forward<Range>(inputs), chunksize);
   }
 
-  // map without blocking: encodes every input now, returns at once.
-  template <class F, std::ranges::input_range Range>
-  auto map_async(F f, Range&& inputs, std::size_t chunksize = 0) {
-    return map_async_impl<false>(f, std::forward<Range>(inputs), chunksize);
+  // map without blocking: encodes every input now, returns at once. With
+  // `cb` (mp::callbacks(on_result, on_error)), on_result gets the vector of
+  // results, or on_error the failure, on the pool's callback thread (see
+  // Callbacks) before the AsyncResult becomes ready.
+  template <class F, std::ranges::input_range Range, class C = std::nullptr_t, class E = std::nullptr_t>
+  [[nodiscard]] auto map_async(F f, Range&& inputs, std::size_t chunksize = 0, Callbacks<C, E> cb = {}) {
+    return map_async_impl<false>(f, std::forward<Range>(inputs), chunksize, std::move(cb));
   }
 
-  // starmap without blocking.
-  template <class F, std::ranges::input_range Range>
-  auto starmap_async(F f, Range&& inputs, std::size_t chunksize = 0) {
-    return map_async_impl<true>(f, std::forward<Range>(inputs), chunksize);
+  // starmap without blocking; `cb` as for map_async.
+  template <class F, std::ranges::input_range Range, class C = std::nullptr_t, class E = std::nullptr_t>
+  [[nodiscard]] auto starmap_async(F f, Range&& inputs, std::size_t chunksize = 0, Callbacks<C, E> cb = {}) {
+    return map_async_impl<true>(f, std::forward<Range>(inputs), chunksize, std::move(cb));
   }
 
   // Lazy map: returns at once; results come in input order as they are
@@ -233,13 +238,24 @@ class Pool {
   // f(args...) in a worker, without blocking. Throws ProcessError if the
   // pool is closed; the task's own failure is reported by the AsyncResult.
   template <class F, class... Args>
-  auto apply_async(F f, Args&&... args) {
+    requires(!detail::is_callbacks_v<F>)
+  [[nodiscard]] auto apply_async(F f, Args&&... args) {
+    return apply_async(Callbacks<std::nullptr_t, std::nullptr_t>{}, f, std::forward<Args>(args)...);
+  }
+
+  // As apply_async(f, args...), then cb.on_result(result) or
+  // cb.on_error(failure) on the pool's callback thread (see Callbacks),
+  // before the AsyncResult becomes ready (Python: callback=,
+  // error_callback=). E.g. pool.apply_async(mp::callbacks(ok, err), f, x).
+  template <class C, class E, class F, class... Args>
+  [[nodiscard]] auto apply_async(Callbacks<C, E> cb, F f, Args&&... args) {
     detail::check_pool_callable<F>();
     using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
     detail::check_pool_argument<Arg>();
     using R = detail::pool_result_t<F, Arg, true>;
     detail::check_pool_result<R>();
     auto state = std::make_shared<detail::ResultState<R>>();
+    detail::attach_callbacks(*state, *callbacks_, std::move(cb));
     detail::PoolTask task;
     task.sink = std::make_shared<detail::ApplySink<R>>(state);
     const Arg packed(std::forward<Args>(args)...);
@@ -265,9 +281,13 @@ class Pool {
   // workers now. Non-blocking; follow with join().
   void terminate() { engine_->terminate(); }
 
-  // Blocks until every task has finished and every worker has exited.
-  // Throws ProcessError unless close() or terminate() was called first.
-  void join() { engine_->join(); }
+  // Blocks until every task has finished, every worker has exited and
+  // every callback has run. Throws ProcessError unless close() or
+  // terminate() was called first.
+  void join() {
+    engine_->join();
+    callbacks_->drain();
+  }
 
   // Pids of the current workers (diagnostics; they change as workers are
   // replaced). On a new pool, blocks until every worker has started (at most
@@ -319,8 +339,8 @@ class Pool {
     return sink->wait_results();
   }
 
-  template <bool Star, class F, class Range>
-  auto map_async_impl(F f, Range&& inputs_in, std::size_t chunksize) {
+  template <bool Star, class F, class Range, class C, class E>
+  auto map_async_impl(F f, Range&& inputs_in, std::size_t chunksize, Callbacks<C, E> cb) {
     detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     detail::check_pool_argument<Arg>();
@@ -339,6 +359,7 @@ class Pool {
     for (std::size_t c = 0; c < chunks; ++c)
       tasks.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, std::min(cs, n - c * cs), sink, c));
     auto state = std::make_shared<detail::ResultState<typename detail::MapSink<R>::Out>>();
+    detail::attach_callbacks(*state, *callbacks_, std::move(cb));
     sink->complete_into(state);
     engine_->submit(tasks);
     return AsyncResult<typename detail::MapSink<R>::Out>(std::move(state));
@@ -389,6 +410,7 @@ class Pool {
     return ImapResult<R>(sink, std::move(produce), detail::Window{detail::imap_window(size(), chunksize)});
   }
 
+  std::unique_ptr<detail::CallbackThread> callbacks_ = std::make_unique<detail::CallbackThread>();
   std::shared_ptr<detail::PoolEngine> engine_;
 };
 

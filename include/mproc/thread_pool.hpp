@@ -122,8 +122,19 @@ class ThreadPool final {
   template <class F, class... Args>
     requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
   [[nodiscard]] auto apply_async(F&& f, Args&&... args) {
+    return apply_async(Callbacks<std::nullptr_t, std::nullptr_t>{}, std::forward<F>(f), std::forward<Args>(args)...);
+  }
+
+  // As apply_async(f, args...), then cb.on_result(result) or
+  // cb.on_error(exception) on the pool's callback thread (see Callbacks),
+  // before the AsyncResult becomes ready (Python: callback=,
+  // error_callback=). E.g. pool.apply_async(mp::callbacks(ok, err), f, x).
+  template <class C, class E, class F, class... Args>
+    requires std::invocable<std::decay_t<F>, std::decay_t<Args>...>
+  [[nodiscard]] auto apply_async(Callbacks<C, E> cb, F&& f, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     auto state = std::make_shared<detail::ResultState<R>>(scheduler_.wait_helper());
+    detail::attach_callbacks(*state, callbacks_, std::move(cb));
     using Task = detail::CompletingTask<R, std::shared_ptr<detail::ResultState<R>>, std::decay_t<F>,
                                         std::tuple<std::decay_t<Args>...>>;
     scheduler_.push(detail::Task(Task{state, std::forward<F>(f), {std::forward<Args>(args)...}}), false);
@@ -160,15 +171,18 @@ class ThreadPool final {
   // range) and f, returns at once. The AsyncResult yields the vector of
   // results or the first exception. Throws ProcessError if the pool is not
   // running.
-  template <class F, std::ranges::input_range Range>
-  [[nodiscard]] auto map_async(F&& f, Range&& inputs, std::size_t chunksize = 0) {
-    return map_async_impl<false>(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+  // With `cb` (mp::callbacks(on_result, on_error)), on_result gets the
+  // results, or on_error the exception, on the pool's callback thread (see
+  // Callbacks) before the AsyncResult becomes ready.
+  template <class F, std::ranges::input_range Range, class C = std::nullptr_t, class E = std::nullptr_t>
+  [[nodiscard]] auto map_async(F&& f, Range&& inputs, std::size_t chunksize = 0, Callbacks<C, E> cb = {}) {
+    return map_async_impl<false>(std::forward<F>(f), std::forward<Range>(inputs), chunksize, std::move(cb));
   }
 
-  // starmap without blocking.
-  template <class F, std::ranges::input_range Range>
-  [[nodiscard]] auto starmap_async(F&& f, Range&& inputs, std::size_t chunksize = 0) {
-    return map_async_impl<true>(std::forward<F>(f), std::forward<Range>(inputs), chunksize);
+  // starmap without blocking; `cb` as for map_async.
+  template <class F, std::ranges::input_range Range, class C = std::nullptr_t, class E = std::nullptr_t>
+  [[nodiscard]] auto starmap_async(F&& f, Range&& inputs, std::size_t chunksize = 0, Callbacks<C, E> cb = {}) {
+    return map_async_impl<true>(std::forward<F>(f), std::forward<Range>(inputs), chunksize, std::move(cb));
   }
 
   // Lazy map: returns at once without computing anything; results come in
@@ -224,10 +238,14 @@ class ThreadPool final {
   void terminate() { scheduler_.terminate(); }
 
   // Blocks until every worker has exited, i.e. all work is done (after
-  // close()) or the running tasks finished (after terminate()). Throws
+  // close()) or the running tasks finished (after terminate()), and every
+  // callback has run. Throws
   // ProcessError if the pool is still open (Python: ValueError) or if
   // called from one of the pool's own tasks.
-  void join() { scheduler_.join(); }
+  void join() {
+    scheduler_.join();
+    callbacks_.drain();
+  }
 
  private:
   template <class I, class F>
@@ -266,8 +284,8 @@ class ThreadPool final {
     return out.take();
   }
 
-  template <bool Star, class F, class Range>
-  auto map_async_impl(F&& f_in, Range&& inputs, std::size_t chunksize) {
+  template <bool Star, class F, class Range, class C, class E>
+  auto map_async_impl(F&& f_in, Range&& inputs, std::size_t chunksize, Callbacks<C, E> cb) {
     scheduler_.check_running();
     using Fn = std::decay_t<F>;
     using V = std::ranges::range_value_t<Range>;
@@ -283,6 +301,7 @@ class ThreadPool final {
       for (auto&& x : inputs) copied.emplace_back(std::move(x));
     }
     auto state = std::make_shared<detail::ResultState<Out>>(scheduler_.wait_helper());
+    detail::attach_callbacks(*state, callbacks_, std::move(cb));
     const std::size_t n = copied.size();
     if (n == 0) {
       state->set_value();  // void, or an empty vector
@@ -298,6 +317,7 @@ class ThreadPool final {
   template <class F, class Range>
   auto imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool ordered);
 
+  detail::CallbackThread callbacks_;  // destroyed after the scheduler: runs the callbacks of every result
   detail::ThreadScheduler scheduler_;
 };
 

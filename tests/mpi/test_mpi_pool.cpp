@@ -151,7 +151,7 @@ TEST_CASE("mpi::Pool: tasks are pulled dynamically, so a fast rank takes more of
   REQUIRE(on2 > 2 * on1);
 }
 
-TEST_CASE("mpi::Pool: apply_async completes in the background; get(timeout) times out", "[mpi]") {
+TEST_CASE("mpi::Pool: apply_async completes in the background, get(timeout) times out", "[mpi]") {
   mp::mpi::Pool pool(opts());
   if (!pool) return;
   REQUIRE(pool.apply(add, 2, 3) == 5);
@@ -192,7 +192,7 @@ TEST_CASE("mpi::Pool: a task's exception comes back as its own type, with its ty
   REQUIRE(pool.map(square, std::vector<int>{5}) == std::vector<int>{25});
 }
 
-TEST_CASE("mpi::Pool: broadcast sends a value once per rank; tasks get that rank's copy by reference", "[mpi]") {
+TEST_CASE("mpi::Pool: broadcast sends a value once per rank, tasks get that rank's copy by reference", "[mpi]") {
   mp::mpi::Pool pool(opts());
   if (!pool) return;
   std::vector<double> big(1 << 20);

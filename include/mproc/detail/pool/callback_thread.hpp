@@ -1,0 +1,102 @@
+// mproc/detail/pool/callback_thread.hpp — the thread on which a pool runs
+// the callbacks of apply_async / map_async (Python: the result handler).
+//
+// Layer: detail/pool, shared by Pool and ThreadPool. Each pool owns one
+// CallbackThread, started on the first callback; callbacks run on it one at
+// a time, in the order the results completed.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace mproc::detail {
+
+class CallbackThread {
+ public:
+  CallbackThread() = default;
+  CallbackThread(const CallbackThread&) = delete;
+  CallbackThread& operator=(const CallbackThread&) = delete;
+  ~CallbackThread() { stop(); }
+
+  // Queues `job` (noexcept in effect: what it throws is reported on stderr
+  // and dropped) and starts the thread if needed. Non-blocking; thread-safe.
+  // Throws std::system_error if the thread cannot start.
+  void post(std::function<void()> job) {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    cv_.notify_all();
+  }
+
+  // Blocks until every job posted so far has run. From a job itself
+  // (a callback waiting on its own pool) it returns at once instead.
+  void drain() {
+    std::unique_lock lock(mutex_);
+    if (std::this_thread::get_id() == id_) return;
+    idle_.wait(lock, [&] { return jobs_.empty() && !running_; });
+  }
+
+  // Whether the calling thread is this callback thread.
+  bool on_this_thread() const {
+    std::lock_guard lock(mutex_);
+    return std::this_thread::get_id() == id_;
+  }
+
+  // Runs what is queued, then ends the thread. Blocks. Idempotent.
+  void stop() {
+    std::thread t;
+    {
+      std::unique_lock lock(mutex_);
+      if (std::this_thread::get_id() == id_) return;  // (a pool destroyed by its own callback: cannot join)
+      stopping_ = true;
+      cv_.notify_all();
+      t = std::move(thread_);
+    }
+    if (t.joinable()) t.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    id_ = std::this_thread::get_id();
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) break;  // stopping, all run
+      std::function<void()> job = std::move(jobs_.front());
+      jobs_.pop_front();
+      running_ = true;
+      lock.unlock();
+      try {
+        job();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "mproc: a pool callback threw (ignored): %s\n", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "mproc: a pool callback threw a non-std exception (ignored)\n");
+      }
+      job = nullptr;
+      lock.lock();
+      running_ = false;
+      if (jobs_.empty()) idle_.notify_all();
+    }
+    id_ = {};
+    idle_.notify_all();
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::condition_variable idle_;
+  std::deque<std::function<void()>> jobs_;
+  std::thread thread_;
+  std::thread::id id_{};
+  bool running_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace mproc::detail
