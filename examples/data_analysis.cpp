@@ -54,8 +54,7 @@ int main() {
 
   mp::Pool pool(4);
   std::vector<double> results;
-  for (double m : mp::progress(pool.imap(analyze_data, data_sets), data_sets.size(), "analyze_data"))
-    results.push_back(m);
+  for (double m : mp::progress(pool.imap(analyze_data, data_sets), "analyze_data")) results.push_back(m);
 
   std::printf("[");
   for (std::size_t i = 0; i < results.size(); ++i) std::printf("%s%.6f", i ? ", " : "", results[i]);

@@ -55,6 +55,7 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <ranges>
 #include <string>
 #include <string_view>
@@ -546,9 +547,11 @@ class Pool {
     if (chunksize == 0) chunksize = 1;
 
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
+    const std::optional<std::size_t> length = mproc::detail::input_length(inputs);
     auto produce = detail::imap_producer<F, Arg>(client_, std::views::all(std::forward<Range>(inputs)),
                                                  detail::function_ref(f), chunksize, sink);
-    return ImapResult<R>(client_, sink, std::move(produce), mproc::detail::imap_window(size(), chunksize));
+    return mproc::detail::with_length_hint(
+        ImapResult<R>(client_, sink, std::move(produce), mproc::detail::imap_window(size(), chunksize)), length);
   }
 
   std::shared_ptr<detail::Client> client_;

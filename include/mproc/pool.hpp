@@ -376,6 +376,7 @@ class Pool {
     engine_->check_accepting();
     if (chunksize == 0) chunksize = 1;
 
+    const std::optional<std::size_t> length = detail::input_length(inputs);
     auto view = std::views::all(std::forward<Range>(inputs));
     using View = decltype(view);
     struct Source {
@@ -407,7 +408,8 @@ class Pool {
       engine->submit(std::move(t));
       return per_item;
     };
-    return ImapResult<R>(sink, std::move(produce), detail::Window{detail::imap_window(size(), chunksize)});
+    return detail::with_length_hint(
+        ImapResult<R>(sink, std::move(produce), detail::Window{detail::imap_window(size(), chunksize)}), length);
   }
 
   std::unique_ptr<detail::CallbackThread> callbacks_ = std::make_unique<detail::CallbackThread>();

@@ -1,6 +1,6 @@
 // A progress bar for long iterations (the tqdm habit of Python data work):
 //
-//   for (double m : mp::progress(pool.imap(analyze, shards), shards.size()))
+//   for (double m : mp::progress(pool.imap(analyze, shards)))  // total: shards.size()
 //     results.push_back(m);
 //
 // It draws on stderr only when stderr is a terminal (or when asked), at most
@@ -100,8 +100,12 @@ class ProgressBar {
     std::string bar(static_cast<std::size_t>(options_.width_), ' ');
     for (int i = 0; i < filled && i < options_.width_; ++i) bar[static_cast<std::size_t>(i)] = '#';
     const double eta = rate > 0 && total_ > done_ ? static_cast<double>(total_ - done_) / rate : 0.0;
-    std::fprintf(options_.stream_, "\r%s%s[%s] %zu/%zu %5.1f%% %.1f it/s eta %.1fs", options_.label_.c_str(),
-                 options_.label_.empty() ? "" : " ", bar.c_str(), done_, total_, frac * 100.0, rate, eta);
+    if (total_ == 0)  // unknown total: the count and the rate
+      std::fprintf(options_.stream_, "\r%s%s%zu %.1f it/s", options_.label_.c_str(), options_.label_.empty() ? "" : " ",
+                   done_, rate);
+    else
+      std::fprintf(options_.stream_, "\r%s%s[%s] %zu/%zu %5.1f%% %.1f it/s eta %.1fs", options_.label_.c_str(),
+                   options_.label_.empty() ? "" : " ", bar.c_str(), done_, total_, frac * 100.0, rate, eta);
     std::fflush(options_.stream_);
   }
 
@@ -166,6 +170,19 @@ class Progress {
 // Wraps `range` (e.g. pool.imap(...)) in a progress bar of `total` steps.
 template <std::ranges::input_range Range>
 Progress<Range> progress(Range&& range, std::size_t total, ProgressOptions options = {}) {
+  return Progress<Range>(std::forward<Range>(range), total, std::move(options));
+}
+
+// As progress(range, total, options), the total taken from the range: its
+// size when sized, its length_hint() when it has one (an imap over a sized
+// input, on every pool), else unknown (the bar counts steps only).
+template <std::ranges::input_range Range>
+Progress<Range> progress(Range&& range, ProgressOptions options = {}) {
+  std::size_t total = 0;
+  if constexpr (std::ranges::sized_range<Range&>)
+    total = static_cast<std::size_t>(std::ranges::size(range));
+  else if constexpr (requires { range.length_hint(); })
+    total = range.length_hint().value_or(0);
   return Progress<Range>(std::forward<Range>(range), total, std::move(options));
 }
 

@@ -393,12 +393,15 @@ auto ThreadPool::imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool
   static_assert(!std::is_void_v<R>, "mproc::ThreadPool::imap: f returns void; use map or apply_async");
   if (chunksize == 0) chunksize = 1;
 
+  const std::optional<std::size_t> length = detail::input_length(inputs);
   auto view = std::views::all(std::forward<Range>(inputs));
   using Feeder = detail::ImapFeeder<decltype(view), Fn, V, R>;
   auto sink = std::make_shared<detail::ThreadImapSink<R>>(ordered);
   auto producer = std::make_unique<Feeder>(scheduler_, std::move(view), std::make_shared<Fn>(std::forward<F>(f_in)),
                                            sink, chunksize);
-  return ThreadImapResult<R>(&scheduler_, std::move(sink), std::move(producer), detail::imap_window(size(), chunksize));
+  return detail::with_length_hint(
+      ThreadImapResult<R>(&scheduler_, std::move(sink), std::move(producer), detail::imap_window(size(), chunksize)),
+      length);
 }
 
 }  // namespace mproc

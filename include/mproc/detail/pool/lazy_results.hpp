@@ -7,6 +7,7 @@
 #include <exception>
 #include <iterator>
 #include <optional>
+#include <ranges>
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
@@ -64,6 +65,11 @@ class LazyResults {
     return self().next_until(deadline_after(timeout));
   }
 
+  // How many results there are in all when the input range was sized (a
+  // vector, an iota view), else nullopt (Python: operator.length_hint);
+  // mp::progress takes its total from it. Non-blocking.
+  std::optional<std::size_t> length_hint() const noexcept { return length_hint_; }
+
  protected:
   LazyResults() = default;
   LazyResults(LazyResults&&) noexcept = default;
@@ -79,9 +85,30 @@ class LazyResults {
     current_ = next();
   }
 
+  template <class Results>
+  friend Results with_length_hint(Results results, std::optional<std::size_t> hint) noexcept;
+
   bool started_ = false;
   std::optional<R> current_;
+  std::optional<std::size_t> length_hint_;
 };
+
+// The size of an imap's input range if it is sized (read before the range
+// is moved into the results), else nullopt.
+template <class Range>
+std::optional<std::size_t> input_length(Range& inputs) {
+  if constexpr (std::ranges::sized_range<Range&>)
+    return static_cast<std::size_t>(std::ranges::size(inputs));
+  else
+    return std::nullopt;
+}
+
+// `results` with their length_hint() set to `hint`.
+template <class Results>
+Results with_length_hint(Results results, std::optional<std::size_t> hint) noexcept {
+  results.length_hint_ = hint;
+  return results;
+}
 
 // An imap's input range (or an input's encoding) failing while the results
 // read ahead are still arriving. Python raises that error at its position:
