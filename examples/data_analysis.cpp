@@ -32,8 +32,9 @@ double mean(std::span<const double> data) {
   return std::accumulate(data.begin(), data.end(), 0.0) / static_cast<double>(data.size());
 }
 
-// Runs in a worker process; the Array arrives as the same shared memory.
-double analyze_data(const mp::Array<double>& data) { return mean(data); }
+// Runs in a worker process; the Array arrives as the same shared memory,
+// read-only here (Array<const double>: the task cannot write to it).
+double analyze_data(const mp::Array<const double>& data) { return mean(data); }
 
 template <class F>
 double time_ms(F&& f) {

@@ -1,4 +1,4 @@
-// Value<T>, Array<T>, RawValue<T>, RawArray<T>: construction, access,
+// Value<T>, Array<T>, RawValue<T>, RawArray<T> and the read-only Array<const T>: construction, access,
 // errors, sharing with forked children and with children started before
 // the object existed (by handle), element-type checks, and recovery of the
 // Value lock from a holder that died (R5).
@@ -7,10 +7,13 @@
 #include <numeric>
 #include <ranges>
 #include <span>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <signal.h>
 
+#include <mproc/pool.hpp>
 #include <mproc/sharedctypes.hpp>
 
 #include "catch.hpp"
@@ -320,4 +323,52 @@ TEST_CASE("Value/Array frames: wrong type, truncation and a dead creator throw P
   const auto dead = shm_test::recv_frame(pipe.r.get());
   CHECK(shm_test::join(child).exitcode == 0);
   REQUIRE_THROWS_MATCHES(mp::loads<mp::Array<double>>(dead), mp::ProcessError, MessageContains("no longer exists"));
+}
+
+// ------------------------------------------------------------ read-only views
+
+namespace {
+double sum_read_only(mp::Array<const double> a) {
+  double s = 0;
+  for (double x : a) s += x;
+  return s;
+}
+double element_read_only(const mp::RawArray<const int>& a, int i) { return a.at(static_cast<std::size_t>(i)); }
+}  // namespace
+
+TEST_CASE("Array<const T> and RawArray<const T>: read-only views of the same memory, also in pool tasks") {
+  mp::Array<double> a(std::vector<double>{1.5, 2.5, 3.0});
+  mp::Array<const double> r = a;  // implicit, as span<T> -> span<const T>
+  const mp::Array<const double> r2 = a.as_const();
+  static_assert(std::is_same_v<decltype(r[0]), const double&>);
+  static_assert(!std::is_assignable_v<decltype(r[0]), double>);
+  static_assert(std::is_same_v<decltype(r.data()), const double*>);
+  static_assert(!std::is_convertible_v<mp::Array<const double>, mp::Array<double>>);
+  static_assert(!std::is_convertible_v<mp::Array<const double>, std::span<double>>);
+  const std::span<const double> view = r;
+  CHECK(view.size() == 3);
+  a[1] = 7.0;  // one memory: the views see the write
+  CHECK(r[1] == 7.0);
+  CHECK(r2.at(1) == 7.0);
+  CHECK_THROWS_MATCHES(r.at(3), mp::ProcessError, MessageContains("Array.at(3): index out of range (size 3)"));
+  {
+    std::lock_guard g(r.get_lock());
+    CHECK(r.get_obj()[0] == 1.5);
+  }  // the array's own lock
+
+  const auto opened = mp::Array<const double>::from_handle(a.handle());
+  CHECK(opened.size() == 3);
+  CHECK(opened[2] == 3.0);
+  CHECK(opened.data() == a.data());  // (same process: the same mapping)
+
+  mp::RawArray<int> raw(std::views::iota(0, 5));
+  const mp::RawArray<const int> raw_view = raw.as_const();
+  static_assert(!std::is_assignable_v<decltype(raw_view[0]), int>);
+  CHECK(raw_view[4] == 4);
+
+  mp::Pool pool(2);
+  CHECK(pool.apply(sum_read_only, a) == 1.5 + 7.0 + 3.0);  // Array<double> converts to the task's Array<const double>
+  CHECK(pool.apply(sum_read_only, a.as_const()) == 11.5);
+  CHECK(pool.starmap(element_read_only, std::vector<std::tuple<mp::RawArray<const int>, int>>{{raw, 1}, {raw, 3}}) ==
+        std::vector<double>{1.0, 3.0});
 }

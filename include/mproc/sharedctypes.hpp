@@ -320,7 +320,13 @@ class Array : public detail::ArrayAccess<T> {
     return Array(detail::open_typed<T>(h, detail::ShmKind::array), false);
   }
 
+  // A read-only view of the same memory and lock (Array<const T>), e.g. to
+  // pass to a task that must not write. Non-blocking.
+  Array<const T> as_const() const noexcept { return Array<const T>(*this); }
+
  private:
+  friend class Array<const T>;
+
   Array(detail::TypedBlock<T> tb, bool fresh)
       : detail::ArrayAccess<T>(detail::ShmKind::array, tb),
         lock_(detail::LockCore(this->block_, detail::kEmbeddedLockOffset, detail::ShmKind::rlock, fresh)) {}
@@ -352,8 +358,52 @@ class RawArray : public detail::ArrayAccess<T> {
     return RawArray(detail::open_typed<T>(h, detail::ShmKind::raw_array));
   }
 
+  // A read-only view of the same memory (RawArray<const T>). Non-blocking.
+  RawArray<const T> as_const() const noexcept { return RawArray<const T>(*this); }
+
  private:
+  friend class RawArray<const T>;
+
   explicit RawArray(detail::TypedBlock<T> tb) : detail::ArrayAccess<T>(detail::ShmKind::raw_array, std::move(tb)) {}
+};
+
+// Array<const T> / RawArray<const T>: a read-only view of an Array<T> /
+// RawArray<T> — the same shared memory (and lock), element access by const
+// reference only, so a task given one cannot write. Converts implicitly from
+// the writable array (as std::span<const T> from std::span<T>); crosses
+// processes by handle as the array does, and a receiving process gets a
+// read-only view too. (Read-only by type: the memory itself stays writable
+// to whoever holds the writable array.)
+template <class T>
+class Array<const T> : public detail::ArrayAccess<const T> {
+ public:
+  Array(const Array<T>& a) noexcept  // NOLINT: converts implicitly, as span<T> to span<const T>
+      : detail::ArrayAccess<const T>(detail::ShmKind::array, detail::TypedBlock<const T>{a.block_, a.data_, a.size_}),
+        lock_(a.lock_) {}
+  Array(const Array&) = default;
+  Array& operator=(const Array&) = default;
+
+  // The lock of the array (to read consistently while others write).
+  RLock& get_lock() const noexcept { return lock_; }
+
+  // The read-only view of the array a handle describes. Throws as
+  // Array<T>::from_handle.
+  static Array from_handle(const detail::ShmHandle& h) { return Array(Array<T>::from_handle(h)); }
+
+ private:
+  mutable RLock lock_;
+};
+
+template <class T>
+class RawArray<const T> : public detail::ArrayAccess<const T> {
+ public:
+  RawArray(const RawArray<T>& a) noexcept  // NOLINT: converts implicitly
+      : detail::ArrayAccess<const T>(detail::ShmKind::raw_array,
+                                     detail::TypedBlock<const T>{a.block_, a.data_, a.size_}) {}
+  RawArray(const RawArray&) = default;
+  RawArray& operator=(const RawArray&) = default;
+
+  static RawArray from_handle(const detail::ShmHandle& h) { return RawArray(RawArray<T>::from_handle(h)); }
 };
 
 // Value, Array, RawValue and RawArray cross processes (Pipe, Queue, Pool
