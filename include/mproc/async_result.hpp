@@ -13,6 +13,7 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/pool/callback_thread.hpp>
@@ -33,6 +34,22 @@ class WaitHelper {
 
  protected:
   ~WaitHelper() = default;
+};
+
+// One waiter over many results (mp::wait, mp::as_completed): each result
+// that becomes ready appends its index to `ready` and wakes the waiter.
+struct CompletionWaiter {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<std::size_t> ready;
+
+  void notify(std::size_t index) {
+    {
+      std::lock_guard lock(mutex);
+      ready.push_back(index);
+    }
+    cv.notify_all();
+  }
 };
 
 // The state an AsyncResult shares with the executor producing its value.
@@ -91,6 +108,23 @@ class ResultState : public std::enable_shared_from_this<ResultState<R>> {
   bool ready() const {
     std::lock_guard lock(mutex_);
     return done_;
+  }
+
+  // Reports `index` to `waiter` once ready (at once if ready now).
+  void add_waiter(const std::shared_ptr<CompletionWaiter>& waiter, std::size_t index) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!done_) {
+        waiters_.emplace_back(waiter, index);
+        return;
+      }
+    }
+    waiter->notify(index);
+  }
+
+  bool failed() const {
+    std::lock_guard lock(mutex_);
+    return done_ && error_ != nullptr;
   }
 
   // Blocks until ready or until `deadline`; returns whether ready.
@@ -163,11 +197,14 @@ class ResultState : public std::enable_shared_from_this<ResultState<R>> {
   }
 
   void publish() {
+    std::vector<std::pair<std::shared_ptr<CompletionWaiter>, std::size_t>> waiters;
     {
       std::lock_guard lock(mutex_);
       done_ = true;
+      waiters.swap(waiters_);
     }
     cv_.notify_all();
+    for (auto& [waiter, index] : waiters) waiter->notify(index);
   }
 
   mutable std::mutex mutex_;
@@ -179,6 +216,7 @@ class ResultState : public std::enable_shared_from_this<ResultState<R>> {
   bool done_ = false;  // and the result is ready
   std::exception_ptr error_;
   std::conditional_t<std::is_void_v<R>, bool, std::optional<R>> value_{};
+  std::vector<std::pair<std::shared_ptr<CompletionWaiter>, std::size_t>> waiters_;
 };
 
 }  // namespace detail
@@ -239,6 +277,10 @@ void attach_callbacks(ResultState<R>& state, CallbackThread& thread, Callbacks<C
 
 }  // namespace detail
 
+namespace detail {
+struct AsyncResultAccess;
+}  // namespace detail
+
 // The pending result of a task submitted with apply_async or map_async.
 // Copies share one state. Thread-safe: any thread may wait or get.
 template <class R>
@@ -289,7 +331,24 @@ class AsyncResult {
     return *state_;
   }
 
+  friend struct detail::AsyncResultAccess;
+
   std::shared_ptr<detail::ResultState<R>> state_;
 };
+
+namespace detail {
+struct AsyncResultAccess {
+  template <class R>
+  static ResultState<R>& state(const AsyncResult<R>& r) {
+    return r.state();
+  }
+};
+// The shared state behind `r` (mp::wait, mp::as_completed). Throws
+// ProcessError for an empty handle.
+template <class R>
+ResultState<R>& state_of(const AsyncResult<R>& r) {
+  return AsyncResultAccess::state(r);
+}
+}  // namespace detail
 
 }  // namespace mproc

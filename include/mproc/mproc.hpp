@@ -10,6 +10,7 @@
 #include <mproc/connection.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/event.hpp>
+#include <mproc/futures.hpp>
 #include <mproc/lock.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
