@@ -1,6 +1,7 @@
 // Tests of <mproc/errors.hpp>: the exception hierarchy, messages, and how exit codes and signals are described.
 #include <csignal>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -113,12 +114,24 @@ TEST_CASE("WorkerCrashed reports exit codes and signals the Python way") {
   CHECK(killed.pid() == 1234);
   CHECK(killed.exitcode() == -SIGKILL);
   CHECK(killed.signal() == SIGKILL);
-  CHECK(std::string(killed.what()) == "mproc: worker process 1234 died (killed by SIGKILL) while running a task");
+  CHECK(std::string(killed.what()) ==
+        "mproc: worker process 1234 died (killed by SIGKILL) while running a task (apply_async)");
+  CHECK_FALSE(killed.first_input().has_value());
 
   const mp::WorkerCrashed exited(99, 3);
   CHECK(exited.exitcode() == 3);
   CHECK(exited.signal() == 0);
-  CHECK(std::string(exited.what()) == "mproc: worker process 99 died (exit code 3) while running a task");
+  CHECK(std::string(exited.what()) == "mproc: worker process 99 died (exit code 3) while running a task (apply_async)");
+
+  const mp::WorkerCrashed one(7, -SIGSEGV, 41, 1);
+  CHECK(one.first_input() == std::optional<std::size_t>(41));
+  CHECK(one.input_count() == 1);
+  CHECK(std::string(one.what()) ==
+        "mproc: worker process 7 died (killed by SIGSEGV) while running input 41 (its position in the inputs)");
+  const mp::WorkerCrashed chunk(7, -SIGKILL, 40, 20);
+  CHECK(std::string(chunk.what()) ==
+        "mproc: worker process 7 died (killed by SIGKILL) while running inputs 40..59 "
+        "(positions in the inputs: one chunk; chunksize=1 names the input exactly)");
 }
 
 TEST_CASE("signal names") {

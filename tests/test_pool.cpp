@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <span>
@@ -317,6 +318,45 @@ TEST_CASE("a crashing task fails with WorkerCrashed, the pool replaces the worke
     }
   }
   CHECK(crashed == 1);
+}
+
+TEST_CASE("WorkerCrashed names the lost inputs: their positions in a map or imap, or apply_async") {
+  DefaultCrashSignals plain;
+  mp::Pool pool(2);
+  std::vector<int> inputs;
+  for (int i = 0; i < 12; ++i) inputs.push_back(i == 5 ? 2 : 100 + i);  // input 5 exits with code 3
+  try {
+    (void)pool.map(crash, inputs, 1);
+    FAIL("expected WorkerCrashed");
+  } catch (const mp::WorkerCrashed& e) {
+    CHECK(e.first_input() == std::optional<std::size_t>(5));
+    CHECK(e.input_count() == 1);
+    CHECK(e.exitcode() == 3);
+    CHECK_THAT(std::string(e.what()), mproc_test::Contains("died (exit code 3) while running input 5 "));
+  }
+  try {
+    (void)pool.map(crash, inputs, 4);
+    FAIL("expected WorkerCrashed");
+  } catch (const mp::WorkerCrashed& e) {
+    CHECK(e.first_input() == std::optional<std::size_t>(4));
+    CHECK(e.input_count() == 4);
+    CHECK_THAT(std::string(e.what()), mproc_test::Contains("while running inputs 4..7 "));
+  }
+  auto lazy = pool.imap(crash, inputs, 1);
+  for (int i = 0; i < 5; ++i) CHECK(lazy.next(10s) == 100 + i);
+  try {
+    (void)lazy.next(10s);
+    FAIL("expected WorkerCrashed");
+  } catch (const mp::WorkerCrashed& e) {
+    CHECK(e.first_input() == std::optional<std::size_t>(5));
+  }
+  try {
+    (void)pool.apply(crash, 2);
+    FAIL("expected WorkerCrashed");
+  } catch (const mp::WorkerCrashed& e) {
+    CHECK_FALSE(e.first_input().has_value());
+    CHECK_THAT(std::string(e.what()), mproc_test::Contains("while running a task (apply_async)"));
+  }
 }
 
 TEST_CASE("R1: SIGKILL of a worker mid-map fails only its task, within 1 s, 100 times") {

@@ -15,8 +15,10 @@
 #pragma once
 
 #include <csignal>
+#include <cstddef>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -215,15 +217,21 @@ inline std::string describe_exitcode(int exitcode) {
 }  // namespace detail
 
 // The process running a task died before finishing it (signal, abort(),
-// exit(), segfault). Only the tasks that process held fail with it.
+// exit(), segfault). Only the tasks that process held fail with it. Names
+// the inputs that were lost, so the poison input can be found.
 class WorkerCrashed : public ProcessError {
  public:
   // `exitcode` follows Python's convention: N for exit(N), -N for signal N.
-  WorkerCrashed(int pid, int exitcode)
+  // `first_input`/`input_count`: the lost chunk's positions in a map's or
+  // imap's input sequence (none for apply_async).
+  WorkerCrashed(int pid, int exitcode, std::optional<std::size_t> first_input = std::nullopt,
+                std::size_t input_count = 0)
       : ProcessError("mproc: worker process " + std::to_string(pid) + " died (" + detail::describe_exitcode(exitcode) +
-                     ") while running a task"),
+                     ") while running " + lost_text(first_input, input_count)),
         pid_(pid),
-        exitcode_(exitcode) {}
+        exitcode_(exitcode),
+        first_input_(first_input),
+        input_count_(input_count) {}
 
   // The dead worker's process id.
   int pid() const noexcept { return pid_; }
@@ -231,10 +239,25 @@ class WorkerCrashed : public ProcessError {
   int exitcode() const noexcept { return exitcode_; }
   // The signal that killed the worker, or 0 when it exited.
   int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
+  // For map/starmap/imap: the position in the input sequence of the first
+  // input of the chunk the worker was running (input_count() inputs; one of
+  // them killed it — with chunksize 1, exactly that one). nullopt for
+  // apply_async, whose AsyncResult names the call.
+  std::optional<std::size_t> first_input() const noexcept { return first_input_; }
+  std::size_t input_count() const noexcept { return input_count_; }
 
  private:
+  static std::string lost_text(std::optional<std::size_t> first, std::size_t count) {
+    if (!first) return "a task (apply_async)";
+    if (count == 1) return "input " + std::to_string(*first) + " (its position in the inputs)";
+    return "inputs " + std::to_string(*first) + ".." + std::to_string(*first + count - 1) +
+           " (positions in the inputs: one chunk; chunksize=1 names the input exactly)";
+  }
+
   int pid_;
   int exitcode_;
+  std::optional<std::size_t> first_input_;
+  std::size_t input_count_;
 };
 
 }  // namespace mproc

@@ -61,8 +61,9 @@ std::shared_ptr<CompletionWaiter> watch(std::span<const AsyncResult<R>> results)
 // (Python: concurrent.futures.wait; no TimeoutError: check not_done).
 // Thread-safe. Throws ProcessError if a handle is empty.
 template <class R, class Rep = long, class Period = std::ratio<1>>
-WaitOutcome wait(std::span<const AsyncResult<R>> results, std::chrono::duration<Rep, Period> timeout =
-                     std::chrono::duration<Rep, Period>::max(), ReturnWhen when = ALL_COMPLETED) {
+WaitOutcome wait(std::span<const AsyncResult<R>> results,
+                 std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max(),
+                 ReturnWhen when = ALL_COMPLETED) {
   const auto deadline = detail::deadline_after(timeout);
   const auto waiter = detail::watch(results);
   const auto satisfied = [&] {
@@ -86,8 +87,9 @@ WaitOutcome wait(std::span<const AsyncResult<R>> results, std::chrono::duration<
   return out;
 }
 template <class R, class Rep = long, class Period = std::ratio<1>>
-WaitOutcome wait(const std::vector<AsyncResult<R>>& results, std::chrono::duration<Rep, Period> timeout =
-                     std::chrono::duration<Rep, Period>::max(), ReturnWhen when = ALL_COMPLETED) {
+WaitOutcome wait(const std::vector<AsyncResult<R>>& results,
+                 std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max(),
+                 ReturnWhen when = ALL_COMPLETED) {
   return wait(std::span<const AsyncResult<R>>(results), timeout, when);
 }
 

@@ -24,6 +24,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -52,6 +53,9 @@ class TaskSink {
   virtual void dispatched() {}
   // Whether the task's results are no longer wanted (undispatched tasks are dropped).
   virtual bool cancelled() const { return false; }
+  // The position of chunk `chunk`'s first input in the call's input
+  // sequence (map, imap), or nullopt (apply_async).
+  virtual std::optional<std::size_t> first_input(std::size_t /*chunk*/) const { return std::nullopt; }
 };
 
 struct PoolTask {
@@ -508,7 +512,8 @@ class PoolEngine {
         PoolTask t = std::move(s.inflight.back());
         s.inflight.pop_back();
         if (t.id == started) {
-          fail_task(t, std::make_exception_ptr(WorkerCrashed(pid, code)));
+          const auto first = t.sink ? t.sink->first_input(t.chunk) : std::nullopt;
+          fail_task(t, std::make_exception_ptr(WorkerCrashed(pid, code, first, static_cast<std::size_t>(t.count))));
         } else {
           queue_.push_front(std::move(t));
         }

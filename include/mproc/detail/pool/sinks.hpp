@@ -67,6 +67,8 @@ class MapSink final : public TaskSink {
     if constexpr (!std::is_void_v<R>) results_.resize(items);
   }
 
+  std::optional<std::size_t> first_input(std::size_t chunk) const override { return chunk * chunksize_; }
+
   // For map_async: the state completed when the map is done. Call before submitting.
   void complete_into(std::shared_ptr<ResultState<Out>> state) {
     async_ = std::move(state);
@@ -191,6 +193,8 @@ template <class R>
 class ImapSink final : public TaskSink {
  public:
   ImapSink(bool ordered, std::size_t chunksize) : ordered_(ordered), chunksize_(chunksize) {}
+
+  std::optional<std::size_t> first_input(std::size_t chunk) const override { return chunk * chunksize_; }
 
   struct Outcome {
     std::optional<R> value;
