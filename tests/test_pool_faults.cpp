@@ -2,17 +2,20 @@
 // tests/support/fault_injection.hpp), and a soak of 1,000 random faults.
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mproc/pool.hpp>
 
 #include "catch.hpp"
+#include "child.hpp"
 #include "fault_injection.hpp"
 #include "proc.hpp"
 #include "within.hpp"
@@ -223,4 +226,93 @@ TEST_CASE("soak: 1,000 random faults in one pool, every call returns right or wi
   CHECK(mproc_test::no_children());
   CHECK(mproc_test::open_fd_count() == fds_before);
   CHECK(mproc_test::dev_shm_entries() == shm_before);
+}
+
+// ------------------------------------------------------------ the OOM killer
+
+namespace {
+
+bool write_file(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok;
+}
+
+// A new memory cgroup of `limit` bytes (no swap) below this process's own,
+// or "" where this process may not create one (cgroup v1 or v2).
+std::string make_small_memory_cgroup(std::size_t limit) {
+  std::FILE* f = std::fopen("/proc/self/cgroup", "re");
+  if (f == nullptr) return "";
+  std::string v1, v2;
+  char line[1024];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    std::string s(line);
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    if (s.rfind("0::", 0) == 0) v2 = s.substr(3);
+    if (const auto at = s.find(":memory:"); at != std::string::npos) v1 = s.substr(at + 8);
+  }
+  std::fclose(f);
+  const std::string name = "/mproc_oom_test_" + std::to_string(::getpid());
+  const std::string bytes = std::to_string(limit);
+  for (const std::string& base : {"/sys/fs/cgroup/memory" + v1, std::string("/sys/fs/cgroup/memory")}) {
+    if (v1.empty()) break;
+    const std::string dir = base + name;
+    if (::mkdir(dir.c_str(), 0755) != 0) continue;
+    if (write_file(dir + "/memory.limit_in_bytes", bytes)) {
+      (void)write_file(dir + "/memory.memsw.limit_in_bytes", bytes);  // (absent without swap accounting)
+      return dir;
+    }
+    ::rmdir(dir.c_str());
+  }
+  if (!v2.empty()) {
+    const std::string dir = "/sys/fs/cgroup" + v2 + name;
+    if (::mkdir(dir.c_str(), 0755) == 0) {
+      if (write_file(dir + "/memory.max", bytes)) {
+        (void)write_file(dir + "/memory.swap.max", "0");
+        return dir;
+      }
+      ::rmdir(dir.c_str());
+    }
+  }
+  return "";
+}
+
+std::size_t touch_megabytes(std::size_t mb) {
+  std::vector<char> big(mb << 20);
+  for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i);
+  return big.size();
+}
+
+}  // namespace
+
+TEST_CASE("a worker killed by the kernel's OOM killer: WorkerCrashed says so, and the pool serves on",
+          "[failure-model][asan-skip][tsan-skip]") {
+  const std::string cgroup = make_small_memory_cgroup(std::size_t{96} << 20);
+  if (cgroup.empty()) {
+    WARN("skipped: this process may not create a memory cgroup (needs root and cgroup v1 or v2 delegation)");
+    return;
+  }
+  // In a child moved into the 96 MiB cgroup: its pool, its template process
+  // and its workers are all there; a task touching 1 GiB is OOM-killed.
+  const auto r = mproc_test::run_in_child(
+      [&cgroup] {
+        if (!write_file(cgroup + "/cgroup.procs", "0")) return 10;
+        mp::Pool pool(1);
+        try {
+          (void)pool.apply(touch_megabytes, std::size_t{1024});
+          return 11;
+        } catch (const mp::WorkerCrashed& e) {
+          if (e.signal() != SIGKILL) return 12;
+          if (e.oom_killed() != true) return 13;
+          if (std::string(e.what()).find("the kernel's OOM killer killed it") == std::string::npos) return 14;
+        }
+        if (pool.apply(touch_megabytes, std::size_t{1}) != (std::size_t{1} << 20)) return 15;
+        return 0;
+      },
+      60s);
+  ::rmdir(cgroup.c_str());
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exitcode == 0);
 }

@@ -224,14 +224,19 @@ class WorkerCrashed : public ProcessError {
   // `exitcode` follows Python's convention: N for exit(N), -N for signal N.
   // `first_input`/`input_count`: the lost chunk's positions in a map's or
   // imap's input sequence (none for apply_async).
+  // `oom_killed`: whether the kernel's OOM killer did it (nullopt: unknown).
   WorkerCrashed(int pid, int exitcode, std::optional<std::size_t> first_input = std::nullopt,
-                std::size_t input_count = 0)
+                std::size_t input_count = 0, std::optional<bool> oom_killed = std::nullopt)
       : ProcessError("mproc: worker process " + std::to_string(pid) + " died (" + detail::describe_exitcode(exitcode) +
-                     ") while running " + lost_text(first_input, input_count)),
+                     ") while running " + lost_text(first_input, input_count) +
+                     (oom_killed == true ? "; the kernel's OOM killer killed it (the oom_kill count of the memory "
+                                           "cgroup rose): the task needed more memory than there was"
+                                         : "")),
         pid_(pid),
         exitcode_(exitcode),
         first_input_(first_input),
-        input_count_(input_count) {}
+        input_count_(input_count),
+        oom_killed_(oom_killed) {}
 
   // The dead worker's process id.
   int pid() const noexcept { return pid_; }
@@ -245,6 +250,10 @@ class WorkerCrashed : public ProcessError {
   // apply_async, whose AsyncResult names the call.
   std::optional<std::size_t> first_input() const noexcept { return first_input_; }
   std::size_t input_count() const noexcept { return input_count_; }
+  // For a SIGKILLed worker: whether the kernel's OOM killer killed it (the
+  // oom_kill count of the pool's memory cgroup rose, cgroup v1 or v2);
+  // nullopt when unknown (another death, or no readable count).
+  std::optional<bool> oom_killed() const noexcept { return oom_killed_; }
 
  private:
   static std::string lost_text(std::optional<std::size_t> first, std::size_t count) {
@@ -258,6 +267,7 @@ class WorkerCrashed : public ProcessError {
   int exitcode_;
   std::optional<std::size_t> first_input_;
   std::size_t input_count_;
+  std::optional<bool> oom_killed_;
 };
 
 }  // namespace mproc

@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <mproc/detail/os/oom.hpp>
 #include <mproc/detail/pool/worker.hpp>
 #include <mproc/detail/pool/zygote.hpp>
 #include <mproc/detail/shm/transfer_heap.hpp>
@@ -115,7 +116,7 @@ class PoolEngine {
   // Starts the zygote and asks it for the workers. Blocks for the fork of
   // the zygote. Throws ProcessError (fork, descriptors, memory or the I/O
   // thread refused); nothing is left behind then.
-  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)), owner_(::getpid()) {
+  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)), owner_(::getpid()), oom_seen_(oom_kill_count()) {
     wake_ = std::move(PrivateFds::instance().create<1>("eventfd (process pool)", [](int* out) {
       out[0] = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
       return out[0];
@@ -498,6 +499,18 @@ class PoolEngine {
     }
   }
 
+  // Whether a worker just SIGKILLed was the OOM killer's: one kill it
+  // counted since the last claim is taken (nullopt: no count to read).
+  std::optional<bool> claim_oom_kill() {
+    const std::optional<std::uint64_t> now = oom_kill_count();
+    if (!now || !oom_seen_) return std::nullopt;
+    if (*now > *oom_seen_) oom_unclaimed_ += *now - *oom_seen_;
+    oom_seen_ = now;
+    if (oom_unclaimed_ == 0) return false;
+    --oom_unclaimed_;
+    return true;
+  }
+
   void on_exited(pid_t pid, int code) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       Slot& s = slots_[i];
@@ -513,7 +526,9 @@ class PoolEngine {
         s.inflight.pop_back();
         if (t.id == started) {
           const auto first = t.sink ? t.sink->first_input(t.chunk) : std::nullopt;
-          fail_task(t, std::make_exception_ptr(WorkerCrashed(pid, code, first, static_cast<std::size_t>(t.count))));
+          const std::optional<bool> oom = code == -SIGKILL ? claim_oom_kill() : std::nullopt;
+          fail_task(t,
+                    std::make_exception_ptr(WorkerCrashed(pid, code, first, static_cast<std::size_t>(t.count), oom)));
         } else {
           queue_.push_front(std::move(t));
         }
@@ -763,6 +778,8 @@ class PoolEngine {
 
   EngineConfig cfg_;
   const pid_t owner_;  // the process whose pool this is
+  std::optional<std::uint64_t> oom_seen_;  // the OOM-kill count last read (claim_oom_kill; I/O thread)
+  std::uint64_t oom_unclaimed_ = 0;        // kills counted and not yet matched to a SIGKILLed worker
   std::shared_ptr<TransferHeap> heap_ = std::make_shared<TransferHeap>();
   std::shared_ptr<Mapping> board_;  // SlotStatus per slot
   UniqueFd wake_;
