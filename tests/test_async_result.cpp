@@ -1,9 +1,10 @@
 // Tests of <mproc/async_result.hpp>: AsyncResult's get/wait/ready/successful, timeouts and errors, and
-// the callbacks of apply_async / map_async on Pool and ThreadPool.
+// the callbacks of apply_async / map_async and cancel() on Pool and ThreadPool.
 #include <atomic>
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -11,6 +12,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include <mproc/async_result.hpp>
 #include <mproc/pool.hpp>
@@ -242,4 +245,60 @@ TEST_CASE("callbacks: a pool destroyed with pending results still runs their cal
       (void)pool.apply_async(mp::callbacks([&ran]() { ran.fetch_add(1); }), [] { std::this_thread::sleep_for(1ms); });
   }
   CHECK(ran.load() == 10);
+}
+
+// ------------------------------------------------------------ cancel
+
+TEST_CASE("cancel: a ThreadPool task not yet started is dropped, a running one is not") {
+  mp::ThreadPool pool(1);
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  std::atomic<int> ran{0};
+  auto running = pool.apply_async([gate] {
+    gate.wait();
+    return 1;
+  });
+  auto queued = pool.apply_async([&ran] {
+    ran.fetch_add(1);
+    return 2;
+  });
+  auto kept = pool.apply_async([&ran] {
+    ran.fetch_add(10);
+    return 3;
+  });
+  CHECK(queued.cancel());
+  CHECK(queued.cancel());  // again: still cancelled
+  CHECK(queued.cancelled());
+  CHECK(queued.ready());
+  CHECK_THROWS_MATCHES(queued.get(), mp::CancelledError, mproc_test::MessageContains("cancelled before it started"));
+  release.set_value();
+  CHECK(running.get(30s) == 1);
+  CHECK_FALSE(running.cancel());  // finished
+  CHECK(kept.get(30s) == 3);
+  pool.close();
+  pool.join();
+  CHECK(ran.load() == 10);  // the cancelled task never ran
+  CHECK_FALSE(running.cancelled());
+}
+
+namespace {
+int slow_square(int x) {
+  if (x < 0) ::usleep(500'000);
+  return x * x;
+}
+}  // namespace
+
+TEST_CASE("cancel: a Pool task still queued is never sent, map_async cannot be cancelled") {
+  mp::Pool pool(1);
+  auto first = pool.apply_async(slow_square, -3);  // occupies the worker for 0.5 s
+  std::vector<mp::AsyncResult<int>> rest;
+  for (int i = 0; i < 80; ++i) rest.push_back(pool.apply_async(slow_square, i));  // at most 64 are sent ahead
+  CHECK(rest.back().cancel());
+  CHECK_THROWS_AS(rest.back().get(), mp::CancelledError);
+  CHECK(first.get(30s) == 9);
+  for (int i = 0; i < 79; ++i) CHECK(rest[static_cast<std::size_t>(i)].get(30s) == i * i);
+  CHECK_FALSE(first.cancel());
+  auto whole = pool.map_async(slow_square, std::vector<int>{1, 2});
+  CHECK_FALSE(whole.cancel());
+  CHECK(whole.get(30s) == std::vector<int>{1, 4});
 }

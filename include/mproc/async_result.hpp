@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -92,6 +93,24 @@ class ResultState : public std::enable_shared_from_this<ResultState<R>> {
     settled();
     return true;
   }
+
+  // Cancellation of a task not yet started (apply_async on Pool and
+  // ThreadPool): the executor calls allow_cancel() when it submits the task
+  // and try_start() just before running (or sending) it; a false
+  // try_start() means cancelled: drop the task. Thread-safe.
+  void allow_cancel() noexcept { cancellable_ = true; }
+  bool try_start() noexcept {
+    int expected = 0;
+    return phase_.compare_exchange_strong(expected, 1) || expected == 1;
+  }
+  bool cancel() {
+    if (!cancellable_) return false;
+    int expected = 0;
+    if (!phase_.compare_exchange_strong(expected, 2)) return expected == 2;
+    set_exception(std::make_exception_ptr(CancelledError()));
+    return true;
+  }
+  bool cancelled() const noexcept { return phase_.load() == 2; }
 
   // For a finisher: the stored outcome (set, not yet ready).
   std::exception_ptr stored_error() const {
@@ -212,7 +231,9 @@ class ResultState : public std::enable_shared_from_this<ResultState<R>> {
   WaitHelper* helper_;
   CallbackThread* finish_thread_ = nullptr;
   std::function<void(ResultState&)> finish_;
-  bool set_ = false;   // the outcome is stored
+  bool cancellable_ = false;    // set before the task is submitted
+  std::atomic<int> phase_{0};  // 0 not started, 1 started, 2 cancelled
+  bool set_ = false;           // the outcome is stored
   bool done_ = false;  // and the result is ready
   std::exception_ptr error_;
   std::conditional_t<std::is_void_v<R>, bool, std::optional<R>> value_{};
@@ -317,6 +338,15 @@ class AsyncResult {
     state().wait();
     return state().get();
   }
+
+  // Cancels the task if it has not started yet (Python: Future.cancel):
+  // returns true, and get() then throws CancelledError (callbacks get it
+  // as the error). Returns false when the task is running or finished, or
+  // when its pool cannot cancel it (map_async, mpi::Pool). Non-blocking;
+  // thread-safe.
+  bool cancel() const { return state().cancel(); }
+  // Whether cancel() succeeded. Non-blocking.
+  bool cancelled() const { return state().cancelled(); }
 
   // As get(), but throws TimeoutError if the task is not finished within `timeout`.
   template <class Rep, class Period>

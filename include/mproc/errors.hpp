@@ -65,6 +65,14 @@ class ValueError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+// The task was cancelled before it started (Python:
+// concurrent.futures.CancelledError): AsyncResult::get() after cancel().
+class CancelledError : public ProcessError {
+ public:
+  CancelledError() : ProcessError("mproc: the task was cancelled before it started") {}
+  using ProcessError::ProcessError;
+};
+
 // A timed wait expired (Python: multiprocessing.TimeoutError).
 class TimeoutError : public ProcessError {
  public:

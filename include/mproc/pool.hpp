@@ -256,6 +256,7 @@ class Pool {
     detail::check_pool_result<R>();
     auto state = std::make_shared<detail::ResultState<R>>();
     detail::attach_callbacks(*state, *callbacks_, std::move(cb));
+    state->allow_cancel();
     detail::PoolTask task;
     task.sink = std::make_shared<detail::ApplySink<R>>(state);
     const Arg packed(std::forward<Args>(args)...);

@@ -135,6 +135,7 @@ class ThreadPool final {
     using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     auto state = std::make_shared<detail::ResultState<R>>(scheduler_.wait_helper());
     detail::attach_callbacks(*state, callbacks_, std::move(cb));
+    state->allow_cancel();
     using Task = detail::CompletingTask<R, std::shared_ptr<detail::ResultState<R>>, std::decay_t<F>,
                                         std::tuple<std::decay_t<Args>...>>;
     scheduler_.push(detail::Task(Task{state, std::forward<F>(f), {std::forward<Args>(args)...}}), false);

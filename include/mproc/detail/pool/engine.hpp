@@ -54,6 +54,8 @@ class TaskSink {
   virtual void dispatched() {}
   // Whether the task's results are no longer wanted (undispatched tasks are dropped).
   virtual bool cancelled() const { return false; }
+  // Called just before the task is sent to a worker: false drops it instead.
+  virtual bool claim() { return !cancelled(); }
   // The position of chunk `chunk`'s first input in the call's input
   // sequence (map, imap), or nullopt (apply_async).
   virtual std::optional<std::size_t> first_input(std::size_t /*chunk*/) const { return std::nullopt; }
@@ -381,7 +383,7 @@ class PoolEngine {
 
   void dispatch() {
     while (!queue_.empty()) {
-      if (queue_.front().sink && queue_.front().sink->cancelled()) {
+      if (queue_.front().sink && !queue_.front().sink->claim()) {
         finish_task(queue_.front());
         queue_.pop_front();
         continue;

@@ -51,6 +51,7 @@ class ApplySink final : public TaskSink {
     }
   }
   void fail(std::size_t, std::exception_ptr e) override { state_->set_exception(std::move(e)); }
+  bool claim() override { return state_->try_start(); }  // false: cancelled (AsyncResult::cancel)
 
  private:
   std::shared_ptr<ResultState<R>> state_;

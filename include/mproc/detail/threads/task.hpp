@@ -182,6 +182,8 @@ struct CompletingTask {
       return sink;
   }
   void operator()() {
+    if constexpr (requires { target().try_start(); })
+      if (!target().try_start()) return;  // cancelled before it started (AsyncResult::cancel)
     try {
       if constexpr (std::is_void_v<R>) {
         std::apply(std::move(f), std::move(args));
