@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -678,4 +679,58 @@ TEST_CASE("send on a closed or read-only end fails before encoding") {
   r2.close();
   REQUIRE_THROWS_MATCHES(w2.send(std::vector<double>(1 << 20)), mp::EOFError,
                          MessageContains("Connection.send(): broken pipe"));
+}
+
+// ------------------------------------------------------------ connection::wait
+
+namespace {
+void exit_when_told(mp::Connection c) { (void)c.recv<int>(); }
+}  // namespace
+
+TEST_CASE("connection::wait returns the ready Connections and sentinels, or nothing at the timeout") {
+  auto [a, b] = mp::Pipe();
+  auto [c, d] = mp::Pipe(false);  // c reads, d writes
+  const auto t0 = Clock::now();
+  CHECK(mp::connection::wait({a, c}, 50ms).empty());
+  CHECK(Clock::now() - t0 >= 45ms);
+
+  d.send(std::string("to c"));
+  CHECK(mp::connection::wait({a, c}, 10s) == std::vector<std::size_t>{1});
+  b.send(7);
+  CHECK(mp::connection::wait({a, c}, 10s) == std::vector<std::size_t>{0, 1});
+  CHECK(a.recv<int>() == 7);
+  CHECK(c.recv<std::string>() == "to c");
+  CHECK(mp::connection::wait({a, c}, 0ms).empty());
+
+  // A peer that is gone makes its end ready (recv then throws EOFError).
+  d.close();
+  CHECK(mp::connection::wait({a, c}, 10s) == std::vector<std::size_t>{1});
+  CHECK_THROWS_AS(c.recv<int>(), mp::EOFError);
+
+  // A Process's sentinel: ready once it has exited.
+  auto [keep, told] = mp::Pipe();
+  mp::Process p(exit_when_told, std::move(told));
+  CHECK_FALSE(p.sentinel().has_value());  // not started
+  p.start();
+  REQUIRE(p.sentinel().has_value());
+  const int sentinel = *p.sentinel();
+  CHECK(mp::connection::wait({a, sentinel}, 30ms).empty());
+  keep.send(1);
+  CHECK(mp::connection::wait({a, sentinel}, 10s) == std::vector<std::size_t>{1});
+  REQUIRE(p.join(10s));
+  CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("connection::wait refuses a closed or write-only Connection and a bad descriptor") {
+  auto [r, w] = mp::Pipe(false);
+  CHECK_THROWS_MATCHES(mp::connection::wait({w}, 0ms), mp::ProcessError, MessageContains("write-only"));
+  CHECK_THROWS_MATCHES(mp::connection::wait({-1}, 0ms), mp::ProcessError,
+                       MessageContains("connection::wait(): descriptor -1 is invalid"));
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  CHECK_THROWS_MATCHES(mp::connection::wait({fds[0]}, 1s), mp::ProcessError, MessageContains("is not open"));
+  r.close();
+  CHECK_THROWS_AS(mp::connection::wait({r}, 0ms), mp::ProcessError);
 }

@@ -48,7 +48,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <optional>
+#include <ratio>
 #include <span>
 #include <string>
 #include <string_view>
@@ -501,5 +503,86 @@ inline std::pair<Connection, Connection> Pipe(bool duplex = true) {
   Connection second(w.release(), false, true);
   return {std::move(first), std::move(second)};
 }
+
+namespace connection {
+
+// What mp::connection::wait watches: a Connection (ready when recv would
+// not block: a message waiting, or the peer gone) or a file descriptor
+// (ready when readable, e.g. a Process's sentinel()). Refers to, does not
+// own, the object.
+class Waitable {
+ public:
+  Waitable(const Connection& c) noexcept : conn_(&c) {}  // NOLINT: converts implicitly, as in Python's list
+  Waitable(int fd) noexcept : fd_(fd) {}                 // NOLINT
+
+  // The Connection watched, or null for a descriptor.
+  const Connection* connection() const noexcept { return conn_; }
+  // The descriptor watched (-1 for a Connection).
+  int fd() const noexcept { return fd_; }
+
+ private:
+  const Connection* conn_ = nullptr;
+  int fd_ = -1;
+};
+
+// Blocks until at least one of `objects` is ready or `timeout` passes (a
+// huge timeout: no limit; Python: multiprocessing.connection.wait), and
+// returns the positions of the ready ones, ascending; empty after the
+// timeout. Thread-safe for distinct Connections. Throws ProcessError if a
+// Connection is closed or write-only, or a descriptor is not open.
+template <class Rep = long, class Period = std::ratio<1>>
+std::vector<std::size_t> wait(std::span<const Waitable> objects,
+                              std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max()) {
+  const auto deadline = detail::deadline_after(timeout);
+  std::vector<pollfd> fds(objects.size());
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    const Waitable& w = objects[i];
+    if (w.connection() != nullptr) {
+      (void)w.connection()->poll();  // throws if closed or write-only
+      fds[i] = pollfd{w.connection()->fileno(), POLLIN, 0};
+    } else {
+      if (w.fd() < 0)
+        throw ProcessError("mproc: connection::wait(): descriptor " + std::to_string(w.fd()) + " is invalid");
+      fds[i] = pollfd{w.fd(), POLLIN, 0};
+    }
+  }
+  for (;;) {
+    std::vector<std::size_t> ready;
+    for (std::size_t i = 0; i < objects.size(); ++i)
+      if (objects[i].connection() != nullptr && objects[i].connection()->poll())
+        ready.push_back(i);  // (bytes read ahead count)
+    if (!ready.empty()) return ready;
+    int timeout_ms = -1;
+    if (deadline != detail::Clock::time_point::max()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(detail::remaining(deadline)).count();
+      timeout_ms = left > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left);
+    }
+    for (pollfd& p : fds) p.revents = 0;
+    const int rc = detail::poll_fds(fds.data(), fds.size(), timeout_ms);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      detail::throw_errno("connection::wait(): poll()");
+    }
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      if ((fds[i].revents & POLLNVAL) != 0)
+        throw ProcessError("mproc: connection::wait(): descriptor " + std::to_string(fds[i].fd) + " is not open");
+      if (objects[i].connection() == nullptr) ready.push_back(i);
+    }
+    for (std::size_t i = 0; i < objects.size(); ++i)
+      if (objects[i].connection() != nullptr && fds[i].revents != 0 && objects[i].connection()->poll())
+        ready.push_back(i);
+    std::sort(ready.begin(), ready.end());
+    if (!ready.empty()) return ready;
+    if (rc == 0 && detail::Clock::now() >= deadline) return {};
+  }
+}
+template <class Rep = long, class Period = std::ratio<1>>
+std::vector<std::size_t> wait(std::initializer_list<Waitable> objects,
+                              std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max()) {
+  return wait(std::span<const Waitable>(objects.begin(), objects.size()), timeout);
+}
+
+}  // namespace connection
 
 }  // namespace mproc

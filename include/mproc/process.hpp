@@ -351,6 +351,15 @@ class Process {
     return record_->child.pid();
   }
 
+  // A descriptor that becomes readable when the child exits (Python:
+  // Process.sentinel), for poll() or mp::connection::wait; owned by this
+  // Process. nullopt before start() or where the kernel has no pidfd (Linux
+  // < 5.3). Non-blocking.
+  std::optional<int> sentinel() const noexcept {
+    if (!started_ || !record_ || record_->child.pidfd() < 0) return std::nullopt;
+    return record_->child.pidfd();
+  }
+
   // nullopt before start() and while running; then 0 for success, N when the
   // target returned the int N (low 8 bits), 1 for an uncaught exception, -N
   // when killed by signal N. Reaps an exited child. Non-blocking. Throws
