@@ -106,6 +106,24 @@ void BM_P6_mproc_Queue_int64_unbounded(benchmark::State& state) { queue_int64(st
 BENCHMARK(BM_P6_mproc_Queue_int64_bounded)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_P6_mproc_Queue_int64_unbounded)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 
+// Polling an empty queue: get_nowait() throws Empty, try_get() returns
+// nullopt (issue 11's new path).
+void BM_mproc_Queue_poll_empty_get_nowait(benchmark::State& state) {
+  mp::Queue<std::int64_t> q;
+  for (auto _ : state) {
+    try {
+      benchmark::DoNotOptimize(q.get_nowait());
+    } catch (const mp::Empty&) {
+    }
+  }
+}
+void BM_mproc_Queue_poll_empty_try_get(benchmark::State& state) {
+  mp::Queue<std::int64_t> q;
+  for (auto _ : state) benchmark::DoNotOptimize(q.try_get());
+}
+BENCHMARK(BM_mproc_Queue_poll_empty_get_nowait)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_mproc_Queue_poll_empty_try_get)->Unit(benchmark::kNanosecond);
+
 void BM_mproc_Queue_vector1000_bounded(benchmark::State& state) {
   mp::Queue<std::vector<double>> q(kCapacity);
   transfer_bench(state, kVectorItems, [&] {

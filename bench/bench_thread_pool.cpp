@@ -18,6 +18,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <mproc/futures.hpp>
 #include <mproc/thread_pool.hpp>
 
 #ifdef MPROC_BENCH_HAVE_TBB
@@ -131,6 +132,40 @@ void BM_ApplyAsync100k_ThreadPool(benchmark::State& state) {
     for (int i = 0; i < 100'000; ++i) rs.push_back(pool.apply_async([i] { return i; }));
     long long sum = 0;
     for (auto& r : rs) sum += r.get();
+    benchmark::DoNotOptimize(sum);
+    rs.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 100'000);
+}
+
+// The same with a result callback (issue 11's new path): every result also
+// passes through the pool's callback thread before it is ready.
+void BM_ApplyAsync100k_ThreadPool_Callback(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<mp::AsyncResult<int>> rs;
+  rs.reserve(100'000);
+  long long seen = 0;  // touched by the callback thread only, read after get()
+  for (auto _ : state) {
+    for (int i = 0; i < 100'000; ++i)
+      rs.push_back(pool.apply_async(mp::callbacks([&seen](const int& v) { seen += v; }), [i] { return i; }));
+    long long sum = 0;
+    for (auto& r : rs) sum += r.get();
+    benchmark::DoNotOptimize(sum);
+    rs.clear();
+  }
+  benchmark::DoNotOptimize(seen);
+  state.SetItemsProcessed(state.iterations() * 100'000);
+}
+
+// The same, collected with mp::as_completed instead of get() in order.
+void BM_ApplyAsync100k_ThreadPool_AsCompleted(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<mp::AsyncResult<int>> rs;
+  rs.reserve(100'000);
+  for (auto _ : state) {
+    for (int i = 0; i < 100'000; ++i) rs.push_back(pool.apply_async([i] { return i; }));
+    long long sum = 0;
+    for (const auto& r : mp::as_completed(rs)) sum += r.get();
     benchmark::DoNotOptimize(sum);
     rs.clear();
   }
@@ -303,6 +338,8 @@ BENCHMARK(BM_Post1000_ThreadPool)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Post1000_StdAsync)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Submit100k_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ApplyAsync100k_ThreadPool)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ApplyAsync100k_ThreadPool_Callback)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ApplyAsync100k_ThreadPool_AsCompleted)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Submit1000_StdAsync)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 BENCHMARK(BM_Scale1M_Serial)->Unit(benchmark::kMicrosecond)->UseRealTime();
