@@ -2,11 +2,14 @@
 // P4, P8): the article's Pool(4).map(mean, 10 x 1,000,000 randn) with inputs
 // in shared memory (mp::Array) and copied (std::vector), against a serial
 // loop, the ThreadPool, and raw forked children over a shared mapping;
-// map(x*x) over 1M ints; and pool create + map + destroy.
+// map(x*x) over 1M ints; pool create + map + destroy; and per-task constant
+// state (64 KiB) given with mp::bind, against loading it once per worker
+// (initializer) and sending it with every input (starmap of pairs).
 // Python's own figures: bench/article_python.py.
 #include <memory>
 #include <numeric>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -14,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <mproc/bind.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/sharedctypes.hpp>
 #include <mproc/thread_pool.hpp>
@@ -155,6 +159,43 @@ void BM_RawFork2_Lifecycle(benchmark::State& state) {
   }
 }
 
+// Per-task constant state: 64 KiB of weights that each of 1,000 calls reads.
+constexpr std::size_t kStateFloats = 16384;
+constexpr int kStateItems = 1000;
+std::vector<float> state_weights() { return std::vector<float>(kStateFloats, 0.5f); }
+float weigh(const std::vector<float>& w, int x) { return w[static_cast<std::size_t>(x) % w.size()] * static_cast<float>(x); }
+std::vector<float> worker_weights;  // set in each worker by the initializer
+void load_weights() { worker_weights = state_weights(); }
+float weigh_global(int x) { return weigh(worker_weights, x); }
+std::vector<int> state_inputs() {
+  std::vector<int> in(kStateItems);
+  std::iota(in.begin(), in.end(), 0);
+  return in;
+}
+
+void BM_State_Bind(benchmark::State& state) {
+  auto& pool = pool2();
+  const auto in = state_inputs();
+  const auto w = state_weights();
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(mp::bind(weigh, w), in).data());
+  state.SetItemsProcessed(state.iterations() * kStateItems);
+}
+
+void BM_State_Initializer(benchmark::State& state) {
+  static mp::Pool pool(2, mp::PoolOptions().initializer(load_weights));
+  const auto in = state_inputs();
+  for (auto _ : state) benchmark::DoNotOptimize(pool.map(weigh_global, in).data());
+  state.SetItemsProcessed(state.iterations() * kStateItems);
+}
+
+void BM_State_PerInput_Starmap(benchmark::State& state) {
+  auto& pool = pool2();
+  std::vector<std::tuple<std::vector<float>, int>> in;
+  for (int x : state_inputs()) in.emplace_back(state_weights(), x);
+  for (auto _ : state) benchmark::DoNotOptimize(pool.starmap(weigh, in).data());
+  state.SetItemsProcessed(state.iterations() * kStateItems);
+}
+
 }  // namespace
 
 BENCHMARK(BM_Article_SerialLoop)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -166,5 +207,8 @@ BENCHMARK(BM_MapSquares_DefaultChunksize)->Unit(benchmark::kMillisecond)->UseRea
 BENCHMARK(BM_MapSquares_Chunksize1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_PoolLifecycle)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_RawFork2_Lifecycle)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_State_Bind)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_State_Initializer)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_State_PerInput_Starmap)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

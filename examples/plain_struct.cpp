@@ -5,17 +5,21 @@
 // A Pool of worker processes receives `Sample`s (a std::string, a
 // std::vector<float>, an int: nothing written for it) and returns `Stats`,
 // another plain struct. `geo::Box` keeps its members private, so it is
-// declared with MPROC_SERIALIZE at global scope.
+// declared with MPROC_SERIALIZE at global scope. A `Model` every call needs
+// is bound to the task function with mp::bind (Python: functools.partial):
+// it travels once per chunk of samples, not with each sample.
 // SPDX-License-Identifier: MIT
 //
 // expect-output: img/0.png: 4 values, mean 1.5, label 0
 // expect-output: img/2.png: 4 values, mean 3.5, label 2
 // expect-output: box \[0, 2\] x \[1, 3\] "roi" came back whole
+// expect-output: scores with the bound model: 1 1.4 1.8
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include <mproc/bind.hpp>
 #include <mproc/pool.hpp>
 
 namespace mp = mproc;
@@ -37,6 +41,17 @@ Stats describe(const Sample& s) {
   double sum = 0;
   for (const float v : s.x) sum += v;
   return {s.path, s.x.size(), s.x.empty() ? 0.0 : sum / static_cast<double>(s.x.size()), s.label};
+}
+
+struct Model {  // state every call needs: bound once, not sent per sample
+  std::vector<float> weights;
+  float bias;
+};
+
+double score(const Model& m, const Sample& s) {
+  double sum = m.bias;
+  for (std::size_t k = 0; k < s.x.size() && k < m.weights.size(); ++k) sum += m.weights[k] * s.x[k];
+  return sum;
 }
 
 namespace geo {
@@ -74,5 +89,10 @@ int main() {
 
   const geo::Box box = pool.apply([](const geo::Box& b) { return b.grown(1); }, geo::Box(1, 1, 2, 2, "roi"));
   box.print();
+
+  const Model model{{0.1f, 0.1f, 0.1f, 0.1f}, 0.4f};
+  std::printf("scores with the bound model:");
+  for (const double v : pool.map(mp::bind(score, model), samples)) std::printf(" %.2g", v);
+  std::printf("\n");
   return 0;
 }

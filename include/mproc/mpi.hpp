@@ -378,7 +378,7 @@ class Pool {
   // the pool is closed.
   template <class F, class... Args>
   auto apply_async(F f, Args&&... args) {
-    mproc::detail::check_pool_callable<F>();
+    detail::check_mpi_callable<F>();
     using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
     mproc::detail::check_pool_argument<Arg>();
     detail::check_mpi_argument<Arg>();
@@ -468,7 +468,7 @@ class Pool {
 
   template <bool Star, class F, class Range>
   auto map_impl(F f, Range&& inputs_in, std::size_t chunksize) {
-    mproc::detail::check_pool_callable<F>();
+    detail::check_mpi_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     using R = detail::pool_result_t<F, Arg, Star>;
     detail::check_task_types<F, Arg, R>();
@@ -509,7 +509,7 @@ class Pool {
 
   template <bool Star, class F, class Range>
   auto map_async_impl(F f, Range&& inputs_in, std::size_t chunksize) {
-    mproc::detail::check_pool_callable<F>();
+    detail::check_mpi_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     using R = detail::pool_result_t<F, Arg, Star>;
     detail::check_task_types<F, Arg, R>();
@@ -537,7 +537,7 @@ class Pool {
 
   template <class F, class Range>
   auto imap_impl(F f, Range&& inputs, std::size_t chunksize, bool ordered) {
-    mproc::detail::check_pool_callable<F>();
+    detail::check_mpi_callable<F>();
     using Arg = typename decltype(detail::wire_type<false, F, Range>())::type;
     using R = detail::pool_result_t<F, Arg, false>;
     detail::check_task_types<F, Arg, R>();

@@ -6,6 +6,7 @@
 
 #include <mproc/async_result.hpp>
 #include <mproc/barrier.hpp>
+#include <mproc/bind.hpp>
 #include <mproc/condition.hpp>
 #include <mproc/connection.hpp>
 #include <mproc/errors.hpp>

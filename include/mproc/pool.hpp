@@ -240,7 +240,7 @@ class Pool {
   template <class F, class... Args>
     requires(!detail::is_callbacks_v<F>)
   [[nodiscard]] auto apply_async(F f, Args&&... args) {
-    return apply_async(Callbacks<std::nullptr_t, std::nullptr_t>{}, f, std::forward<Args>(args)...);
+    return apply_async(Callbacks<std::nullptr_t, std::nullptr_t>{}, std::move(f), std::forward<Args>(args)...);
   }
 
   // As apply_async(f, args...), then cb.on_result(result) or
@@ -260,11 +260,10 @@ class Pool {
     detail::PoolTask task;
     task.sink = std::make_shared<detail::ApplySink<R>>(state);
     const Arg packed(std::forward<Args>(args)...);
-    detail::encode_task(task.payload, task.args, engine_->heap(), detail::trampoline_bits<F, Arg, true>(),
-                        detail::callable_bits(f), encoded_size(packed), [&](Writer& w) -> std::uint64_t {
-                          w.write(packed);
-                          return 1;
-                        });
+    detail::encode_call<F, Arg, true>(task, engine_->heap(), f, encoded_size(packed), [&](Writer& w) -> std::uint64_t {
+      w.write(packed);
+      return 1;
+    });
     engine_->submit(std::move(task));
     return AsyncResult<R>(std::move(state));
   }
@@ -272,7 +271,16 @@ class Pool {
   // f(args...) in a worker; blocks for the result (Python: Pool.apply).
   template <class F, class... Args>
   auto apply(F f, Args&&... args) {
-    return apply_async(f, std::forward<Args>(args)...).get();
+    return apply_async(std::move(f), std::forward<Args>(args)...).get();
+  }
+
+  // apply_async under concurrent.futures' name (Python: Executor.submit):
+  // f(args...) in a worker; the AsyncResult is the future. Non-blocking;
+  // throws ProcessError if the pool is closed.
+  template <class F, class... Args>
+    requires(!detail::is_callbacks_v<F>)
+  [[nodiscard]] auto submit(F f, Args&&... args) {
+    return apply_async(std::move(f), std::forward<Args>(args)...);
   }
 
   // No more tasks may be submitted; queued ones still run. Non-blocking.
@@ -300,7 +308,7 @@ class Pool {
 
  private:
   template <bool Star, class F, class Range>
-  auto map_impl(F f, Range&& inputs_in, std::size_t chunksize) {
+  auto map_impl(const F& f, Range&& inputs_in, std::size_t chunksize) {
     detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     detail::check_pool_argument<Arg>();
@@ -341,7 +349,7 @@ class Pool {
   }
 
   template <bool Star, class F, class Range, class C, class E>
-  auto map_async_impl(F f, Range&& inputs_in, std::size_t chunksize, Callbacks<C, E> cb) {
+  auto map_async_impl(const F& f, Range&& inputs_in, std::size_t chunksize, Callbacks<C, E> cb) {
     detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<Star, F, Range>())::type;
     detail::check_pool_argument<Arg>();
@@ -367,7 +375,7 @@ class Pool {
   }
 
   template <class F, class Range>
-  auto imap_impl(F f, Range&& inputs, std::size_t chunksize, bool ordered) {
+  auto imap_impl(const F& f, Range&& inputs, std::size_t chunksize, bool ordered) {
     detail::check_pool_callable<F>();
     using Arg = typename decltype(detail::wire_type<false, F, Range>())::type;
     detail::check_pool_argument<Arg>();
@@ -393,13 +401,12 @@ class Pool {
                     sink_weak = std::weak_ptr<detail::ImapSink<R>>(sink)](detail::ImapSink<R>& s) -> std::size_t {
       detail::PoolTask t;
       const std::uint64_t n =
-          detail::encode_task(t.payload, t.args, engine->heap(), detail::trampoline_bits<F, Arg, false>(),
-                              detail::callable_bits(f), 0, [&](Writer& w) -> std::uint64_t {
-                                std::uint64_t k = 0;
-                                for (; k < chunksize && source->it != std::ranges::end(source->view); ++k, ++source->it)
-                                  detail::write_as<Arg>(w, *source->it);
-                                return k;
-                              });
+          detail::encode_call<F, Arg, false>(t, engine->heap(), f, 0, [&](Writer& w) -> std::uint64_t {
+            std::uint64_t k = 0;
+            for (; k < chunksize && source->it != std::ranges::end(source->view); ++k, ++source->it)
+              detail::write_as<Arg>(w, *source->it);
+            return k;
+          });
       if (n == 0) return 0;
       t.count = n;
       t.chunk = source->chunk++;

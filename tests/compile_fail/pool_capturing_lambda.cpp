@@ -4,7 +4,7 @@
 #include <mproc/pool.hpp>
 
 // expect-error: the task function must be a function pointer or a captureless lambda
-// expect-error: pass the state as a task argument
+// expect-error: bind the state to it
 int main() {
   mproc::Pool pool(1);
   int offset = 3;

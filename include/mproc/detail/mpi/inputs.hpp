@@ -58,9 +58,17 @@ constexpr void check_mpi_result() {
 
 // Every compile-time check of a task: F is portable, Arg (what its inputs
 // travel as) and R (what it returns) serialize and stay on no machine.
+template <class F>
+constexpr void check_mpi_callable() {
+  static_assert(!is_bound_v<F>,
+                "mproc::mpi::Pool: mp::bind is not supported here; send the state once per rank with "
+                "pool.broadcast(state) and pass the handle as a task argument.");
+  check_pool_callable<F>();
+}
+
 template <class F, class Arg, class R>
 constexpr void check_task_types() {
-  check_pool_callable<F>();
+  check_mpi_callable<F>();
   check_pool_argument<Arg>();
   check_mpi_argument<Arg>();
   check_pool_result<R>();

@@ -23,12 +23,26 @@
 namespace mproc::detail {
 
 template <class F>
+struct bound_parts {
+  static constexpr bool portable = is_portable_callable_v<F>;
+  static constexpr bool state_serializable = true;
+};
+template <class F, class... S>
+struct bound_parts<Bound<F, S...>> {
+  static constexpr bool portable = is_portable_callable_v<F>;
+  static constexpr bool state_serializable = (serializable<S> && ...);
+};
+
+template <class F>
 constexpr void check_pool_callable() {
-  static_assert(is_portable_callable_v<F>,
+  static_assert(bound_parts<F>::portable,
                 "mproc::Pool: the task function must be a function pointer or a captureless lambda, "
                 "because it runs in another process. A capturing lambda or a stateful function object "
-                "cannot cross: pass the state as a task argument (pool.apply(f, state, x), "
-                "pool.starmap(f, pairs)), or load it once per worker with PoolOptions::initializer.");
+                "cannot cross: bind the state to it (pool.map(mp::bind(f, state), xs)), pass it as a task "
+                "argument (pool.apply(f, state, x)), or load it once per worker with PoolOptions::initializer.");
+  static_assert(bound_parts<F>::state_serializable,
+                "mproc::bind: a bound argument's type cannot cross a process boundary; bind a serializable "
+                "type or specialize mproc::serializer<T> (see serialize.hpp).");
 }
 
 // Return type of calling F on a decoded Arg (a tuple of arguments when Star).
@@ -64,9 +78,25 @@ std::uint64_t trampoline_bits() noexcept {
   return reinterpret_cast<std::uint64_t>(&task_trampoline<F, Arg, Star>);
 }
 
+// Encodes a task of calls of `f` into t.payload / t.args (protocol.hpp's
+// encode_task): an mp::bind's state first (decoded by worker.hpp's
+// callable_from_task), then the arguments `write(Writer&)` writes, returning
+// their number of calls (`size`: their encoded size, 0 if unknown).
+template <class F, class Arg, bool Star, class Write>
+std::uint64_t encode_call(PoolTask& t, TransferHeap& heap, const F& f, std::size_t size, Write&& write) {
+  if constexpr (is_bound_v<F>) {
+    if (size != 0) size += encoded_size(f.state());
+  }
+  return encode_task(t.payload, t.args, heap, trampoline_bits<F, Arg, Star>(), callable_bits(f), size,
+                     [&](Writer& w) -> std::uint64_t {
+                       if constexpr (is_bound_v<F>) w.write(f.state());
+                       return write(w);
+                     });
+}
+
 // Encodes the next `n` inputs from `it` as one task.
 template <class F, class Arg, bool Star, class It>
-PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
+PoolTask encode_chunk(TransferHeap& heap, const F& f, It& it, std::size_t n, std::shared_ptr<TaskSink> sink,
                       std::size_t chunk) {
   PoolTask t;
   t.count = n;
@@ -79,11 +109,10 @@ PoolTask encode_chunk(TransferHeap& heap, F f, It& it, std::size_t n, std::share
     for (std::size_t k = 0; k < n; ++k, ++probe) write_as<Arg>(counter, *probe);
     size = counter.size();
   }
-  encode_task(t.payload, t.args, heap, trampoline_bits<F, Arg, Star>(), callable_bits(f), size,
-              [&](Writer& w) -> std::uint64_t {
-                for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
-                return n;
-              });
+  encode_call<F, Arg, Star>(t, heap, f, size, [&](Writer& w) -> std::uint64_t {
+    for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+    return n;
+  });
   return t;
 }
 

@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <mproc/bind.hpp>
 #include <mproc/detail/os/spawn.hpp>
 #include <mproc/detail/pool/channel.hpp>
 #include <mproc/detail/pool/protocol.hpp>
@@ -71,8 +72,10 @@ inline constexpr bool is_portable_callable_v =
     (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>);
 
 template <class F>
-std::uintptr_t callable_bits(F f) noexcept {
-  if constexpr (std::is_pointer_v<F>) {
+std::uintptr_t callable_bits(const F& f) noexcept {
+  if constexpr (is_bound_v<F>) {
+    return callable_bits(f.function());
+  } else if constexpr (std::is_pointer_v<F>) {
     return reinterpret_cast<std::uintptr_t>(f);
   } else {
     (void)f;
@@ -87,6 +90,21 @@ F callable_from_bits(std::uintptr_t bits) noexcept {
   } else {
     (void)bits;
     return F{};
+  }
+}
+
+// The callable a task runs: from its bits and, for an mp::bind, the state
+// that precedes the task's arguments in `args` (written by submit.hpp's
+// encode_call). Throws what decoding the state throws.
+template <class F>
+F callable_from_task(std::uintptr_t bits, Reader& args) {
+  if constexpr (is_bound_v<F>) {
+    using Fn = std::remove_cvref_t<decltype(std::declval<const F&>().function())>;
+    using State = std::remove_cvref_t<decltype(std::declval<const F&>().state())>;
+    return F(callable_from_bits<Fn>(bits), args.template read<State>());
+  } else {
+    (void)args;
+    return callable_from_bits<F>(bits);
   }
 }
 
@@ -122,6 +140,18 @@ template <class R, class... P>
 struct callable_params<R (*)(P...) noexcept> : param_list<P...> {};
 template <class F>
 struct callable_params<F, std::void_t<decltype(&F::operator())>> : member_params<decltype(&F::operator())> {};
+// An mp::bind: F's parameters after the bound ones.
+template <std::size_t K, class Tuple, class = std::make_index_sequence<std::tuple_size_v<Tuple> - K>>
+struct params_after;
+template <std::size_t K, class Tuple, std::size_t... I>
+struct params_after<K, Tuple, std::index_sequence<I...>> : param_list<std::tuple_element_t<K + I, Tuple>...> {};
+template <class F, std::size_t K>
+struct bound_params : unknown_params {};
+template <class F, std::size_t K>
+  requires(callable_params<F>::known && std::tuple_size_v<typename callable_params<F>::tuple> >= K)
+struct bound_params<F, K> : params_after<K, typename callable_params<F>::tuple> {};
+template <class F, class... S>
+struct callable_params<Bound<F, S...>> : bound_params<F, sizeof...(S)> {};
 
 // Shared-memory objects (Value, Array, SharedMemory, locks) travel by handle:
 // they are recognised by their handle() member and never converted to a
@@ -214,7 +244,14 @@ void run_item(std::vector<std::byte>& out, Call&& call) {
 // switches to per-call items for the whole task.
 template <class F, class Arg, bool Star>
 void task_trampoline(std::uintptr_t fn, Reader& args, std::uint64_t count, std::vector<std::byte>& out) {
-  F f = callable_from_bits<F>(fn);
+  std::optional<F> bound;  // an mp::bind's state: decoded once per task
+  try {
+    bound.emplace(callable_from_task<F>(fn, args));
+  } catch (...) {
+    write_task_failed(out, count, describe_current_exception());
+    return;
+  }
+  F& f = *bound;
   auto call = [&f](Arg& a) -> decltype(auto) {
     if constexpr (Star) {
       return apply_with(f, a);
