@@ -128,6 +128,13 @@ TEST_CASE("WorkerCrashed reports exit codes and signals the Python way") {
   CHECK(one.input_count() == 1);
   CHECK(std::string(one.what()) ==
         "mproc: worker process 7 died (killed by SIGSEGV) while running input 41 (its position in the inputs)");
+  const mp::WorkerCrashed oom(8, -SIGKILL, std::nullopt, 0, true, std::size_t{300} << 20);
+  CHECK(oom.peak_memory() == std::optional<std::size_t>(std::size_t{300} << 20));
+  CHECK(std::string(oom.what()) ==
+        "mproc: worker process 8 died (killed by SIGKILL) while running a task (apply_async); the kernel's OOM "
+        "killer killed it (the oom_kill count of the memory cgroup rose): the task needed more memory than there "
+        "was; its peak resident memory was 300 MiB");
+  CHECK_FALSE(killed.peak_memory().has_value());
   const mp::WorkerCrashed chunk(7, -SIGKILL, 40, 20);
   CHECK(std::string(chunk.what()) ==
         "mproc: worker process 7 died (killed by SIGKILL) while running inputs 40..59 "

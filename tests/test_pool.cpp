@@ -20,6 +20,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -84,6 +85,16 @@ int crash(int how) {
       break;
   }
   return how;
+}
+
+// Touches `mib` MiB of fresh memory, then exits with code 4 (no exit
+// handlers: the mapping is not a leak report).
+int touch_then_exit(int mib) {
+  const std::size_t bytes = static_cast<std::size_t>(mib) << 20;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  for (std::size_t k = 0; k < bytes; k += 4096) static_cast<volatile char*>(p)[k] = 1;
+  ::_exit(4);
 }
 
 // Catch2's fatal-signal handlers would make crashing workers print reports.
@@ -318,6 +329,22 @@ TEST_CASE("a crashing task fails with WorkerCrashed, the pool replaces the worke
     }
   }
   CHECK(crashed == 1);
+}
+
+TEST_CASE("WorkerCrashed gives the dead worker's peak memory") {
+  mp::Pool pool(1);
+  try {
+    (void)pool.apply(touch_then_exit, 96);
+    FAIL("expected WorkerCrashed");
+  } catch (const mp::WorkerCrashed& e) {
+    CHECK(e.exitcode() == 4);
+    REQUIRE(e.peak_memory().has_value());
+    CHECK(*e.peak_memory() >= (std::size_t{96} << 20));
+    CHECK(*e.peak_memory() < (std::size_t{8} << 30));
+    CHECK_THAT(std::string(e.what()),
+               mproc_test::Contains("; its peak resident memory was " + std::to_string(*e.peak_memory() >> 20) +
+                                    " MiB"));
+  }
 }
 
 TEST_CASE("WorkerCrashed names the lost inputs: their positions in a map or imap, or apply_async") {

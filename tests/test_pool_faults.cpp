@@ -307,6 +307,10 @@ TEST_CASE("a worker killed by the kernel's OOM killer: WorkerCrashed says so, an
           if (e.signal() != SIGKILL) return 12;
           if (e.oom_killed() != true) return 13;
           if (std::string(e.what()).find("the kernel's OOM killer killed it") == std::string::npos) return 14;
+          // It was killed near the cgroup's 96 MiB limit.
+          if (!e.peak_memory() || *e.peak_memory() < (std::size_t{32} << 20) ||
+              *e.peak_memory() > (std::size_t{200} << 20))
+            return 16;
         }
         if (pool.apply(touch_megabytes, std::size_t{1}) != (std::size_t{1} << 20)) return 15;
         return 0;

@@ -93,11 +93,11 @@ pid_t spawn(Zygote& t, std::uint64_t slot, d::Channel& worker) {
   return *d::read_pod<std::int32_t>(f.payload);
 }
 
-d::PidCode next_exit(Zygote& t) {
+d::WorkerExit next_exit(Zygote& t) {
   d::Frame f;
   REQUIRE(receive(t.ch, f));
   REQUIRE(f.header.type == d::tm_exited);
-  return *d::read_pod<d::PidCode>(f.payload);
+  return *d::read_pod<d::WorkerExit>(f.payload);
 }
 
 // Dead: no such process, or a zombie waiting for a reaper that is not us

@@ -233,18 +233,23 @@ class WorkerCrashed : public ProcessError {
   // `first_input`/`input_count`: the lost chunk's positions in a map's or
   // imap's input sequence (none for apply_async).
   // `oom_killed`: whether the kernel's OOM killer did it (nullopt: unknown).
+  // `peak_memory`: the worker's peak resident memory in bytes (nullopt: unknown).
   WorkerCrashed(int pid, int exitcode, std::optional<std::size_t> first_input = std::nullopt,
-                std::size_t input_count = 0, std::optional<bool> oom_killed = std::nullopt)
+                std::size_t input_count = 0, std::optional<bool> oom_killed = std::nullopt,
+                std::optional<std::size_t> peak_memory = std::nullopt)
       : ProcessError("mproc: worker process " + std::to_string(pid) + " died (" + detail::describe_exitcode(exitcode) +
                      ") while running " + lost_text(first_input, input_count) +
                      (oom_killed == true ? "; the kernel's OOM killer killed it (the oom_kill count of the memory "
                                            "cgroup rose): the task needed more memory than there was"
-                                         : "")),
+                                         : "") +
+                     (peak_memory ? "; its peak resident memory was " + std::to_string(*peak_memory >> 20) + " MiB"
+                                  : "")),
         pid_(pid),
         exitcode_(exitcode),
         first_input_(first_input),
         input_count_(input_count),
-        oom_killed_(oom_killed) {}
+        oom_killed_(oom_killed),
+        peak_memory_(peak_memory) {}
 
   // The dead worker's process id.
   int pid() const noexcept { return pid_; }
@@ -262,6 +267,10 @@ class WorkerCrashed : public ProcessError {
   // oom_kill count of the pool's memory cgroup rose, cgroup v1 or v2);
   // nullopt when unknown (another death, or no readable count).
   std::optional<bool> oom_killed() const noexcept { return oom_killed_; }
+  // The worker's peak resident set size in bytes (its own pages and the
+  // shared ones it touched, as getrusage's ru_maxrss counts them); nullopt
+  // when unknown.
+  std::optional<std::size_t> peak_memory() const noexcept { return peak_memory_; }
 
  private:
   static std::string lost_text(std::optional<std::size_t> first, std::size_t count) {
@@ -276,6 +285,7 @@ class WorkerCrashed : public ProcessError {
   std::optional<std::size_t> first_input_;
   std::size_t input_count_;
   std::optional<bool> oom_killed_;
+  std::optional<std::size_t> peak_memory_;
 };
 
 }  // namespace mproc

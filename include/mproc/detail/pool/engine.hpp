@@ -513,7 +513,7 @@ class PoolEngine {
     return true;
   }
 
-  void on_exited(pid_t pid, int code) {
+  void on_exited(pid_t pid, int code, std::int64_t peak_rss_kib) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       Slot& s = slots_[i];
       if (s.pid != pid || s.state == State::dead) continue;
@@ -529,8 +529,10 @@ class PoolEngine {
         if (t.id == started) {
           const auto first = t.sink ? t.sink->first_input(t.chunk) : std::nullopt;
           const std::optional<bool> oom = code == -SIGKILL ? claim_oom_kill() : std::nullopt;
-          fail_task(t,
-                    std::make_exception_ptr(WorkerCrashed(pid, code, first, static_cast<std::size_t>(t.count), oom)));
+          const auto peak = peak_rss_kib > 0 ? std::optional<std::size_t>(static_cast<std::size_t>(peak_rss_kib) * 1024)
+                                             : std::nullopt;
+          fail_task(t, std::make_exception_ptr(
+                           WorkerCrashed(pid, code, first, static_cast<std::size_t>(t.count), oom, peak)));
         } else {
           queue_.push_front(std::move(t));
         }
@@ -760,7 +762,7 @@ class PoolEngine {
         break;
       }
       case tm_exited: {
-        if (const auto pc = read_pod<PidCode>(f.payload)) on_exited(pc->pid, pc->code);
+        if (const auto e = read_pod<WorkerExit>(f.payload)) on_exited(e->pid, e->code, e->peak_rss_kib);
         break;
       }
       default:

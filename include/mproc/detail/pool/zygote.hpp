@@ -9,7 +9,7 @@
 // zygote over a Channel:
 //   owner -> zygote  spawn{slot} + worker's socket end;  kill{pid, signal}
 //   zygote -> owner  spawned{slot, pid};  spawn_failed{slot, errno};
-//                      exited{pid, exitcode}   (Python convention: -N = signal N)
+//                      exited{pid, exitcode, peak RSS in KiB}   (exitcode: -N = signal N)
 // When the owner closes the channel or exits, the zygote SIGKILLs and
 // reaps its workers and exits. The zygote watches the owner *process*
 // through a pidfd (PR_SET_PDEATHSIG would fire when the owner's forking
@@ -38,6 +38,7 @@
 
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -60,7 +61,7 @@ enum TemplateMsg : std::uint16_t {
   tm_kill,           // owner -> zygote: payload {pid, signal}
   tm_spawned,        // zygote -> owner: id = slot, payload {pid}
   tm_spawn_failed,   // zygote -> owner: id = slot, payload {errno}
-  tm_exited,         // zygote -> owner: payload {pid, exitcode}
+  tm_exited,         // zygote -> owner: payload WorkerExit
   tm_make_zygote,  // owner -> fork server: fork a zygote (fd: its channel end);
                      //   payload {owner pid}{entry}{config}
   tm_made_template,  // fork server -> owner: payload {pid} or {-errno}
@@ -69,6 +70,14 @@ enum TemplateMsg : std::uint16_t {
 struct PidCode {
   std::int32_t pid;
   std::int32_t code;
+};
+
+// How a worker ended: its exit code (Python's convention) and its peak
+// resident set size (wait4's ru_maxrss, KiB; 0 if unknown).
+struct WorkerExit {
+  std::int32_t pid;
+  std::int32_t code;
+  std::int64_t peak_rss_kib;
 };
 
 template <class T>
@@ -166,7 +175,8 @@ class ChildSignals {
   int fd() const noexcept { return fd_.get(); }
   void close() noexcept { fd_.reset(); }
 
-  // Drains the signalfd, then reaps every exited child, calling on_exit(pid, exitcode).
+  // Drains the signalfd, then reaps every exited child, calling
+  // on_exit(WorkerExit).
   template <class F>
   void reap(F&& on_exit) {
     signalfd_siginfo info;
@@ -174,9 +184,10 @@ class ChildSignals {
     }
     for (;;) {
       int status = 0;
-      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      rusage usage{};
+      const pid_t pid = ::wait4(-1, &status, WNOHANG, &usage);
       if (pid <= 0) break;
-      on_exit(pid, exitcode_from_status(status));
+      on_exit(WorkerExit{pid, exitcode_from_status(status), static_cast<std::int64_t>(usage.ru_maxrss)});
     }
   }
 
@@ -218,10 +229,9 @@ inline void reap_all_children() noexcept {
       }
       if (owner && (fds[2].revents & POLLIN)) shutdown(0);  // the owner process exited
       if (fds[1].revents & POLLIN) {
-        sigchld.reap([&](pid_t pid, int code) {
-          workers.erase(pid);
-          const PidCode pc{pid, code};
-          session.put(tm_exited, 0, as_bytes_of(pc));
+        sigchld.reap([&](const WorkerExit& e) {
+          workers.erase(e.pid);
+          session.put(tm_exited, 0, as_bytes_of(e));
         });
       }
       if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
@@ -383,7 +393,7 @@ class ForkServer {
         }
         // Templates notice their owner's exit themselves.
         if (owner && (fds[2].revents & POLLIN)) ::_exit(0);
-        if (fds[1].revents & POLLIN) sigchld.reap([](pid_t, int) {});  // zygotes that exited
+        if (fds[1].revents & POLLIN) sigchld.reap([](const WorkerExit&) {});  // zygotes that exited
         if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
         Frame f;
         bool got = false;
