@@ -1,8 +1,10 @@
 // Process-shared Barrier (<mproc/barrier.hpp>): rounds, timeouts, abort
 // and reset, use between threads, and parties that died (#10).
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,6 +107,76 @@ TEST_CASE("Barrier: abort breaks waiters, default timeout, bad parties") {
   CHECK(took >= 50ms);
   CHECK(timed.broken());
   REQUIRE_THROWS_MATCHES(mp::Barrier(0), mp::ValueError, MessageContains("parties must be between 1"));
+}
+
+namespace {
+// The action's log, in shared memory: [0] calls so far, [1 + k] the pid
+// that ran call k.
+mp::RawArray<int>* action_log = nullptr;
+void log_action() {
+  auto& log = *action_log;
+  const int k = log[0];
+  log[static_cast<std::size_t>(1 + k)] = static_cast<int>(::getpid());
+  log[0] = k + 1;
+}
+void failing_action() { throw std::runtime_error("the action failed"); }
+}  // namespace
+
+TEST_CASE("Barrier: the action runs once per round, in the last arriver's process, before anyone is released") {
+  constexpr int kParties = 3, kRounds = 4;
+  mp::RawArray<int> log(1 + kRounds);
+  action_log = &log;
+  mp::Barrier barrier(kParties, log_action);
+  CHECK(barrier.has_action());
+  CHECK_FALSE(mp::Barrier(2).has_action());
+  std::vector<pid_t> pids;
+  for (int p = 0; p < kParties - 1; ++p)
+    pids.push_back(shm_test::spawn([&] {
+      for (int round = 0; round < kRounds; ++round) {
+        (void)barrier.wait(20s);
+        if (log[0] != round + 1) return 10 + round;  // the action ran before the release
+      }
+      return 0;
+    }));
+  std::vector<int> parties{static_cast<int>(::getpid())};
+  for (pid_t p : pids) parties.push_back(static_cast<int>(p));
+  for (int round = 0; round < kRounds; ++round) {
+    (void)barrier.wait(20s);
+    CHECK(log[0] == round + 1);
+  }
+  for (pid_t p : pids) CHECK(shm_test::join(p).exitcode == 0);
+  CHECK(log[0] == kRounds);
+  for (int k = 0; k < kRounds; ++k)
+    CHECK(std::find(parties.begin(), parties.end(), log[static_cast<std::size_t>(1 + k)]) != parties.end());
+  action_log = nullptr;
+}
+
+TEST_CASE("Barrier: an action that throws breaks the barrier, its exception reaches the last arriver") {
+  mp::Barrier barrier(2, failing_action, 20s);
+  const pid_t waiter = shm_test::spawn([&] {
+    try {
+      (void)barrier.wait();
+    } catch (const mp::BrokenBarrierError& e) {
+      return std::string(e.what()).find("(its action threw an exception)") != std::string::npos ? 0 : 2;
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what()) == "the action failed" ? 1 : 4;  // it arrived last
+    }
+    return 3;
+  });
+  bool threw_action = false;
+  try {
+    (void)barrier.wait();
+  } catch (const mp::BrokenBarrierError& e) {
+    CHECK_THAT(std::string(e.what()), mproc_test::Contains("(its action threw an exception)"));
+  } catch (const std::runtime_error& e) {
+    threw_action = true;
+    CHECK(std::string(e.what()) == "the action failed");
+  }
+  const int child = shm_test::join(waiter).exitcode;
+  CHECK((child == 0 || child == 1));
+  CHECK((child == 1) != threw_action);  // exactly one party, the last, got the action's exception
+  CHECK(barrier.broken());
+  REQUIRE_THROWS_MATCHES(barrier.wait(1s), mp::BrokenBarrierError, MessageContains("(its action threw an exception)"));
 }
 
 TEST_CASE("Barrier: between threads") {

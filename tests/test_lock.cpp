@@ -102,6 +102,41 @@ TEST_CASE("Lock: acquire, release, try_acquire, and Lockable") {
   lock.unlock();
 }
 
+TEST_CASE("Lock and RLock: locked() tells whether anyone holds it, in this process or another") {
+  mp::Lock lock;
+  CHECK_FALSE(lock.locked());
+  lock.acquire();
+  CHECK(lock.locked());
+  lock.release();
+  CHECK_FALSE(lock.locked());
+
+  mp::RLock rlock;
+  rlock.acquire();
+  rlock.acquire();
+  CHECK(rlock.locked());
+  rlock.release();
+  CHECK(rlock.locked());  // one level still held
+  rlock.release();
+  CHECK_FALSE(rlock.locked());
+
+  // Held by another process: seen from here; and from there, held by us.
+  shm_test::Pipe ready, done;
+  const pid_t pid = shm_test::spawn([&] {
+    lock.acquire();
+    shm_test::send(ready.w.get(), 'h');
+    (void)shm_test::recv<char>(done.r.get());
+    lock.release();
+    return rlock.locked() ? 1 : 0;
+  });
+  (void)shm_test::recv<char>(ready.r.get());
+  CHECK(lock.locked());
+  rlock.acquire();
+  shm_test::send(done.w.get(), 'd');
+  CHECK(shm_test::join(pid).exitcode == 1);
+  rlock.release();
+  CHECK_FALSE(lock.locked());
+}
+
 TEST_CASE("Lock: release of an unheld lock throws, any thread may release a held one") {
   mp::Lock lock;
   REQUIRE_THROWS_MATCHES(lock.release(), mp::ProcessError, MessageContains("release of an unheld Lock"));

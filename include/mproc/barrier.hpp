@@ -28,7 +28,8 @@
 namespace mproc {
 
 // A process-shared barrier for a fixed number of parties (Python:
-// multiprocessing.Barrier, without the action callable). wait() returns a
+// multiprocessing.Barrier), with an optional action run once per round by
+// the last party to arrive, before any party is released. wait() returns a
 // distinct index in [0, parties) per round. A wait that times out breaks
 // the barrier: every waiter, present and future, gets BrokenBarrierError
 // until reset(). So does a party that dies while waiting (its process is
@@ -47,6 +48,20 @@ class Barrier {
       : Barrier(parties, std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::max(timeout, std::chrono::duration<Rep, Period>::zero()))
                              .count()) {}
+  // With an action (Python: action=): a function pointer or captureless
+  // lambda, called by the last party of each round to arrive, in its
+  // process, before the round is released (the others are still waiting:
+  // their timeouts are looked at after it returns). It must not use this
+  // barrier. If it throws, the barrier breaks (the others get
+  // BrokenBarrierError) and its exception reaches that party's wait().
+  // Every party must run the same program (processes of mproc are forks of
+  // one). Throws ValueError as above.
+  Barrier(std::size_t parties, void (*action)()) : Barrier(parties, -1) { set_action(action); }
+  template <class Rep, class Period>
+  Barrier(std::size_t parties, void (*action)(), std::chrono::duration<Rep, Period> timeout)
+      : Barrier(parties, timeout) {
+    set_action(action);
+  }
   Barrier(const Barrier&) = default;
   Barrier& operator=(const Barrier&) = default;
 
@@ -96,6 +111,8 @@ class Barrier {
     Guard g(*this);
     return state_->state == detail::BarrierState::kFilling ? state_->count : 0;
   }
+  // Whether the barrier has an action. Non-blocking.
+  bool has_action() const noexcept { return state_->action != 0; }
   // Number of parties needed to pass the barrier.
   std::size_t parties() const noexcept { return parties_; }
 
@@ -120,6 +137,8 @@ class Barrier {
     state_->default_timeout_ns = timeout_ns;
     parties_ = n;
   }
+  void set_action(void (*action)()) noexcept { state_->action = reinterpret_cast<std::uint64_t>(action); }
+
   explicit Barrier(const detail::ShmHandle& h) {
     auto opened = detail::open_object(h, detail::ShmKind::barrier, detail::kObjectStateOffset + sizeof(State));
     block_ = std::move(opened.first);
@@ -259,6 +278,14 @@ class Barrier {
       if (party_died(index)) {
         break_barrier(State::kPartyDied);
         throw BrokenBarrierError("mproc: Barrier.wait(): a party died while waiting; the barrier is now broken");
+      }
+      if (st.action != 0) {
+        try {
+          reinterpret_cast<void (*)()>(st.action)();
+        } catch (...) {
+          break_barrier(State::kActionFailed);
+          throw;
+        }
       }
       if (auto hook = detail::SyncTesting::barrier_releasing) hook();
       st.state = State::kDraining;

@@ -49,6 +49,10 @@ class LockBase {
   // thread that died holding it: the data it guards may be half-updated.
   // Cleared by the release. Non-blocking.
   bool recovered() const noexcept { return core_.recovered(); }
+  // Whether some thread of some process holds the lock now (Python 3.14:
+  // Lock.locked()); a snapshot that may change at once. Still true after
+  // its holder died, until a waiter takes it over. Non-blocking.
+  [[nodiscard]] bool locked() const noexcept { return core_.locked(); }
 
   // Lockable / TimedLockable.
   void lock() { acquire(); }

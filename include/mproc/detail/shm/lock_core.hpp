@@ -87,6 +87,7 @@ class LockCore {
   }
 
   bool held_by_caller() const noexcept { return state_->held_by(current_identity()); }
+  bool locked() const noexcept { return state_->owner() != 0; }
   bool recovered() const noexcept { return state_->recovered(); }
 
   // For Condition::wait: release completely, then take back at the same depth.

@@ -175,6 +175,7 @@ struct BarrierState {
   static constexpr std::uint32_t kAborted = 2;
   static constexpr std::uint32_t kPartyDied = 3;
   static constexpr std::uint32_t kInconsistent = 4;
+  static constexpr std::uint32_t kActionFailed = 5;
 
   MutexState mutex;
   std::atomic<std::uint32_t> seq{0};
@@ -184,6 +185,9 @@ struct BarrierState {
   std::int64_t default_timeout_ns = -1;  // -1: none
   std::uint32_t reason = 0;              // of the last break
   std::uint32_t reserved = 0;
+  // The action's address (a void (*)() of the program every party runs:
+  // they are forks of one process); 0: none.
+  std::uint64_t action = 0;
 
   // Why the barrier broke, for an error message.
   const char* reason_text() const noexcept {
@@ -196,6 +200,8 @@ struct BarrierState {
         return " (a party died while waiting)";
       case kInconsistent:
         return " (its shared state was inconsistent)";
+      case kActionFailed:
+        return " (its action threw an exception)";
       default:
         return "";
     }
