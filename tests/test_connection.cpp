@@ -1,5 +1,6 @@
 // Tests of <mproc/connection.hpp>: Pipe and Connection between processes — send/recv, bytes, polling,
 // timeouts, end of file, malformed and oversized messages, buffers that follow what arrives.
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -194,6 +195,39 @@ TEST_CASE("recv_bytes_into reuses the buffer's capacity") {
   CHECK(b.recv_bytes_into(buf) == 0);
   CHECK(buf.empty());
   CHECK(buf.capacity() >= std::size_t{1} << 20);
+}
+
+TEST_CASE("recv_bytes_into a fixed buffer at an offset, and BufferTooShort holding the message") {
+  auto [a, b] = mp::Pipe();
+  std::array<std::byte, 8> buf{};
+  a.send_bytes("abc");
+  CHECK(b.recv_bytes_into(std::span<std::byte>(buf), 5) == 3);
+  CHECK(std::string(reinterpret_cast<const char*>(buf.data()) + 5, 3) == "abc");
+  CHECK(buf[0] == std::byte{0});
+
+  a.send_bytes("0123456");  // 7 bytes into the 4 after offset 4
+  try {
+    (void)b.recv_bytes_into(std::span<std::byte>(buf), 4);
+    FAIL("expected BufferTooShort");
+  } catch (const mp::BufferTooShort& e) {
+    CHECK(as_string(e.message()) == "0123456");
+    CHECK_THAT(std::string(e.what()), mproc_test::Contains("a message of 7 bytes does not fit in the buffer's 4 bytes"));
+  }
+  // The stream goes on, large messages (read past the read-ahead) included.
+  std::vector<std::byte> big(300000, std::byte{7});
+  std::thread sender([&a = a, &big] { a.send_bytes(big); });  // more than the pipe holds
+  std::vector<std::byte> room(400000);
+  CHECK(b.recv_bytes_into(std::span<std::byte>(room), 100) == big.size());
+  sender.join();
+  CHECK(std::equal(big.begin(), big.end(), room.begin() + 100));
+  CHECK(room[99] == std::byte{0});
+
+  REQUIRE_THROWS_MATCHES(b.recv_bytes_into(std::span<std::byte>(buf), 9), mp::ValueError,
+                         MessageContains("offset 9 is beyond the buffer's 8 bytes"));
+  a.send_bytes("xy");
+  CHECK(b.recv_bytes_into(std::span<std::byte>(buf), 8 - 2) == 2);  // nothing was read by the refused call
+  a.close();
+  REQUIRE_THROWS_AS(b.recv_bytes_into(std::span<std::byte>(buf)), mp::EOFError);
 }
 
 TEST_CASE("poll() waits up to its timeout, sees data and end of file") {

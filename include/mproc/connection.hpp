@@ -189,6 +189,30 @@ class Connection {
     return size;
   }
 
+  // As recv_bytes(), into buffer[offset, buffer.size()) (Python:
+  // recv_bytes_into(buffer, offset)). Returns the message's length. Blocks
+  // as recv_bytes(). Throws BufferTooShort (holding the message, which is
+  // consumed) if it does not fit, ValueError if offset > buffer.size()
+  // (nothing is read), and what recv_bytes() throws.
+  std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0) {
+    if (offset > buffer.size())
+      throw ValueError("mproc: Connection.recv_bytes_into(): offset " + std::to_string(offset) +
+                       " is beyond the buffer's " + std::to_string(buffer.size()) + " bytes");
+    const std::size_t size = read_header("recv_bytes_into");
+    if (size > buffer.size() - offset) {
+      std::vector<std::byte> message;
+      read_payload("recv_bytes_into", message, size);
+      throw BufferTooShort(std::move(message), buffer.size() - offset);
+    }
+    std::byte* const out = buffer.data() + offset;
+    std::size_t got = take(out, std::min(size, buffered()));
+    if (got < size) got += detail::read_full(fd_.get(), out + got, size - got);
+    if (got < size)
+      read_failed_as<EOFError>("mproc: Connection.recv_bytes_into(): truncated message: end of file after " +
+                               std::to_string(got) + " of " + std::to_string(size) + " bytes");
+    return size;
+  }
+
   // True if recv would not block: a message (or part of one) is waiting, or
   // the peer closed its end. Waits up to `timeout` (0: just checks; a huge
   // timeout means forever). Throws ProcessError if closed or write-only.

@@ -23,6 +23,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace mproc {
 
@@ -85,6 +86,23 @@ class EOFError : public ProcessError {
  public:
   EOFError() : ProcessError("mproc: end of file (the other end was closed)") {}
   using ProcessError::ProcessError;
+};
+
+// Connection::recv_bytes_into: the message did not fit in the buffer
+// (Python: multiprocessing.BufferTooShort). The message was received all
+// the same: message() holds it whole.
+class BufferTooShort : public ProcessError {
+ public:
+  BufferTooShort(std::vector<std::byte> message, std::size_t room)
+      : ProcessError("mproc: Connection.recv_bytes_into(): a message of " + std::to_string(message.size()) +
+                     " bytes does not fit in the buffer's " + std::to_string(room) +
+                     " bytes after the offset; BufferTooShort::message() holds it"),
+        message_(std::make_shared<const std::vector<std::byte>>(std::move(message))) {}
+  // The message that did not fit. Never throws.
+  const std::vector<std::byte>& message() const noexcept { return *message_; }
+
+ private:
+  std::shared_ptr<const std::vector<std::byte>> message_;  // shared: exceptions are copied
 };
 
 // A Barrier was broken by a timeout, an abort() or a reset() while waiting
