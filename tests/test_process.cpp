@@ -168,6 +168,46 @@ TEST_CASE("exit codes follow Python: 0, N, 1 for an exception, -N for signal N")
   CHECK(no_children());
 }
 
+namespace {
+// Python's class Greeter(Process): def run(self): ...
+class Greeter : public mp::Process {
+ public:
+  Greeter(mp::Connection out, std::string who) : mp::Process({.name = "greeter"}), out_(std::move(out)), who_(who) {}
+  void run() override {
+    out_.send_bytes("hello " + who_ + " from " + mp::current_process().name);
+    if (who_ == "nobody") throw std::invalid_argument("no one to greet");
+  }
+
+ private:
+  mp::Connection out_;
+  std::string who_;
+};
+}  // namespace
+
+TEST_CASE("a Process subclass overriding run() runs it in the child") {
+  auto [parent_end, child_end] = mp::Pipe();
+  Greeter g(std::move(child_end), "world");
+  CHECK(g.name() == "greeter");
+  g.start();
+  CHECK(recv_string(parent_end) == "hello world from greeter");
+  REQUIRE(g.join(10s));
+  CHECK(g.exitcode() == 0);
+
+  auto [parent2, child2] = mp::Pipe();
+  Greeter bad(std::move(child2), "nobody");
+  const std::string err = capture_child_stderr([&] { bad.start(); }, [&] { REQUIRE(bad.join(10s)); });
+  CHECK(recv_string(parent2) == "hello nobody from greeter");
+  CHECK(err == "Process greeter: std::invalid_argument: no one to greet\n");
+  CHECK(bad.exitcode() == 1);
+
+  // run() called directly runs the target here, as in Python.
+  int ran_in = 0;
+  mp::Process direct([&ran_in] { ran_in = static_cast<int>(::getpid()); });
+  direct.run();
+  CHECK(ran_in == static_cast<int>(::getpid()));
+  CHECK(no_children());
+}
+
 TEST_CASE("an uncaught exception exits 1 and prints its type and message") {
   mp::Process p([] { throw std::runtime_error("boom"); });
   const std::string err = capture_child_stderr([&] { p.start(); }, [&] { REQUIRE(p.join(10s)); });

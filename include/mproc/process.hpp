@@ -260,16 +260,9 @@ class Process {
   // Same, with a name and/or the daemon flag.
   template <class F, class... Args>
     requires detail::process_invocable_v<std::decay_t<F>, std::decay_t<Args>...>
-  Process(ProcessOptions options, F&& target, Args&&... args)
-      : target_(std::make_unique<detail::BoundTarget<std::decay_t<F>, std::decay_t<Args>...>>(
-            std::forward<F>(target), std::forward<Args>(args)...)),
-        record_(std::make_shared<detail::ProcessRecord>()),
-        creator_(::getpid()) {
-    auto& current = detail::current_process_state();
-    const unsigned n = current.counter.fetch_add(1, std::memory_order_relaxed) + 1;
-    identity_ = current.identity.empty() ? std::to_string(n) : current.identity + ":" + std::to_string(n);
-    record_->name = options.name.empty() ? "Process-" + identity_ : std::move(options.name);
-    record_->daemon = options.daemon;
+  Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
+    target_ = std::make_unique<detail::BoundTarget<std::decay_t<F>, std::decay_t<Args>...>>(
+        std::forward<F>(target), std::forward<Args>(args)...);
   }
 
   Process(Process&& other) noexcept = default;
@@ -284,6 +277,7 @@ class Process {
       uncaught_ = other.uncaught_;
       started_ = other.started_;
       closed_ = other.closed_;
+      exit_code_ = other.exit_code_;
     }
     return *this;
   }
@@ -294,7 +288,17 @@ class Process {
   // after 1 s) and reaped if daemon or if an exception is unwinding the
   // stack (see the file comment). Nothing happens in a process other than
   // the one that started it.
-  ~Process() { finish(); }
+  virtual ~Process() { finish(); }
+
+  // What the child runs (Python: Process.run): the target with its
+  // arguments; an int the target returns becomes the exit code. A subclass
+  // may override it (then construct the base without a target); in the
+  // child, an exception escaping it gives exit code 1. Called directly, it
+  // runs in the calling process (before start() only: start() drops the
+  // target). Blocks while it runs; throws what the target throws.
+  virtual void run() {
+    if (target_) exit_code_ = target_->run();
+  }
 
   // Forks the child, which runs the target and exits (see exitcode()).
   // Non-blocking. After start() the parent drops its copy of
@@ -474,6 +478,21 @@ class Process {
     if (!rec.child.try_reap() && rec.child.send_signal(sig)) rec.signal_sent = sig;
   }
 
+ protected:
+  // The base of a subclass that overrides run() (Python: class
+  // Worker(Process) with def run(self)), named and flagged by `options`. A
+  // subclass object is used in place: moving it into a Process slices it.
+  // Does not start the process. Throws std::bad_alloc.
+  explicit Process(ProcessOptions options = {})
+      : record_(std::make_shared<detail::ProcessRecord>()), creator_(::getpid()) {
+    auto& current = detail::current_process_state();
+    const unsigned n = current.counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    identity_ = current.identity.empty() ? std::to_string(n) : current.identity + ":" + std::to_string(n);
+    record_->name = options.name.empty() ? "Process-" + identity_ : std::move(options.name);
+    record_->daemon = options.daemon;
+  }
+
+ private:
   [[noreturn]] void run_in_child(int status_fd) noexcept {
     // Single-threaded here: the fork handlers already emptied the registry.
     detail::reset_child_signals();
@@ -483,7 +502,13 @@ class Process {
     current.identity = identity_;
     current.daemon = record_->daemon;
     current.counter.store(0, std::memory_order_relaxed);
-    detail::run_child_and_exit(record_->name, [this] { return target_->run(); }, status_fd);
+    detail::run_child_and_exit(
+        record_->name,
+        [this] {
+          run();
+          return exit_code_;
+        },
+        status_fd);
   }
 
   void finish() noexcept {
@@ -512,6 +537,7 @@ class Process {
   int uncaught_ = std::uncaught_exceptions();  // to detect destruction by unwinding
   bool started_ = false;
   bool closed_ = false;
+  int exit_code_ = 0;  // set by the default run() from the target's result
 };
 
 // The children started by this process that are still running, in start
