@@ -163,7 +163,9 @@ void BM_RawFork2_Lifecycle(benchmark::State& state) {
 constexpr std::size_t kStateFloats = 16384;
 constexpr int kStateItems = 1000;
 std::vector<float> state_weights() { return std::vector<float>(kStateFloats, 0.5f); }
-float weigh(const std::vector<float>& w, int x) { return w[static_cast<std::size_t>(x) % w.size()] * static_cast<float>(x); }
+float weigh(const std::vector<float>& w, int x) {
+  return w[static_cast<std::size_t>(x) % w.size()] * static_cast<float>(x);
+}
 std::vector<float> worker_weights;  // set in each worker by the initializer
 void load_weights() { worker_weights = state_weights(); }
 float weigh_global(int x) { return weigh(worker_weights, x); }

@@ -122,54 +122,57 @@ void BM_Submit100k_ThreadPool(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 100'000);
 }
 
-// The same through apply_async: AsyncResult instead of std::future (whose
-// set_value costs a pthread_once futex wake-up, a system call, per task).
-void BM_ApplyAsync100k_ThreadPool(benchmark::State& state) {
+// 100,000 apply_async calls on ThreadPool(2), submitted by `submit(pool, i)`
+// and their results summed by `collect(results)`.
+template <class Submit, class Collect>
+void apply_async_100k(benchmark::State& state, Submit submit, Collect collect) {
   auto& pool = pool2();
   std::vector<mp::AsyncResult<int>> rs;
   rs.reserve(100'000);
   for (auto _ : state) {
-    for (int i = 0; i < 100'000; ++i) rs.push_back(pool.apply_async([i] { return i; }));
-    long long sum = 0;
-    for (auto& r : rs) sum += r.get();
-    benchmark::DoNotOptimize(sum);
+    for (int i = 0; i < 100'000; ++i) rs.push_back(submit(pool, i));
+    benchmark::DoNotOptimize(collect(rs));
     rs.clear();
   }
   state.SetItemsProcessed(state.iterations() * 100'000);
+}
+
+long long sum_in_order(std::vector<mp::AsyncResult<int>>& rs) {
+  long long sum = 0;
+  for (auto& r : rs) sum += r.get();
+  return sum;
+}
+
+// The same as BM_Submit100k_ThreadPool through apply_async: AsyncResult instead of
+// std::future (whose set_value costs a pthread_once futex wake-up, a system
+// call, per task).
+void BM_ApplyAsync100k_ThreadPool(benchmark::State& state) {
+  apply_async_100k(
+      state, [](mp::ThreadPool& pool, int i) { return pool.apply_async([i] { return i; }); }, sum_in_order);
 }
 
 // The same with a result callback (issue 11's new path): every result also
 // passes through the pool's callback thread before it is ready.
 void BM_ApplyAsync100k_ThreadPool_Callback(benchmark::State& state) {
-  auto& pool = pool2();
-  std::vector<mp::AsyncResult<int>> rs;
-  rs.reserve(100'000);
   long long seen = 0;  // touched by the callback thread only, read after get()
-  for (auto _ : state) {
-    for (int i = 0; i < 100'000; ++i)
-      rs.push_back(pool.apply_async(mp::callbacks([&seen](const int& v) { seen += v; }), [i] { return i; }));
-    long long sum = 0;
-    for (auto& r : rs) sum += r.get();
-    benchmark::DoNotOptimize(sum);
-    rs.clear();
-  }
+  apply_async_100k(
+      state,
+      [&seen](mp::ThreadPool& pool, int i) {
+        return pool.apply_async(mp::callbacks([&seen](const int& v) { seen += v; }), [i] { return i; });
+      },
+      sum_in_order);
   benchmark::DoNotOptimize(seen);
-  state.SetItemsProcessed(state.iterations() * 100'000);
 }
 
-// The same, collected with mp::as_completed instead of get() in order.
+// The same, collected in completion order with as_completed.
 void BM_ApplyAsync100k_ThreadPool_AsCompleted(benchmark::State& state) {
-  auto& pool = pool2();
-  std::vector<mp::AsyncResult<int>> rs;
-  rs.reserve(100'000);
-  for (auto _ : state) {
-    for (int i = 0; i < 100'000; ++i) rs.push_back(pool.apply_async([i] { return i; }));
-    long long sum = 0;
-    for (const auto& r : mp::as_completed(rs)) sum += r.get();
-    benchmark::DoNotOptimize(sum);
-    rs.clear();
-  }
-  state.SetItemsProcessed(state.iterations() * 100'000);
+  apply_async_100k(
+      state, [](mp::ThreadPool& pool, int i) { return pool.apply_async([i] { return i; }); },
+      [](std::vector<mp::AsyncResult<int>>& rs) {
+        long long sum = 0;
+        for (const auto& r : mp::as_completed(rs)) sum += r.get();
+        return sum;
+      });
 }
 
 void BM_Submit1000_StdAsync(benchmark::State& state) {

@@ -211,7 +211,8 @@ TEST_CASE("recv_bytes_into a fixed buffer at an offset, and BufferTooShort holdi
     FAIL("expected BufferTooShort");
   } catch (const mp::BufferTooShort& e) {
     CHECK(as_string(e.message()) == "0123456");
-    CHECK_THAT(std::string(e.what()), mproc_test::Contains("a message of 7 bytes does not fit in the buffer's 4 bytes"));
+    CHECK_THAT(std::string(e.what()),
+               mproc_test::Contains("a message of 7 bytes does not fit in the buffer's 4 bytes"));
   }
   // The stream goes on, large messages (read past the read-ahead) included.
   std::vector<std::byte> big(300000, std::byte{7});

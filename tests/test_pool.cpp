@@ -341,9 +341,8 @@ TEST_CASE("WorkerCrashed gives the dead worker's peak memory") {
     REQUIRE(e.peak_memory().has_value());
     CHECK(*e.peak_memory() >= (std::size_t{96} << 20));
     CHECK(*e.peak_memory() < (std::size_t{8} << 30));
-    CHECK_THAT(std::string(e.what()),
-               mproc_test::Contains("; its peak resident memory was " + std::to_string(*e.peak_memory() >> 20) +
-                                    " MiB"));
+    CHECK_THAT(std::string(e.what()), mproc_test::Contains("; its peak resident memory was " +
+                                                           std::to_string(*e.peak_memory() >> 20) + " MiB"));
   }
 }
 

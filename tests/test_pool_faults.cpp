@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mproc/detail/os/oom.hpp>
 #include <mproc/pool.hpp>
 
 #include "catch.hpp"
@@ -243,17 +244,8 @@ bool write_file(const std::string& path, const std::string& text) {
 // A new memory cgroup of `limit` bytes (no swap) below this process's own,
 // or "" where this process may not create one (cgroup v1 or v2).
 std::string make_small_memory_cgroup(std::size_t limit) {
-  std::FILE* f = std::fopen("/proc/self/cgroup", "re");
-  if (f == nullptr) return "";
-  std::string v1, v2;
-  char line[1024];
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    std::string s(line);
-    if (!s.empty() && s.back() == '\n') s.pop_back();
-    if (s.rfind("0::", 0) == 0) v2 = s.substr(3);
-    if (const auto at = s.find(":memory:"); at != std::string::npos) v1 = s.substr(at + 8);
-  }
-  std::fclose(f);
+  const auto cg = d::memory_cgroups();
+  const std::string v1 = cg.v1_memory.value_or(""), v2 = cg.v2.value_or("");
   const std::string name = "/mproc_oom_test_" + std::to_string(::getpid());
   const std::string bytes = std::to_string(limit);
   for (const std::string& base : {"/sys/fs/cgroup/memory" + v1, std::string("/sys/fs/cgroup/memory")}) {

@@ -32,8 +32,8 @@ class Bound {
   template <class... A>
     requires std::invocable<const F&, const S&..., A...>
   decltype(auto) operator()(A&&... args) const {
-    return std::apply(
-        [&](const S&... s) -> decltype(auto) { return std::invoke(fn_, s..., std::forward<A>(args)...); }, state_);
+    return std::apply([&](const S&... s) -> decltype(auto) { return std::invoke(fn_, s..., std::forward<A>(args)...); },
+                      state_);
   }
 
   // The function and the fixed arguments. Non-blocking; never throw.

@@ -576,13 +576,8 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects,
       if (objects[i].connection() != nullptr && objects[i].connection()->poll())
         ready.push_back(i);  // (bytes read ahead count)
     if (!ready.empty()) return ready;
-    int timeout_ms = -1;
-    if (deadline != detail::Clock::time_point::max()) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(detail::remaining(deadline)).count();
-      timeout_ms = left > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left);
-    }
     for (pollfd& p : fds) p.revents = 0;
-    const int rc = detail::poll_fds(fds.data(), fds.size(), timeout_ms);
+    const int rc = detail::poll_fds(fds.data(), fds.size(), detail::poll_timeout_ms(deadline));
     if (rc < 0) {
       if (errno == EINTR) continue;
       detail::throw_errno("connection::wait(): poll()");

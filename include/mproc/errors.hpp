@@ -255,13 +255,13 @@ class WorkerCrashed : public ProcessError {
   WorkerCrashed(int pid, int exitcode, std::optional<std::size_t> first_input = std::nullopt,
                 std::size_t input_count = 0, std::optional<bool> oom_killed = std::nullopt,
                 std::optional<std::size_t> peak_memory = std::nullopt)
-      : ProcessError("mproc: worker process " + std::to_string(pid) + " died (" + detail::describe_exitcode(exitcode) +
-                     ") while running " + lost_text(first_input, input_count) +
-                     (oom_killed == true ? "; the kernel's OOM killer killed it (the oom_kill count of the memory "
-                                           "cgroup rose): the task needed more memory than there was"
-                                         : "") +
-                     (peak_memory ? "; its peak resident memory was " + std::to_string(*peak_memory >> 20) + " MiB"
-                                  : "")),
+      : ProcessError(
+            "mproc: worker process " + std::to_string(pid) + " died (" + detail::describe_exitcode(exitcode) +
+            ") while running " + lost_text(first_input, input_count) +
+            (oom_killed == true ? "; the kernel's OOM killer killed it (the oom_kill count of the memory "
+                                  "cgroup rose): the task needed more memory than there was"
+                                : "") +
+            (peak_memory ? "; its peak resident memory was " + std::to_string(*peak_memory >> 20) + " MiB" : "")),
         pid_(pid),
         exitcode_(exitcode),
         first_input_(first_input),

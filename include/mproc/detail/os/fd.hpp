@@ -237,15 +237,19 @@ inline void set_nonblocking(int fd, bool on = true) {
 
 // Waits until `fd` reports one of `events` (or POLLHUP/POLLERR) or until
 // `deadline`. Returns the revents, or 0 on timeout. Retries on EINTR.
+// poll()'s timeout argument for `deadline`: the milliseconds left, rounded
+// up and capped at ~11 days (callers loop until the deadline), or -1 for
+// Clock::time_point::max() (no deadline).
+inline int poll_timeout_ms(Clock::time_point deadline) {
+  if (deadline == Clock::time_point::max()) return -1;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(remaining(deadline)).count();
+  return left > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left);
+}
+
 inline short poll_until(int fd, short events, Clock::time_point deadline) {
   for (;;) {
-    int timeout_ms = -1;
-    if (deadline != Clock::time_point::max()) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(remaining(deadline)).count();
-      timeout_ms = left > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left);
-    }
     pollfd p{fd, events, 0};
-    const int rc = ::poll(&p, 1, timeout_ms);
+    const int rc = ::poll(&p, 1, poll_timeout_ms(deadline));
     if (rc > 0) return p.revents;
     if (rc == 0) {
       if (Clock::now() >= deadline) return 0;

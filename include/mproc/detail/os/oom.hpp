@@ -34,38 +34,47 @@ inline std::optional<std::uint64_t> read_keyed_counter(const std::string& path, 
   return out;
 }
 
-// The OOM kills counted for this process's memory cgroup so far, or
-// nullopt when no counter is readable (no cgroup memory controller, an
-// older kernel, a sandbox). Blocks briefly on file reads; thread-safe.
-inline std::optional<std::uint64_t> oom_kill_count() {
+// This process's cgroups as /proc/self/cgroup names them: the cgroup v2
+// path ("0::<path>") and the v1 memory controller's path, each nullopt
+// when absent. Blocks briefly on a file read; thread-safe.
+struct MemoryCgroups {
+  std::optional<std::string> v2;
+  std::optional<std::string> v1_memory;
+};
+inline MemoryCgroups memory_cgroups() {
+  MemoryCgroups out;
   std::FILE* f = std::fopen("/proc/self/cgroup", "re");
-  if (f == nullptr) return std::nullopt;
-  std::string v2_path, v1_path;
-  bool has_v2 = false, has_v1 = false;
+  if (f == nullptr) return out;
   char line[1024];
   while (std::fgets(line, sizeof line, f) != nullptr) {
     std::string s(line);
     if (!s.empty() && s.back() == '\n') s.pop_back();
     if (s.rfind("0::", 0) == 0) {
-      has_v2 = true;
-      v2_path = s.substr(3);
+      out.v2 = s.substr(3);
     } else if (const auto at = s.find(":memory:"); at != std::string::npos) {
-      has_v1 = true;
-      v1_path = s.substr(at + 8);
+      out.v1_memory = s.substr(at + 8);
     }
   }
   std::fclose(f);
+  return out;
+}
+
+// The OOM kills counted for this process's memory cgroup so far, or
+// nullopt when no counter is readable (no cgroup memory controller, an
+// older kernel, a sandbox). Blocks briefly on file reads; thread-safe.
+inline std::optional<std::uint64_t> oom_kill_count() {
+  const MemoryCgroups cg = memory_cgroups();
   const auto first_of = [](std::initializer_list<std::string> paths, const char* file) {
     for (const std::string& dir : paths)
       if (auto v = read_keyed_counter(dir + "/" + file, "oom_kill")) return v;
     return std::optional<std::uint64_t>{};
   };
   // Inside a cgroup namespace the mount shows our own cgroup at its root.
-  if (has_v1)
-    if (auto v = first_of({"/sys/fs/cgroup/memory" + v1_path, "/sys/fs/cgroup/memory"}, "memory.oom_control")) return v;
-  if (has_v2)
-    return first_of({"/sys/fs/cgroup" + v2_path, "/sys/fs/cgroup/unified" + v2_path, "/sys/fs/cgroup"},
-                    "memory.events");
+  if (cg.v1_memory)
+    if (auto v = first_of({"/sys/fs/cgroup/memory" + *cg.v1_memory, "/sys/fs/cgroup/memory"}, "memory.oom_control"))
+      return v;
+  if (cg.v2)
+    return first_of({"/sys/fs/cgroup" + *cg.v2, "/sys/fs/cgroup/unified" + *cg.v2, "/sys/fs/cgroup"}, "memory.events");
   return std::nullopt;
 }
 

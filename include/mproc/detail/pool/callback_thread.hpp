@@ -43,12 +43,6 @@ class CallbackThread {
     idle_.wait(lock, [&] { return jobs_.empty() && !running_; });
   }
 
-  // Whether the calling thread is this callback thread.
-  bool on_this_thread() const {
-    std::lock_guard lock(mutex_);
-    return std::this_thread::get_id() == id_;
-  }
-
   // Runs what is queued, then ends the thread. Blocks. Idempotent.
   void stop() {
     std::thread t;

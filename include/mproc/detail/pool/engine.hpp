@@ -118,7 +118,7 @@ class PoolEngine {
   // Starts the zygote and asks it for the workers. Blocks for the fork of
   // the zygote. Throws ProcessError (fork, descriptors, memory or the I/O
   // thread refused); nothing is left behind then.
-  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)), owner_(::getpid()), oom_seen_(oom_kill_count()) {
+  explicit PoolEngine(EngineConfig cfg) : cfg_(std::move(cfg)), owner_(::getpid()) {
     wake_ = std::move(PrivateFds::instance().create<1>("eventfd (process pool)", [](int* out) {
       out[0] = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
       return out[0];
@@ -659,6 +659,7 @@ class PoolEngine {
   }
 
   void io_loop() {
+    oom_seen_ = oom_kill_count();  // the baseline, read here: off the creator's path
     std::vector<pollfd> fds;
     bool terminating = false;
     bool more_pending = false;  // submitted while the last poll ran: poll without sleeping
