@@ -22,6 +22,8 @@
 
 #include <mproc/connection.hpp>
 #include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/threading.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
@@ -754,6 +756,40 @@ TEST_CASE("connection::wait returns the ready Connections and sentinels, or noth
   CHECK(mp::connection::wait({a, sentinel}, 10s) == std::vector<std::size_t>{1});
   REQUIRE(p.join(10s));
   CHECK(p.exitcode() == 0);
+}
+
+namespace {
+void put_when_told(mp::Connection c, mp::Queue<int> q) {
+  (void)c.recv<int>();
+  q.put(5);
+}
+}  // namespace
+
+TEST_CASE("connection::wait watches queues too: an item put by another process, a shut-down queue") {
+  auto [a, b] = mp::Pipe();
+  mp::Queue<int> q;
+  const auto t0 = Clock::now();
+  CHECK(mp::connection::wait({a, q}, 50ms).empty());
+  CHECK(Clock::now() - t0 >= 45ms);
+
+  auto [go, told] = mp::Pipe();
+  mp::Process p(put_when_told, std::move(told), q);
+  p.start();
+  go.send(1);
+  CHECK(mp::connection::wait({a, q}, 10s) == std::vector<std::size_t>{1});
+  CHECK(q.get(1s) == 5);
+  REQUIRE(p.join(10s));
+  CHECK(p.exitcode() == 0);
+
+  mp::threading::Queue<int> tq;
+  mp::SimpleQueue<int> sq;
+  CHECK(mp::connection::wait({tq, sq}, 0ms).empty());
+  tq.put(1);
+  b.send(2);
+  CHECK(mp::connection::wait({a, tq, sq}, 10s) == std::vector<std::size_t>{0, 1});
+  sq.shutdown();  // a get would not block now: it throws ShutDown
+  CHECK(mp::connection::wait({sq}, 10s) == std::vector<std::size_t>{0});
+  CHECK(a.recv<int>() == 2);
 }
 
 TEST_CASE("connection::wait refuses a closed or write-only Connection and a bad descriptor") {

@@ -45,6 +45,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -531,22 +532,39 @@ inline std::pair<Connection, Connection> Pipe(bool duplex = true) {
 namespace connection {
 
 // What mp::connection::wait watches: a Connection (ready when recv would
-// not block: a message waiting, or the peer gone) or a file descriptor
-// (ready when readable, e.g. a Process's sentinel()). Refers to, does not
-// own, the object.
+// not block: a message waiting, or the peer gone), a file descriptor (ready
+// when readable, e.g. a Process's sentinel()), or a queue (mp::Queue,
+// JoinableQueue, SimpleQueue, threading::Queue: ready when it holds an item
+// or was shut down; a queue has no descriptor, so it is looked at every
+// millisecond while wait() blocks). Refers to, does not own, the object.
 class Waitable {
  public:
   Waitable(const Connection& c) noexcept : conn_(&c) {}  // NOLINT: converts implicitly, as in Python's list
   Waitable(int fd) noexcept : fd_(fd) {}                 // NOLINT
+  template <class Q>
+    requires requires(const Q& q) {
+      { q.empty() } -> std::convertible_to<bool>;
+      { q.closed() } -> std::convertible_to<bool>;
+    }
+  Waitable(const Q& q) noexcept  // NOLINT
+      : queue_(&q), queue_ready_([](const void* p) {
+          const Q& queue = *static_cast<const Q*>(p);
+          return !queue.empty() || queue.closed();
+        }) {}
 
-  // The Connection watched, or null for a descriptor.
+  // The Connection watched, or null for a descriptor or a queue.
   const Connection* connection() const noexcept { return conn_; }
-  // The descriptor watched (-1 for a Connection).
+  // The descriptor watched (-1 for a Connection or a queue).
   int fd() const noexcept { return fd_; }
+  // Whether this is a queue, and whether it is ready now. Non-blocking.
+  bool is_queue() const noexcept { return queue_ != nullptr; }
+  bool queue_ready() const { return queue_ready_(queue_); }
 
  private:
   const Connection* conn_ = nullptr;
   int fd_ = -1;
+  const void* queue_ = nullptr;
+  bool (*queue_ready_)(const void*) = nullptr;
 };
 
 // Blocks until at least one of `objects` is ready or `timeout` passes (a
@@ -559,9 +577,13 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects,
                               std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max()) {
   const auto deadline = detail::deadline_after(timeout);
   std::vector<pollfd> fds(objects.size());
+  bool queues = false;
   for (std::size_t i = 0; i < objects.size(); ++i) {
     const Waitable& w = objects[i];
-    if (w.connection() != nullptr) {
+    if (w.is_queue()) {
+      fds[i] = pollfd{-1, 0, 0};  // (poll() skips it)
+      queues = true;
+    } else if (w.connection() != nullptr) {
       (void)w.connection()->poll();  // throws if closed or write-only
       fds[i] = pollfd{w.connection()->fileno(), POLLIN, 0};
     } else {
@@ -573,11 +595,14 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects,
   for (;;) {
     std::vector<std::size_t> ready;
     for (std::size_t i = 0; i < objects.size(); ++i)
-      if (objects[i].connection() != nullptr && objects[i].connection()->poll())
+      if ((objects[i].connection() != nullptr && objects[i].connection()->poll()) ||
+          (objects[i].is_queue() && objects[i].queue_ready()))
         ready.push_back(i);  // (bytes read ahead count)
     if (!ready.empty()) return ready;
     for (pollfd& p : fds) p.revents = 0;
-    const int rc = detail::poll_fds(fds.data(), fds.size(), detail::poll_timeout_ms(deadline));
+    int timeout_ms = detail::poll_timeout_ms(deadline);
+    if (queues && (timeout_ms < 0 || timeout_ms > 1)) timeout_ms = 1;  // look at the queues again
+    const int rc = detail::poll_fds(fds.data(), fds.size(), timeout_ms);
     if (rc < 0) {
       if (errno == EINTR) continue;
       detail::throw_errno("connection::wait(): poll()");
@@ -586,7 +611,7 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects,
       if (fds[i].revents == 0) continue;
       if ((fds[i].revents & POLLNVAL) != 0)
         throw ProcessError("mproc: connection::wait(): descriptor " + std::to_string(fds[i].fd) + " is not open");
-      if (objects[i].connection() == nullptr) ready.push_back(i);
+      if (objects[i].connection() == nullptr && !objects[i].is_queue()) ready.push_back(i);
     }
     for (std::size_t i = 0; i < objects.size(); ++i)
       if (objects[i].connection() != nullptr && fds[i].revents != 0 && objects[i].connection()->poll())

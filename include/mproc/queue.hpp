@@ -341,6 +341,8 @@ class SimpleQueue : protected detail::QueueBase<T> {
   void shutdown(bool immediate = false) { detail::QueueBase<T>::shutdown(immediate); }
   // The same as shutdown().
   void close() { this->core_.close(); }
+  // Whether the queue was shut down (by any process). Non-blocking.
+  bool closed() const noexcept { return this->core_.closed(); }
   // Range-for until shut down and drained, as Queue's.
   detail::QueueIterator<SimpleQueue> begin() { return detail::QueueIterator<SimpleQueue>(*this); }
   std::default_sentinel_t end() const noexcept { return {}; }
