@@ -660,6 +660,11 @@ TEST_CASE("without pidfd_open (old kernel, seccomp), joins fall back to polling"
   CHECK(result.exitcode == 0);
 }
 
+// The children below, kept reachable (for LeakSanitizer) but never destroyed;
+// external linkage, so the stores to it are not optimized away.
+extern mp::Process* at_exit_children[2];
+mp::Process* at_exit_children[2] = {nullptr, nullptr};
+
 TEST_CASE("at exit, daemons are terminated and other children joined") {
   mp::Connection parent_end, child_end;
   std::tie(parent_end, child_end) = mp::Pipe();
@@ -672,6 +677,8 @@ TEST_CASE("at exit, daemons are terminated and other children joined") {
       std::this_thread::sleep_for(200ms);
       child_end.send_bytes("normal child finished");
     });
+    at_exit_children[0] = daemon;
+    at_exit_children[1] = normal;
     daemon->start();
     normal->start();
     child_end.send_bytes(std::to_string(*daemon->pid()));
