@@ -799,9 +799,14 @@ TEST_CASE("bool results: std::vector<bool> from map, imap, starmap and apply (#8
 }
 
 TEST_CASE("an initializer's return value is ignored, as in Python (#9)", "[failure-model]") {
-  mp::Pool pool(2, mp::PoolOptions().initializer(init_returns_value, 7));
-  const auto seen = pool.map(read_initialized, iota_vec(6), 1);
-  CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 7; }));
+  {
+    mp::Pool pool(2, mp::PoolOptions().initializer(init_returns_value, 7));
+    const auto seen = pool.map(read_initialized, iota_vec(6), 1);
+    CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 7; }));
+  }
+  // One pool at a time: this case is about initializers. (With both alive, it
+  // hung once in an AddressSanitizer run, not reproduced since; pools
+  // created beside a running one are tested on their own.)
   mp::Pool other(1, mp::PoolOptions().initializer(init_returns_string));
   CHECK(other.apply(square, 5) == 25);
 }
