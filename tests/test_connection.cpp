@@ -218,7 +218,7 @@ TEST_CASE("recv_bytes_into a fixed buffer at an offset, and BufferTooShort holdi
   }
   // The stream goes on, large messages (read past the read-ahead) included.
   std::vector<std::byte> big(300000, std::byte{7});
-  std::thread sender([&a = a, &big] { a.send_bytes(big); });  // more than the pipe holds
+  std::thread sender([&end = a, &big] { end.send_bytes(big); });  // more than the pipe holds
   std::vector<std::byte> room(400000);
   CHECK(b.recv_bytes_into(std::span<std::byte>(room), 100) == big.size());
   sender.join();
