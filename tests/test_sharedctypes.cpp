@@ -372,3 +372,125 @@ TEST_CASE("Array<const T> and RawArray<const T>: read-only views of the same mem
   CHECK(pool.starmap(element_read_only, std::vector<std::tuple<mp::RawArray<const int>, int>>{{raw, 1}, {raw, 3}}) ==
         std::vector<double>{1.0, 3.0});
 }
+
+// ------------------------------------------------------------ lock options (Python: lock=True/False/a lock)
+
+namespace {
+// Adds `n` to v, one increment at a time under v's lock.
+int add_under_lock(mp::Value<long, mp::Lock> v, mp::Array<long, mp::Lock> hits, int n) {
+  for (int i = 0; i < n; ++i) {
+    std::lock_guard g(v.get_lock());  // also guards `hits`: the same lock
+    v.get_obj() += 1;
+    hits[0] += 1;
+  }
+  return n;
+}
+// What a worker sees of a value's lock while the test holds it.
+std::pair<bool, bool> lock_seen(mp::Value<int, mp::Lock> v) {
+  const bool held = v.get_lock().locked();
+  const bool taken = v.get_lock().try_acquire();
+  if (taken) v.get_lock().release();
+  return {held, taken};
+}
+}  // namespace
+
+TEST_CASE("Value and Array with a given lock share it, also in pool workers (Python: lock=l)") {
+  mp::Lock lock;
+  mp::Value v(0L, lock);  // deduces Value<long, mp::Lock>
+  static_assert(std::is_same_v<decltype(v), mp::Value<long, mp::Lock>>);
+  static_assert(std::is_same_v<decltype(v.get_lock()), mp::Lock&>);
+  mp::Array<long, mp::Lock> hits(1, lock);
+  CHECK(v.has_given_lock());
+  CHECK(hits.has_given_lock());
+  CHECK(v.get_lock() == lock);
+  CHECK(hits.get_lock() == lock);
+  {
+    std::lock_guard g(lock);
+    CHECK(v.get_lock().locked());
+    CHECK_FALSE(hits.get_lock().try_acquire());  // one lock, held
+  }
+  CHECK_FALSE(lock.locked());
+  v.set(5);  // get() and set() take the given lock
+  CHECK(v.get() == 5);
+  CHECK_FALSE(lock.locked());
+
+  mp::Pool pool(2);
+  CHECK(pool.starmap(add_under_lock, std::vector<std::tuple<mp::Value<long, mp::Lock>, mp::Array<long, mp::Lock>, int>>(
+                                         4, {v, hits, 500})) == std::vector<int>{500, 500, 500, 500});
+  CHECK(v.get() == 2005);
+  CHECK(hits[0] == 2000);
+
+  mp::Value w(7, lock);
+  std::pair<bool, bool> seen;
+  {
+    std::lock_guard g(lock);
+    seen = pool.apply(lock_seen, w);  // the worker opens the same lock from the value's frame
+  }
+  CHECK(seen == std::pair{true, false});
+  CHECK(pool.apply(lock_seen, w) == std::pair{false, true});
+}
+
+TEST_CASE("Value<T, Lock> and Array<T, Lock> own a non-recursive Lock; the default is an RLock of their own") {
+  mp::Value<int, mp::Lock> v(3);
+  CHECK_FALSE(v.has_given_lock());
+  {
+    std::lock_guard g(v.get_lock());
+    CHECK_FALSE(v.get_lock().try_acquire());  // not recursive
+  }
+  mp::Value<int> r(3);
+  {
+    std::lock_guard g(r.get_lock());
+    CHECK(r.get_lock().try_acquire());  // recursive
+    r.get_lock().release();
+    CHECK(r.get() == 3);  // get() re-enters the RLock
+  }
+  mp::Array<double, mp::Lock> a(std::vector<double>{1.0, 2.0});
+  const mp::Array<const double, mp::Lock> view = a.as_const();
+  CHECK(view.get_lock() == a.get_lock());
+  // Each object's own lock is its own.
+  mp::Value<int, mp::Lock> other(3);
+  CHECK_FALSE(other.get_lock() == v.get_lock());
+
+  // Across dumps/loads: the same memory and the same lock.
+  auto v2 = mp::loads<mp::Value<int, mp::Lock>>(mp::dumps(v));
+  v2.set(9);
+  CHECK(v.get() == 9);
+  auto a2 = mp::loads<mp::Array<const double, mp::Lock>>(mp::dumps(a.as_const()));
+  CHECK(a2[1] == 2.0);
+  std::lock_guard g(a.get_lock());
+  CHECK(a2.get_lock().locked());
+}
+
+TEST_CASE("Value/Array lock options: mismatched lock types, missing lock handles and bad sizes throw clearly") {
+  using LockedValue = mp::Value<int, mp::Lock>;  // (aliases: macro arguments cannot hold a bare comma)
+  using LockedArray = mp::Array<int, mp::Lock>;
+  using LockedDoubles = mp::Array<double, mp::Lock>;
+  LockedValue own_lock(1);
+  // Frames carry their type (loads refuses another one); handles are checked when opened.
+  REQUIRE_THROWS_MATCHES(mp::loads<mp::Value<int>>(mp::dumps(own_lock)), mp::ProcessError,
+                         MessageContains("type mismatch"));
+  REQUIRE_THROWS_MATCHES(mp::Value<int>::from_handle(own_lock.handle()), mp::ProcessError,
+                         MessageContains("invalid handle for Value: its lock is not an RLock"));
+  mp::Array<int> own_rlock(2);
+  REQUIRE_THROWS_MATCHES(LockedArray::from_handle(own_rlock.handle()), mp::ProcessError,
+                         MessageContains("invalid handle for Array: its lock is not a Lock"));
+
+  mp::Lock lock;
+  mp::Value given(1, lock);
+  // The given lock is a Lock: reading it as a value with an RLock fails on the lock's handle.
+  REQUIRE_THROWS_MATCHES(mp::Value<int>::from_handle(given.handle(), lock.handle()), mp::ProcessError,
+                         MessageContains("invalid handle for RLock: it describes a Lock"));
+  REQUIRE_THROWS_MATCHES(LockedValue::from_handle(given.handle()), mp::ProcessError,
+                         MessageContains("it uses a lock of its own choosing"));
+  CHECK(LockedValue::from_handle(given.handle(), lock.handle()).get() == 1);
+  auto frame = mp::dumps(given);  // data handle + lock handle: cut the lock's
+  frame.resize(frame.size() - 8);
+  REQUIRE_THROWS_AS(mp::loads<LockedValue>(frame), mp::ProcessError);
+
+  LockedArray arr(3, lock);
+  REQUIRE_THROWS_MATCHES(arr.at(3), mp::ProcessError, MessageContains("Array.at(3): index out of range (size 3)"));
+  REQUIRE_THROWS_MATCHES(LockedArray(-1, lock), mp::ProcessError, MessageContains("Array(-1): the size must be >= 0"));
+  REQUIRE_THROWS_MATCHES(LockedDoubles(std::size_t{1} << 62, lock), mp::ProcessError,
+                         MessageContains("Array(4611686018427387904): too large"));
+  CHECK(mp::RawArray<int>::from_handle(arr.handle()).size() == 3);  // the memory alone, as Python's get_obj()
+}

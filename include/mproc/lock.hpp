@@ -25,6 +25,8 @@ class Condition;
 
 namespace detail {
 
+struct LockAccess;
+
 // What Lock and RLock have in common: acquire/release, the standard
 // Lockable/TimedLockable names (std::lock_guard, std::unique_lock,
 // std::scoped_lock), owner-death reporting and the handle.
@@ -100,6 +102,7 @@ class Lock : public detail::LockBase {
 
  private:
   friend class Condition;
+  friend struct detail::LockAccess;
   explicit Lock(detail::LockCore core) : LockBase(std::move(core)) {}
 };
 
@@ -123,12 +126,22 @@ class RLock : public detail::LockBase {
 
  private:
   friend class Condition;
-  template <class>
-  friend class Value;
-  template <class>
-  friend class Array;
+  friend struct detail::LockAccess;
   explicit RLock(detail::LockCore core) : LockBase(std::move(core)) {}
 };
+
+namespace detail {
+
+// Builds a Lock or RLock over a lock sub-object of another object's block
+// (the embedded lock of a Value or Array).
+struct LockAccess {
+  template <class L>
+  static L make(LockCore core) {
+    return L(std::move(core));
+  }
+};
+
+}  // namespace detail
 
 // Locks cross processes (Pipe, Queue, Pool arguments) by handle: the
 // receiver uses the same lock.

@@ -1,6 +1,8 @@
 // Typed shared memory (Python: multiprocessing.sharedctypes): Value<T> and
-// Array<T>, each with an RLock (get_lock()), and RawValue<T> / RawArray<T>
-// without one. T must be trivially copyable.
+// Array<T>, each with a lock (get_lock(): an RLock of their own by default,
+// or a Lock/RLock the caller gives, Python's `lock=` argument), and
+// RawValue<T> / RawArray<T> without one (Python's `lock=False`). T must be
+// trivially copyable.
 //
 // Like the objects of synchronize.hpp, these are handles: copies (and
 // moves) refer to the same shared memory, and const-ness is shallow, as
@@ -15,6 +17,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -70,13 +73,13 @@ inline std::string count_text(const char* what, std::size_t n) {
 }
 
 // Allocates zero-filled room for `count` Ts of a `kind` object (the
-// embedded lock, if any, is built by the caller). Throws ProcessError if it
-// is too large.
+// embedded lock, if any, is built by the caller). Throws ProcessError,
+// naming `what` (default: the kind's name), if it is too large.
 template <class T>
-TypedBlock<T> create_typed(ShmKind kind, std::size_t count) {
+TypedBlock<T> create_typed(ShmKind kind, std::size_t count, const char* what = nullptr) {
   if (count > (kMaxSegmentSize - 2 * kArenaMinBlock) / sizeof(T))
-    throw ProcessError(count_text(shm_kind_name(kind), count) + ": too large (" + std::to_string(count) + " x " +
-                       std::to_string(sizeof(T)) + " bytes)");
+    throw ProcessError(count_text(what != nullptr ? what : shm_kind_name(kind), count) + ": too large (" +
+                       std::to_string(count) + " x " + std::to_string(sizeof(T)) + " bytes)");
   auto block = allocate_object(kind, has_lock(kind) ? kLockedDataBase : kObjectStateOffset, count * sizeof(T),
                                data_align<T>(kind), element_fingerprint<T>(), static_cast<std::uint32_t>(sizeof(T)),
                                static_cast<std::uint32_t>(alignof(T)), count);
@@ -127,16 +130,16 @@ void value_construct(T* p, std::size_t n) {
 
 // Copies a range into a new block of `kind`.
 template <class T, class R>
-TypedBlock<T> create_from_range(ShmKind kind, R&& r) {
+TypedBlock<T> create_from_range(ShmKind kind, R&& r, const char* what = nullptr) {
   if constexpr (std::ranges::sized_range<R> && std::ranges::forward_range<R>) {
-    auto tb = create_typed<T>(kind, static_cast<std::size_t>(std::ranges::size(r)));
+    auto tb = create_typed<T>(kind, static_cast<std::size_t>(std::ranges::size(r)), what);
     std::size_t i = 0;
     for (auto&& x : r) ::new (static_cast<void*>(tb.data + i++)) T(static_cast<T>(std::forward<decltype(x)>(x)));
     return tb;
   } else {
     std::vector<T> tmp;
     for (auto&& x : r) tmp.push_back(static_cast<T>(std::forward<decltype(x)>(x)));
-    auto tb = create_typed<T>(kind, tmp.size());
+    auto tb = create_typed<T>(kind, tmp.size(), what);
     if (!tmp.empty()) std::memcpy(static_cast<void*>(tb.data), tmp.data(), tmp.size() * sizeof(T));
     return tb;
   }
@@ -146,24 +149,76 @@ template <class R, class Self, class T>
 concept ElementRange = std::ranges::input_range<R> && !std::same_as<std::remove_cvref_t<R>, Self> &&
                        std::convertible_to<std::ranges::range_reference_t<R>, T>;
 
+// The lock types a Value or Array may use.
+template <class L>
+concept ObjectLock = std::same_as<L, Lock> || std::same_as<L, RLock>;
+
+template <ObjectLock L>
+inline constexpr ShmKind lock_kind = std::same_as<L, Lock> ? ShmKind::lock : ShmKind::rlock;
+
+// The lock embedded in a Value/Array block: built when `fresh`, else
+// checked to be an L (a Value<T, Lock> is not a Value<T, RLock>). Throws
+// ProcessError naming `what` and the mismatch.
+template <ObjectLock L>
+L embedded_lock(std::shared_ptr<ShmBlock> block, bool fresh, const char* what) {
+  if (!fresh) {
+    ObjectHeader header;
+    std::memcpy(&header, block->data() + kEmbeddedLockOffset, sizeof header);
+    if (header.magic != ObjectHeader::kMagic || header.kind != static_cast<std::uint16_t>(lock_kind<L>))
+      throw ProcessError(std::string("mproc: invalid handle for ") + what + ": its lock is not a" +
+                         (std::same_as<L, Lock> ? " Lock" : "n RLock") + " (the sender's type differs)");
+  }
+  return LockAccess::make<L>(LockCore(std::move(block), kEmbeddedLockOffset, lock_kind<L>, fresh));
+}
+
+// serializer<T> for a Value or Array: its data handle, then, when the
+// object uses a lock of the caller's (its data block is then of the Raw
+// kind), that lock's handle. read() throws ProcessError as from_handle.
+template <class T>
+struct locked_object_serializer {
+  static constexpr std::size_t min_size = sizeof(ShmHandle);
+  static void write(Writer& w, const T& object) {
+    write_shm_handle(w, object.handle());
+    if (object.has_given_lock()) write_shm_handle(w, object.get_lock().handle());
+  }
+  static T read(Reader& r) {
+    const ShmHandle data = read_shm_handle(r, type_name_v<T>);
+    if (data.kind == static_cast<std::uint16_t>(ShmKind::raw_value) ||
+        data.kind == static_cast<std::uint16_t>(ShmKind::raw_array))
+      return T::from_handle(data, read_shm_handle(r, type_name_v<T>));
+    return T::from_handle(data);
+  }
+};
+
 }  // namespace detail
 
-// A T in shared memory with an RLock (Python: multiprocessing.Value).
+// A T in shared memory with a lock (Python: multiprocessing.Value). The
+// lock is an RLock of its own by default; `L` = Lock makes it a Lock, and
+// the constructor taking a lock uses that one (Python: Value(..., lock=l)),
+// e.g. one lock for several values. RawValue is Python's `lock=False`.
 // get() and set() take the lock; for read-modify-write, hold get_lock()
 // and use get_obj():
 //   { std::lock_guard g(v.get_lock()); v.get_obj() += 1; }
-template <class T>
+template <class T, class L = RLock>
 class Value {
   static_assert(detail::SharedCType<T>,
                 "mproc::Value<T>: T must be trivially copyable (it lives in shared memory seen by other "
                 "processes), not const or volatile, and aligned to at most 4096");
+  static_assert(detail::ObjectLock<L>, "mproc::Value<T, L>: L must be mproc::Lock or mproc::RLock");
 
  public:
   using value_type = T;
+  using lock_type = L;
 
-  // Creates a value holding `init`. Throws ProcessError (out of memory or
-  // descriptors).
+  // Creates a value holding `init`, with a lock of its own. Throws
+  // ProcessError (out of memory or descriptors).
   explicit Value(const T& init = T{}) : Value(detail::create_typed<T>(detail::ShmKind::value, 1), true) {
+    ::new (static_cast<void*>(data_)) T(init);
+  }
+  // Creates a value holding `init`, guarded by `lock` (shared with whatever
+  // else uses it). Throws ProcessError.
+  Value(const T& init, L lock)
+      : Value(detail::create_typed<T>(detail::ShmKind::raw_value, 1, "Value"), std::move(lock)) {
     ::new (static_cast<void*>(data_)) T(init);
   }
   Value(const Value&) = default;
@@ -180,29 +235,48 @@ class Value {
     std::lock_guard guard(lock_);
     *data_ = x;
   }
-  // The lock guarding the value (recursive; usable with std::lock_guard).
-  RLock& get_lock() const noexcept { return lock_; }
+  // The lock guarding the value (usable with std::lock_guard).
+  L& get_lock() const noexcept { return lock_; }
   // The shared value itself; the caller synchronizes.
   T& get_obj() const noexcept { return *data_; }
+  // Whether the lock is one the caller gave (not the value's own).
+  bool has_given_lock() const noexcept { return given_lock_; }
 
-  // The handle that identifies this value to another process.
-  detail::ShmHandle handle() const noexcept { return block_->handle(detail::ShmKind::value); }
+  // The handle that identifies this value's memory to another process
+  // (with a given lock, the lock's handle is needed too; a Pipe, Queue or
+  // Pool argument sends both).
+  detail::ShmHandle handle() const noexcept {
+    return block_->handle(given_lock_ ? detail::ShmKind::raw_value : detail::ShmKind::value);
+  }
   // The value a handle from another process describes. Throws ProcessError
-  // if the handle is malformed, its creator is gone, or its type is not T.
+  // if the handle is malformed, its creator is gone, its type is not T or
+  // its lock not an L, or it uses a given lock (use the two-handle form).
   static Value from_handle(const detail::ShmHandle& h) {
+    if (h.kind == static_cast<std::uint16_t>(detail::ShmKind::raw_value))
+      throw ProcessError(
+          "mproc: invalid handle for Value: it uses a lock of its own choosing; pass that lock's "
+          "handle too (from_handle(data, lock))");
     return Value(detail::open_typed<T>(h, detail::ShmKind::value), false);
+  }
+  // The value with a given lock that two handles describe. Throws as above.
+  static Value from_handle(const detail::ShmHandle& data, const detail::ShmHandle& lock) {
+    return Value(detail::open_typed<T>(data, detail::ShmKind::raw_value), L::from_handle(lock));
   }
 
  private:
   Value(detail::TypedBlock<T> tb, bool fresh)
-      : lock_(detail::LockCore(tb.block, detail::kEmbeddedLockOffset, detail::ShmKind::rlock, fresh)),
-        block_(std::move(tb.block)),
-        data_(tb.data) {}
+      : lock_(detail::embedded_lock<L>(tb.block, fresh, "Value")), block_(std::move(tb.block)), data_(tb.data) {}
+  Value(detail::TypedBlock<T> tb, L lock)
+      : lock_(std::move(lock)), block_(std::move(tb.block)), data_(tb.data), given_lock_(true) {}
 
-  mutable RLock lock_;
+  mutable L lock_;
   std::shared_ptr<detail::ShmBlock> block_;
   T* data_;
+  bool given_lock_ = false;
 };
+
+template <class T, detail::ObjectLock L>
+Value(T, L) -> Value<T, L>;
 
 // A T in shared memory without a lock (Python: sharedctypes.RawValue).
 template <class T>
@@ -258,8 +332,8 @@ class ArrayAccess {
   // Element i; throws ProcessError if i >= size().
   T& at(std::size_t i) const {
     if (i >= size_)
-      throw ProcessError(std::string("mproc: ") + shm_kind_name(kind_) + ".at(" + std::to_string(i) +
-                         "): index out of range (size " + std::to_string(size_) + ")");
+      throw ProcessError(std::string("mproc: ") + name_ + ".at(" + std::to_string(i) + "): index out of range (size " +
+                         std::to_string(size_) + ")");
     return data_[i];
   }
   T* begin() const noexcept { return data_; }
@@ -273,8 +347,13 @@ class ArrayAccess {
   ShmHandle handle() const noexcept { return block_->handle(kind_); }
 
  protected:
-  ArrayAccess(ShmKind kind, TypedBlock<T> tb) noexcept
-      : block_(std::move(tb.block)), data_(tb.data), size_(tb.count), kind_(kind) {}
+  // `name`: the public type's name for messages (default: the kind's).
+  ArrayAccess(ShmKind kind, TypedBlock<T> tb, const char* name = nullptr) noexcept
+      : block_(std::move(tb.block)),
+        data_(tb.data),
+        size_(tb.count),
+        kind_(kind),
+        name_(name != nullptr ? name : shm_kind_name(kind)) {}
   ~ArrayAccess() = default;
   ArrayAccess(const ArrayAccess&) = default;
   ArrayAccess& operator=(const ArrayAccess&) = default;
@@ -283,55 +362,90 @@ class ArrayAccess {
   T* data_;
   std::size_t size_;
   ShmKind kind_;
+  const char* name_;
 };
 
 }  // namespace detail
 
-// n Ts in shared memory with an RLock (Python: multiprocessing.Array).
-// Element access is unsynchronized: hold get_lock() when processes write
-// the same elements.
-template <class T>
+// n Ts in shared memory with a lock (Python: multiprocessing.Array): an
+// RLock of its own by default, a Lock when `L` = Lock, or the lock given to
+// the constructor (Python: Array(..., lock=l)). RawArray is Python's
+// `lock=False`. Element access is unsynchronized: hold get_lock() when
+// processes write the same elements.
+template <class T, class L = RLock>
 class Array : public detail::ArrayAccess<T> {
   static_assert(detail::SharedCType<T>,
                 "mproc::Array<T>: T must be trivially copyable (it lives in shared memory seen by other "
                 "processes), not const or volatile, and aligned to at most 4096");
+  static_assert(detail::ObjectLock<L>, "mproc::Array<T, L>: L must be mproc::Lock or mproc::RLock");
 
  public:
-  // `n` value-initialized (zero) elements. Non-blocking. Throws
-  // ProcessError if n < 0 or too large, or when out of memory.
+  using lock_type = L;
+
+  // `n` value-initialized (zero) elements, with a lock of their own.
+  // Non-blocking. Throws ProcessError if n < 0 or too large, or when out
+  // of memory.
   template <std::integral I>
   explicit Array(I n)
       : Array(detail::create_typed<T>(detail::ShmKind::array, detail::checked_count("Array", n)), true) {
+    detail::value_construct(this->data_, this->size_);
+  }
+  // `n` zero elements guarded by `lock`. Throws as above.
+  template <std::integral I>
+  Array(I n, L lock)
+      : Array(detail::create_typed<T>(detail::ShmKind::raw_array, detail::checked_count("Array", n), "Array"),
+              std::move(lock)) {
     detail::value_construct(this->data_, this->size_);
   }
   // A copy of the elements of `r` (e.g. std::views::iota(0, 10), a vector).
   template <class R>
     requires detail::ElementRange<R, Array, T>
   explicit Array(R&& r) : Array(detail::create_from_range<T>(detail::ShmKind::array, std::forward<R>(r)), true) {}
+  // A copy of the elements of `r`, guarded by `lock`.
+  template <class R>
+    requires detail::ElementRange<R, Array, T>
+  Array(R&& r, L lock)
+      : Array(detail::create_from_range<T>(detail::ShmKind::raw_array, std::forward<R>(r), "Array"), std::move(lock)) {}
   Array(const Array&) = default;
   Array& operator=(const Array&) = default;
 
-  // The lock guarding the array (recursive; usable with std::lock_guard).
-  RLock& get_lock() const noexcept { return lock_; }
+  // The lock guarding the array (usable with std::lock_guard).
+  L& get_lock() const noexcept { return lock_; }
+  // Whether the lock is one the caller gave (not the array's own).
+  bool has_given_lock() const noexcept { return given_lock_; }
 
   // The array a handle from another process describes. Throws ProcessError
-  // if the handle is malformed, its creator is gone, or its type is not T.
+  // if the handle is malformed, its creator is gone, its type is not T or
+  // its lock not an L, or it uses a given lock (use the two-handle form).
   static Array from_handle(const detail::ShmHandle& h) {
+    if (h.kind == static_cast<std::uint16_t>(detail::ShmKind::raw_array))
+      throw ProcessError(
+          "mproc: invalid handle for Array: it uses a lock of its own choosing; pass that lock's "
+          "handle too (from_handle(data, lock))");
     return Array(detail::open_typed<T>(h, detail::ShmKind::array), false);
   }
+  // The array with a given lock that two handles describe. Throws as above.
+  static Array from_handle(const detail::ShmHandle& data, const detail::ShmHandle& lock) {
+    return Array(detail::open_typed<T>(data, detail::ShmKind::raw_array), L::from_handle(lock));
+  }
 
-  // A read-only view of the same memory and lock (Array<const T>), e.g. to
-  // pass to a task that must not write. Non-blocking.
-  Array<const T> as_const() const noexcept { return Array<const T>(*this); }
+  // A read-only view of the same memory and lock (Array<const T, L>), e.g.
+  // to pass to a task that must not write. Non-blocking.
+  Array<const T, L> as_const() const noexcept { return Array<const T, L>(*this); }
 
  private:
-  friend class Array<const T>;
+  friend class Array<const T, L>;
 
   Array(detail::TypedBlock<T> tb, bool fresh)
       : detail::ArrayAccess<T>(detail::ShmKind::array, tb),
-        lock_(detail::LockCore(this->block_, detail::kEmbeddedLockOffset, detail::ShmKind::rlock, fresh)) {}
+        lock_(detail::embedded_lock<L>(this->block_, fresh, "Array")) {}
+  Array(detail::TypedBlock<T> tb, L lock)
+      : detail::ArrayAccess<T>(detail::ShmKind::raw_array, std::move(tb), "Array"),
+        lock_(std::move(lock)),
+        given_lock_(true) {}
 
-  mutable RLock lock_;
+  mutable L lock_;
+  bool given_lock_ = false;
 };
 
 // n Ts in shared memory without a lock (Python: sharedctypes.RawArray).
@@ -374,24 +488,32 @@ class RawArray : public detail::ArrayAccess<T> {
 // processes by handle as the array does, and a receiving process gets a
 // read-only view too. (Read-only by type: the memory itself stays writable
 // to whoever holds the writable array.)
-template <class T>
-class Array<const T> : public detail::ArrayAccess<const T> {
+template <class T, class L>
+class Array<const T, L> : public detail::ArrayAccess<const T> {
  public:
-  Array(const Array<T>& a) noexcept  // NOLINT: converts implicitly, as span<T> to span<const T>
-      : detail::ArrayAccess<const T>(detail::ShmKind::array, detail::TypedBlock<const T>{a.block_, a.data_, a.size_}),
-        lock_(a.lock_) {}
+  using lock_type = L;
+
+  Array(const Array<T, L>& a) noexcept  // NOLINT: converts implicitly, as span<T> to span<const T>
+      : detail::ArrayAccess<const T>(a.kind_, detail::TypedBlock<const T>{a.block_, a.data_, a.size_}, "Array"),
+        lock_(a.lock_),
+        given_lock_(a.given_lock_) {}
   Array(const Array&) = default;
   Array& operator=(const Array&) = default;
 
   // The lock of the array (to read consistently while others write).
-  RLock& get_lock() const noexcept { return lock_; }
+  L& get_lock() const noexcept { return lock_; }
+  bool has_given_lock() const noexcept { return given_lock_; }
 
-  // The read-only view of the array a handle describes. Throws as
-  // Array<T>::from_handle.
-  static Array from_handle(const detail::ShmHandle& h) { return Array(Array<T>::from_handle(h)); }
+  // The read-only view of the array the handle(s) describe. Throws as
+  // Array<T, L>::from_handle.
+  static Array from_handle(const detail::ShmHandle& h) { return Array(Array<T, L>::from_handle(h)); }
+  static Array from_handle(const detail::ShmHandle& data, const detail::ShmHandle& lock) {
+    return Array(Array<T, L>::from_handle(data, lock));
+  }
 
  private:
-  mutable RLock lock_;
+  mutable L lock_;
+  bool given_lock_ = false;
 };
 
 template <class T>
@@ -408,12 +530,12 @@ class RawArray<const T> : public detail::ArrayAccess<const T> {
 
 // Value, Array, RawValue and RawArray cross processes (Pipe, Queue, Pool
 // arguments) by handle: the receiver sees the same shared memory.
-template <class T>
-struct serializer<Value<T>> : detail::handle_serializer<Value<T>> {};
+template <class T, class L>
+struct serializer<Value<T, L>> : detail::locked_object_serializer<Value<T, L>> {};
 template <class T>
 struct serializer<RawValue<T>> : detail::handle_serializer<RawValue<T>> {};
-template <class T>
-struct serializer<Array<T>> : detail::handle_serializer<Array<T>> {};
+template <class T, class L>
+struct serializer<Array<T, L>> : detail::locked_object_serializer<Array<T, L>> {};
 template <class T>
 struct serializer<RawArray<T>> : detail::handle_serializer<RawArray<T>> {};
 
