@@ -81,6 +81,15 @@ class TimeoutError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+// The authkey handshake of a connection::Listener / Client failed: a wrong
+// key on either side, a malformed or oversized handshake frame, or a peer
+// that closed or stalled mid-handshake (Python:
+// multiprocessing.AuthenticationError).
+class AuthenticationError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
 // The peer closed its end and nothing is left to read (Python: EOFError).
 class EOFError : public ProcessError {
  public:

@@ -12,6 +12,7 @@
 #include <mproc/errors.hpp>
 #include <mproc/event.hpp>
 #include <mproc/futures.hpp>
+#include <mproc/listener.hpp>
 #include <mproc/lock.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
