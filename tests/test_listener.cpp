@@ -98,8 +98,9 @@ struct AcceptInBackground {
             (void)listener.accept(10s);
             outcome = "accepted";
           } catch (const std::exception& e) {
-            outcome = std::string(dynamic_cast<const mp::AuthenticationError*>(&e) ? "" : "(not AuthenticationError) ") +
-                      e.what();
+            outcome =
+                std::string(dynamic_cast<const mp::AuthenticationError*>(&e) ? "" : "(not AuthenticationError) ") +
+                e.what();
           }
         }) {}
   ~AcceptInBackground() {

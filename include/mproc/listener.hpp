@@ -151,9 +151,10 @@ class Handshake {
 
   [[noreturn]] void fail_read(const char* step, Clock::time_point deadline) const {
     if (Clock::now() >= deadline)
-      throw AuthenticationError(std::string("mproc: connection handshake: no reply within ") +
-                                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(step_timeout_).count()) +
-                                " ms while " + step);
+      throw AuthenticationError(
+          std::string("mproc: connection handshake: no reply within ") +
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(step_timeout_).count()) + " ms while " +
+          step);
     throw AuthenticationError(std::string("mproc: connection handshake: the peer closed the connection while ") + step);
   }
 

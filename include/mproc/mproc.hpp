@@ -9,6 +9,7 @@
 #include <mproc/bind.hpp>
 #include <mproc/condition.hpp>
 #include <mproc/connection.hpp>
+#include <mproc/context.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/event.hpp>
 #include <mproc/futures.hpp>

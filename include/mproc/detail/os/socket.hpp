@@ -110,9 +110,8 @@ inline std::string socket_name(int fd) {
 inline UniqueFd listen_socket(const SocketAddress& a, int backlog) {
   const std::string shown = a.unix_domain ? "unix:" + a.path : a.host + ":" + a.port;
   if (a.unix_domain) {
-    auto [fd] = PrivateFds::instance().create<1>("Listener: socket()", [](int* fds) {
-      return fds[0] = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    });
+    auto [fd] = PrivateFds::instance().create<1>(
+        "Listener: socket()", [](int* fds) { return fds[0] = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); });
     const sockaddr_un sa = unix_sockaddr(a.path);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0)
       throw_errno("Listener(\"" + shown + "\"): bind()");
