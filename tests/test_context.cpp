@@ -3,6 +3,7 @@
 // other factories make the module's objects.
 #include <chrono>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -53,7 +54,8 @@ TEST_CASE("a context's other factories make the module's objects") {
   auto q = ctx.Queue<std::string>();
   auto value = ctx.Value<int>(5);
   auto locked_by = ctx.Lock();
-  auto shared = ctx.Value<long, mp::Lock>(0L, locked_by);
+  auto shared = ctx.Value<long>(0, locked_by);  // deduces the lock type
+  static_assert(std::is_same_v<decltype(shared), mp::Value<long, mp::Lock>>);
   auto arr = ctx.Array<double>(std::vector<double>{1.5, 2.5});
   auto raw = ctx.RawArray<int>(3);
   auto [a, b] = ctx.Pipe();
@@ -85,7 +87,8 @@ TEST_CASE("a context's other factories make the module's objects") {
 
   auto sem = ctx.BoundedSemaphore(1);
   CHECK(sem.acquire(0s));
-  auto barrier = ctx.Barrier(1);
+  const int parties = 1;  // an int, as users write it
+  auto barrier = ctx.Barrier(parties);
   CHECK(barrier.wait(1s) == 0);
   auto jq = ctx.JoinableQueue<int>();
   jq.put(1);

@@ -56,55 +56,56 @@ class Context {
     return mproc::Pool(processes, std::move(options));
   }
 
-  // The other factories make what the namespace-level types make; each
-  // throws what that type's constructor throws.
-  template <class... A>
-  [[nodiscard]] mproc::Process Process(A&&... args) const {
-    return mproc::Process(std::forward<A>(args)...);
+  // The other factories make what the namespace-level types make, with
+  // their parameters; each throws what that type's constructor throws.
+  template <class F, class... A>
+  [[nodiscard]] mproc::Process Process(F&& target, A&&... args) const {
+    return mproc::Process(std::forward<F>(target), std::forward<A>(args)...);
   }
-  template <class T, class... A>
-  [[nodiscard]] mproc::Queue<T> Queue(A&&... args) const {
-    return mproc::Queue<T>(std::forward<A>(args)...);
+  template <class T>
+  [[nodiscard]] mproc::Queue<T> Queue(int maxsize = 0, std::size_t ring_bytes = detail::kQueueDefaultRingBytes) const {
+    return mproc::Queue<T>(maxsize, ring_bytes);
   }
-  template <class T, class... A>
-  [[nodiscard]] mproc::JoinableQueue<T> JoinableQueue(A&&... args) const {
-    return mproc::JoinableQueue<T>(std::forward<A>(args)...);
+  template <class T>
+  [[nodiscard]] mproc::JoinableQueue<T> JoinableQueue(int maxsize = 0,
+                                                      std::size_t ring_bytes = detail::kQueueDefaultRingBytes) const {
+    return mproc::JoinableQueue<T>(maxsize, ring_bytes);
   }
-  template <class T, class... A>
-  [[nodiscard]] mproc::SimpleQueue<T> SimpleQueue(A&&... args) const {
-    return mproc::SimpleQueue<T>(std::forward<A>(args)...);
+  template <class T>
+  [[nodiscard]] mproc::SimpleQueue<T> SimpleQueue(std::size_t ring_bytes = detail::kQueueDefaultRingBytes) const {
+    return mproc::SimpleQueue<T>(ring_bytes);
   }
   [[nodiscard]] std::pair<Connection, Connection> Pipe(bool duplex = true) const { return mproc::Pipe(duplex); }
   [[nodiscard]] mproc::Lock Lock() const { return mproc::Lock(); }
   [[nodiscard]] mproc::RLock RLock() const { return mproc::RLock(); }
-  template <class... A>
-  [[nodiscard]] mproc::Condition Condition(A&&... args) const {
-    return mproc::Condition(std::forward<A>(args)...);
-  }
-  template <class... A>
-  [[nodiscard]] mproc::Semaphore Semaphore(A&&... args) const {
-    return mproc::Semaphore(std::forward<A>(args)...);
-  }
-  template <class... A>
-  [[nodiscard]] mproc::BoundedSemaphore BoundedSemaphore(A&&... args) const {
-    return mproc::BoundedSemaphore(std::forward<A>(args)...);
-  }
+  [[nodiscard]] mproc::Condition Condition() const { return mproc::Condition(); }
+  [[nodiscard]] mproc::Condition Condition(mproc::Lock lock) const { return mproc::Condition(std::move(lock)); }
+  [[nodiscard]] mproc::Condition Condition(mproc::RLock lock) const { return mproc::Condition(std::move(lock)); }
+  [[nodiscard]] mproc::Semaphore Semaphore(int value = 1) const { return mproc::Semaphore(value); }
+  [[nodiscard]] mproc::BoundedSemaphore BoundedSemaphore(int value = 1) const { return mproc::BoundedSemaphore(value); }
   [[nodiscard]] mproc::Event Event() const { return mproc::Event(); }
+  // Barrier(parties), Barrier(parties, action), Barrier(parties, timeout),
+  // Barrier(parties, action, timeout).
   template <class... A>
-  [[nodiscard]] mproc::Barrier Barrier(A&&... args) const {
-    return mproc::Barrier(std::forward<A>(args)...);
+  [[nodiscard]] mproc::Barrier Barrier(std::size_t parties, A&&... action_and_timeout) const {
+    return mproc::Barrier(parties, std::forward<A>(action_and_timeout)...);
   }
-  template <class T, class L = mproc::RLock, class... A>
-  [[nodiscard]] mproc::Value<T, L> Value(A&&... args) const {
-    return mproc::Value<T, L>(std::forward<A>(args)...);
+  template <class T, class L = mproc::RLock>
+  [[nodiscard]] mproc::Value<T, L> Value(const T& init = T{}) const {
+    return mproc::Value<T, L>(init);
   }
+  template <class T, detail::ObjectLock L>
+  [[nodiscard]] mproc::Value<T, L> Value(const T& init, L lock) const {
+    return mproc::Value<T, L>(init, std::move(lock));
+  }
+  // Array<T, L>(n), (n, lock), (range), (range, lock).
   template <class T, class L = mproc::RLock, class... A>
   [[nodiscard]] mproc::Array<T, L> Array(A&&... args) const {
     return mproc::Array<T, L>(std::forward<A>(args)...);
   }
-  template <class T, class... A>
-  [[nodiscard]] mproc::RawValue<T> RawValue(A&&... args) const {
-    return mproc::RawValue<T>(std::forward<A>(args)...);
+  template <class T>
+  [[nodiscard]] mproc::RawValue<T> RawValue(const T& init = T{}) const {
+    return mproc::RawValue<T>(init);
   }
   template <class T, class... A>
   [[nodiscard]] mproc::RawArray<T> RawArray(A&&... args) const {
