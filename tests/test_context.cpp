@@ -22,7 +22,7 @@ int twice(int x) { return 2 * x; }
 
 }  // namespace
 
-TEST_CASE("get_context(forkserver).Pool forks workers from the fork server; fork and the default fork the creator") {
+TEST_CASE("get_context(forkserver).Pool forks workers from the fork server, fork and the default fork the creator") {
   // Created first, as a program would at the top of main(): the server starts now.
   const mp::Context server_ctx = mp::get_context(mp::StartMethod::forkserver);
   CHECK(server_ctx.get_start_method() == mp::StartMethod::forkserver);

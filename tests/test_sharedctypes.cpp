@@ -430,7 +430,7 @@ TEST_CASE("Value and Array with a given lock share it, also in pool workers (Pyt
   CHECK(pool.apply(lock_seen, w) == std::pair{false, true});
 }
 
-TEST_CASE("Value<T, Lock> and Array<T, Lock> own a non-recursive Lock; the default is an RLock of their own") {
+TEST_CASE("Value<T, Lock> and Array<T, Lock> own a non-recursive Lock, the default is an RLock of their own") {
   mp::Value<int, mp::Lock> v(3);
   CHECK_FALSE(v.has_given_lock());
   {
