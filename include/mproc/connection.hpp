@@ -205,12 +205,7 @@ class Connection {
       read_payload("recv_bytes_into", message, size);
       throw BufferTooShort(std::move(message), buffer.size() - offset);
     }
-    std::byte* const out = buffer.data() + offset;
-    std::size_t got = take(out, std::min(size, buffered()));
-    if (got < size) got += detail::read_full(fd_.get(), out + got, size - got);
-    if (got < size)
-      read_failed_as<EOFError>("mproc: Connection.recv_bytes_into(): truncated message: end of file after " +
-                               std::to_string(got) + " of " + std::to_string(size) + " bytes");
+    read_exact("recv_bytes_into", buffer.data() + offset, size, 0, size);
     return size;
   }
 
@@ -425,24 +420,33 @@ class Connection {
       if (got == buffer.capacity()) buffer.reserve(std::min(size, 2 * got));
       const std::size_t step_end = std::min({size, buffer.capacity(), got + fill_step});
       if (buffer.size() < step_end) buffer.resize(step_end);  // zero-fills only [size(), step_end)
-      const std::size_t want = step_end - got;
-      std::size_t n = take(buffer.data() + got, std::min(want, buffered()));
-      bool eof = false;
-      if (n == 0) {
-        if (want < read_ahead / 2) {
-          eof = fill() == 0;
-          n = take(buffer.data() + got, std::min(want, buffered()));
-        } else {
-          n = detail::read_full(fd_.get(), buffer.data() + got, want);
-          eof = n < want;
-        }
-      }
-      got += n;
-      if (eof)
-        read_failed_as<EOFError>(std::string("mproc: Connection.") + op + "(): truncated message: end of file after " +
-                                 std::to_string(got) + " of " + std::to_string(size) + " bytes");
+      read_exact(op, buffer.data() + got, step_end - got, got, size);
+      got = step_end;
     }
     buffer.resize(size);  // a reused buffer may hold more
+  }
+
+  // Reads exactly `n` bytes of a message to `out`, `done` of its `size`
+  // bytes being read already: the read-ahead bytes first, then a small rest
+  // through the read-ahead buffer, a large one straight from the fd (never
+  // past the message). Throws EOFError (truncated) at end of file.
+  void read_exact(const char* op, std::byte* out, std::size_t n, std::size_t done, std::size_t size) {
+    std::size_t got = take(out, std::min(n, buffered()));
+    while (got < n) {
+      const std::size_t want = n - got;
+      bool eof = false;
+      if (want < read_ahead / 2) {
+        eof = fill() == 0;
+        got += take(out + got, std::min(want, buffered()));
+      } else {
+        const std::size_t r = detail::read_full(fd_.get(), out + got, want);
+        eof = r < want;
+        got += r;
+      }
+      if (eof)
+        read_failed_as<EOFError>(std::string("mproc: Connection.") + op + "(): truncated message: end of file after " +
+                                 std::to_string(done + got) + " of " + std::to_string(size) + " bytes");
+    }
   }
 
   std::size_t buffered() const noexcept { return rend_ - rpos_; }
