@@ -6,6 +6,7 @@
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 
 #include <mproc/detail/os/oom.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/process.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
@@ -311,4 +313,53 @@ TEST_CASE("a worker killed by the kernel's OOM killer: WorkerCrashed says so, an
   ::rmdir(cgroup.c_str());
   CHECK_FALSE(r.timed_out);
   CHECK(r.exitcode == 0);
+}
+
+// ------------------------------------------------------------ descriptors received while another thread forks
+
+namespace {
+pid_t g_receiving_owner = 0;
+// Widens the moment between receiving descriptors and registering them: 20 ms, in the pool's owner only.
+void slow_fd_receipt(d::ChannelStep) {
+  if (::getpid() == g_receiving_owner) std::this_thread::sleep_for(20ms);
+}
+// A result large enough to travel in a memfd, passed to the owner with SCM_RIGHTS.
+std::vector<char> large_result(int i) { return std::vector<char>(std::size_t{4} << 20, static_cast<char>(i)); }
+}  // namespace
+
+TEST_CASE("descriptors a pool receives are registered before any fork can copy them (#1)") {
+  // Large results arrive as memfds that the pool's I/O thread receives
+  // (SCM_RIGHTS) — while this thread forks children, which must hold none.
+  g_receiving_owner = ::getpid();
+  d::TestHook<d::ChannelStep>::at_step = &slow_fd_receipt;
+  struct Unhook {
+    ~Unhook() { d::TestHook<d::ChannelStep>::at_step = nullptr; }
+  } const unhook;
+  const std::size_t saved = d::result_via_fd();
+  d::result_via_fd() = std::size_t{1} << 20;  // inherited by the workers forked below
+  struct Restore {
+    std::size_t bytes;
+    ~Restore() { d::result_via_fd() = bytes; }
+  } const restore{saved};
+  mp::Pool pool(2);
+  std::vector<int> inputs(40);
+  std::iota(inputs.begin(), inputs.end(), 0);
+  auto results = pool.map_async(large_result, inputs, 1);
+  int forked = 0, leaked = 0;
+  while (!results.ready()) {
+    mp::Process p([] {
+      int memfds = 0;
+      for (const auto& target : mproc_test::fd_targets(::getpid()))
+        if (target.find("mproc-result") != std::string::npos) ++memfds;
+      return memfds == 0 ? 0 : 3;
+    });
+    p.start();
+    REQUIRE(p.join(10s));
+    if (p.exitcode() != 0) ++leaked;
+    ++forked;
+  }
+  REQUIRE(results.wait(60s));
+  CHECK(results.get().at(39).at(5) == 39);
+  CHECK(forked > 10);
+  CHECK(leaked == 0);
 }

@@ -64,12 +64,15 @@ class PrivateFds {
   template <std::size_t N, class Create>
   std::array<UniqueFd, N> create(const char* what, Create&& create);
 
-  // Registers `fd`, a descriptor this process just received (SCM_RIGHTS).
-  // Returns its generation. Thread-safe; throws std::bad_alloc.
-  std::uint64_t adopt(int fd) {
-    std::lock_guard lock(mutex_);
-    return register_locked(fd);
-  }
+  // Runs `receive(adopt)` under the registry's lock: a non-blocking
+  // receive that may bring descriptors (recvmsg with SCM_RIGHTS) and calls
+  // adopt(fd) for each, which registers it and returns it owned. So no
+  // fork() by another thread copies a received descriptor before it is
+  // registered. `receive` must not block, nor destroy a private UniqueFd
+  // (that takes the lock). adopt throws std::bad_alloc. Returns what
+  // `receive` returns. Thread-safe.
+  template <class Receive>
+  decltype(auto) receiving(Receive&& receive);
 
   // Closes `fd` if its registration of generation `gen` stands; else leaves
   // the number alone (a fork handler closed it already). Thread-safe.
@@ -221,6 +224,12 @@ std::array<UniqueFd, N> PrivateFds::create(const char* what, Create&& create) {
   std::array<UniqueFd, N> out;
   for (std::size_t i = 0; i < N; ++i) out[i] = UniqueFd(fds[i], gens[i]);
   return out;
+}
+
+template <class Receive>
+decltype(auto) PrivateFds::receiving(Receive&& receive) {
+  std::lock_guard lock(mutex_);
+  return receive([this](int fd) { return UniqueFd(fd, register_locked(fd)); });
 }
 
 // Sets or clears FD_CLOEXEC / O_NONBLOCK. Throws ProcessError.

@@ -13,11 +13,13 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,7 @@
 #include <sys/uio.h>
 
 #include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/util/test_hook.hpp>
 
 namespace mproc::detail {
 
@@ -57,6 +60,10 @@ inline std::pair<UniqueFd, UniqueFd> socket_pair() {
       "socketpair", [](int* sv) { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); });
   return {std::move(fds[0]), std::move(fds[1])};
 }
+
+// Where a test may stop a channel (TestHook<ChannelStep>, detail/util/test_hook.hpp):
+// descriptors just received, still under PrivateFds' lock.
+enum class ChannelStep { fds_received };
 
 class Channel {
  public:
@@ -210,13 +217,25 @@ class Channel {
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     for (;;) {
-      const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Io::would_block;
-      if (n < 0 && errno == ECONNRESET) return Io::closed;
+      // Received descriptors are another channel's ends: private here too,
+      // registered before any fork can copy them.
+      std::array<UniqueFd, max_fds_per_read> received;
+      bool lost = false;
+      int err = 0;
+      const ssize_t n = PrivateFds::instance().receiving([&](auto adopt) {
+        const ssize_t r = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (r < 0) err = errno;
+        if (r >= 0) lost = !adopt_fds(msg, adopt, received);
+        if (received[0]) test_point(ChannelStep::fds_received);
+        return r;
+      });
+      for (UniqueFd& fd : received)
+        if (fd) in_fds_.push_back(std::move(fd));
+      if (n < 0 && err == EINTR) continue;
+      if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return Io::would_block;
+      if (n < 0 && err == ECONNRESET) return Io::closed;
       if (n < 0) return Io::error;
-      collect_fds(msg);
-      if (msg.msg_flags & MSG_CTRUNC) return Io::error;
+      if (lost || (msg.msg_flags & MSG_CTRUNC)) return Io::error;
       if (n == 0) return Io::closed;
       in_end_ += static_cast<std::size_t>(n);
       return Io::ok;
@@ -305,20 +324,30 @@ class Channel {
   };
   RecentMax in_recent_, out_recent_;
 
-  void collect_fds(msghdr& msg) {
+  // Registers the descriptors `msg` brought (under PrivateFds' lock, through
+  // `adopt`) into `out`. Returns false if one could not be kept (it is
+  // closed): the frame that needs it is lost.
+  template <class Adopt>
+  static bool adopt_fds(msghdr& msg, Adopt& adopt, std::array<UniqueFd, max_fds_per_read>& out) noexcept {
+    bool all = true;
+    std::size_t k = 0;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       const std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       for (std::size_t i = 0; i < n; ++i) {
         int fd;
         std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        // Received descriptors are another channel's ends: private here too.
-        UniqueFd owned(fd);
-        UniqueFd adopted(fd, PrivateFds::instance().adopt(fd));
-        (void)owned.release();
-        in_fds_.push_back(std::move(adopted));
+        try {
+          if (k == out.size()) throw std::length_error("more descriptors than the control buffer holds");
+          out[k] = adopt(fd);
+          ++k;
+        } catch (...) {
+          ::close(fd);
+          all = false;
+        }
       }
     }
+    return all;
   }
 
   void compact_out() {
