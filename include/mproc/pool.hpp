@@ -53,12 +53,17 @@ class PoolOptions {
   // with RemoteError naming the exception.
   template <class F, class... Args>
   PoolOptions& initializer(F f, Args&&... args) {
-    detail::check_pool_callable<F>();
-    using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
-    detail::check_pool_argument<Arg>();
-    config_ = detail::encode_initializer(reinterpret_cast<std::uint64_t>(&detail::init_trampoline<F, Arg>),
-                                         detail::callable_bits(f),
-                                         [&](Writer& w) { w.write(Arg(std::forward<Args>(args)...)); });
+    static_assert(!detail::is_bound_v<F>,
+                  "mproc::PoolOptions::initializer: pass the function and its arguments, initializer(f, args...), "
+                  "not mp::bind(f, args...) (the initializer's arguments are sent once per worker already)");
+    if constexpr (!detail::is_bound_v<F>) {
+      detail::check_pool_callable<F>();
+      using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
+      detail::check_pool_argument<Arg>();
+      config_ = detail::encode_initializer(reinterpret_cast<std::uint64_t>(&detail::init_trampoline<F, Arg>),
+                                           detail::callable_bits(f),
+                                           [&](Writer& w) { w.write(Arg(std::forward<Args>(args)...)); });
+    }
     return *this;
   }
 
