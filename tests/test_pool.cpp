@@ -705,25 +705,35 @@ TEST_CASE("two pools: destroying the first while the second lives returns, and n
   int fds[2];
   REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
   mp::detail::UniqueFd rd(fds[0]), wr(fds[1]);
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  mp::detail::UniqueFd ready_rd(fds[0]), ready_wr(fds[1]);
   auto a = std::make_unique<mp::Pool>(2);
   CHECK(a->map(square, iota_vec(8)) == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49});
   const auto a_private = private_fd_targets();
   REQUIRE_FALSE(a_private.empty());
   mp::Pool b(2);
-  // A child started while both pools live: it blocks until this test writes.
-  mp::Process p([&rd] {
-    char c;
+  // A child started while both pools live: it says it runs (so it is past
+  // fork()'s child handlers, which close private descriptors: a child that
+  // has not been scheduled yet still shows the parent's table in /proc),
+  // then blocks until this test writes.
+  mp::Process p([&rd, &ready_wr] {
+    char c = 'r';
+    if (::write(ready_wr.get(), &c, 1) != 1) return 2;
     return ::read(rd.get(), &c, 1) == 1 ? 0 : 1;
   });
   p.start();
+  REQUIRE(mp::detail::poll_until(ready_rd.get(), POLLIN, mp::detail::deadline_after(10s)) != 0);
   CHECK(b.map(square, iota_vec(4)) == std::vector<int>{0, 1, 4, 9});
   const auto b_workers = wait_for_workers(b, 2);
   std::vector<int> others(b_workers.begin(), b_workers.end());
   others.push_back(mproc_test::parent_of(b_workers[0]));  // b's zygote
   others.push_back(*p.pid());
-  for (int pid : others) {
+  for (std::size_t k = 0; k < others.size(); ++k) {
+    const int pid = others[k];
+    const char* role = k < b_workers.size() ? "a worker of b" : k == b_workers.size() ? "b's zygote" : "the Process";
     for (const auto& target : mproc_test::fd_targets(pid)) {
-      INFO("process " << pid << " holds " << target);
+      INFO("process " << pid << " (" << role << ", parent " << mproc_test::parent_of(pid) << ", this process "
+                      << ::getpid() << ") holds " << target);
       CHECK(a_private.count(target) == 0);
     }
   }
