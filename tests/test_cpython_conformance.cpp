@@ -23,8 +23,8 @@
 //   _TestPoolWorkerErrors.test_unpickleable_result     results that cannot be serialized do not compile
 //   _TestQueue.test_no_import_lock_contention, test_queue_feeder_*  Python imports / the feeder thread (mproc has none)
 //   _TestCondition.test_wait_result's SIGINT part      KeyboardInterrupt
-//   _TestCondition, _TestBarrier with threading.Thread parties  processes only here (tests of threads live in test_condition.cpp)
-//   _TestValue/_TestArray lock='navalue' AttributeError     a wrong lock type is a compile error
+//   _TestCondition, _TestBarrier with threading.Thread parties  processes only here (tests of threads live in
+//   test_condition.cpp) _TestValue/_TestArray lock='navalue' AttributeError     a wrong lock type is a compile error
 //   _TestConnection.test_sendbytes' ValueError cases   offsets are std::span::subspan, checked by the caller
 //   _TestConnection.test_fd_transfer, test_large_fd_transfer, test_missing_fd_transfer  no reduction.send_handle
 //   _TestBarrier.test_thousand                         1000 rounds x 5 processes: too slow for a 2-core CI machine
@@ -35,7 +35,8 @@
 //     _TestArray.test_array_from_size, test_getobj_getlock_obj, _TestConnection.test_context,
 //     _TestPoll.test_empty_string, test_dont_merge, _TestBarrier.test_abort_and_reset,
 //     test_default_timeout, test_single_thread
-//   _TestContainers, _TestManagerRestart, _TestRemoteManager, _TestPicklingConnections, Windows-only tests  no Manager, no pickling
+//   _TestContainers, _TestManagerRestart, _TestRemoteManager, _TestPicklingConnections, Windows-only tests  no Manager,
+//   no pickling
 #include <algorithm>
 #include <atomic>
 #include <chrono>
