@@ -481,13 +481,16 @@ TEST_CASE("Value/Array lock options: mismatched lock types, missing lock handles
   REQUIRE_THROWS_MATCHES(mp::Value<int>::from_handle(given.handle(), lock.handle()), mp::ProcessError,
                          MessageContains("invalid handle for RLock: it describes a Lock"));
   REQUIRE_THROWS_MATCHES(LockedValue::from_handle(given.handle()), mp::ProcessError,
-                         MessageContains("it uses a lock of its own choosing"));
+                         MessageContains("invalid handle for Value: it uses a lock of its own choosing"));
   CHECK(LockedValue::from_handle(given.handle(), lock.handle()).get() == 1);
   auto frame = mp::dumps(given);  // data handle + lock handle: cut the lock's
   frame.resize(frame.size() - 8);
   REQUIRE_THROWS_AS(mp::loads<LockedValue>(frame), mp::ProcessError);
 
   LockedArray arr(3, lock);
+  REQUIRE_THROWS_MATCHES(LockedArray::from_handle(arr.handle()), mp::ProcessError,
+                         MessageContains("invalid handle for Array: it uses a lock of its own choosing; pass that "
+                                         "lock's handle too (from_handle(data, lock))"));
   REQUIRE_THROWS_MATCHES(arr.at(3), mp::ProcessError, MessageContains("Array.at(3): index out of range (size 3)"));
   REQUIRE_THROWS_MATCHES(LockedArray(-1, lock), mp::ProcessError, MessageContains("Array(-1): the size must be >= 0"));
   REQUIRE_THROWS_MATCHES(LockedDoubles(std::size_t{1} << 62, lock), mp::ProcessError,

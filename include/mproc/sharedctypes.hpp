@@ -171,6 +171,15 @@ L embedded_lock(std::shared_ptr<ShmBlock> block, bool fresh, const char* what) {
   return LockAccess::make<L>(LockCore(std::move(block), kEmbeddedLockOffset, lock_kind<L>, fresh));
 }
 
+// Refuses a one-handle from_handle of a Value/Array (`what`) whose data
+// block is of the `raw` kind: it uses a given lock, whose handle must come
+// too. Throws ProcessError.
+inline void refuse_given_lock(const ShmHandle& h, ShmKind raw, const char* what) {
+  if (h.kind == static_cast<std::uint16_t>(raw))
+    throw ProcessError(std::string("mproc: invalid handle for ") + what +
+                       ": it uses a lock of its own choosing; pass that lock's handle too (from_handle(data, lock))");
+}
+
 // serializer<T> for a Value or Array: its data handle, then, when the
 // object uses a lock of the caller's (its data block is then of the Raw
 // kind), that lock's handle. read() throws ProcessError as from_handle.
@@ -252,10 +261,7 @@ class Value {
   // if the handle is malformed, its creator is gone, its type is not T or
   // its lock not an L, or it uses a given lock (use the two-handle form).
   static Value from_handle(const detail::ShmHandle& h) {
-    if (h.kind == static_cast<std::uint16_t>(detail::ShmKind::raw_value))
-      throw ProcessError(
-          "mproc: invalid handle for Value: it uses a lock of its own choosing; pass that lock's "
-          "handle too (from_handle(data, lock))");
+    detail::refuse_given_lock(h, detail::ShmKind::raw_value, "Value");
     return Value(detail::open_typed<T>(h, detail::ShmKind::value), false);
   }
   // The value with a given lock that two handles describe. Throws as above.
@@ -418,10 +424,7 @@ class Array : public detail::ArrayAccess<T> {
   // if the handle is malformed, its creator is gone, its type is not T or
   // its lock not an L, or it uses a given lock (use the two-handle form).
   static Array from_handle(const detail::ShmHandle& h) {
-    if (h.kind == static_cast<std::uint16_t>(detail::ShmKind::raw_array))
-      throw ProcessError(
-          "mproc: invalid handle for Array: it uses a lock of its own choosing; pass that lock's "
-          "handle too (from_handle(data, lock))");
+    detail::refuse_given_lock(h, detail::ShmKind::raw_array, "Array");
     return Array(detail::open_typed<T>(h, detail::ShmKind::array), false);
   }
   // The array with a given lock that two handles describe. Throws as above.
