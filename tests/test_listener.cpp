@@ -390,5 +390,16 @@ TEST_CASE("a closed TCP listener refuses clients, even while a pool forked after
   mp::Pool pool(2);
   CHECK(pool.map(plus_one, std::vector<int>{1, 2}) == std::vector<int>{2, 3});
   listener.close();
-  REQUIRE_THROWS_MATCHES(mc::Client(address, {}, 2s), mp::ProcessError, MessageContains("Connection refused"));
+  REQUIRE_THROWS_MATCHES(mc::Client(address, {}, 2s), mp::ProcessError,
+                         MessageContains("Client(\"" + address + "\"): connect(): Connection refused"));
+}
+
+TEST_CASE("errors name the address as the user writes it (unix:PATH, HOST:PORT, [v6]:PORT)") {
+  mc::Listener listener("127.0.0.1:0");
+  REQUIRE_THROWS_MATCHES(mc::Listener(listener.address()), mp::ProcessError,
+                         MessageContains("Listener(\"" + listener.address() + "\"): bind()"));
+  CHECK(mp::detail::parse_socket_address("[::1]:7").text() == "[::1]:7");
+  CHECK(mp::detail::parse_socket_address("localhost:7").text() == "localhost:7");
+  CHECK(mp::detail::parse_socket_address("/tmp/x").text() == "unix:/tmp/x");
+  CHECK(mp::detail::parse_socket_address("unix:rel").text() == "unix:rel");
 }

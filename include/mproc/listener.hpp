@@ -200,7 +200,7 @@ class Listener {
     fd_ = detail::listen_socket(a, backlog);
     if (a.unix_domain) {
       unix_path_ = a.path;
-      address_ = "unix:" + a.path;
+      address_ = a.text();
     } else {
       address_ = detail::socket_name(fd_.get());
     }

@@ -34,6 +34,12 @@ struct SocketAddress {
   std::string path;  // unix_domain
   std::string host;  // TCP
   std::string port;
+
+  // The address as a user writes it: "unix:PATH", "HOST:PORT" or "[v6]:PORT".
+  std::string text() const {
+    if (unix_domain) return "unix:" + path;
+    return host.find(':') != std::string::npos ? "[" + host + "]:" + port : host + ":" + port;
+  }
 };
 
 // Throws ValueError naming the address and the fault.
@@ -108,7 +114,7 @@ inline std::string socket_name(int fd) {
 // A listening socket for `a` (private: no child of fork() keeps it). Throws
 // ProcessError (address in use, permission, ...).
 inline UniqueFd listen_socket(const SocketAddress& a, int backlog) {
-  const std::string shown = a.unix_domain ? "unix:" + a.path : a.host + ":" + a.port;
+  const std::string shown = a.text();
   if (a.unix_domain) {
     auto [fd] = PrivateFds::instance().create<1>(
         "Listener: socket()", [](int* fds) { return fds[0] = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); });
@@ -151,7 +157,7 @@ inline UniqueFd accept_until(int listen_fd, Clock::time_point deadline) {
 // Connects to `a`, giving up at `deadline` (TimeoutError). The socket is
 // returned non-blocking. Throws ProcessError (refused, no such path, ...).
 inline UniqueFd connect_until(const SocketAddress& a, Clock::time_point deadline) {
-  const std::string shown = a.unix_domain ? "unix:" + a.path : a.host + ":" + a.port;
+  const std::string shown = a.text();
   const auto attempt = [&](int family, int protocol, const sockaddr* sa, socklen_t len) {
     const int raw = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
     if (raw < 0) throw_errno("Client(\"" + shown + "\"): socket()");
