@@ -26,7 +26,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <span>
@@ -39,6 +38,7 @@
 
 #include <mproc/connection.hpp>
 #include <mproc/detail/os/socket.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/sha256.hpp>
 #include <mproc/errors.hpp>
 
