@@ -349,13 +349,13 @@ class Pool {
   // map without blocking: encodes every input now, returns an AsyncResult
   // of the vector of results (or of the first failure).
   template <class F, std::ranges::input_range Range>
-  auto map_async(F f, Range&& inputs, std::size_t chunksize = 0) {
+  [[nodiscard]] auto map_async(F f, Range&& inputs, std::size_t chunksize = 0) {
     return map_async_impl<false>(f, std::forward<Range>(inputs), chunksize);
   }
 
   // starmap without blocking.
   template <class F, std::ranges::input_range Range>
-  auto starmap_async(F f, Range&& inputs, std::size_t chunksize = 0) {
+  [[nodiscard]] auto starmap_async(F f, Range&& inputs, std::size_t chunksize = 0) {
     return map_async_impl<true>(f, std::forward<Range>(inputs), chunksize);
   }
 
@@ -363,13 +363,13 @@ class Pool {
   // iterated; inputs are consumed progressively. An lvalue range must
   // outlive the ImapResult; an rvalue range is moved into it.
   template <class F, std::ranges::input_range Range>
-  auto imap(F f, Range&& inputs, std::size_t chunksize = 1) {
+  [[nodiscard]] auto imap(F f, Range&& inputs, std::size_t chunksize = 1) {
     return imap_impl(f, std::forward<Range>(inputs), chunksize, true);
   }
 
   // As imap, but results come in completion order.
   template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1) {
+  [[nodiscard]] auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1) {
     return imap_impl(f, std::forward<Range>(inputs), chunksize, false);
   }
 
@@ -377,7 +377,7 @@ class Pool {
   // its value or rethrows the task's exception / ProcessError. Throws ProcessError if
   // the pool is closed.
   template <class F, class... Args>
-  auto apply_async(F f, Args&&... args) {
+  [[nodiscard]] auto apply_async(F f, Args&&... args) {
     detail::check_mpi_callable<F>();
     using Arg = typename detail::tuple_wire_args<F, std::tuple<std::remove_cvref_t<Args>...>>::type;
     mproc::detail::check_pool_argument<Arg>();
@@ -408,7 +408,7 @@ class Pool {
   // the rank's copy. The copies live until the pool is joined. Blocks only
   // to encode `value`. Thread-safe. Throws ProcessError if the pool is closed.
   template <class T>
-  Shared<std::remove_cvref_t<T>> broadcast(T&& value) {
+  [[nodiscard]] Shared<std::remove_cvref_t<T>> broadcast(T&& value) {
     using U = std::remove_cvref_t<T>;
     static_assert(serializable<U>,
                   "mproc::mpi::Pool::broadcast: the value's type is not serializable "

@@ -230,13 +230,13 @@ class Pool {
   // the consumer). An lvalue range must outlive the returned ImapResult; an
   // rvalue range is moved into it.
   template <class F, std::ranges::input_range Range>
-  auto imap(F f, Range&& inputs, std::size_t chunksize = 1) {
+  [[nodiscard]] auto imap(F f, Range&& inputs, std::size_t chunksize = 1) {
     return imap_impl(f, std::forward<Range>(inputs), chunksize, true);
   }
 
   // As imap, but results come in completion order.
   template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1) {
+  [[nodiscard]] auto imap_unordered(F f, Range&& inputs, std::size_t chunksize = 1) {
     return imap_impl(f, std::forward<Range>(inputs), chunksize, false);
   }
 
