@@ -15,6 +15,7 @@
 #include <mproc/futures.hpp>
 #include <mproc/listener.hpp>
 #include <mproc/lock.hpp>
+#include <mproc/managers.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/progress.hpp>

@@ -1,5 +1,6 @@
-// Fork plumbing shared by Process and the process Pool: stdio flushing around
-// fork(), the child's run-then-_exit routine, Python exit codes, and `Child`,
+// Fork plumbing shared by Process, the process Pool and the Manager: stdio
+// flushing around fork(), the child's run-then-_exit routine, Python exit
+// codes, dying with the process a child serves (watch_owner), and `Child`,
 // a handle that reaps its process exactly once so no zombie is left behind.
 // Nothing here knows about Process names, registries or pools.
 // SPDX-License-Identifier: MIT
@@ -22,6 +23,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -149,6 +151,38 @@ template <class F>
     [[maybe_unused]] const auto n = ::write(status_fd, &status, sizeof status);
   }
   ::_exit(code);
+}
+
+// In a freshly forked child: die with the parent, and bail out if the parent
+// already died between fork() and prctl(). Only for a single-threaded
+// parent: the signal fires when the forking thread exits.
+inline void die_with_parent(pid_t expected_parent) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != expected_parent) ::_exit(1);
+}
+
+// In a process forked on behalf of `owner` (its parent when
+// `owner_is_parent`): a pidfd that becomes readable when the owner process
+// exits, whichever of its threads forked us. Exits at once if the owner is
+// already gone. Without pidfds (kernel < 5.3), falls back to
+// die_with_parent() and returns an invalid fd.
+inline UniqueFd watch_owner(pid_t owner, bool owner_is_parent) noexcept {
+  UniqueFd fd;
+  int err = 0;
+  try {
+    fd = std::move(PrivateFds::instance().create<1>("pidfd_open", [owner, &err](int* out) {
+      out[0] = static_cast<int>(::syscall(SYS_pidfd_open, owner, 0));
+      if (out[0] < 0) err = errno;
+      return out[0];
+    })[0]);
+  } catch (...) {
+    if (err == ESRCH) ::_exit(0);  // the owner is gone
+    if (owner_is_parent) die_with_parent(owner);
+    return {};
+  }
+  // The owner may have died and its pid been reused before pidfd_open.
+  if (owner_is_parent && ::getppid() != owner) ::_exit(0);
+  return fd;
 }
 
 // One child process, owned by the process that forked it. Reaps it exactly

@@ -37,7 +37,6 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -113,38 +112,6 @@ inline int thread_count() noexcept {
     if (*p == ' ' && ++field == 20) return std::atoi(p + 1);
   }
   return 0;
-}
-
-// In a freshly forked child: die with the parent, and bail out if the parent
-// already died between fork() and prctl(). Only for a single-threaded
-// parent: the signal fires when the forking thread exits.
-inline void die_with_parent(pid_t expected_parent) noexcept {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != expected_parent) ::_exit(1);
-}
-
-// In a process forked on behalf of `owner` (its parent when
-// `owner_is_parent`): a pidfd that becomes readable when the owner process
-// exits, whichever of its threads forked us. Exits at once if the owner is
-// already gone. Without pidfds (kernel < 5.3), falls back to
-// die_with_parent() and returns an invalid fd.
-inline UniqueFd watch_owner(pid_t owner, bool owner_is_parent) noexcept {
-  UniqueFd fd;
-  int err = 0;
-  try {
-    fd = std::move(PrivateFds::instance().create<1>("pidfd_open", [owner, &err](int* out) {
-      out[0] = static_cast<int>(::syscall(SYS_pidfd_open, owner, 0));
-      if (out[0] < 0) err = errno;
-      return out[0];
-    })[0]);
-  } catch (...) {
-    if (err == ESRCH) ::_exit(0);  // the owner is gone
-    if (owner_is_parent) die_with_parent(owner);
-    return {};
-  }
-  // The owner may have died and its pid been reused before pidfd_open.
-  if (owner_is_parent && ::getppid() != owner) ::_exit(0);
-  return fd;
 }
 
 // Restores the default SIGCHLD disposition (no handler, no SA_NOCLDWAIT),
