@@ -222,7 +222,7 @@ TEST_CASE("Event: wait times out, a set from another process wakes it", "[manage
   CHECK_FALSE(e.is_set());
 }
 
-TEST_CASE("proxies as Pool task arguments; threads share a proxy", "[managers]") {
+TEST_CASE("proxies as Pool task arguments — threads share a proxy", "[managers]") {
   mp::Manager mgr;
   auto squares = mgr.list<int>();
   {
@@ -249,7 +249,7 @@ TEST_CASE("proxies as Pool task arguments; threads share a proxy", "[managers]")
   CHECK(counts.size() == 400);
 }
 
-TEST_CASE("lifetime: the creator's last proxy releases the object; a named one stays", "[managers]") {
+TEST_CASE("lifetime: the creator's last proxy releases the object — a named one stays", "[managers]") {
   mp::Manager mgr;
   std::vector<std::byte> borrowed;
   {
@@ -355,7 +355,7 @@ TEST_CASE("an address the server cannot listen on: ProcessError from the constru
   CHECK_THROWS_AS(mp::Manager("no-port-here", "k"), mp::ValueError);
 }
 
-TEST_CASE("malformed requests get an error reply; the connection serves on", "[managers]") {
+TEST_CASE("malformed requests get an error reply — the connection serves on", "[managers]") {
   mp::Manager mgr("127.0.0.1:0", "k");
   auto d = mgr.dict<int, int>();
   d.set(1, 10);

@@ -114,6 +114,7 @@ R call(const Endpoint& e, std::uint64_t kind, std::uint64_t object, std::uint32_
   std::vector<std::byte>& reply = mine.reply;
   try {
     c.send_bytes(request);
+    spin_until_readable(c);
     c.recv_bytes_into(reply);
   } catch (const std::exception& error) {
     mine.drop(e.address);

@@ -182,6 +182,7 @@ class Server {
         c.recv_bytes_into(request);
         handle(request, reply, caller);
         c.send_bytes(reply);
+        spin_until_readable(c);
       }
     } catch (...) {  // EOF, a failed handshake, a broken connection: this client is done
     }
