@@ -2,7 +2,8 @@
 // Lib/test/_test_multiprocessing.py (classes _TestPool, _TestPoolWorkerErrors,
 // _TestPoolWorkerLifetime, _TestQueue, _TestLock, _TestSemaphore,
 // _TestCondition, _TestEvent, _TestValue, _TestArray, _TestConnection,
-// _TestPoll, _TestBarrier), as documentation that mproc behaves as Python's
+// _TestPoll, _TestBarrier, _TestContainers, _TestRemoteManager,
+// _TestManagerRestart), as documentation that mproc behaves as Python's
 // module does. Each TEST_CASE is named after the CPython method it ports.
 // CPython's `time.sleep(DELTA)` "let it settle" pauses are replaced by waits
 // with timeouts; timings are asserted loosely (>= 0.9 x the timeout, < the
@@ -35,8 +36,9 @@
 //     _TestArray.test_array_from_size, test_getobj_getlock_obj, _TestConnection.test_context,
 //     _TestPoll.test_empty_string, test_dont_merge, _TestBarrier.test_abort_and_reset,
 //     test_default_timeout, test_single_thread
-//   _TestContainers, _TestManagerRestart, _TestRemoteManager, _TestPicklingConnections, Windows-only tests  no Manager,
-//   no pickling
+//   _TestContainers' slicing, +=, and str() checks    proxies have no slices or operators; items() copies
+//   _TestMyManager, _TestManagerRestart's custom registered types  C++ registers no callables: Named objects instead
+//   _TestPicklingConnections, Windows-only tests       no pickling
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -61,6 +63,7 @@
 #include <mproc/connection.hpp>
 #include <mproc/event.hpp>
 #include <mproc/lock.hpp>
+#include <mproc/managers.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
@@ -901,4 +904,107 @@ TEST_CASE("CPython _TestBarrier.test_timeout: a wait(timeout) that expires break
     return 0;
   });
   CHECK(results.len() == static_cast<int>(barrier.parties()));
+}
+
+// ---------------------------------------------------------------- Manager
+
+TEST_CASE("CPython _TestContainers.test_list: a managed list holds copies, extends, and nests proxies") {
+  mp::Manager manager;
+  auto a = manager.list<int>();
+  a.extend({0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(a.items() == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  auto b = manager.list<int>();
+  CHECK(b.items().empty());
+  b.extend({0, 1, 2, 3, 4});
+  CHECK(b.get(2) == 2);
+  b.extend(b.items());  // b *= 2
+  CHECK(b.items() == std::vector<int>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4});
+  // A list of proxies: its items are the other lists, not copies of them.
+  auto f = manager.list<mp::ListProxy<int>>();
+  f.append(a);
+  a.append(10);
+  CHECK(f.get(0).items() == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+}
+
+TEST_CASE("CPython _TestContainers.test_dict: keys, values and items of a managed dict") {
+  mp::Manager manager;
+  auto d = manager.dict<int, std::string>();
+  std::vector<int> indices{65, 66, 67, 68, 69};
+  for (int i : indices) d.set(i, std::string(1, static_cast<char>(i)));
+  CHECK(d.keys() == indices);
+  CHECK(d.values() == std::vector<std::string>{"A", "B", "C", "D", "E"});
+  CHECK(d.items() == std::vector<std::pair<int, std::string>>{{65, "A"}, {66, "B"}, {67, "C"}, {68, "D"}, {69, "E"}});
+}
+
+TEST_CASE("CPython _TestContainers.test_dict_proxy_nested: a dict holding a proxy of another dict") {
+  mp::Manager manager;
+  auto pets = manager.dict<std::string, int>();
+  pets.update({{"ferrets", 2}, {"hamsters", 4}});
+  auto supplies = manager.dict<std::string, int>();
+  supplies.set("water", 7);
+  auto outer = manager.dict<std::string, mp::DictProxy<std::string, int>>();
+  outer.set("pets", pets);
+  outer.set("supplies", supplies);
+  CHECK(outer.keys() == std::vector<std::string>{"pets", "supplies"});
+  CHECK(outer.get("pets").get("hamsters") == 4);
+  outer.get("supplies").set("water", 8);
+  CHECK(supplies.get("water") == 8);
+  pets.clear();
+  CHECK(outer.get("pets").size() == 0);
+}
+
+TEST_CASE("CPython _TestContainers.test_namespace: set, read, delete and test attributes") {
+  mp::Manager manager;
+  auto n = manager.Namespace();
+  n.set("name", std::string("Bob"));
+  n.set("job", std::string("Builder"));
+  n.set("_hidden", std::string("hidden"));
+  CHECK(n.get<std::string>("name") == "Bob");
+  CHECK(n.get<std::string>("job") == "Builder");
+  CHECK(n.erase("job"));
+  CHECK(n.contains("name"));
+  CHECK_FALSE(n.contains("job"));
+  CHECK(n.names() == std::vector<std::string>{"_hidden", "name"});
+}
+
+namespace {
+using RemoteItem = std::tuple<std::string, std::optional<int>, bool, double, std::string>;
+}  // namespace
+
+TEST_CASE("CPython _TestRemoteManager.test_remote: a TCP manager with an authkey, reached by connect()") {
+  mp::Manager manager("127.0.0.1:0", "remote authkey");
+  mp::Process putter(
+      [](std::string address) {
+        auto remote = mp::Manager::connect(address, "remote authkey");
+        remote.Queue<RemoteItem>(0, mp::Named{"queue"})
+            .put({"hello world", std::nullopt, true, 2.25, "hall\xc3\xa5 v\xc3\xa4rld"});
+      },
+      manager.address());
+  putter.start();
+  auto queue = mp::Manager::connect(manager.address(), "remote authkey").Queue<RemoteItem>(0, mp::Named{"queue"});
+  CHECK(queue.get(10s) == RemoteItem{"hello world", std::nullopt, true, 2.25, "hall\xc3\xa5 v\xc3\xa4rld"});
+  REQUIRE(putter.join(10s));
+  CHECK(putter.exitcode() == 0);
+  CHECK_THROWS_AS(mp::Manager::connect(manager.address(), "another key"), mp::AuthenticationError);
+}
+
+TEST_CASE("CPython _TestManagerRestart.test_rapid_restart: a new manager binds the address just shut down") {
+  std::string address;
+  {
+    mp::Manager manager("127.0.0.1:0", "k");
+    address = manager.address();
+    mp::Process putter(
+        [](std::string a) { mp::Manager::connect(a, "k").Queue<std::string>(0, mp::Named{"q"}).put("hello world"); },
+        address);
+    putter.start();
+    REQUIRE(putter.join(10s));
+    CHECK(manager.Queue<std::string>(0, mp::Named{"q"}).get(10s) == "hello world");
+    manager.shutdown();
+  }
+  mp::Manager again(address, "k");  // TCP: SO_REUSEADDR; a Unix socket's file was removed
+  CHECK(again.address() == address);
+  const std::string path = "unix:/tmp/mproc-conformance-" + std::to_string(::getpid()) + ".sock";
+  mp::Manager("unix:" + path.substr(5), "k").shutdown();
+  mp::Manager reuse(path, "k");
+  CHECK(reuse.dict<int, int>().size() == 0);
 }

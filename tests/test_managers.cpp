@@ -385,7 +385,7 @@ TEST_CASE("malformed requests get an error reply — the connection serves on", 
   CHECK(message == "mproc: Manager: object 999 does not exist on the server (its creator released it)");
 
   std::tie(status, message) = ask(header(0x1234, d.id(), Op::get));
-  CHECK_THAT(message, Catch::Matchers::Contains("is a manager::DictObject<int, int>, not the type"));
+  CHECK_THAT(message, Catch::Matchers::Contains("DictObject<int, int>, not the type the proxy expects"));
 
   auto create = header(0x1234, 0, mp::detail::manager::op_create);
   mp::detail::manager::append_args(create, std::string("Unheard"), std::string());

@@ -34,19 +34,28 @@ struct Endpoint {
 // The calling thread's connections to servers.
 class ThreadConnections {
  public:
+  struct Open {
+    std::string address;
+    std::string authkey;
+    pid_t pid;
+    Connection connection;
+    Spinner spinner;
+  };
+
   static ThreadConnections& mine() {
     thread_local ThreadConnections connections;
     return connections;
   }
 
-  // The connection to `e`'s server, opened (and authenticated) if needed.
-  // Blocks while connecting. Throws AuthenticationError (wrong key), or
-  // ProcessError naming the address when the server cannot be reached.
-  Connection& get(const Endpoint& e) {
+  // The connection to `e`'s server, opened (and authenticated) if needed;
+  // valid until the next get() or drop() of this thread. Blocks while
+  // connecting. Throws AuthenticationError (wrong key), or ProcessError
+  // naming the address when the server cannot be reached.
+  Open& get(const Endpoint& e) {
     const pid_t self = ::getpid();
     for (auto it = open_.begin(); it != open_.end(); ++it) {
       if (it->address != e.address || it->authkey != e.authkey) continue;
-      if (it->pid == self) return it->connection;
+      if (it->pid == self) return *it;
       it->connection.close();  // our parent's, inherited by fork: never shared
       open_.erase(it);
       break;
@@ -60,8 +69,8 @@ class ThreadConnections {
       throw ProcessError("mproc: Manager: cannot reach the server at " + e.address + " (" + error.what() +
                          "): it is not running");
     }
-    open_.push_back({e.address, e.authkey, self, std::move(c)});
-    return open_.back().connection;
+    open_.push_back({e.address, e.authkey, self, std::move(c), Spinner()});
+    return open_.back();
   }
 
   // Forgets the connection to `address` (after it failed).
@@ -73,12 +82,6 @@ class ThreadConnections {
   std::vector<std::byte> reply;
 
  private:
-  struct Open {
-    std::string address;
-    std::string authkey;
-    pid_t pid;
-    Connection connection;
-  };
   std::vector<Open> open_;
 };
 
@@ -105,7 +108,8 @@ class ThreadConnections {
 template <class R, class... A>
 R call(const Endpoint& e, std::uint64_t kind, std::uint64_t object, std::uint32_t op, const A&... args) {
   ThreadConnections& mine = ThreadConnections::mine();
-  Connection& c = mine.get(e);
+  ThreadConnections::Open& open = mine.get(e);
+  Connection& c = open.connection;
   std::vector<std::byte>& request = mine.request;
   request.resize(sizeof(RequestHeader));
   const RequestHeader h{kind, object, op, 0};
@@ -114,7 +118,7 @@ R call(const Endpoint& e, std::uint64_t kind, std::uint64_t object, std::uint32_
   std::vector<std::byte>& reply = mine.reply;
   try {
     c.send_bytes(request);
-    spin_until_readable(c);
+    open.spinner.wait(c);
     c.recv_bytes_into(reply);
   } catch (const std::exception& error) {
     mine.drop(e.address);

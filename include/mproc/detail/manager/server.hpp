@@ -178,11 +178,12 @@ class Server {
       Connection c = authenticated_connection(std::move(fd), authkey_, true, kHandshakeTimeout);
       std::vector<std::byte> request;
       std::vector<std::byte> reply;
+      Spinner spinner;
       for (;;) {
         c.recv_bytes_into(request);
         handle(request, reply, caller);
         c.send_bytes(reply);
-        spin_until_readable(c);
+        spinner.wait(c);
       }
     } catch (...) {  // EOF, a failed handshake, a broken connection: this client is done
     }
