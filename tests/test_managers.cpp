@@ -349,6 +349,17 @@ TEST_CASE("a client killed while it waits leaves the server serving, and takes n
   lock.release();
 }
 
+TEST_CASE("the server keeps none of its owner's descriptors: a pipe closed here reaches EOF", "[managers]") {
+  auto [r, w] = mp::Pipe(false);
+  mp::Manager mgr;
+  const int server_fds = proc_entries(mgr.pid(), "fd");
+  CHECK(server_fds > 0);
+  CHECK(server_fds <= 8);  // stdio, the listener, the owner's pidfd, the poll set: no pipe of ours
+  w.close();
+  CHECK(r.poll(5s));
+  CHECK_THROWS_AS(r.recv_bytes(), mp::EOFError);
+}
+
 TEST_CASE("an address the server cannot listen on: ProcessError from the constructor", "[managers]") {
   CHECK_THROWS_MATCHES(mp::Manager("unix:/nonexistent-dir/m.sock", "k"), mp::ProcessError,
                        MessageContains("Listener(\"unix:/nonexistent-dir/m.sock\"): bind()"));

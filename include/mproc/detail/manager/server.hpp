@@ -31,6 +31,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <mproc/detail/manager/protocol.hpp>
@@ -207,6 +208,20 @@ inline void remove_socket_path(const std::string& path) noexcept {
   if (dir.find("/mproc-manager-") != std::string::npos) ::rmdir(dir.c_str());  // ours: private_socket_address()
 }
 
+// Closes every descriptor above stderr but `keep`: the server outlives
+// none of its owner's pipes and sockets (a reader waiting for EOF on a pipe
+// whose write end the owner closed would otherwise wait for the server).
+inline void close_descriptors_except(int keep) noexcept {
+#if defined(SYS_close_range)
+  if ((keep <= 3 || ::syscall(SYS_close_range, 3u, static_cast<unsigned>(keep - 1), 0u) == 0) &&
+      ::syscall(SYS_close_range, static_cast<unsigned>(keep + 1), ~0u, 0u) == 0)
+    return;
+#endif
+  const long max = ::sysconf(_SC_OPEN_MAX);
+  for (int fd = 3; fd < (max > 0 && max < 65536 ? static_cast<int>(max) : 65536); ++fd)
+    if (fd != keep) ::close(fd);
+}
+
 struct StartedServer {
   Child child;
   std::string address;   // as clients connect to it
@@ -236,6 +251,7 @@ inline StartedServer start_server(std::string_view address, const std::string& a
   if (pid == 0) {
     reset_child_signals();
     ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the owner, which then shuts us down (as Python's)
+    close_descriptors_except(report[1].get());
     UniqueFd watch = watch_owner(owner, true);
     const int out = report[1].get();
     const auto say = [out](char status, std::string_view text) noexcept {
