@@ -275,7 +275,7 @@ TEST_CASE("lifetime: the creator's last proxy releases the object — a named on
   CHECK_THROWS_AS(mp::loads<mp::ListProxy<int>>(mp::dumps(again)), mp::ProcessError);
 }
 
-TEST_CASE("a server that is shut down or killed: calls fail at once, never hang", "[managers]") {
+TEST_CASE("a server that is shut down or killed: calls fail at once, never hang", "[managers][failure-model]") {
   mp::Manager mgr;
   auto d = mgr.dict<int, int>();
   auto q = mgr.Queue<int>();
@@ -305,7 +305,7 @@ TEST_CASE("a server that is shut down or killed: calls fail at once, never hang"
   CHECK(ended_within(second.pid(), 1s));
 }
 
-TEST_CASE("the server dies with its owner, even a SIGKILLed one", "[managers]") {
+TEST_CASE("the server dies with its owner, even a SIGKILLed one", "[managers][failure-model]") {
   auto [r, w] = mp::Pipe(false);
   mp::Process owner(
       [](mp::Connection out) {
@@ -325,7 +325,7 @@ TEST_CASE("the server dies with its owner, even a SIGKILLed one", "[managers]") 
   CHECK(eventually([&] { return !std::filesystem::exists(address.substr(5)); }));
 }
 
-TEST_CASE("a client killed while it waits leaves the server serving, and takes nothing", "[managers]") {
+TEST_CASE("a client killed while it waits leaves the server serving, and takes nothing", "[managers][failure-model]") {
   mp::Manager mgr;
   auto q = mgr.Queue<int>();
   auto lock = mgr.Lock();
@@ -349,7 +349,7 @@ TEST_CASE("a client killed while it waits leaves the server serving, and takes n
   lock.release();
 }
 
-TEST_CASE("the server keeps none of its owner's descriptors: a pipe closed here reaches EOF", "[managers]") {
+TEST_CASE("the server keeps none of its owner's descriptors: a pipe closed here reaches EOF", "[managers][failure-model]") {
   auto [r, w] = mp::Pipe(false);
   mp::Manager mgr;
   const int server_fds = proc_entries(mgr.pid(), "fd");
@@ -468,7 +468,7 @@ TEST_CASE("remote use: BaseManager(address, authkey) over TCP, connect() from an
   CHECK(results.items() == std::vector<std::pair<int, std::string>>{{0, "done 0"}, {1, "done 1"}, {2, "done 2"}});
 }
 
-TEST_CASE("1,000 connections come and go: no fd or thread left in the server", "[managers]") {
+TEST_CASE("1,000 connections come and go: no fd or thread left in the server", "[managers][failure-model]") {
   mp::Manager mgr("127.0.0.1:0", "secret");
   auto d = mgr.dict<int, int>(mp::Named{"d"});
   d.set(0, 0);
