@@ -1,4 +1,7 @@
-// Umbrella header: everything public. Documentation writes
+// Umbrella header: everything public but two headers that cost compile time
+// in every unit that includes them and that most programs do not need:
+// <mproc/managers.hpp> (Manager, its server and proxies: +0.7 s of g++ -O0
+// per unit) and <mproc/mpi.hpp> (needs MPI). Documentation writes
 //   #include <mproc/mproc.hpp>
 //   namespace mp = mproc;
 // SPDX-License-Identifier: MIT
@@ -15,7 +18,6 @@
 #include <mproc/futures.hpp>
 #include <mproc/listener.hpp>
 #include <mproc/lock.hpp>
-#include <mproc/managers.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/progress.hpp>
