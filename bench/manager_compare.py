@@ -12,9 +12,13 @@ each ratio taken against its peer in the same run.
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gbench_json import median_seconds  # noqa: E402
 
 PYTHON_PEER = r"""
 import json, os, time
@@ -72,14 +76,7 @@ def bench_run(path):
                           "--benchmark_report_aggregates_only=true"], capture_output=True, text=True, timeout=1200)
     if out.returncode != 0:
         sys.exit(f"{path} failed ({out.returncode}):\n{out.stderr}")
-    seconds = {}
-    for b in json.loads(out.stdout)["benchmarks"]:
-        if b.get("aggregate_name") != "median":
-            continue
-        name = b["run_name"].split("/")[0].removeprefix("BM_")
-        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-        seconds[name] = b["real_time"] * scale
-    return seconds
+    return median_seconds(out.stdout)
 
 
 def peer_run(python):

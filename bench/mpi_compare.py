@@ -17,6 +17,9 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gbench_json import median_seconds  # noqa: E402
+
 
 MPIEXEC_EXTRA = []
 
@@ -39,15 +42,7 @@ def run_json(cmd, env):
 def bench_run(args, env):
     text = run_json(mpiexec(args.ranks, [args.bench, "--benchmark_format=json", "--benchmark_repetitions=5",
                                          "--benchmark_report_aggregates_only=true"]), env)
-    data = json.loads(text[text.index("{"):])
-    seconds = {}
-    for b in data["benchmarks"]:
-        if b.get("aggregate_name") != "median":
-            continue
-        name = b["run_name"].split("/")[0].removeprefix("BM_")
-        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-        seconds[name] = b["real_time"] * scale
-    return seconds
+    return median_seconds(text)
 
 
 def peer_run(args, env):

@@ -57,6 +57,21 @@ inline constexpr std::size_t kHandshakeFrameMax = 256;    // Python: recv_bytes(
 // enough for a loaded machine, short enough that a stalled peer is noticed.
 inline constexpr std::chrono::seconds kHandshakeTimeout{10};
 
+// Fills `out` from the kernel's random source (getrandom). Blocks only
+// before the kernel's pool is initialized (early boot). Throws ProcessError
+// naming `who`.
+inline void fill_random(std::span<std::byte> out, const char* who) {
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t r = ::getrandom(out.data() + got, out.size() - got, 0);
+    if (r > 0) {
+      got += static_cast<std::size_t>(r);
+    } else if (r < 0 && errno != EINTR) {
+      throw_errno(std::string(who) + ": getrandom()");
+    }
+  }
+}
+
 // One side of the handshake over a connected non-blocking socket.
 class Handshake {
  public:
@@ -67,7 +82,7 @@ class Handshake {
   void deliver_challenge() {
     std::vector<std::byte> message(kHandshakeDigest.size() + kChallengeRandomBytes);
     std::memcpy(message.data(), kHandshakeDigest.data(), kHandshakeDigest.size());
-    fill_random(std::span(message).subspan(kHandshakeDigest.size()));
+    fill_random(std::span(message).subspan(kHandshakeDigest.size()), "connection handshake");
     std::vector<std::byte> challenge(kHandshakeChallenge.size());
     std::memcpy(challenge.data(), kHandshakeChallenge.data(), kHandshakeChallenge.size());
     challenge.insert(challenge.end(), message.begin(), message.end());
@@ -110,18 +125,6 @@ class Handshake {
     std::memcpy(out.data(), kHandshakeDigest.data(), kHandshakeDigest.size());
     out.insert(out.end(), mac.begin(), mac.end());
     return out;
-  }
-
-  static void fill_random(std::span<std::byte> out) {
-    std::size_t got = 0;
-    while (got < out.size()) {
-      const ssize_t r = ::getrandom(out.data() + got, out.size() - got, 0);
-      if (r > 0) {
-        got += static_cast<std::size_t>(r);
-      } else if (r < 0 && errno != EINTR) {
-        throw_errno("connection handshake: getrandom()");
-      }
-    }
   }
 
   // A frame as Connection writes one: an 8-byte native length, then the bytes.

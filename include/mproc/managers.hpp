@@ -38,19 +38,20 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <mproc/detail/manager/client.hpp>
 #include <mproc/detail/manager/objects.hpp>
 #include <mproc/detail/manager/server.hpp>
 #include <mproc/errors.hpp>
+#include <mproc/listener.hpp>
 #include <mproc/serialize.hpp>
 
 namespace mproc {
@@ -427,15 +428,7 @@ class Manager {
 
   static std::string random_key() {
     std::string key(32, '\0');
-    std::size_t got = 0;
-    while (got < key.size()) {
-      const ssize_t r = ::getrandom(key.data() + got, key.size() - got, 0);
-      if (r > 0) {
-        got += static_cast<std::size_t>(r);
-      } else if (r < 0 && errno != EINTR) {
-        detail::throw_errno("Manager: getrandom()");
-      }
-    }
+    detail::fill_random(std::as_writable_bytes(std::span(key)), "Manager");
     return key;
   }
 
