@@ -349,7 +349,8 @@ TEST_CASE("a client killed while it waits leaves the server serving, and takes n
   lock.release();
 }
 
-TEST_CASE("the server keeps none of its owner's descriptors: a pipe closed here reaches EOF", "[managers][failure-model]") {
+TEST_CASE("the server keeps none of its owner's descriptors: a pipe closed here reaches EOF",
+          "[managers][failure-model]") {
   auto [r, w] = mp::Pipe(false);
   mp::Manager mgr;
   const int server_fds = proc_entries(mgr.pid(), "fd");
