@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -249,6 +250,19 @@ TEST_CASE("proxies as Pool task arguments — threads share a proxy", "[managers
   CHECK(counts.size() == 400);
 }
 
+TEST_CASE("a proxy that outlives its thread's connections (thread_local) is destroyed safely", "[managers]") {
+  mp::Manager mgr;
+  std::vector<std::byte> borrowed;
+  std::thread([&] {
+    thread_local std::optional<mp::DictProxy<int, int>> held;  // constructed before the connections: destroyed after
+    held.emplace(mgr.dict<int, int>());
+    held->set(1, 1);
+    borrowed = mp::dumps(*held);
+  }).join();
+  // Its release could not be sent from the exiting thread: the object stays until the server ends.
+  CHECK(mp::loads<mp::DictProxy<int, int>>(borrowed).get(1) == 1);
+}
+
 TEST_CASE("lifetime: the creator's last proxy releases the object — a named one stays", "[managers]") {
   mp::Manager mgr;
   std::vector<std::byte> borrowed;
@@ -329,23 +343,36 @@ TEST_CASE("a client killed while it waits leaves the server serving, and takes n
   mp::Manager mgr;
   auto q = mgr.Queue<int>();
   auto lock = mgr.Lock();
+  auto getting = mgr.Event();
+  auto acquiring = mgr.Event();
+  REQUIRE(lock.acquire());  // held here: the second waiter waits for it
   const int threads_before = proc_entries(mgr.pid(), "task");
-  mp::Process waiter(
-      [](mp::QueueProxy<int> in, mp::LockProxy l) {
-        l.acquire();
-        l.release();
+  mp::Process get_waiter(
+      [](mp::QueueProxy<int> in, mp::EventProxy ready) {
+        ready.set();
         in.get();  // never answered: killed while waiting
       },
-      q, lock);
-  waiter.start();
-  CHECK(eventually([&] { return proc_entries(mgr.pid(), "task") > threads_before; }));
-  waiter.kill();
-  REQUIRE(waiter.join(10s));
-  // Its server thread notices, takes no item, and ends.
+      q, getting);
+  mp::Process lock_waiter(
+      [](mp::LockProxy l, mp::EventProxy ready) {
+        ready.set();
+        l.acquire();  // never answered: killed while waiting
+      },
+      lock, acquiring);
+  get_waiter.start();
+  lock_waiter.start();
+  REQUIRE(getting.wait(10s));
+  REQUIRE(acquiring.wait(10s));
+  get_waiter.kill();
+  lock_waiter.kill();
+  REQUIRE(get_waiter.join(10s));
+  REQUIRE(lock_waiter.join(10s));
+  // Their server threads notice, take no item and no lock, and end.
   CHECK(eventually([&] { return proc_entries(mgr.pid(), "task") == threads_before; }));
   q.put(1);
-  CHECK(q.get(1s) == 1);
-  CHECK(lock.acquire(1s));
+  CHECK(q.get_nowait() == 1);
+  lock.release();
+  CHECK(lock.try_acquire());
   lock.release();
 }
 

@@ -76,7 +76,7 @@ class ObjectRef {
     if (creator_ != ::getpid()) return;  // received, or a forked copy: not ours to release
     try {
       call<void>(endpoint_, kind_, 0, op_release, id_);
-    } catch (...) {  // the server is gone: so is the object
+    } catch (...) {  // the server is gone (so is the object), or this thread exits: it stays until the server ends
     }
   }
 
@@ -96,7 +96,12 @@ template <class Object>
 class Proxy {
  public:
   using object_type = Object;
-  static std::uint64_t kind() noexcept { return kind_registration<Object>::id; }
+  // The object type's kind, registered at the program's start (odr-use of
+  // `id`); its value is a constant, right even before that registration ran.
+  static std::uint64_t kind() noexcept {
+    (void)kind_registration<Object>::id;
+    return kind_registration<Object>::kind.id;
+  }
 
   // The object's id on its server, and the server's address. Non-blocking.
   std::uint64_t id() const noexcept { return ref_->id(); }

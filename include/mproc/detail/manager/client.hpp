@@ -42,10 +42,18 @@ class ThreadConnections {
     Spinner spinner;
   };
 
+  // This thread's connections. Throws ProcessError once they are destroyed
+  // (a proxy destroyed after its thread's thread_local objects, at exit).
   static ThreadConnections& mine() {
     thread_local ThreadConnections connections;
+    if (gone_) throw ProcessError("mproc: Manager: a call while this thread exits (its connections are closed)");
     return connections;
   }
+
+  ThreadConnections() = default;
+  ThreadConnections(const ThreadConnections&) = delete;
+  ThreadConnections& operator=(const ThreadConnections&) = delete;
+  ~ThreadConnections() { gone_ = true; }
 
   // The connection to `e`'s server, opened (and authenticated) if needed;
   // valid until the next get() or drop() of this thread. Blocks while
@@ -63,8 +71,12 @@ class ThreadConnections {
     Connection c;
     try {
       c = connection::Client(e.address, e.authkey);
-    } catch (const AuthenticationError&) {
-      throw;
+    } catch (const AuthenticationError& error) {
+      // A server that dies as we connect closes the connection mid-handshake:
+      // that is a server not running, not a wrong key.
+      if (std::string_view(error.what()).find("the peer closed the connection") == std::string_view::npos) throw;
+      throw ProcessError("mproc: Manager: cannot reach the server at " + e.address + " (" + error.what() +
+                         "): it is not running");
     } catch (const std::exception& error) {
       throw ProcessError("mproc: Manager: cannot reach the server at " + e.address + " (" + error.what() +
                          "): it is not running");
@@ -83,6 +95,7 @@ class ThreadConnections {
 
  private:
   std::vector<Open> open_;
+  static inline thread_local bool gone_ = false;  // trivially destructible: readable until the thread ends
 };
 
 // Throws the exception a reply's status and message stand for.

@@ -52,7 +52,11 @@ class Server {
   [[noreturn]] void run(const UniqueFd& owner, void (*cleanup)(const std::string&), const std::string& path) {
     for (;;) {
       pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {owner.get(), POLLIN, 0}};
-      if (poll_fds(fds, owner ? 2 : 1, -1) < 0) continue;  // EINTR
+      if (poll_fds(fds, owner ? 2 : 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        cleanup(path);
+        ::_exit(1);  // cannot wait any more: end, and the clients see their connections close
+      }
       if (owner && (fds[1].revents & POLLIN)) {
         cleanup(path);
         ::_exit(0);
