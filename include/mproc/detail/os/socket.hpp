@@ -108,7 +108,10 @@ inline std::string socket_name(int fd) {
   const int rc = ::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, port, sizeof port,
                                NI_NUMERICHOST | NI_NUMERICSERV);
   if (rc != 0) throw ProcessError(std::string("mproc: getnameinfo: ") + ::gai_strerror(rc));
-  return ss.ss_family == AF_INET6 ? "[" + std::string(host) + "]:" + port : std::string(host) + ":" + port;
+  SocketAddress a;
+  a.host = host;
+  a.port = port;
+  return a.text();
 }
 
 // A listening socket for `a` (private: no child of fork() keeps it). Throws
