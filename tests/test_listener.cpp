@@ -394,6 +394,26 @@ TEST_CASE("a closed TCP listener refuses clients, even while a pool forked after
                          MessageContains("Client(\"" + address + "\"): connect(): Connection refused"));
 }
 
+TEST_CASE("an IPv6 listener gives its address back in brackets, and a Client reaches it there") {
+  std::optional<mc::Listener> listener;
+  try {
+    listener.emplace("[::1]:0", "k");
+  } catch (const mp::ProcessError& e) {
+    WARN("no IPv6 loopback on this machine: " << e.what());
+    return;
+  }
+  const std::string& address = listener->address();
+  REQUIRE(address.rfind("[::1]:", 0) == 0);
+  CHECK(address.size() > 6);
+  std::thread client([address] {
+    mp::Connection c = mc::Client(address, "k");
+    c.send(std::string("over v6"));
+  });
+  mp::Connection c = listener->accept(10s);
+  CHECK(c.recv<std::string>() == "over v6");
+  client.join();
+}
+
 TEST_CASE("errors name the address as the user writes it (unix:PATH, HOST:PORT, [v6]:PORT)") {
   mc::Listener listener("127.0.0.1:0");
   REQUIRE_THROWS_MATCHES(mc::Listener(listener.address()), mp::ProcessError,
