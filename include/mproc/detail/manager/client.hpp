@@ -71,13 +71,12 @@ class ThreadConnections {
     Connection c;
     try {
       c = connection::Client(e.address, e.authkey);
-    } catch (const AuthenticationError& error) {
-      // A server that dies as we connect closes the connection mid-handshake:
-      // that is a server not running, not a wrong key.
-      if (std::string_view(error.what()).find("the peer closed the connection") == std::string_view::npos) throw;
-      throw ProcessError("mproc: Manager: cannot reach the server at " + e.address + " (" + error.what() +
-                         "): it is not running");
     } catch (const std::exception& error) {
+      // A wrong key stays an AuthenticationError; a server that dies as we
+      // connect closes the connection mid-handshake: that is one not running.
+      if (dynamic_cast<const AuthenticationError*>(&error) != nullptr &&
+          std::string_view(error.what()).find("the peer closed the connection") == std::string_view::npos)
+        throw;
       throw ProcessError("mproc: Manager: cannot reach the server at " + e.address + " (" + error.what() +
                          "): it is not running");
     }

@@ -126,11 +126,6 @@ class ArgReader {
     return value;
   }
 
-  // Throws ProcessError if bytes are left over.
-  void finish() const {
-    if (!rest_.empty()) throw ProcessError("mproc: Manager: a request has more arguments than its operation takes");
-  }
-
  private:
   std::span<const std::byte> rest_;
 };

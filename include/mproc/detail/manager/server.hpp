@@ -43,22 +43,34 @@ namespace mproc::detail::manager {
 // Bounds the server's start-up (fork to listening) as seen by its creator.
 inline constexpr std::chrono::seconds kServerStartTimeout{10};
 
+// Removes a Unix socket's file and, for a private server, its directory.
+inline void remove_socket_path(const std::string& path) noexcept {
+  if (path.empty()) return;
+  ::unlink(path.c_str());
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos || path.compare(slash, std::string::npos, "/manager.sock") != 0) return;
+  const std::string dir = path.substr(0, slash);
+  if (dir.find("/mproc-manager-") != std::string::npos) ::rmdir(dir.c_str());  // ours: private_socket_address()
+}
+
 class Server {
  public:
-  Server(UniqueFd listen_fd, std::string authkey) : listen_fd_(std::move(listen_fd)), authkey_(std::move(authkey)) {}
+  // Serves on `listen_fd`, bound to the Unix socket `path` ("" for TCP).
+  Server(UniqueFd listen_fd, std::string path, std::string authkey)
+      : listen_fd_(std::move(listen_fd)), path_(std::move(path)), authkey_(std::move(authkey)) {}
 
   // Accepts and serves clients until `owner` (a pidfd; invalid: none)
-  // becomes readable, then calls `cleanup` and exits. Never returns.
-  [[noreturn]] void run(const UniqueFd& owner, void (*cleanup)(const std::string&), const std::string& path) {
+  // becomes readable, then removes the socket file and exits. Never returns.
+  [[noreturn]] void run(const UniqueFd& owner) {
     for (;;) {
       pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {owner.get(), POLLIN, 0}};
       if (poll_fds(fds, owner ? 2 : 1, -1) < 0) {
         if (errno == EINTR) continue;
-        cleanup(path);
+        remove_socket_path(path_);
         ::_exit(1);  // cannot wait any more: end, and the clients see their connections close
       }
       if (owner && (fds[1].revents & POLLIN)) {
-        cleanup(path);
+        remove_socket_path(path_);
         ::_exit(0);
       }
       if ((fds[0].revents & POLLIN) == 0) continue;
@@ -73,7 +85,7 @@ class Server {
 
   // Runs one request, writing the reply (status byte first) to `reply`.
   // Thread-safe. Throws only std::bad_alloc, and ClientGone (see Caller).
-  void handle(std::span<const std::byte> request, std::vector<std::byte>& reply, const Caller& caller = Caller()) {
+  void handle(std::span<const std::byte> request, std::vector<std::byte>& reply, const Caller& caller) {
     reply.assign(1, std::byte{static_cast<std::uint8_t>(Status::ok)});
     try {
       if (request.size() < sizeof(RequestHeader))
@@ -195,22 +207,13 @@ class Server {
   }
 
   UniqueFd listen_fd_;
+  std::string path_;
   std::string authkey_;
   std::mutex mutex_;
   std::unordered_map<std::uint64_t, Entry> objects_;
   std::map<std::string, std::uint64_t, std::less<>> names_;
   std::uint64_t next_id_ = 1;
 };
-
-// Removes a Unix socket's file and, for a private server, its directory.
-inline void remove_socket_path(const std::string& path) noexcept {
-  if (path.empty()) return;
-  ::unlink(path.c_str());
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos || path.compare(slash, std::string::npos, "/manager.sock") != 0) return;
-  const std::string dir = path.substr(0, slash);
-  if (dir.find("/mproc-manager-") != std::string::npos) ::rmdir(dir.c_str());  // ours: private_socket_address()
-}
 
 // Closes every descriptor above stderr but `keep`: the server outlives
 // none of its owner's pipes and sockets (a reader waiting for EOF on a pipe
@@ -268,16 +271,16 @@ inline StartedServer start_server(std::string_view address, const std::string& a
       UniqueFd fd = listen_socket(parsed, 128);
       if (parsed.unix_domain) path = parsed.path;
       const std::string shown = parsed.unix_domain ? parsed.text() : socket_name(fd.get());
-      auto* server = new Server(std::move(fd), authkey);  // lives until _exit
+      auto* server = new Server(std::move(fd), path, authkey);  // lives until _exit
       say('+', shown);
       report[1].reset();
-      server->run(watch, &remove_socket_path, path);
+      server->run(watch);
     } catch (const std::exception& e) {
       say('-', e.what());
     } catch (...) {
       say('-', "mproc: Manager: the server failed to start");
     }
-    remove_socket_path(address.empty() ? path : std::string());
+    remove_socket_path(path);  // set once this process bound it
     ::_exit(1);
   }
   Child child(pid);
