@@ -2,6 +2,7 @@
 // sets of 1,000,000 standard-normal doubles, and their mean.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <random>
 #include <span>
@@ -39,6 +40,14 @@ inline const std::vector<std::vector<double>>& article_data_sets() {
     return out;
   }();
   return sets;
+}
+
+// Wall-clock milliseconds that f() takes.
+template <class F>
+double time_ms(F&& f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace mproc_bench

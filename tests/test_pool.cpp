@@ -26,6 +26,7 @@
 
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
+#include <mproc/sharedctypes.hpp>
 
 #include "catch.hpp"
 #include "child.hpp"
@@ -54,6 +55,11 @@ int fail_on_seven(int x) {
   return x;
 }
 int my_pid(int) { return static_cast<int>(::getpid()); }
+int pid_reading(const mp::Array<const double>& a) { return a[0] >= 0 ? static_cast<int>(::getpid()) : -1; }
+int pid_after_ms(const mp::Array<const double>& a, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the task's work
+  return a[0] >= 0 ? static_cast<int>(::getpid()) : -1;
+}
 int sleep_ms_then(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the task's work
   return ms;
@@ -892,4 +898,45 @@ TEST_CASE("a new Pool reports all of its workers as soon as it is asked (Python:
   CHECK(std::set<int>(pids.begin(), pids.end()).size() == 3);
   for (int pid : pids) CHECK(::kill(pid, 0) == 0);
   CHECK(pool.map(square, iota_vec(3)) == std::vector<int>{0, 1, 4});
+}
+
+// Locality: a task that reads a large shared block goes back to the worker
+// that read it before (whose page tables hold it), whatever the input order.
+TEST_CASE("Pool sends a task reading a large Array to the worker that read it before") {
+  mp::Pool pool(2);
+  REQUIRE(pool.worker_pids().size() == 2);  // both started: the first map can use both
+  std::vector<mp::Array<double>> arrays;
+  for (int i = 0; i < 2; ++i) arrays.emplace_back(std::vector<double>(std::size_t{1} << 17, 1.0));  // 1 MiB
+  const std::vector<int> first = pool.map(pid_reading, arrays);
+  for (int round = 0; round < 5; ++round) {
+    std::vector<mp::Array<double>> reversed(arrays.rbegin(), arrays.rend());
+    const std::vector<int> again = pool.map(pid_reading, reversed);
+    CHECK(again[0] == first[1]);
+    CHECK(again[1] == first[0]);
+    CHECK(pool.map(pid_reading, arrays) == first);
+  }
+}
+
+TEST_CASE("Pool spreads tasks that all read the same large Array over its workers") {
+  // Waiting for the one worker that mapped it would serialize the map.
+  mp::Pool pool(2);
+  REQUIRE(pool.worker_pids().size() == 2);
+  mp::Array<double> shared(std::vector<double>(std::size_t{1} << 17, 1.0));
+  const std::vector<int> pids =
+      pool.map(mp::bind(pid_after_ms, mp::Array<const double>(shared)), std::vector<int>(8, 20), 1);
+  CHECK(std::set<int>(pids.begin(), pids.end()).size() == 2);
+}
+
+TEST_CASE("Pool runs a task whose Array's worker died on another worker") {
+  mp::Pool pool(2);
+  REQUIRE(pool.worker_pids().size() == 2);
+  std::vector<mp::Array<double>> arrays;
+  for (int i = 0; i < 2; ++i) arrays.emplace_back(std::vector<double>(std::size_t{1} << 17, 1.0));
+  const std::vector<int> first = pool.map(pid_reading, arrays);
+  REQUIRE(::kill(first[0], SIGKILL) == 0);
+  mproc_test::within_10s([&] {
+    const std::vector<int> again = pool.map(pid_reading, arrays);
+    CHECK(again[0] != first[0]);
+    CHECK(again[1] > 0);
+  });
 }

@@ -1,6 +1,7 @@
 // Tests of the pools' shared policy and containers: the automatic chunk size
 // and imap's read-ahead (detail/pool/scheduling.hpp), and the reorder buffer
-// of ordered imap (detail/pool/reorder.hpp).
+// of ordered imap (detail/pool/reorder.hpp), the Pool's affinity table
+// (detail/pool/affinity.hpp) and the locality probe behind it.
 // SPDX-License-Identifier: MIT
 #include <algorithm>
 #include <cstddef>
@@ -10,8 +11,10 @@
 #include <stdexcept>
 #include <vector>
 
+#include <mproc/detail/pool/affinity.hpp>
 #include <mproc/detail/pool/reorder.hpp>
 #include <mproc/detail/pool/scheduling.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
 
 #include "catch.hpp"
 
@@ -153,4 +156,53 @@ TEST_CASE("ReorderBuffer rejects a position absurdly far ahead", "[reorder]") {
   CHECK_THROWS_AS(buf.put(std::size_t(-1) / 2, 1), std::length_error);
   CHECK(buf.put(0, 1));  // still usable
   CHECK(buf.take() == 1);
+}
+
+TEST_CASE("SegmentAffinity remembers which slots have a key until a slot gets a new worker", "[scheduling]") {
+  md::SegmentAffinity a;
+  CHECK(a.mapped_by(7) == 0);
+  a.note(7, 0);
+  a.note(7, 3);
+  a.note(9, 3);
+  a.note(0, 1);   // no key: nothing to remember
+  a.note(7, 64);  // beyond the tracked slots
+  CHECK(a.mapped_by(7) == 0b1001);
+  CHECK(a.mapped_by(9) == 0b1000);
+  CHECK(a.mapped_by(0) == 0);
+  a.forget_slot(3);
+  CHECK(a.mapped_by(7) == 0b0001);
+  CHECK(a.mapped_by(9) == 0);
+  // Bounded: past locality_keys_max keys the table starts over.
+  for (std::uint64_t k = 100; k < 100 + md::locality_keys_max; ++k) a.note(k, 2);
+  CHECK(a.mapped_by(7) == 0);
+  CHECK(a.mapped_by(100 + md::locality_keys_max - 1) == 0b100);
+}
+
+TEST_CASE("LocalityProbe records the largest shared block written while it lives", "[scheduling]") {
+  md::ShmHandle small, large, other;
+  small.ino = 1;
+  small.length = 4096;
+  large.ino = 2;
+  large.length = std::size_t{8} << 20;
+  other.ino = 3;
+  other.length = std::size_t{1} << 20;
+  mproc::Writer w(mproc::Writer::count_only);
+  md::write_shm_handle(w, large);  // no probe: nothing recorded, nothing breaks
+  md::LocalityProbe outer;
+  md::write_shm_handle(w, small);
+  const std::uint64_t small_key = outer.key();
+  CHECK(outer.bytes() == 4096);
+  CHECK(small_key != 0);
+  {
+    md::LocalityProbe inner;  // the innermost probe records
+    md::write_shm_handle(w, other);
+    CHECK(inner.bytes() == other.length);
+  }
+  CHECK(outer.bytes() == 4096);
+  md::write_shm_handle(w, large);
+  md::write_shm_handle(w, other);  // smaller than the largest: ignored
+  CHECK(outer.bytes() == large.length);
+  CHECK(outer.key() != small_key);
+  CHECK(outer.key() != 0);
+  CHECK(w.size() == 5 * sizeof(md::ShmHandle));
 }

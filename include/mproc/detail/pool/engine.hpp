@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <condition_variable>
 #include <csignal>
 #include <cstdint>
@@ -35,6 +36,7 @@
 #include <sys/stat.h>
 
 #include <mproc/detail/os/oom.hpp>
+#include <mproc/detail/pool/affinity.hpp>
 #include <mproc/detail/pool/worker.hpp>
 #include <mproc/detail/pool/zygote.hpp>
 #include <mproc/detail/shm/transfer_heap.hpp>
@@ -67,6 +69,7 @@ struct PoolTask {
   std::uint64_t count = 1;
   std::shared_ptr<TaskSink> sink;
   std::size_t chunk = 0;
+  std::uint64_t locality = 0;  // key of the largest shared block it reads (affinity.hpp), or 0
   // Set by the engine.
   std::uint64_t id = 0;
   Clock::time_point sent{};
@@ -322,6 +325,7 @@ class PoolEngine {
     Slot& s = slots_[index];
     const int failures = s.spawn_failures;
     s = Slot{};
+    affinity_.forget_slot(index);
     s.spawn_failures = failures;
     status(index).started.store(0, std::memory_order_relaxed);
     try {
@@ -381,29 +385,85 @@ class PoolEngine {
     finish_task(t);
   }
 
+  bool has_room(const Slot& s) const noexcept {
+    return s.state == State::ready && s.inflight.size() < inflight_limit(s);
+  }
+
+  // Sends queued tasks to workers with room, the least loaded first. A task
+  // that reads a large shared block goes to a worker that has that block
+  // mapped (affinity.hpp) when one has room; else it waits for one, unless
+  // such tasks pile up (locality_steal_backlog per busy worker) or no worker
+  // has its block. Tasks within locality_window of the front may overtake it.
   void dispatch() {
-    while (!queue_.empty()) {
-      if (queue_.front().sink && !queue_.front().sink->claim()) {
+    for (;;) {
+      while (!queue_.empty() && queue_.front().sink && queue_.front().sink->cancelled()) {
         finish_task(queue_.front());
         queue_.pop_front();
-        continue;
       }
+      if (queue_.empty()) return;
+      std::uint64_t ready_mask = 0, free_mask = 0;
+      std::size_t busy = 0;  // ready workers without room
       Slot* best = nullptr;
-      for (auto& s : slots_) {
-        if (s.state != State::ready || s.inflight.size() >= inflight_limit(s)) continue;
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        Slot& s = slots_[i];
+        if (s.state == State::ready) ready_mask |= SegmentAffinity::bit(i);
+        if (!has_room(s)) {
+          busy += s.state == State::ready;
+          continue;
+        }
+        free_mask |= SegmentAffinity::bit(i);
         if (best == nullptr || s.inflight.size() < best->inflight.size()) best = &s;
       }
       if (best == nullptr) return;
-      PoolTask t = std::move(queue_.front());
-      queue_.pop_front();
-      t.id = ++next_id_;
-      t.sent = Clock::now();
-      best->ch.put(pm_task, t.id, t.payload);  // the payload stays for a possible requeue
-      if (t.sink) t.sink->dispatched();
-      if (best->inflight.empty()) best->last_done = t.sent;
-      best->inflight.push_back(std::move(t));
-      if (cfg_.maxtasksperchild != 0 && ++best->dispatched >= cfg_.maxtasksperchild) best->state = State::retiring;
+      if (queue_.front().locality == 0) {
+        send(*best, queue_.begin());
+        continue;
+      }
+      // Per free slot, the first task in the window it has mapped; else the
+      // first task nobody has mapped; else, given a backlog, the front.
+      const std::size_t window = std::min(queue_.size(), locality_window);
+      auto open = queue_.end();
+      std::size_t waiting = 0;  // tasks only busy workers have mapped
+      bool sent = false;
+      for (std::size_t k = 0; k < window && !sent; ++k) {
+        const auto it = queue_.begin() + static_cast<std::ptrdiff_t>(k);
+        const std::uint64_t mapped = affinity_.mapped_by(it->locality) & ready_mask;
+        if (mapped == 0) {
+          if (open == queue_.end()) open = it;
+        } else if ((mapped & free_mask) != 0) {
+          send(slots_[static_cast<std::size_t>(std::countr_zero(mapped & free_mask))], it);
+          sent = true;
+        } else {
+          ++waiting;
+        }
+      }
+      if (sent) continue;
+      if (open != queue_.end()) {
+        send(*best, open);
+        continue;
+      }
+      if (waiting < locality_steal_backlog * std::max<std::size_t>(busy, 1)) return;
+      send(*best, queue_.begin());
     }
+  }
+
+  // Sends the queued task at `it` to slot `s` (or drops it if its caller
+  // cancelled it), and takes it off the queue.
+  void send(Slot& s, std::deque<PoolTask>::iterator it) {
+    PoolTask t = std::move(*it);
+    queue_.erase(it);
+    if (t.sink && !t.sink->claim()) {
+      finish_task(t);
+      return;
+    }
+    t.id = ++next_id_;
+    t.sent = Clock::now();
+    s.ch.put(pm_task, t.id, t.payload);  // the payload stays for a possible requeue
+    affinity_.note(t.locality, static_cast<std::size_t>(&s - slots_.data()));
+    if (t.sink) t.sink->dispatched();
+    if (s.inflight.empty()) s.last_done = t.sent;
+    s.inflight.push_back(std::move(t));
+    if (cfg_.maxtasksperchild != 0 && ++s.dispatched >= cfg_.maxtasksperchild) s.state = State::retiring;
   }
 
   // Delivers results (in `bytes`) of the front task of slot `s`.
@@ -806,6 +866,7 @@ class PoolEngine {
   Channel template_ch_;
   std::vector<Slot> slots_;
   std::deque<PoolTask> queue_;
+  SegmentAffinity affinity_;  // which slots have which shared blocks mapped
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   bool killing_ = false;

@@ -1,6 +1,7 @@
 // The scheduling policy of the pools, in one place: how a map is cut into
 // chunks when the caller gives no chunksize, and how far a lazy imap reads
-// its input ahead of the consumer. Layer: detail/pool (policy only, no
+// its input ahead of the consumer, and how a process pool keeps tasks on
+// the workers that already mapped their shared data. Layer: detail/pool (policy only, no
 // state, no dependency beyond <cstddef>); used by ThreadPool
 // (thread_pool.hpp, detail/threads/), Pool (pool.hpp) and mpi::Pool (mpi.hpp).
 // Each constant is named once here, with the reason for its value.
@@ -88,5 +89,26 @@ struct Window {
 // the first chunks while later ones are still being encoded.
 inline constexpr std::size_t map_batch_tasks = 64;
 inline constexpr std::size_t map_batch_bytes = std::size_t{256} << 10;
+
+// Locality (Pool: affinity.hpp). A task is steered to a worker that mapped
+// its largest shared block before only if that block is at least
+// locality_min_bytes: mapping a smaller one costs a worker less than the
+// wait for a busy one (mapping costs ~1-5 us per 4 KiB page on a VM).
+inline constexpr std::size_t locality_min_bytes = std::size_t{64} << 10;
+
+// How deep into its queue the pool looks for a task that a free worker has
+// mapped already (tasks further back wait their turn: the window bounds the
+// cost of a dispatch and how far results can come out of order).
+inline constexpr std::size_t locality_window = 64;
+
+// A free worker takes a task whose data only busy workers have mapped (and
+// so pays for mapping it) once at least this many such tasks wait per busy
+// worker: a short wait for the owner beats mapping 8 MB anew, a long queue
+// behind one owner does not (e.g. every task reads the same bound Array).
+inline constexpr std::size_t locality_steal_backlog = 2;
+
+// Keys the affinity table holds before it starts over (bounds its memory
+// when a program streams many distinct shared blocks through the pool).
+inline constexpr std::size_t locality_keys_max = 4096;
 
 }  // namespace mproc::detail

@@ -18,6 +18,7 @@
 
 #include <mproc/detail/pool/engine.hpp>
 #include <mproc/detail/pool/worker.hpp>
+#include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/serialize.hpp>
 
 namespace mproc::detail {
@@ -81,17 +82,21 @@ std::uint64_t trampoline_bits() noexcept {
 // Encodes a task of calls of `f` into t.payload / t.args (protocol.hpp's
 // encode_task): an mp::bind's state first (decoded by worker.hpp's
 // callable_from_task), then the arguments `write(Writer&)` writes, returning
-// their number of calls (`size`: their encoded size, 0 if unknown).
+// their number of calls (`size`: their encoded size, 0 if unknown); notes
+// the largest shared block among them as t.locality (affinity.hpp).
 template <class F, class Arg, bool Star, class Write>
 std::uint64_t encode_call(PoolTask& t, TransferHeap& heap, const F& f, std::size_t size, Write&& write) {
   if constexpr (is_bound_v<F>) {
     if (size != 0) size += encoded_size(f.state());
   }
-  return encode_task(t.payload, t.args, heap, trampoline_bits<F, Arg, Star>(), callable_bits(f), size,
-                     [&](Writer& w) -> std::uint64_t {
-                       if constexpr (is_bound_v<F>) w.write(f.state());
-                       return write(w);
-                     });
+  LocalityProbe probe;
+  const std::uint64_t calls = encode_task(t.payload, t.args, heap, trampoline_bits<F, Arg, Star>(), callable_bits(f),
+                                          size, [&](Writer& w) -> std::uint64_t {
+                                            if constexpr (is_bound_v<F>) w.write(f.state());
+                                            return write(w);
+                                          });
+  t.locality = probe.bytes() >= locality_min_bytes ? probe.key() : 0;
+  return calls;
 }
 
 // Encodes the next `n` inputs from `it` as one task.
