@@ -206,3 +206,11 @@ TEST_CASE("LocalityProbe records the largest shared block written while it lives
   CHECK(outer.key() != 0);
   CHECK(w.size() == 5 * sizeof(md::ShmHandle));
 }
+
+TEST_CASE("locality_patience grows with the block's size up to its cap", "[scheduling]") {
+  using namespace std::chrono;
+  CHECK(md::locality_patience(0) == nanoseconds(0));
+  CHECK(md::locality_patience(std::uint64_t{1} << 20) == md::locality_patience_per_mib);
+  CHECK(md::locality_patience(std::uint64_t{8} << 20) == 8 * md::locality_patience_per_mib);
+  CHECK(md::locality_patience(std::uint64_t{1} << 40) == duration_cast<nanoseconds>(md::locality_patience_max));
+}

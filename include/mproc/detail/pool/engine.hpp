@@ -70,6 +70,7 @@ struct PoolTask {
   std::shared_ptr<TaskSink> sink;
   std::size_t chunk = 0;
   std::uint64_t locality = 0;  // key of the largest shared block it reads (affinity.hpp), or 0
+  std::uint64_t locality_bytes = 0;  // that block's size
   // Set by the engine.
   std::uint64_t id = 0;
   Clock::time_point sent{};
@@ -279,6 +280,8 @@ class PoolEngine {
     Clock::time_point last_done{};
     int spawn_failures = 0;  // consecutive failures to start a worker here
     Clock::time_point respawn_at = Clock::time_point::max();  // dead slot: when to retry
+    // Free, while the queued tasks wait for other workers (dispatch): since when.
+    Clock::time_point waiting_since = Clock::time_point::max();
   };
 
   static bool alive(State s) noexcept { return s != State::dead; }
@@ -391,26 +394,27 @@ class PoolEngine {
 
   // Sends queued tasks to workers with room, the least loaded first. A task
   // that reads a large shared block goes to a worker that has that block
-  // mapped (affinity.hpp) when one has room; else it waits for one, unless
-  // such tasks pile up (locality_steal_backlog per busy worker) or no worker
-  // has its block. Tasks within locality_window of the front may overtake it.
+  // mapped (affinity.hpp) when one has room; if only busy workers have it, a
+  // free worker waits for them about as long as mapping the block would take
+  // it (locality_patience), then takes the task. Tasks within
+  // locality_window of the front may overtake it.
   void dispatch() {
+    steal_at_ = Clock::time_point::max();
     for (;;) {
       while (!queue_.empty() && queue_.front().sink && queue_.front().sink->cancelled()) {
         finish_task(queue_.front());
         queue_.pop_front();
       }
-      if (queue_.empty()) return;
+      if (queue_.empty()) {
+        for (auto& s : slots_) s.waiting_since = Clock::time_point::max();
+        return;
+      }
       std::uint64_t ready_mask = 0, free_mask = 0;
-      std::size_t busy = 0;  // ready workers without room
       Slot* best = nullptr;
       for (std::size_t i = 0; i < slots_.size(); ++i) {
         Slot& s = slots_[i];
         if (s.state == State::ready) ready_mask |= SegmentAffinity::bit(i);
-        if (!has_room(s)) {
-          busy += s.state == State::ready;
-          continue;
-        }
+        if (!has_room(s)) continue;
         free_mask |= SegmentAffinity::bit(i);
         if (best == nullptr || s.inflight.size() < best->inflight.size()) best = &s;
       }
@@ -420,10 +424,9 @@ class PoolEngine {
         continue;
       }
       // Per free slot, the first task in the window it has mapped; else the
-      // first task nobody has mapped; else, given a backlog, the front.
+      // first task nobody (alive) has mapped.
       const std::size_t window = std::min(queue_.size(), locality_window);
       auto open = queue_.end();
-      std::size_t waiting = 0;  // tasks only busy workers have mapped
       bool sent = false;
       for (std::size_t k = 0; k < window && !sent; ++k) {
         const auto it = queue_.begin() + static_cast<std::ptrdiff_t>(k);
@@ -433,8 +436,6 @@ class PoolEngine {
         } else if ((mapped & free_mask) != 0) {
           send(slots_[static_cast<std::size_t>(std::countr_zero(mapped & free_mask))], it);
           sent = true;
-        } else {
-          ++waiting;
         }
       }
       if (sent) continue;
@@ -442,8 +443,21 @@ class PoolEngine {
         send(*best, open);
         continue;
       }
-      if (waiting < locality_steal_backlog * std::max<std::size_t>(busy, 1)) return;
-      send(*best, queue_.begin());
+      // Only busy workers have these tasks' blocks: the free worker that has
+      // waited longest takes the front task once its patience is out.
+      const auto now = Clock::now();
+      Slot* longest = nullptr;
+      for (auto& s : slots_) {
+        if (!has_room(s)) continue;
+        if (s.waiting_since == Clock::time_point::max()) s.waiting_since = now;
+        if (longest == nullptr || s.waiting_since < longest->waiting_since) longest = &s;
+      }
+      const auto until = longest->waiting_since + locality_patience(queue_.front().locality_bytes);
+      if (now < until) {
+        steal_at_ = until;
+        return;
+      }
+      send(*longest, queue_.begin());
     }
   }
 
@@ -458,6 +472,7 @@ class PoolEngine {
     }
     t.id = ++next_id_;
     t.sent = Clock::now();
+    s.waiting_since = Clock::time_point::max();
     s.ch.put(pm_task, t.id, t.payload);  // the payload stays for a possible requeue
     affinity_.note(t.locality, static_cast<std::size_t>(&s - slots_.data()));
     if (t.sink) t.sink->dispatched();
@@ -672,8 +687,10 @@ class PoolEngine {
   }
 
   // Milliseconds until the next respawn is due (-1: none), for poll().
-  int respawn_timeout_ms() const {
-    auto next = Clock::time_point::max();
+  // Until the next timed event of the I/O thread: a respawn, or a free
+  // worker's patience running out (dispatch); -1 if none.
+  int timeout_ms() const {
+    auto next = steal_at_;
     for (const auto& s : slots_)
       if (s.state == State::dead) next = std::min(next, s.respawn_at);
     if (next == Clock::time_point::max()) return -1;
@@ -775,7 +792,7 @@ class PoolEngine {
         std::lock_guard lock(mutex_);
         more_pending = !pending_.empty() || terminate_ != terminate || closed_ != closed;
       }
-      const int rc = poll_fds(fds.data(), fds.size(), more_pending ? 0 : (stopping_ ? -1 : respawn_timeout_ms()));
+      const int rc = poll_fds(fds.data(), fds.size(), more_pending ? 0 : (stopping_ ? -1 : timeout_ms()));
       io_sleeping_.store(false);
       if (rc < 0 && errno != EINTR) throw_errno("poll (process pool)");
 
@@ -867,6 +884,7 @@ class PoolEngine {
   std::vector<Slot> slots_;
   std::deque<PoolTask> queue_;
   SegmentAffinity affinity_;  // which slots have which shared blocks mapped
+  Clock::time_point steal_at_ = Clock::time_point::max();  // see dispatch
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   bool killing_ = false;

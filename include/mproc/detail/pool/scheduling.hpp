@@ -8,7 +8,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
@@ -101,11 +103,21 @@ inline constexpr std::size_t locality_min_bytes = std::size_t{64} << 10;
 // cost of a dispatch and how far results can come out of order).
 inline constexpr std::size_t locality_window = 64;
 
-// A free worker takes a task whose data only busy workers have mapped (and
-// so pays for mapping it) once at least this many such tasks wait per busy
-// worker: a short wait for the owner beats mapping 8 MB anew, a long queue
-// behind one owner does not (e.g. every task reads the same bound Array).
-inline constexpr std::size_t locality_steal_backlog = 2;
+// How long a free worker waits for busy ones to take the tasks whose data
+// only they have mapped, before it takes one (and maps that data itself):
+// about what mapping it costs, so that neither choice loses more than half.
+// A worker maps and first reads a prefaulted block (segment.hpp's map_fd) at
+// ~0.5 ms per MiB on the virtual machines measured (bench/README.md, P1);
+// at most locality_patience_max.
+inline constexpr std::chrono::nanoseconds locality_patience_per_mib{500'000};
+inline constexpr std::chrono::milliseconds locality_patience_max{1000};
+
+constexpr std::chrono::nanoseconds locality_patience(std::uint64_t bytes) noexcept {
+  const auto mib = static_cast<double>(bytes) / static_cast<double>(std::uint64_t{1} << 20);
+  const auto ns = static_cast<double>(locality_patience_per_mib.count()) * mib;
+  const auto most = static_cast<double>(std::chrono::nanoseconds(locality_patience_max).count());
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns < most ? ns : most));
+}
 
 // Keys the affinity table holds before it starts over (bounds its memory
 // when a program streams many distinct shared blocks through the pool).

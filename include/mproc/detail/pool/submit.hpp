@@ -95,7 +95,10 @@ std::uint64_t encode_call(PoolTask& t, TransferHeap& heap, const F& f, std::size
                                             if constexpr (is_bound_v<F>) w.write(f.state());
                                             return write(w);
                                           });
-  t.locality = probe.bytes() >= locality_min_bytes ? probe.key() : 0;
+  if (probe.bytes() >= locality_min_bytes) {
+    t.locality = probe.key();
+    t.locality_bytes = probe.bytes();
+  }
   return calls;
 }
 

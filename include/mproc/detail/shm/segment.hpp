@@ -154,6 +154,7 @@ class Mapping {
         fd_(std::move(fd)),
         creator_pid_(creator_pid),
         creator_fd_(creator_fd),
+        mapped_in_(::getpid()),
         name_(std::move(name)) {}
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -166,6 +167,9 @@ class Mapping {
   // The process that created the segment and its descriptor there.
   pid_t creator_pid() const noexcept { return creator_pid_; }
   int creator_fd() const noexcept { return creator_fd_; }
+  // Whether this process got the mapping through fork() rather than making
+  // it (an inherited mapping starts without page tables in the child).
+  bool inherited() const noexcept { return mapped_in_ != ::getpid(); }
   // The descriptor this process holds (-1 for segments opened from a handle).
   int fd() const noexcept { return fd_.get(); }
   // The shm_open name of a named segment, else empty. Named segments are
@@ -195,6 +199,7 @@ class Mapping {
   UniqueFd fd_;
   pid_t creator_pid_;
   int creator_fd_;
+  pid_t mapped_in_;  // the process that mapped it
   std::string name_;
 };
 
@@ -268,11 +273,39 @@ inline void register_mapping_locked(ShmState& st, const std::shared_ptr<Mapping>
   }
 }
 
-// Maps `fd` (size `size`) and wraps it. Throws ProcessError.
+// Whether map_fd prefaults a segment whose `st` says it has no hole: the
+// pages exist, so mapping them all allocates nothing (a hole would be
+// allocated by the prefault, so a sparse segment is mapped on demand).
+inline bool prefault_worthwhile(const struct stat& st, std::size_t size) noexcept {
+  return static_cast<std::uint64_t>(st.st_blocks) * 512 >= size;
+}
+
+// Maps `fd` (size `size`) and wraps it. With `prefault` (a segment that
+// another process filled: see open_segment) and no hole in it, the pages are
+// mapped read-only first and then made writable: on a virtual machine, the
+// first read through a writable mapping costs ~1 ms per MB, through a
+// prefaulted read-only one ~0.4 (bench/README.md, P1c); pages this process
+// then writes pay the difference on their first write. Throws ProcessError.
 inline std::shared_ptr<Mapping> map_fd(UniqueFd fd, std::size_t size, const struct stat& st, pid_t creator_pid,
-                                       int creator_fd, bool keep_fd, std::string name, const std::string& what) {
-  void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+                                       int creator_fd, bool keep_fd, std::string name, const std::string& what,
+                                       bool prefault = false) {
+#ifdef MADV_POPULATE_READ
+  prefault = prefault && prefault_worthwhile(st, size);
+#else
+  prefault = false;
+#endif
+  void* addr = ::mmap(nullptr, size, prefault ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (addr == MAP_FAILED) throw_errno("mmap of " + what);
+#ifdef MADV_POPULATE_READ
+  if (prefault) {
+    (void)::madvise(addr, size, MADV_POPULATE_READ);  // before Linux 5.14: EINVAL, and pages map on demand
+    if (::mprotect(addr, size, PROT_READ | PROT_WRITE) < 0) {
+      const int err = errno;
+      ::munmap(addr, size);
+      throw_errno("mprotect of " + what, err);
+    }
+  }
+#endif
   if (!keep_fd) fd.reset();
   try {
     return std::make_shared<Mapping>(addr, size, st, std::move(fd), creator_pid, creator_fd, std::move(name));
@@ -340,18 +373,9 @@ inline void validate_handle(const ShmHandle& h, const std::string& what) {
          std::to_string(h.segment_size) + "-byte segment");
 }
 
-// Resolves a received handle to a mapping of its segment in this process:
-// the existing one if the segment is already mapped here (created here,
-// inherited through fork, or received before), else opens it from its
-// creator's descriptor table and maps it, once it has checked that the
-// descriptor still names the segment the handle describes (a regular file
-// of that device and inode: nothing else is ever opened), that the segment
-// is sealed against resizing and that its size is the handle's.
-// Non-blocking; thread-safe. Throws ProcessError if the handle is malformed
-// or names something else than a sealed segment of its size, if the segment
-// no longer exists (its creator exited or freed it) or cannot be opened.
-inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::string& what = "shared memory") {
-  validate_handle(h, what);
+// open_segment's second half: maps the segment through its creator's
+// descriptor table and registers it (caller holds the mutex).
+inline std::shared_ptr<Mapping> open_segment_locked(ShmState& state, const ShmHandle& h, const std::string& what) {
   const auto invalid = [&](const std::string& why) {
     return ProcessError("mproc: invalid handle for " + what + ": " + why);
   };
@@ -361,19 +385,6 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
   const auto same_file = [&](const struct stat& st) {
     return static_cast<std::uint64_t>(st.st_dev) == h.dev && static_cast<std::uint64_t>(st.st_ino) == h.ino;
   };
-  ShmState& state = shm_state();
-  std::lock_guard guard(state.mutex);
-  if (auto it = state.registry.find({h.dev, h.ino}); it != state.registry.end()) {
-    if (auto mapping = it->second.lock()) {
-      if (!mapping->sealed())
-        throw invalid("it names a named SharedMemory block, whose size is not sealed (pass its name instead)");
-      if (mapping->size() != h.segment_size)
-        throw invalid("segment size " + std::to_string(h.segment_size) + " does not match the mapped segment's " +
-                      std::to_string(mapping->size()));
-      if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
-      return mapping;
-    }
-  }
   const std::string path = "/proc/" + std::to_string(h.pid) + "/fd/" + std::to_string(h.fd);
   // Look before opening: an untrusted handle may name a FIFO, a socket or a
   // device, and opening one can block or have side effects.
@@ -406,10 +417,54 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
   if (static_cast<std::uint64_t>(st.st_size) != h.segment_size)
     throw invalid("the segment is " + std::to_string(st.st_size) + " bytes, the handle says " +
                   std::to_string(h.segment_size));
-  auto mapping = map_fd(std::move(fd), static_cast<std::size_t>(h.segment_size), st, h.pid, h.fd, false, {}, what);
+  auto mapping =
+      map_fd(std::move(fd), static_cast<std::size_t>(h.segment_size), st, h.pid, h.fd, false, {}, what, true);
   register_mapping_locked(state, mapping);
-  if (state.auto_retain) retain_locked(state, mapping);
   return mapping;
+}
+
+// Resolves a received handle to a mapping of its segment in this process:
+// the existing one if the segment is already mapped here (created here,
+// inherited through fork, or received before), else opens it from its
+// creator's descriptor table and maps it, once it has checked that the
+// descriptor still names the segment the handle describes (a regular file
+// of that device and inode: nothing else is ever opened), that the segment
+// is sealed against resizing and that its size is the handle's.
+// Non-blocking; thread-safe. Throws ProcessError if the handle is malformed
+// or names something else than a sealed segment of its size, if the segment
+// no longer exists (its creator exited or freed it) or cannot be opened.
+inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::string& what = "shared memory") {
+  validate_handle(h, what);
+  const auto invalid = [&](const std::string& why) {
+    return ProcessError("mproc: invalid handle for " + what + ": " + why);
+  };
+  ShmState& state = shm_state();
+  std::lock_guard guard(state.mutex);
+  std::shared_ptr<Mapping> inherited;
+  if (auto it = state.registry.find({h.dev, h.ino}); it != state.registry.end()) {
+    if (auto mapping = it->second.lock()) {
+      if (!mapping->sealed())
+        throw invalid("it names a named SharedMemory block, whose size is not sealed (pass its name instead)");
+      if (mapping->size() != h.segment_size)
+        throw invalid("segment size " + std::to_string(h.segment_size) + " does not match the mapped segment's " +
+                      std::to_string(mapping->size()));
+      // A long-lived receiver (a pool worker) maps an inherited segment
+      // anew, prefaulted (map_fd), and keeps that mapping; others use it.
+      if (!state.auto_retain || !mapping->inherited()) {
+        if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
+        return mapping;
+      }
+      inherited = std::move(mapping);
+    }
+  }
+  try {
+    auto mapping = open_segment_locked(state, h, what);
+    if (state.auto_retain) retain_locked(state, mapping);
+    return mapping;
+  } catch (...) {
+    if (inherited) return inherited;  // e.g. its creator closed it: the inherited mapping still works
+    throw;
+  }
 }
 
 // Keeps `mapping` alive in this process beyond its last user, in an LRU cache
