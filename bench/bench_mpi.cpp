@@ -11,8 +11,16 @@
 // vectors, mean of each). "Cold" figures are the first call of each workload
 // on a fresh pool (measured once per process, reported as a one-iteration
 // benchmark); the others are warm.
+//
+// With MPROC_BENCH_MPI_SCALING=1 in the environment, the scaling study of
+// bench_scaling.cpp is added (bench/scaling.py runs it once per rank count):
+// 40 ms of work cut into tasks of 1 µs … 10 ms, mapped (default chunksize) on
+// all the serving ranks (W = ranks - 1), and a serial loop on the client
+// (MPROC_BENCH_SPIN_ITERS_PER_US=n sets the length of the work's steps).
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <span>
 #include <vector>
@@ -145,6 +153,69 @@ void BM_MpiPool_Cold_Apply(benchmark::State& state) { report_cold(state, cold.ap
 void BM_MpiPool_Cold_UnitTasks(benchmark::State& state) { report_cold(state, cold.unit_map_s); }
 void BM_MpiPool_Cold_Squares(benchmark::State& state) { report_cold(state, cold.squares_s); }
 void BM_MpiPool_Cold_Article(benchmark::State& state) { report_cold(state, cold.article_s); }
+
+// ------------------------------------------------------------------ scaling (bench/scaling.py)
+
+constexpr std::int64_t kScalingMicros = 40'000;
+
+// A task: `iters` steps of a dependent floating-point chain (bench_scaling.cpp's).
+double spin(std::int64_t iters) {
+  double x = 1.0;
+  for (std::int64_t k = 0; k < iters; ++k) x = x * 0.999999 + 1e-7;
+  return x;
+}
+
+// Iterations of spin() per µs on this machine (measured once, on the client),
+// or MPROC_BENCH_SPIN_ITERS_PER_US (bench/scaling.py passes bench_scaling's, so
+// that tasks are as long in both programs).
+std::int64_t spin_iters_per_us() {
+  static const std::int64_t n = [] {
+    if (const char* env = std::getenv("MPROC_BENCH_SPIN_ITERS_PER_US"))
+      if (const long given = std::strtol(env, nullptr, 10); given > 0) return std::int64_t{given};
+    const double us = seconds([] { benchmark::DoNotOptimize(spin(20'000'000)); }) * 1e6;
+    return static_cast<std::int64_t>(20'000'000 / us);
+  }();
+  return n;
+}
+
+std::vector<std::int64_t> scaling_inputs(const benchmark::State& state) {
+  return std::vector<std::int64_t>(static_cast<std::size_t>(kScalingMicros / state.range(0)),
+                                   state.range(0) * spin_iters_per_us());
+}
+
+void scaling_finish(benchmark::State& state, std::size_t tasks) {
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(tasks));
+  state.counters["tasks"] = static_cast<double>(tasks);
+  state.counters["workers"] = static_cast<double>(pool->size());
+}
+
+void BM_MpiScaling_Serial(benchmark::State& state) {
+  const auto inputs = scaling_inputs(state);
+  std::vector<double> out(inputs.size());
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < inputs.size(); ++i) out[i] = spin(inputs[i]);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  scaling_finish(state, inputs.size());
+}
+
+void BM_MpiScaling(benchmark::State& state) {
+  const auto inputs = scaling_inputs(state);
+  for (auto _ : state) benchmark::DoNotOptimize(pool->map(spin, inputs).data());
+  scaling_finish(state, inputs.size());
+}
+
+[[maybe_unused]] const bool scaling_registered = [] {
+  const char* env = std::getenv("MPROC_BENCH_MPI_SCALING");
+  if (env == nullptr || *env == '\0' || *env == '0') return false;
+  for (auto* b : {benchmark::RegisterBenchmark("BM_MpiScaling_Serial", BM_MpiScaling_Serial),
+                  benchmark::RegisterBenchmark("BM_MpiScaling", BM_MpiScaling)}) {
+    for (const int us : {1, 10, 100, 1000, 10000}) b->Arg(us);
+    b->ArgName("task_us")->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  return true;
+}();
 
 }  // namespace
 

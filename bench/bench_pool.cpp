@@ -8,6 +8,8 @@
 // Python's own figures: bench/article_python.py.
 #include <algorithm>
 #include <array>
+#include <fstream>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -110,23 +112,44 @@ void BM_Article_RawFork4(benchmark::State& state) {
   ::munmap(shared, bytes + 4096);
 }
 
+// Proportional set size of the processes `pids` together, in MiB (shared
+// pages count once in total), from /proc/<pid>/smaps_rollup; 0 if unreadable.
+double pss_mib(const std::vector<pid_t>& pids) {
+  double kib = 0;
+  for (pid_t pid : pids) {
+    std::ifstream rollup("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    std::string key;
+    double value = 0;
+    while (rollup >> key >> value) {
+      if (key == "Pss:") kib += value;
+      rollup.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+    }
+  }
+  return kib / 1024;
+}
+
 // P1, map by map: a fresh Pool(4) per iteration runs the article's map 8
 // times over the same mp::Arrays, each map timed alone, next to the serial
 // loop over the same arrays in this process (whose pages are mapped here
 // already). Counters: map1 (the first, cold map), map2 ... map8, serial (ms),
 // and warm_worst_x_serial: the slowest of maps 2..8 over the serial loop
-// (target <= 1.0). The reported time is that slowest warm map.
+// (target <= 1.0). The reported time is that slowest warm map. The workers'
+// footprint: pss1 and pss8, their PSS (MiB, in total) after the first and
+// the eighth map (it must not grow: each worker keeps what it mapped).
 void BM_Article_PoolMap_ByMap(benchmark::State& state) {
   auto& d = data();
   constexpr int kMaps = 8;
   std::array<double, kMaps> sums{};
-  double serial_sum = 0, ratio_sum = 0;
+  double serial_sum = 0, ratio_sum = 0, pss1_sum = 0, pss8_sum = 0;
   for (auto _ : state) {
     mp::Pool pool(4);
     std::array<double, kMaps> ms{};
-    for (int m = 0; m < kMaps; ++m)
+    for (int m = 0; m < kMaps; ++m) {
       ms[static_cast<std::size_t>(m)] =
           mproc_bench::time_ms([&] { benchmark::DoNotOptimize(pool.map(analyze_array, d.arrays).data()); });
+      if (m == 0) pss1_sum += pss_mib(pool.worker_pids());
+    }
+    pss8_sum += pss_mib(pool.worker_pids());
     const double serial = mproc_bench::time_ms([&] {
       std::vector<double> means;
       for (const auto& a : d.arrays) means.push_back(mean_of(a));
@@ -142,6 +165,8 @@ void BM_Article_PoolMap_ByMap(benchmark::State& state) {
   for (std::size_t m = 0; m < kMaps; ++m) state.counters["map" + std::to_string(m + 1)] = sums[m] / n;
   state.counters["serial"] = serial_sum / n;
   state.counters["warm_worst_x_serial"] = ratio_sum / n;
+  state.counters["pss1"] = pss1_sum / n;
+  state.counters["pss8"] = pss8_sum / n;
 }
 
 // P1c, cold: fresh Arrays (made untimed), then Pool(4) + the first map + the

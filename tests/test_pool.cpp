@@ -930,14 +930,16 @@ TEST_CASE("a new Pool reports all of its workers as soon as it is asked (Python:
 TEST_CASE("Pool sends a task reading a large Array to the worker that read it before") {
   std::vector<mp::Array<double>> arrays;
   for (int i = 0; i < 2; ++i) arrays.emplace_back(std::vector<double>(std::size_t{1} << 17, 1.0));  // 1 MiB
-  // The first map gives each worker one array when both are free (the usual
-  // case; a pool whose first map ran both on one worker is replaced).
+  // The first tasks give each worker one array: the first task keeps its
+  // worker busy until the other worker is ready for the second (a pool whose
+  // second worker was not ready within 300 ms is replaced).
   std::optional<mp::Pool> pool;
   std::vector<int> first;
-  for (int attempt = 0; attempt < 20 && (first.empty() || first[0] == first[1]); ++attempt) {
+  for (int attempt = 0; attempt < 10 && (first.empty() || first[0] == first[1]); ++attempt) {
     pool.emplace(2);
-    REQUIRE(pool->worker_pids().size() == 2);
-    first = pool->map(pid_reading, arrays);
+    auto a = pool->apply_async(pid_after_ms, mp::Array<const double>(arrays[0]), 300);
+    auto b = pool->apply_async(pid_after_ms, mp::Array<const double>(arrays[1]), 300);
+    first = {a.get(), b.get()};
   }
   REQUIRE(first[0] != first[1]);
   for (int round = 0; round < 5; ++round) {
