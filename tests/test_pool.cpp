@@ -998,3 +998,31 @@ TEST_CASE("Pool workers map a written Array prefaulted and a sparse one on deman
   CHECK(std::all_of(written_after.begin(), written_after.end(), [](double x) { return x == 6.0; }));
   CHECK(std::all_of(sparse.begin(), sparse.end(), [](double x) { return x == 7.0; }));
 }
+
+// A worker that cannot map an inherited segment anew (its creator has exited,
+// so /proc/<creator>/fd no longer has it) uses the mapping it inherited.
+TEST_CASE("a Pool worker reads an inherited Array whose creator has exited") {
+  int to_parent[2], to_child[2];
+  REQUIRE(::pipe(to_parent) == 0);
+  REQUIRE(::pipe(to_child) == 0);
+  mp::detail::UniqueFd parent_rd(to_parent[0]), child_wr(to_parent[1]), child_rd(to_child[0]), parent_wr(to_child[1]);
+  mp::Process creator([&] {
+    mp::Array<double> a(std::vector<double>(std::size_t{1} << 18, 4.0));  // 2 MiB, written
+    const auto h = a.handle();
+    char c = 0;
+    if (::write(child_wr.get(), &h, sizeof h) != static_cast<ssize_t>(sizeof h)) return 2;
+    return ::read(child_rd.get(), &c, 1) == 1 ? 0 : 1;  // holds the Array until told
+  });
+  creator.start();
+  mp::detail::ShmHandle h;
+  REQUIRE(mp::detail::poll_until(parent_rd.get(), POLLIN, mp::detail::deadline_after(10s)) != 0);
+  REQUIRE(::read(parent_rd.get(), &h, sizeof h) == static_cast<ssize_t>(sizeof h));
+  const auto received = mp::Array<double>::from_handle(h);  // mapped here through the creator's descriptor
+  REQUIRE(::write(parent_wr.get(), "x", 1) == 1);
+  creator.join(10s);
+  REQUIRE(creator.exitcode() == 0);
+  mp::Pool pool(1);  // its worker inherits this process's mapping
+  CHECK(pool.apply(sum_then_fill, received, 5.0) == 4.0 * static_cast<double>(received.size()));
+  CHECK(pool.apply(sum_then_fill, received, 6.0) == 5.0 * static_cast<double>(received.size()));
+  CHECK(received[0] == 6.0);
+}

@@ -170,6 +170,9 @@ class Mapping {
   // Whether this process got the mapping through fork() rather than making
   // it (an inherited mapping starts without page tables in the child).
   bool inherited() const noexcept { return mapped_in_ != ::getpid(); }
+  // Set when this process could not map the segment anew (open_segment);
+  // read and written under the ShmState mutex.
+  bool remap_failed = false;
   // The descriptor this process holds (-1 for segments opened from a handle).
   int fd() const noexcept { return fd_.get(); }
   // The shm_open name of a named segment, else empty. Named segments are
@@ -450,7 +453,7 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
                       std::to_string(mapping->size()));
       // A long-lived receiver (a pool worker) maps an inherited segment
       // anew, prefaulted (map_fd), and keeps that mapping; others use it.
-      if (!state.auto_retain || !mapping->inherited()) {
+      if (!state.auto_retain || !mapping->inherited() || mapping->remap_failed) {
         if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
         return mapping;
       }
@@ -462,8 +465,9 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
     if (state.auto_retain) retain_locked(state, mapping);
     return mapping;
   } catch (...) {
-    if (inherited) return inherited;  // e.g. its creator closed it: the inherited mapping still works
-    throw;
+    if (!inherited) throw;
+    inherited->remap_failed = true;  // e.g. its creator closed it: the inherited mapping still works
+    return inherited;
   }
 }
 
