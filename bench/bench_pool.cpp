@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
-#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -118,12 +117,8 @@ double pss_mib(const std::vector<pid_t>& pids) {
   double kib = 0;
   for (pid_t pid : pids) {
     std::ifstream rollup("/proc/" + std::to_string(pid) + "/smaps_rollup");
-    std::string key;
-    double value = 0;
-    while (rollup >> key >> value) {
-      if (key == "Pss:") kib += value;
-      rollup.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
-    }
+    for (std::string line; std::getline(rollup, line);)
+      if (line.rfind("Pss:", 0) == 0) kib += std::stod(line.substr(4));
   }
   return kib / 1024;
 }
