@@ -31,6 +31,7 @@
 #include <mproc/pool.hpp>
 
 #include "article.hpp"
+#include "spin.hpp"
 
 namespace mp = mproc;
 
@@ -158,25 +159,8 @@ void BM_MpiPool_Cold_Article(benchmark::State& state) { report_cold(state, cold.
 
 constexpr std::int64_t kScalingMicros = 40'000;
 
-// A task: `iters` steps of a dependent floating-point chain (bench_scaling.cpp's).
-double spin(std::int64_t iters) {
-  double x = 1.0;
-  for (std::int64_t k = 0; k < iters; ++k) x = x * 0.999999 + 1e-7;
-  return x;
-}
-
-// Iterations of spin() per µs on this machine (measured once, on the client),
-// or MPROC_BENCH_SPIN_ITERS_PER_US (bench/scaling.py passes bench_scaling's, so
-// that tasks are as long in both programs).
-std::int64_t spin_iters_per_us() {
-  static const std::int64_t n = [] {
-    if (const char* env = std::getenv("MPROC_BENCH_SPIN_ITERS_PER_US"))
-      if (const long given = std::strtol(env, nullptr, 10); given > 0) return std::int64_t{given};
-    const double us = seconds([] { benchmark::DoNotOptimize(spin(20'000'000)); }) * 1e6;
-    return static_cast<std::int64_t>(20'000'000 / us);
-  }();
-  return n;
-}
+using mproc_bench::spin;
+using mproc_bench::spin_iters_per_us;
 
 std::vector<std::int64_t> scaling_inputs(const benchmark::State& state) {
   return std::vector<std::int64_t>(static_cast<std::size_t>(kScalingMicros / state.range(0)),

@@ -88,6 +88,20 @@ void BM_Article_ThreadPoolMap(benchmark::State& state) {
     benchmark::DoNotOptimize(threads.map([](const std::vector<double>& v) { return mean_of(v); }, d.vectors).data());
 }
 
+// Four raw forked children: child w writes the means of sets w, w + 4, ...
+// of `shared` (kSets x kSize doubles) to `results`; all reaped on return.
+void raw_fork4_means(const double* shared, double* results) {
+  pid_t pids[4];
+  for (int w = 0; w < 4; ++w) {
+    pids[w] = ::fork();
+    if (pids[w] == 0) {
+      for (int s = w; s < kSets; s += 4) results[s] = mean_of({shared + s * kSize, kSize});
+      ::_exit(0);
+    }
+  }
+  for (pid_t p : pids) ::waitpid(p, nullptr, 0);
+}
+
 // Peer: 4 raw forked children over a shared anonymous mapping (fork cost dominates).
 void BM_Article_RawFork4(benchmark::State& state) {
   auto& d = data();
@@ -97,15 +111,7 @@ void BM_Article_RawFork4(benchmark::State& state) {
   for (int s = 0; s < kSets; ++s) std::copy(d.vectors[s].begin(), d.vectors[s].end(), shared + s * kSize);
   auto* results = shared + kSets * kSize;
   for (auto _ : state) {
-    pid_t pids[4];
-    for (int w = 0; w < 4; ++w) {
-      pids[w] = ::fork();
-      if (pids[w] == 0) {
-        for (int s = w; s < kSets; s += 4) results[s] = mean_of({shared + s * kSize, kSize});
-        ::_exit(0);
-      }
-    }
-    for (pid_t p : pids) ::waitpid(p, nullptr, 0);
+    raw_fork4_means(shared, results);
     benchmark::DoNotOptimize(results[0]);
   }
   ::munmap(shared, bytes + 4096);
@@ -190,17 +196,7 @@ void BM_Article_Cold_RawFork4(benchmark::State& state) {
     auto* shared = static_cast<double*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
     for (int s = 0; s < kSets; ++s) std::copy(d.vectors[s].begin(), d.vectors[s].end(), shared + s * kSize);
     auto* results = shared + kSets * kSize;
-    const double ms = mproc_bench::time_ms([&] {
-      pid_t pids[4];
-      for (int w = 0; w < 4; ++w) {
-        pids[w] = ::fork();
-        if (pids[w] == 0) {
-          for (int s = w; s < kSets; s += 4) results[s] = mean_of({shared + s * kSize, kSize});
-          ::_exit(0);
-        }
-      }
-      for (pid_t p : pids) ::waitpid(p, nullptr, 0);
-    });
+    const double ms = mproc_bench::time_ms([&] { raw_fork4_means(shared, results); });
     benchmark::DoNotOptimize(results[0]);
     ::munmap(shared, bytes);
     ::close(fd);

@@ -25,6 +25,8 @@
 #include <mproc/pool.hpp>
 #include <mproc/thread_pool.hpp>
 
+#include "spin.hpp"
+
 #if defined(MPROC_BENCH_HAVE_TBB)
 #include <tbb/blocked_range.h>
 #include <tbb/global_control.h>
@@ -38,24 +40,8 @@ namespace {
 
 constexpr std::int64_t kTotalMicros = 40'000;
 
-// A task: `iters` steps of a dependent floating-point chain (as in
-// bench_payoff.cpp, without the input).
-double spin(std::int64_t iters) {
-  double x = 1.0;
-  for (std::int64_t k = 0; k < iters; ++k) x = x * 0.999999 + 1e-7;
-  return x;
-}
-
-// Iterations of spin() per µs on this machine (measured once, in the parent).
-std::int64_t iters_per_us() {
-  static const std::int64_t n = [] {
-    const auto t0 = std::chrono::steady_clock::now();
-    benchmark::DoNotOptimize(spin(20'000'000));
-    const auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    return static_cast<std::int64_t>(20'000'000 / us);
-  }();
-  return n;
-}
+using mproc_bench::spin;
+using mproc_bench::spin_iters_per_us;
 
 // The inputs of one run: `tasks` copies of the task's length in iterations.
 struct Job {
@@ -63,14 +49,14 @@ struct Job {
   std::int64_t task_us;
   std::vector<std::int64_t> inputs;
   Job(std::int64_t w, std::int64_t t)
-      : workers(w), task_us(t), inputs(static_cast<std::size_t>(kTotalMicros / t), t * iters_per_us()) {}
+      : workers(w), task_us(t), inputs(static_cast<std::size_t>(kTotalMicros / t), t * spin_iters_per_us()) {}
   std::int64_t tasks() const { return static_cast<std::int64_t>(inputs.size()); }
 };
 
 void finish(benchmark::State& state, const Job& job) {
   state.SetItemsProcessed(state.iterations() * job.tasks());
   state.counters["tasks"] = static_cast<double>(job.tasks());
-  state.counters["iters_per_us"] = static_cast<double>(iters_per_us());
+  state.counters["iters_per_us"] = static_cast<double>(spin_iters_per_us());
 }
 
 // One warm pool per worker count, kept for the whole program.
