@@ -17,7 +17,6 @@
 // 40 ms of work cut into tasks of 1 µs … 10 ms, mapped (default chunksize) on
 // all the serving ranks (W = ranks - 1), and a serial loop on the client
 // (MPROC_BENCH_SPIN_ITERS_PER_US=n sets the length of the work's steps).
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -87,13 +86,6 @@ struct Cold {
   double squares_s = 0;
   double article_s = 0;
 } cold;
-
-template <class F>
-double seconds(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // ------------------------------------------------------------------ peers
 
@@ -227,10 +219,13 @@ int main(int argc, char** argv) {
       (void)mproc_bench::article_data_sets();
       (void)square_inputs();
       (void)unit_inputs();
-      cold.apply_s = seconds([] { benchmark::DoNotOptimize(pool->apply(identity, 1)); });
-      cold.unit_map_s = seconds([] { benchmark::DoNotOptimize(pool->map(identity, unit_inputs(), 1)); });
-      cold.squares_s = seconds([] { benchmark::DoNotOptimize(pool->map(square, square_inputs())); });
-      cold.article_s = seconds([] { benchmark::DoNotOptimize(pool->map(analyze, mproc_bench::article_data_sets())); });
+      cold.apply_s = mproc_bench::time_ms([] { benchmark::DoNotOptimize(pool->apply(identity, 1)); }) / 1e3;
+      cold.unit_map_s =
+          mproc_bench::time_ms([] { benchmark::DoNotOptimize(pool->map(identity, unit_inputs(), 1)); }) / 1e3;
+      cold.squares_s = mproc_bench::time_ms([] { benchmark::DoNotOptimize(pool->map(square, square_inputs())); }) / 1e3;
+      cold.article_s =
+          mproc_bench::time_ms([] { benchmark::DoNotOptimize(pool->map(analyze, mproc_bench::article_data_sets())); }) /
+          1e3;
       benchmark::RunSpecifiedBenchmarks();
       benchmark::Shutdown();
       pool = nullptr;

@@ -686,9 +686,9 @@ class PoolEngine {
     }
   }
 
-  // Milliseconds until the next respawn is due (-1: none), for poll().
-  // Until the next timed event of the I/O thread: a respawn, or a free
-  // worker's patience running out (dispatch); -1 if none.
+  // Milliseconds until the I/O thread's next timed event, for poll(): a
+  // respawn, or a free worker's patience running out (dispatch); -1 if
+  // none.
   int timeout_ms() const {
     auto next = steal_at_;
     for (const auto& s : slots_)

@@ -1,8 +1,8 @@
 // The scheduling policy of the pools, in one place: how a map is cut into
 // chunks when the caller gives no chunksize, and how far a lazy imap reads
-// its input ahead of the consumer, and how a process pool keeps tasks on
-// the workers that already mapped their shared data. Layer: detail/pool (policy only, no
-// state, no dependency beyond <cstddef>); used by ThreadPool
+// its input ahead of the consumer, and how a process pool keeps tasks on the
+// workers that already mapped their shared data. Layer: detail/pool (policy
+// only, no state, no dependency on other pool files); used by ThreadPool
 // (thread_pool.hpp, detail/threads/), Pool (pool.hpp) and mpi::Pool (mpi.hpp).
 // Each constant is named once here, with the reason for its value.
 // SPDX-License-Identifier: MIT
