@@ -759,3 +759,48 @@ TEST_CASE("ThreadPool: imap over an input range that throws: every earlier resul
   mp::ThreadPool pool(2);
   mproc_test::check_imap_input_error(pool, [](int x) { return x * x; });
 }
+
+// ------------------------------------------------------------------ the queues' lock
+
+TEST_CASE("SpinMutex: mutual exclusion under contention, try_lock, a holder that sleeps", "[thread_pool][spin_mutex]") {
+  within_10s([] {
+    mp::detail::SpinMutex m;
+    // More threads than cores: holders get preempted, so waiters reach the futex.
+    constexpr int threads = 6, per = 20000;
+    long long counter = 0;  // not atomic: only the lock protects it
+    std::atomic<int> inside{0}, overlaps{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t)
+      ts.emplace_back([&] {
+        for (int i = 0; i < per; ++i) {
+          std::lock_guard lock(m);
+          if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+          ++counter;
+          inside.fetch_sub(1);
+        }
+      });
+    for (auto& t : ts) t.join();
+    CHECK(overlaps.load() == 0);
+    CHECK(counter == static_cast<long long>(threads) * per);
+
+    // try_lock fails while another thread holds the lock; lock() waits for
+    // a holder that sleeps (past the spins and yields) and then gets it.
+    REQUIRE(m.try_lock());
+    bool other_try = true;
+    std::thread([&] { other_try = m.try_lock(); }).join();
+    CHECK_FALSE(other_try);
+    std::atomic<bool> got{false};
+    std::thread waiter([&] {
+      m.lock();
+      got = true;
+      m.unlock();
+    });
+    std::this_thread::sleep_for(50ms);  // the waiter must not get the lock while it is held
+    CHECK_FALSE(got.load());
+    m.unlock();
+    waiter.join();
+    CHECK(got.load());
+    CHECK(m.try_lock());
+    m.unlock();
+  });
+}

@@ -35,6 +35,7 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/threads/loop_job.hpp>
+#include <mproc/detail/threads/spin_mutex.hpp>
 #include <mproc/detail/threads/task.hpp>
 #include <mproc/detail/threads/task_ring.hpp>
 #include <mproc/detail/util/chrono.hpp>
@@ -292,7 +293,7 @@ class ThreadScheduler final : public WaitHelper {
   struct Worker {
     explicit Worker(std::size_t i) noexcept : index(i) {}
     // Shared: tasks posted from this worker's tasks, stealable.
-    std::mutex mutex;
+    SpinMutex mutex;
     TaskRing local;
     std::atomic<std::size_t> local_size{0};
     // Owner only: a batch taken from the injection queue, and completions
@@ -513,7 +514,7 @@ class ThreadScheduler final : public WaitHelper {
 
   std::vector<std::unique_ptr<Worker>> workers_;
 
-  alignas(64) std::mutex inj_mutex_;
+  alignas(64) SpinMutex inj_mutex_;
   TaskRing inj_;
   bool exiting_ = false;  // guarded by inj_mutex_
   std::atomic<std::size_t> inj_size_{0};
