@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -187,7 +188,7 @@ class Channel {
   Io fill() {
     // A buffer that grew for one huge frame is given back once it is parsed.
     if (in_pos_ == in_end_ && in_.size() > in_recent_.keep()) {
-      std::vector<std::byte>().swap(in_);
+      in_.release();
       in_pos_ = in_end_ = 0;
     }
     // Compact: keep unparsed bytes at the front.
@@ -207,7 +208,7 @@ class Channel {
       // until the payload comes.
       if (h.size <= max_payload && frame > in_end_) want = std::max(want, std::min(frame - in_end_, in_end_));
     }
-    if (in_.size() < in_end_ + want) in_.resize(in_end_ + want);
+    if (in_.size() < in_end_ + want) in_.grow(in_end_ + want, in_end_);
 
     iovec iov{in_.data() + in_end_, in_.size() - in_end_};
     msghdr msg{};
@@ -266,7 +267,7 @@ class Channel {
   }
 
   // Bytes reserved by the receive and send buffers (for tests).
-  std::size_t buffer_capacity() const noexcept { return in_.capacity() + out_.capacity(); }
+  std::size_t buffer_capacity() const noexcept { return in_.size() + out_.capacity(); }
 
   // Whether unparsed bytes remain (a frame may be partially received).
   bool has_input() const noexcept { return in_end_ > in_pos_; }
@@ -362,11 +363,38 @@ class Channel {
     UniqueFd fd;
   };
 
+  // The receive buffer. Its new bytes are left uninitialized (recvmsg
+  // fills them): zeroing 64 KiB would write sixteen pages that small frames
+  // never reach, each a copy-on-write fault in a freshly forked worker.
+  class RecvBuffer {
+   public:
+    std::byte* data() noexcept { return p_.get(); }
+    const std::byte* data() const noexcept { return p_.get(); }
+    std::size_t size() const noexcept { return size_; }
+    // Reallocates to at least `n` bytes (> size()) and at least twice
+    // size(), as a vector grows, keeping the first `keep`.
+    void grow(std::size_t n, std::size_t keep) {
+      n = std::max(n, 2 * size_);
+      auto bigger = std::make_unique_for_overwrite<std::byte[]>(n);
+      if (keep > 0) std::memcpy(bigger.get(), p_.get(), keep);
+      p_ = std::move(bigger);
+      size_ = n;
+    }
+    void release() noexcept {
+      p_.reset();
+      size_ = 0;
+    }
+
+   private:
+    std::unique_ptr<std::byte[]> p_;
+    std::size_t size_ = 0;
+  };
+
   UniqueFd fd_;
   std::vector<std::byte> out_;
   std::size_t out_pos_ = 0;
   std::deque<PendingFd> out_fds_;
-  std::vector<std::byte> in_;
+  RecvBuffer in_;
   std::size_t in_pos_ = 0;
   std::size_t in_end_ = 0;
   std::deque<UniqueFd> in_fds_;

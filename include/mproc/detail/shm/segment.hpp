@@ -283,6 +283,11 @@ inline bool prefault_worthwhile(const struct stat& st, std::size_t size) noexcep
   return static_cast<std::uint64_t>(st.st_blocks) * 512 >= size;
 }
 
+// The smallest inherited segment that a pool worker maps anew (open_segment):
+// below it, the few page faults saved cost less than the seven system calls
+// of opening and mapping it again (a pool's own 128-byte status board, say).
+inline constexpr std::size_t remap_inherited_min_bytes = 64 * 1024;
+
 // Maps `fd` (size `size`) and wraps it. With `prefault` (a segment that
 // another process filled: see open_segment) and no hole in it, the pages are
 // mapped read-only first and then made writable: on a virtual machine, the
@@ -451,9 +456,11 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
       if (mapping->size() != h.segment_size)
         throw invalid("segment size " + std::to_string(h.segment_size) + " does not match the mapped segment's " +
                       std::to_string(mapping->size()));
-      // A long-lived receiver (a pool worker) maps an inherited segment
-      // anew, prefaulted (map_fd), and keeps that mapping; others use it.
-      if (!state.auto_retain || !mapping->inherited() || mapping->remap_failed) {
+      // A long-lived receiver (a pool worker) maps an inherited segment of
+      // some size anew, prefaulted (map_fd), and keeps that mapping; others
+      // use it.
+      if (!state.auto_retain || !mapping->inherited() || mapping->remap_failed ||
+          mapping->size() < remap_inherited_min_bytes) {
         if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
         return mapping;
       }
