@@ -9,8 +9,9 @@
 // Design in short: tasks live in a 48-byte small buffer (no allocation for
 // small callables); tasks posted from outside go through one shared
 // injection queue, taken a batch at a time, and tasks posted from inside a
-// task go to the worker's own queue, where idle workers steal them; idle
-// workers spin briefly, then sleep on a futex. map/parallel_for split the
+// task go to the worker's own queue, where idle workers steal them; the
+// queues' lock spins before it sleeps (spin_mutex.hpp); idle workers spin
+// briefly, then sleep on a futex. map/parallel_for split the
 // range into chunks claimed with one atomic add each; the calling thread
 // works on them too.
 // SPDX-License-Identifier: MIT

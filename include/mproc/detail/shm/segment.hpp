@@ -170,9 +170,10 @@ class Mapping {
   // Whether this process got the mapping through fork() rather than making
   // it (an inherited mapping starts without page tables in the child).
   bool inherited() const noexcept { return mapped_in_ != ::getpid(); }
-  // Set when this process could not map the segment anew (open_segment);
-  // read and written under the ShmState mutex.
-  bool remap_failed = false;
+  // Whether this process could not map the segment anew (open_segment),
+  // and marking it so. Both under the ShmState mutex.
+  bool remap_failed() const noexcept { return remap_failed_; }
+  void set_remap_failed() noexcept { remap_failed_ = true; }
   // The descriptor this process holds (-1 for segments opened from a handle).
   int fd() const noexcept { return fd_.get(); }
   // The shm_open name of a named segment, else empty. Named segments are
@@ -203,6 +204,7 @@ class Mapping {
   pid_t creator_pid_;
   int creator_fd_;
   pid_t mapped_in_;  // the process that mapped it
+  bool remap_failed_ = false;
   std::string name_;
 };
 
@@ -459,7 +461,7 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
       // A long-lived receiver (a pool worker) maps an inherited segment of
       // some size anew, prefaulted (map_fd), and keeps that mapping; others
       // use it.
-      if (!state.auto_retain || !mapping->inherited() || mapping->remap_failed ||
+      if (!state.auto_retain || !mapping->inherited() || mapping->remap_failed() ||
           mapping->size() < remap_inherited_min_bytes) {
         if (state.auto_retain && mapping->fd() < 0) retain_locked(state, mapping);  // received, not inherited
         return mapping;
@@ -473,7 +475,7 @@ inline std::shared_ptr<Mapping> open_segment(const ShmHandle& h, const std::stri
     return mapping;
   } catch (...) {
     if (!inherited) throw;
-    inherited->remap_failed = true;  // e.g. its creator closed it: the inherited mapping still works
+    inherited->set_remap_failed();  // e.g. its creator closed it: the inherited mapping still works
     return inherited;
   }
 }
