@@ -17,8 +17,9 @@
 // challenges the listener the same way. Until both succeeded, nothing is
 // decoded: the handshake reads only its own frames (at most 256 bytes each,
 // each step within the handshake timeout), and any fault — wrong key,
-// garbage, a longer frame, a peer that closes or stalls — throws
-// AuthenticationError and closes that connection. The key authenticates;
+// garbage, a longer frame, a peer that stalls — throws AuthenticationError
+// and closes that connection; a peer that closes it mid-handshake gives
+// EOFError (as in Python). The key authenticates;
 // it does not encrypt: on an untrusted network, tunnel the TCP connection
 // (ssh, TLS). Frames after the handshake are Connection's (lengths in
 // native byte order: both ends must share it — any two x86-64 or arm64
@@ -133,10 +134,12 @@ class Handshake {
     std::byte frame[8 + kHandshakeFrameMax];
     std::memcpy(frame, &n, 8);
     std::memcpy(frame + 8, payload.data(), payload.size());
-    if (!write_all_until(fd_, frame, 8 + payload.size(), deadline_after(step_timeout_)) && step != nullptr)
-      throw AuthenticationError(std::string("mproc: connection handshake: the peer closed the connection or "
-                                            "stopped reading while ") +
-                                step);
+    const auto deadline = deadline_after(step_timeout_);
+    if (!write_all_until(fd_, frame, 8 + payload.size(), deadline) && step != nullptr) {
+      if (Clock::now() < deadline)
+        throw EOFError(std::string("mproc: connection handshake: the peer closed the connection while ") + step);
+      throw AuthenticationError(std::string("mproc: connection handshake: the peer stopped reading while ") + step);
+    }
   }
 
   std::vector<std::byte> receive(const char* step) {
@@ -158,7 +161,7 @@ class Handshake {
           std::string("mproc: connection handshake: no reply within ") +
           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(step_timeout_).count()) + " ms while " +
           step);
-    throw AuthenticationError(std::string("mproc: connection handshake: the peer closed the connection while ") + step);
+    throw EOFError(std::string("mproc: connection handshake: the peer closed the connection while ") + step);
   }
 
   int fd_;
@@ -234,7 +237,8 @@ class Listener {
 
   // Waits for a client and returns its Connection, authenticated when the
   // listener has an authkey. Blocks. Throws AuthenticationError if that
-  // client fails the handshake (it is disconnected; the listener stays
+  // client fails the handshake, EOFError if it closes the connection
+  // during it (either way it is disconnected and the listener stays
   // usable), ProcessError if the listener is closed.
   [[nodiscard]] Connection accept() { return accept_until(detail::Clock::time_point::max()); }
   // As accept(), waiting at most `timeout` for a client to connect (the
@@ -279,8 +283,9 @@ class Listener {
 // multiprocessing.connection.Client) and, with a non-empty `authkey`, runs
 // the handshake; `timeout` bounds the connect and each handshake step.
 // Blocks. Throws ValueError for a malformed address, TimeoutError if the
-// connect timed out, AuthenticationError if the handshake failed,
-// ProcessError if the connection was refused or the path does not exist.
+// connect timed out, AuthenticationError if the handshake failed, EOFError
+// if the listener closed the connection during it, ProcessError if the
+// connection was refused or the path does not exist.
 template <class Rep = std::int64_t, class Period = std::milli>
 [[nodiscard]] Connection Client(std::string_view address, std::string_view authkey = {},
                                 std::chrono::duration<Rep, Period> timeout = detail::kHandshakeTimeout) {
