@@ -367,6 +367,12 @@ TEST_CASE("a client answering a listener that is not an mproc peer refuses its o
                            MessageContains("a digest other than {sha256}"));
     t.join();
   }
+  SECTION("a listener that hangs up before its challenge: EOFError, as in Python") {
+    std::thread t([&] { fake.accept(10s).close(); });
+    REQUIRE_THROWS_MATCHES(mc::Client("unix:" + path, "key", 2s), mp::EOFError,
+                           MessageContains("the peer closed the connection while reading the challenge"));
+    t.join();
+  }
 }
 
 // ------------------------------------------------------------ addresses and lifetimes
