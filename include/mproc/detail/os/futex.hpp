@@ -1,5 +1,6 @@
 // Futex wait/wake on 32-bit words that may live in memory shared between
-// processes (no FUTEX_PRIVATE_FLAG), with absolute steady-clock deadlines.
+// processes, with absolute steady-clock deadlines; words that only one
+// process's threads use can say so (FutexScope::process), which is cheaper.
 // Linux only.
 // SPDX-License-Identifier: MIT
 #pragma once
@@ -38,12 +39,23 @@ enum class FutexWait {
   interrupted,    // a signal handler ran (EINTR)
 };
 
+// Who may wait on and wake a futex word. A `process` word is used by the
+// threads of one process only (FUTEX_PRIVATE_FLAG: the kernel keys it by
+// address, with no shared-memory lookup); a wait and its wake must use the
+// same scope.
+enum class FutexScope { shared, process };
+
+constexpr int futex_op(int op, FutexScope scope) noexcept {
+  return scope == FutexScope::process ? (op | FUTEX_PRIVATE_FLAG) : op;
+}
+
 // Sleeps while the 32-bit word at `addr` holds `expected`, until woken,
 // interrupted or `deadline` (steady clock, i.e. CLOCK_MONOTONIC;
 // time_point::max() = no deadline). `addr` may be the low or high half of a
 // 64-bit atomic. Blocking; thread- and process-safe. Throws ProcessError
 // only on a kernel error (bad address), never on EINTR/EAGAIN/ETIMEDOUT.
-inline FutexWait futex_wait(const std::uint32_t* addr, std::uint32_t expected, Clock::time_point deadline) {
+inline FutexWait futex_wait(const std::uint32_t* addr, std::uint32_t expected, Clock::time_point deadline,
+                            FutexScope scope = FutexScope::shared) {
   timespec ts{};
   const timespec* timeout = nullptr;
   if (deadline != Clock::time_point::max()) {
@@ -55,9 +67,9 @@ inline FutexWait futex_wait(const std::uint32_t* addr, std::uint32_t expected, C
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout (the clock
   // of std::chrono::steady_clock on Linux), so a wait interrupted and begun
-  // again keeps its deadline; without FUTEX_PRIVATE_FLAG it works across
-  // processes sharing the page.
-  const long rc = ::syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, timeout, nullptr, FUTEX_BITSET_MATCH_ANY);
+  // again keeps its deadline.
+  const long rc = ::syscall(SYS_futex, addr, futex_op(FUTEX_WAIT_BITSET, scope), expected, timeout, nullptr,
+                            FUTEX_BITSET_MATCH_ANY);
   if (rc == 0) return FutexWait::woken;
   switch (errno) {
     case EAGAIN:
@@ -70,20 +82,21 @@ inline FutexWait futex_wait(const std::uint32_t* addr, std::uint32_t expected, C
       throw_errno("futex(FUTEX_WAIT_BITSET)");
   }
 }
-inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, Clock::time_point deadline) {
-  return futex_wait(reinterpret_cast<const std::uint32_t*>(&word), expected, deadline);
+inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, Clock::time_point deadline,
+                            FutexScope scope = FutexScope::shared) {
+  return futex_wait(reinterpret_cast<const std::uint32_t*>(&word), expected, deadline, scope);
 }
 
 // Wakes up to `n` waiters on the word at `addr` (INT_MAX: all).
 // Non-blocking; thread- and process-safe. Returns how many were woken.
 // Throws ProcessError only on a kernel error.
-inline int futex_wake(const std::uint32_t* addr, int n = INT_MAX) {
-  const long rc = ::syscall(SYS_futex, addr, FUTEX_WAKE, n, nullptr, nullptr, 0);
+inline int futex_wake(const std::uint32_t* addr, int n = INT_MAX, FutexScope scope = FutexScope::shared) {
+  const long rc = ::syscall(SYS_futex, addr, futex_op(FUTEX_WAKE, scope), n, nullptr, nullptr, 0);
   if (rc < 0) throw_errno("futex(FUTEX_WAKE)");
   return static_cast<int>(rc);
 }
-inline int futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX) {
-  return futex_wake(reinterpret_cast<const std::uint32_t*>(&word), n);
+inline int futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX, FutexScope scope = FutexScope::shared) {
+  return futex_wake(reinterpret_cast<const std::uint32_t*>(&word), n, scope);
 }
 
 // Tells the CPU we are spinning (x86 PAUSE, ARM YIELD).

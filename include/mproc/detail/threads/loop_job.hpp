@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -61,7 +62,7 @@ class LoopJob {
     }
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
     while (finished_.load(std::memory_order_seq_cst) == 0) {
-      if (futex_wait(finished_, 0, deadline) == FutexWait::timed_out) break;
+      if (futex_wait(finished_, 0, deadline, FutexScope::process) == FutexWait::timed_out) break;
     }
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
     return finished();
@@ -107,7 +108,7 @@ class LoopJob {
     finished_.store(1, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) != 0) {
       try {
-        futex_wake(finished_);
+        futex_wake(finished_, INT_MAX, FutexScope::process);
       } catch (...) {
       }
     }

@@ -105,14 +105,14 @@ class ThreadScheduler final : public WaitHelper {
         if (help_once(*w)) continue;
         const std::uint32_t seq = done_word_.load(std::memory_order_seq_cst);
         if (pending_.load(std::memory_order_seq_cst) <= inside_waiters_.load(std::memory_order_seq_cst)) break;
-        futex_wait(done_word_, seq, Clock::now() + help_slice);
+        futex_wait(done_word_, seq, Clock::now() + help_slice, FutexScope::process);
       }
     } else {
       waiters_.fetch_add(1, std::memory_order_seq_cst);
       for (;;) {
         const std::uint32_t seq = done_word_.load(std::memory_order_seq_cst);
         if (pending_.load(std::memory_order_seq_cst) <= 0) break;
-        futex_wait(done_word_, seq, Clock::time_point::max());
+        futex_wait(done_word_, seq, Clock::time_point::max(), FutexScope::process);
       }
       waiters_.fetch_sub(1, std::memory_order_seq_cst);
     }
@@ -331,13 +331,13 @@ class ThreadScheduler final : public WaitHelper {
     if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
     if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
     epoch_.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(epoch_, 1);
+    futex_wake(epoch_, 1, FutexScope::process);
   }
 
   void wake_workers(int n) {
     if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
     epoch_.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(epoch_, n);
+    futex_wake(epoch_, n, FutexScope::process);
   }
 
   bool has_work() const noexcept {
@@ -434,7 +434,7 @@ class ThreadScheduler final : public WaitHelper {
     const std::int64_t left = pending_.fetch_sub(count, std::memory_order_seq_cst) - count;
     if (waiters_.load(std::memory_order_seq_cst) != 0 && left <= inside_waiters_.load(std::memory_order_seq_cst)) {
       done_word_.fetch_add(1, std::memory_order_seq_cst);
-      futex_wake(done_word_);
+      futex_wake(done_word_, INT_MAX, FutexScope::process);
     }
     if (left == 0 && closed_.load(std::memory_order_seq_cst)) wake_workers(INT_MAX);
   }
@@ -463,10 +463,13 @@ class ThreadScheduler final : public WaitHelper {
   // Spins, then yields, for a short while; returns whether work appeared.
   bool idle_spin() {
     spinners_.fetch_add(1, std::memory_order_seq_cst);
-    struct Leave {
-      std::atomic<int>& n;
-      ~Leave() { n.fetch_sub(1, std::memory_order_seq_cst); }
-    } leave{spinners_};
+    const bool found = spin_for_work();
+    spinners_.fetch_sub(1, std::memory_order_seq_cst);
+    return found;
+  }
+
+  // idle_spin's loop: whether work appeared within idle_spin_limit.
+  bool spin_for_work() const noexcept {
     const auto start = Clock::now();
     for (unsigned i = 1;; ++i) {
       if (has_work()) return true;
@@ -484,7 +487,7 @@ class ThreadScheduler final : public WaitHelper {
     const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
     if (!has_work() && !(closed_.load(std::memory_order_seq_cst) && pending_.load(std::memory_order_seq_cst) == 0))
-      futex_wait(epoch_, seen, Clock::time_point::max());
+      futex_wait(epoch_, seen, Clock::time_point::max(), FutexScope::process);
     sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     wake_pending_.store(false, std::memory_order_seq_cst);
   }

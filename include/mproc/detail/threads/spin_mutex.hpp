@@ -14,10 +14,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include <linux/futex.h>
 #include <sched.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <mproc/detail/os/futex.hpp>
 
@@ -66,11 +63,12 @@ class SpinMutex {
       if (state_.load(std::memory_order_relaxed) == unlocked && try_lock()) return;
     }
     // A sleeper marks the lock contended so that the holder's unlock wakes it.
+    // (futex_wait/futex_wake throw only for a bad address: not this word.)
     while (state_.exchange(contended, std::memory_order_acquire) != unlocked)
-      ::syscall(SYS_futex, &state_, FUTEX_WAIT_PRIVATE, contended, nullptr, nullptr, 0);
+      futex_wait(state_, contended, Clock::time_point::max(), FutexScope::process);
   }
 
-  void wake() noexcept { ::syscall(SYS_futex, &state_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0); }
+  void wake() noexcept { futex_wake(state_, 1, FutexScope::process); }
 
   std::atomic<std::uint32_t> state_{unlocked};
 };
