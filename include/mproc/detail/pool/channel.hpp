@@ -239,6 +239,7 @@ class Channel {
       if (lost || (msg.msg_flags & MSG_CTRUNC)) return Io::error;
       if (n == 0) return Io::closed;
       in_end_ += static_cast<std::size_t>(n);
+      drained_ = static_cast<std::size_t>(n) < iov.iov_len;
       return Io::ok;
     }
   }
@@ -268,6 +269,11 @@ class Channel {
 
   // Bytes reserved by the receive and send buffers (for tests).
   std::size_t buffer_capacity() const noexcept { return in_.size() + out_.capacity(); }
+
+  // Whether the last fill() that read something read less than it had room
+  // for: the socket held no more at that instant, so filling again before
+  // poll() reports input would most likely find nothing.
+  bool drained() const noexcept { return drained_; }
 
   // Whether unparsed bytes remain (a frame may be partially received).
   bool has_input() const noexcept { return in_end_ > in_pos_; }
@@ -397,6 +403,7 @@ class Channel {
   RecvBuffer in_;
   std::size_t in_pos_ = 0;
   std::size_t in_end_ = 0;
+  bool drained_ = false;
   std::deque<UniqueFd> in_fds_;
 };
 
