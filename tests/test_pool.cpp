@@ -171,6 +171,34 @@ TEST_CASE("map returns results in input order for any chunksize") {
   CHECK(cubes[499] == 999 * 999 * 999);
 }
 
+namespace {
+// A result whose size depends on x: small ones travel in the worker's result
+// ring, ones over its limit (16 KiB) through the socket.
+std::string sized_result(int x) {
+  const std::size_t sizes[] = {3, 20'000, 0, 16'000, 40, 70'000, 8'000, 1};
+  return std::string(sizes[static_cast<std::size_t>(x) % std::size(sizes)], static_cast<char>('a' + x % 26));
+}
+}  // namespace
+
+TEST_CASE("results through the result ring and the socket, mixed, arrive whole and in order") {
+  mp::Pool pool(2);
+  const auto inputs = iota_vec(400);
+  std::vector<std::string> expected;
+  for (int x : inputs) expected.push_back(sized_result(x));
+  // chunksize 1: every task alone, so consecutive results take different
+  // paths, and the 16 KB ones fill the ring (the rest then take the socket).
+  for (int round = 0; round < 3; ++round) CHECK(pool.map(sized_result, inputs, 1) == expected);
+  CHECK(pool.map(sized_result, inputs, 3) == expected);
+  std::multiset<std::string> unordered;
+  for (auto&& r : pool.imap_unordered(sized_result, inputs, 1)) unordered.insert(r);
+  CHECK(unordered == std::multiset<std::string>(expected.begin(), expected.end()));
+  // Many tiny results in a row: the ring wraps many times.
+  const auto many = iota_vec(20'000);
+  std::vector<int> squares_expected(many.size());
+  std::transform(many.begin(), many.end(), squares_expected.begin(), square);
+  CHECK(pool.map(square, many, 1) == squares_expected);
+}
+
 TEST_CASE("map carries strings, containers and views across processes") {
   mp::Pool pool(2);
   CHECK(pool.map(shout, std::vector<std::string>{"a", "bc", ""}) == std::vector<std::string>{"A!", "BC!", "!"});

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -313,6 +314,44 @@ TEST_CASE("a worker killed by the kernel's OOM killer: WorkerCrashed says so, an
   ::rmdir(cgroup.c_str());
   CHECK_FALSE(r.timed_out);
   CHECK(r.exitcode == 0);
+}
+
+// ------------------------------------------------------------ a worker that corrupts its result ring
+
+namespace {
+int g_ring_pipe[2] = {-1, -1};  // made before the pool: its workers inherit it
+// Writes a position no correct worker writes into its own result ring, says
+// so through the pipe, then waits to be killed.
+int scribble_on_ring(int) {
+  auto* status = reinterpret_cast<d::SlotStatus*>(d::worker_self().started);
+  status->ring.tail.store(3);
+  [[maybe_unused]] auto n = ::write(g_ring_pipe[1], "s", 1);
+  std::this_thread::sleep_for(60s);
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("a worker that writes nonsense into its result ring is killed: its task fails, the pool serves on",
+          "[failure-model]") {
+  REQUIRE(::pipe2(g_ring_pipe, O_CLOEXEC) == 0);
+  {
+    mp::Pool pool(1);
+    REQUIRE(pool.map(square, iota_vec(4)) == squares(4));
+    auto scribbler = pool.apply_async(scribble_on_ring, 0);
+    pollfd p{g_ring_pipe[0], POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10'000) == 1);
+    char c = 0;
+    REQUIRE(::read(g_ring_pipe[0], &c, 1) == 1);
+    // The next submission wakes the owner, which reads the ring and kills the worker.
+    auto next = pool.apply_async(square, 5);
+    mproc_test::within_10s([&] {
+      CHECK_THROWS_AS(scribbler.get(), mp::WorkerCrashed);
+      CHECK(next.get() == 25);
+    });
+    CHECK(pool.map(square, iota_vec(50), 1) == squares(50));
+  }
+  ::close(g_ring_pipe[0]);
+  ::close(g_ring_pipe[1]);
 }
 
 // ------------------------------------------------------------ descriptors received while another thread forks

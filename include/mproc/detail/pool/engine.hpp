@@ -128,7 +128,7 @@ class PoolEngine {
       return out[0];
     })[0]);
     slots_.resize(static_cast<std::size_t>(cfg_.processes));
-    board_ = create_segment(std::max<std::size_t>(slots_.size() * sizeof(SlotStatus), 64), "mproc:pool-board");
+    board_ = create_segment(board_bytes(slots_.size()), "mproc:pool-board");
     std::vector<std::byte> config =
         encode_worker_config(board_->handle(ShmKind::shared_memory, 0, board_->size()), cfg_.initializer);
     // The workers run with the creator's signal mask; the I/O thread blocks
@@ -282,6 +282,10 @@ class PoolEngine {
     Clock::time_point respawn_at = Clock::time_point::max();  // dead slot: when to retry
     // Free, while the queued tasks wait for other workers (dispatch): since when.
     Clock::time_point waiting_since = Clock::time_point::max();
+    // Being topped up to its inflight_limit (see has_room).
+    bool filling = true;
+    ResultRingReader ring;  // this worker's result ring
+    bool ring_broken = false;  // it wrote nonsense there: read no more of it
   };
 
   static bool alive(State s) noexcept { return s != State::dead; }
@@ -318,7 +322,8 @@ class PoolEngine {
     if (io_ && io_->joinable()) io_->join();
   }
 
-  SlotStatus& status(std::size_t index) noexcept { return reinterpret_cast<SlotStatus*>(board_->data())[index]; }
+  SlotStatus& status(std::size_t index) noexcept { return BoardView(board_->data()).slot(index); }
+  std::atomic<std::uint32_t>& owner_asleep() noexcept { return BoardView(board_->data()).header().owner_asleep; }
 
   // ---------------------------------------------------------------- I/O thread
 
@@ -331,6 +336,7 @@ class PoolEngine {
     affinity_.forget_slot(index);
     s.spawn_failures = failures;
     status(index).started.store(0, std::memory_order_relaxed);
+    s.ring.reset(status(index).ring);
     try {
       auto [mine, theirs] = socket_pair();
       set_nonblocking(mine.get());
@@ -388,8 +394,16 @@ class PoolEngine {
     finish_task(t);
   }
 
-  bool has_room(const Slot& s) const noexcept {
-    return s.state == State::ready && s.inflight.size() < inflight_limit(s);
+  // A worker takes tasks until it holds inflight_limit of them, then no more
+  // until half of them are done: refills leave in batches (one write to the
+  // worker, which then reads several tasks at once) instead of one task per
+  // result. With a limit of 1 or 2 this is the plain rule.
+  bool has_room(Slot& s) noexcept {
+    if (s.state != State::ready) return false;
+    const std::size_t limit = inflight_limit(s);
+    if (s.inflight.size() <= limit / 2) s.filling = true;
+    if (s.inflight.size() >= limit) s.filling = false;
+    return s.filling;
   }
 
   // Sends queued tasks to workers with room, the least loaded first. A task
@@ -496,6 +510,49 @@ class PoolEngine {
     finish_task(t);
   }
 
+  // Delivers the results waiting in worker `index`'s result ring, in order,
+  // up to one whose task has an earlier result still in the socket (results
+  // too large for the ring). Returns false if the ring holds nonsense (the
+  // worker is then killed).
+  bool drain_ring(std::size_t index) {
+    Slot& s = slots_[index];
+    if (s.ring_broken) return false;
+    SlotStatus& st = status(index);
+    std::uint64_t id = 0;
+    std::span<const std::byte> bytes;
+    for (;;) {
+      const auto next = s.ring.peek(st.ring, BoardView(board_->data()).ring_data(index), id, bytes);
+      if (next == ResultRingReader::Next::empty) return true;
+      if (next == ResultRingReader::Next::entry) {
+        if (!s.inflight.empty() && s.inflight.front().id == id) {
+          ring_copy_.assign(bytes.begin(), bytes.end());  // the worker may still write the ring
+          s.ring.pop(st.ring);
+          complete_front(s, ring_copy_);
+          continue;
+        }
+        const bool later =
+            std::any_of(s.inflight.begin(), s.inflight.end(), [&](const PoolTask& t) { return t.id == id; });
+        if (later) return true;  // after a result that comes through the socket
+      }
+      s.ring_broken = true;
+      kill_worker(s);
+      return false;
+    }
+  }
+
+  // Drains every live worker's result ring.
+  void drain_rings() {
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].state != State::dead && slots_[i].ring.has_entries(status(i).ring)) drain_ring(i);
+  }
+
+  bool rings_have_entries() noexcept {
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].state != State::dead && !slots_[i].ring_broken && slots_[i].ring.has_entries(status(i).ring))
+        return true;
+    return false;
+  }
+
   void handle_worker_frames(std::size_t index) {
     Slot& s = slots_[index];
     Frame f;
@@ -519,14 +576,21 @@ class PoolEngine {
               RemoteError(std::move(info.type_name), "in the pool initializer: " + info.message)));
           break;
         }
+        case pm_results_ready:
+          status(index).ring.wake_pending.store(0, std::memory_order_seq_cst);
+          if (!drain_ring(index)) return;
+          break;
         case pm_result:
         case pm_result_fd: {
+          // Results the worker put in its ring before this one come first.
+          if (!drain_ring(index)) return;
           if (s.inflight.empty() || s.inflight.front().id != f.header.id) {
             kill_worker(s);
             return;
           }
           if (f.header.type == pm_result) {
             complete_front(s, f.payload);
+            if (!drain_ring(index)) return;
             break;
           }
           std::size_t size = 0;
@@ -547,6 +611,7 @@ class PoolEngine {
             break;
           }
           complete_front(s, big->bytes());
+          if (!drain_ring(index)) return;
           break;
         }
         default:
@@ -556,12 +621,16 @@ class PoolEngine {
     }
   }
 
-  void read_worker(std::size_t index) {
+  // Reads and handles what worker `index` sent. After poll() reported input,
+  // a short read ends it (the next poll() reports the rest); `to_the_end`
+  // reads until the socket is empty (a dead worker's last results).
+  void read_worker(std::size_t index, bool to_the_end = false) {
     Slot& s = slots_[index];
     for (;;) {
       const auto io = s.ch.fill();
       handle_worker_frames(index);
       if (io == Channel::Io::would_block) return;
+      if (io == Channel::Io::ok && s.ch.drained() && !to_the_end) return;
       if (io == Channel::Io::closed || io == Channel::Io::error) {
         s.ch.close();  // wait for the zygote's exit report
         return;
@@ -593,7 +662,8 @@ class PoolEngine {
       Slot& s = slots_[i];
       if (s.pid != pid || s.state == State::dead) continue;
       // Results it sent before dying still count.
-      if (s.ch.valid()) read_worker(i);
+      if (s.ch.valid()) read_worker(i, true);
+      drain_ring(i);
       const bool never_ready = s.state == State::starting || s.state == State::spawning;
       // The task whose user code it started is lost; the others never
       // started: they run elsewhere, in order, first.
@@ -754,6 +824,7 @@ class PoolEngine {
         fail_everything(std::make_exception_ptr(ProcessError("mproc: Pool was terminated before the task finished")));
         begin_stop(true);
       }
+      drain_rings();
       if (!stopping_) {
         for (std::size_t i = 0; i < slots_.size(); ++i)
           if (slots_[i].state == State::dead && slots_[i].respawn_at <= Clock::now()) spawn(i);
@@ -788,11 +859,16 @@ class PoolEngine {
         fds.push_back({s.ch.valid() ? s.ch.fd() : -1, ev, 0});
       }
       io_sleeping_.store(true);
+      // Workers publishing results from now on wake this thread; those
+      // published before are seen here (both sides: store, then look).
+      owner_asleep().store(1, std::memory_order_seq_cst);
       {
         std::lock_guard lock(mutex_);
         more_pending = !pending_.empty() || terminate_ != terminate || closed_ != closed;
       }
+      more_pending = more_pending || rings_have_entries();
       const int rc = poll_fds(fds.data(), fds.size(), more_pending ? 0 : (stopping_ ? -1 : timeout_ms()));
+      owner_asleep().store(0, std::memory_order_relaxed);
       io_sleeping_.store(false);
       if (rc < 0 && errno != EINTR) throw_errno("poll (process pool)");
 
@@ -863,7 +939,8 @@ class PoolEngine {
   std::optional<std::uint64_t> oom_seen_;  // the OOM-kill count last read (claim_oom_kill; I/O thread)
   std::uint64_t oom_unclaimed_ = 0;        // kills counted and not yet matched to a SIGKILLed worker
   std::shared_ptr<TransferHeap> heap_ = std::make_shared<TransferHeap>();
-  std::shared_ptr<Mapping> board_;  // SlotStatus per slot
+  std::shared_ptr<Mapping> board_;  // protocol.hpp's status board
+  std::vector<std::byte> ring_copy_;  // a result taken out of a result ring
   UniqueFd wake_;
   Child zygote_;  // StartMethod::fork: the zygote is our child
 

@@ -11,6 +11,9 @@
 //                     pm_init_failed   ExceptionInfo {type name, message}
 //                     pm_result{id}    the task's results (below)
 //                     pm_result_fd{id} {u64 size} + a sealed memfd holding them
+//                     pm_results_ready results wait in the worker's result
+//                                      ring (result_ring.hpp), small ones
+//                                      go there rather than in pm_result
 //   worker config     WorkerConfigHeader {status board, initializer
 //   (at fork)         trampoline, fn}, then the initializer's arguments
 //
@@ -39,6 +42,7 @@
 #include <unistd.h>
 
 #include <mproc/detail/pool/remote_exceptions.hpp>
+#include <mproc/detail/pool/result_ring.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/transfer_heap.hpp>
 #include <mproc/detail/util/demangle.hpp>
@@ -57,6 +61,7 @@ enum PoolMsg : std::uint16_t {
   pm_result = 12,      // worker -> owner: id = task id, payload = results
   pm_result_fd = 13,   // worker -> owner: id = task id, payload = {u64 size}, fd = sealed
                        //   memfd holding the results (results of at least result_via_fd() bytes)
+  pm_results_ready = 14,  // worker -> owner: results wait in its result ring (result_ring.hpp)
 };
 
 // Results at least this large travel in a sealed memfd passed with the
@@ -75,15 +80,47 @@ inline std::size_t& result_via_fd() noexcept {
 // worker that could still shrink it could make the owner die of SIGBUS).
 inline constexpr int kResultSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
 
-// The status board: one cache line per worker slot, in shared memory owned
-// by the pool's owner. A worker notes there the id of the task whose user
-// code it is about to run. When a worker dies, the owner reads its line:
-// the task noted (if still unfinished) is the one lost; tasks handed to the
-// worker but never started are run by another worker.
+// The status board: shared memory owned by the pool's owner, inherited by
+// the workers: a header, then per worker slot its status lines and its
+// result ring (result_ring.hpp).
+//
+// A worker notes in `started` the id of the task whose user code it is
+// about to run. When a worker dies, the owner reads it: the task noted (if
+// still unfinished) is the one lost; tasks handed to the worker but never
+// started are run by another worker.
 struct alignas(64) SlotStatus {
   std::atomic<std::uint64_t> started{0};
+  ResultRingWords ring;
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+struct alignas(64) BoardHeader {
+  // 1 while the owner's I/O thread sleeps in poll() (or is about to): a
+  // worker that publishes a result then wakes it through the socket.
+  std::atomic<std::uint32_t> owner_asleep{0};
+};
+
+inline constexpr std::size_t board_slot_bytes = sizeof(SlotStatus) + result_ring_bytes;
+static_assert(board_slot_bytes % 64 == 0);
+
+// Bytes of a board for `slots` worker slots.
+constexpr std::size_t board_bytes(std::size_t slots) noexcept { return sizeof(BoardHeader) + slots * board_slot_bytes; }
+
+// A board's parts, over its mapping (`base`, board_bytes(slots) or more).
+class BoardView {
+ public:
+  explicit BoardView(std::byte* base) noexcept : base_(base) {}
+  BoardHeader& header() const noexcept { return *reinterpret_cast<BoardHeader*>(base_); }
+  SlotStatus& slot(std::size_t i) const noexcept {
+    return *reinterpret_cast<SlotStatus*>(base_ + sizeof(BoardHeader) + i * board_slot_bytes);
+  }
+  std::byte* ring_data(std::size_t i) const noexcept {
+    return base_ + sizeof(BoardHeader) + i * board_slot_bytes + sizeof(SlotStatus);
+  }
+
+ private:
+  std::byte* base_;
+};
 
 // ---------------------------------------------------------------- tasks
 

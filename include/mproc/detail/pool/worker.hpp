@@ -412,14 +412,27 @@ inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>
   }
 }
 
-// Sends the results of task `id`: through the socket, or in a memfd when
-// large. A result that cannot be sent at all (no memory for a memfd, say)
-// is replaced by an error for each call of the task. Returns false if the
-// owner is gone or nothing at all could be sent.
-inline bool send_result(Channel& ch, std::uint64_t id, std::uint64_t count, std::vector<std::byte>& out) noexcept {
+// Where a worker's results go: its result ring, its channel, and the flag
+// that says whether the owner must be woken for what the ring gets.
+struct ResultsOut {
+  Channel& ch;
+  ResultRingWriter& ring;
+  const std::atomic<std::uint32_t>& owner_asleep;
+};
+
+// Sends the results of task `id`: small ones in the result ring (waking the
+// owner through the socket if it sleeps), others through the socket, or in
+// a memfd when large. A result that cannot be sent at all (no memory for a
+// memfd, say) is replaced by an error for each call of the task. Returns
+// false if the owner is gone or nothing at all could be sent.
+inline bool send_result(const ResultsOut& to, std::uint64_t id, std::uint64_t count,
+                        std::vector<std::byte>& out) noexcept {
+  Channel& ch = to.ch;
   try {
     test_point(FaultStep::in_send);
-    if (out.size() < result_via_fd()) {
+    if (out.size() < result_via_fd() && to.ring.publish(id, out)) {
+      if (to.ring.claim_wake(to.owner_asleep)) ch.put(pm_results_ready, 0, {});
+    } else if (out.size() < result_via_fd()) {
       ch.put(pm_result, id, out);
     } else if (!send_result_fd(ch, id, out)) {
       const int err = errno;
@@ -453,15 +466,19 @@ inline bool send_result(Channel& ch, std::uint64_t id, std::uint64_t count, std:
 // the owner, worker_exit_internal when it cannot even report a failure.
 inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<const std::byte> config) noexcept {
   try {
-    // Shared memory handed to this worker task after task (Value/Array
-    // arguments) stays mapped between tasks instead of being re-faulted.
-    set_auto_retain(true);
     Channel ch(std::move(channel));
     const std::optional<WorkerConfig> cfg = decode_worker_config(config);
     if (!cfg) return 2;
+    // The board: the mapping inherited from the owner, kept as it is.
     std::shared_ptr<Mapping> board = open_segment(cfg->board, "the pool's status board");
-    if ((slot + 1) * sizeof(SlotStatus) > board->size()) return 2;
-    worker_self().started = &reinterpret_cast<SlotStatus*>(board->data())[slot].started;
+    if (board_bytes(slot + 1) > board->size()) return 2;
+    const BoardView view(board->data());
+    worker_self().started = &view.slot(slot).started;
+    ResultRingWriter ring(&view.slot(slot).ring, view.ring_data(slot));
+    const ResultsOut results{ch, ring, view.header().owner_asleep};
+    // Shared memory handed to this worker task after task (Value/Array
+    // arguments) stays mapped between tasks instead of being re-faulted.
+    set_auto_retain(true);
 
     std::vector<std::byte> out;
     out.reserve(64 * 1024);
@@ -496,7 +513,7 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
       test_point(FaultStep::after_run);
       // Every result leaves before the next task starts: if that task crashes
       // this worker, the results of the finished ones are not lost with it.
-      if (!send_result(ch, f.header.id, h->count, out)) return 0;
+      if (!send_result(results, f.header.id, h->count, out)) return 0;
       test_point(FaultStep::after_write);
       if (out.capacity() > std::max(result_via_fd(), std::size_t{4} << 20))
         std::vector<std::byte>().swap(out);  // after a huge result
