@@ -286,6 +286,7 @@ class PoolEngine {
     bool filling = true;
     ResultRingReader ring;  // this worker's result ring
     bool ring_broken = false;  // it wrote nonsense there: read no more of it
+    bool kill_ordered = false;  // kill_worker was called (done when the pid is known)
   };
 
   static bool alive(State s) noexcept { return s != State::dead; }
@@ -638,7 +639,11 @@ class PoolEngine {
     }
   }
 
+  // Has the zygote SIGKILL the worker of slot `s`; if its pid is not known
+  // yet (its first messages can arrive before the zygote's tm_spawned), as
+  // soon as it is.
   void kill_worker(Slot& s) {
+    s.kill_ordered = true;
     if (s.pid > 0) {
       const PidCode k{s.pid, SIGKILL};
       template_ch_.put(tm_kill, 0, as_bytes_of(k));
@@ -901,11 +906,8 @@ class PoolEngine {
         if (!pid || f.header.id >= slots_.size()) return;
         Slot& s = slots_[f.header.id];
         s.pid = *pid;
-        if (s.state == State::spawning) {
-          s.state = State::starting;
-        } else if (s.state == State::stopping && killing_) {
-          kill_worker(s);  // spawned after the kill order
-        }
+        if (s.state == State::spawning) s.state = State::starting;
+        if (s.kill_ordered || (s.state == State::stopping && killing_)) kill_worker(s);  // ordered before its pid came
         update_pids();
         break;
       }
@@ -937,7 +939,7 @@ class PoolEngine {
   EngineConfig cfg_;
   const pid_t owner_;  // the process whose pool this is
   std::optional<std::uint64_t> oom_seen_;  // the OOM-kill count last read (claim_oom_kill; I/O thread)
-  std::uint64_t oom_unclaimed_ = 0;        // kills counted and not yet matched to a SIGKILLed worker
+  std::uint64_t oom_unclaimed_ = 0;  // kills counted and not yet matched to a SIGKILLed worker
   std::shared_ptr<TransferHeap> heap_ = std::make_shared<TransferHeap>();
   std::shared_ptr<Mapping> board_;  // protocol.hpp's status board
   std::vector<std::byte> ring_copy_;  // a result taken out of a result ring
@@ -953,7 +955,7 @@ class PoolEngine {
   std::exception_ptr broken_;
   std::vector<pid_t> pids_;
   mutable std::condition_variable pids_cv_;  // pids_ changed, or the pool broke
-  bool all_started_ = false;                 // every slot has had a live worker
+  bool all_started_ = false;  // every slot has had a live worker
   std::atomic<bool> io_sleeping_{false};
 
   // Owned by the I/O thread (and the constructor before it starts).
