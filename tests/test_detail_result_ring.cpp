@@ -20,9 +20,9 @@ namespace {
 struct Ring {
   d::ResultRingWords words;
   std::vector<std::byte> data = std::vector<std::byte>(d::result_ring_bytes);
-  d::ResultRingWriter writer{&words, data.data()};
-  d::ResultRingReader reader;
   std::atomic<std::uint32_t> asleep{0};
+  d::ResultRingWriter writer{&words, data.data(), &asleep};
+  d::ResultRingReader reader;
 
   std::vector<std::byte> bytes(std::size_t n, int seed) {
     std::vector<std::byte> b(n);
@@ -99,12 +99,12 @@ TEST_CASE("result ring: a full ring and a result over the limit are refused, not
 TEST_CASE("result ring: the owner wakes only when asleep, once per wake-up handled") {
   auto r = std::make_unique<Ring>();
   REQUIRE(r->writer.publish(1, r->bytes(8, 1)));
-  CHECK_FALSE(r->writer.claim_wake(r->asleep));  // awake: it will look before sleeping
+  CHECK_FALSE(r->writer.claim_wake());  // awake: it will look before sleeping
   r->asleep.store(1);
-  CHECK(r->writer.claim_wake(r->asleep));
-  CHECK_FALSE(r->writer.claim_wake(r->asleep));  // one wake-up on its way already
+  CHECK(r->writer.claim_wake());
+  CHECK_FALSE(r->writer.claim_wake());  // one wake-up on its way already
   r->words.wake_pending.store(0);                // the owner handled it
-  CHECK(r->writer.claim_wake(r->asleep));
+  CHECK(r->writer.claim_wake());
 }
 
 TEST_CASE("result ring: positions and sizes no correct worker writes are corrupt, never read") {
@@ -147,7 +147,7 @@ TEST_CASE("result ring: positions and sizes no correct worker writes are corrupt
   SECTION("after a reset the ring is empty and usable") {
     r->words.tail.store(12345);
     r->reader.reset(r->words);
-    d::ResultRingWriter fresh(&r->words, r->data.data());
+    d::ResultRingWriter fresh(&r->words, r->data.data(), &r->asleep);
     CHECK(r->next() == Next::empty);
     REQUIRE(fresh.publish(7, r->bytes(3, 7)));
     CHECK(r->take().first == 7);

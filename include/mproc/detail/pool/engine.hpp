@@ -189,7 +189,6 @@ class PoolEngine {
     {
       std::lock_guard lock(mutex_);
       check_accepting_locked();
-      outstanding_ += tasks.size();
       for (auto& t : tasks) pending_.push_back(std::move(t));
     }
     tasks.clear();
@@ -200,7 +199,6 @@ class PoolEngine {
     {
       std::lock_guard lock(mutex_);
       check_accepting_locked();
-      ++outstanding_;
       pending_.push_back(std::move(task));
     }
     wake_if_sleeping();
@@ -385,14 +383,8 @@ class PoolEngine {
     return static_cast<std::size_t>(std::clamp(n, 1.0, 64.0));
   }
 
-  void finish_task(PoolTask&) {
-    std::lock_guard lock(mutex_);
-    --outstanding_;
-  }
-
-  void fail_task(PoolTask& t, std::exception_ptr e) {
-    if (t.sink) t.sink->fail(t.chunk, e);
-    finish_task(t);
+  static void fail_task(PoolTask& t, std::exception_ptr e) {
+    if (t.sink) t.sink->fail(t.chunk, std::move(e));
   }
 
   // A worker takes tasks until it holds inflight_limit of them, then no more
@@ -415,11 +407,9 @@ class PoolEngine {
   // locality_window of the front may overtake it.
   void dispatch() {
     steal_at_ = Clock::time_point::max();
+    const auto now = Clock::now();  // one reading for the round: the tasks leave together (flush)
     for (;;) {
-      while (!queue_.empty() && queue_.front().sink && queue_.front().sink->cancelled()) {
-        finish_task(queue_.front());
-        queue_.pop_front();
-      }
+      while (!queue_.empty() && queue_.front().sink && queue_.front().sink->cancelled()) queue_.pop_front();
       if (queue_.empty()) {
         for (auto& s : slots_) s.waiting_since = Clock::time_point::max();
         return;
@@ -435,7 +425,7 @@ class PoolEngine {
       }
       if (best == nullptr) return;
       if (queue_.front().locality == 0) {
-        send(*best, queue_.begin());
+        send(*best, queue_.begin(), now);
         continue;
       }
       // Per free slot, the first task in the window it has mapped; else the
@@ -449,18 +439,17 @@ class PoolEngine {
         if (mapped == 0) {
           if (open == queue_.end()) open = it;
         } else if ((mapped & free_mask) != 0) {
-          send(slots_[static_cast<std::size_t>(std::countr_zero(mapped & free_mask))], it);
+          send(slots_[static_cast<std::size_t>(std::countr_zero(mapped & free_mask))], it, now);
           sent = true;
         }
       }
       if (sent) continue;
       if (open != queue_.end()) {
-        send(*best, open);
+        send(*best, open, now);
         continue;
       }
       // Only busy workers have these tasks' blocks: the free worker that has
       // waited longest takes the front task once its patience is out.
-      const auto now = Clock::now();
       Slot* longest = nullptr;
       for (auto& s : slots_) {
         if (!has_room(s)) continue;
@@ -472,21 +461,18 @@ class PoolEngine {
         steal_at_ = until;
         return;
       }
-      send(*longest, queue_.begin());
+      send(*longest, queue_.begin(), now);
     }
   }
 
   // Sends the queued task at `it` to slot `s` (or drops it if its caller
-  // cancelled it), and takes it off the queue.
-  void send(Slot& s, std::deque<PoolTask>::iterator it) {
+  // cancelled it), and takes it off the queue; `now`: the time it leaves.
+  void send(Slot& s, std::deque<PoolTask>::iterator it, Clock::time_point now) {
     PoolTask t = std::move(*it);
     queue_.erase(it);
-    if (t.sink && !t.sink->claim()) {
-      finish_task(t);
-      return;
-    }
+    if (t.sink && !t.sink->claim()) return;
     t.id = ++next_id_;
-    t.sent = Clock::now();
+    t.sent = now;
     s.waiting_since = Clock::time_point::max();
     s.ch.put(pm_task, t.id, t.payload);  // the payload stays for a possible requeue
     affinity_.note(t.locality, static_cast<std::size_t>(&s - slots_.data()));
@@ -496,11 +482,11 @@ class PoolEngine {
     if (cfg_.maxtasksperchild != 0 && ++s.dispatched >= cfg_.maxtasksperchild) s.state = State::retiring;
   }
 
-  // Delivers results (in `bytes`) of the front task of slot `s`.
-  void complete_front(Slot& s, std::span<const std::byte> bytes) {
+  // Delivers results (in `bytes`) of the front task of slot `s`, which
+  // arrived by `now` (results drained together share one reading).
+  void complete_front(Slot& s, std::span<const std::byte> bytes, Clock::time_point now) {
     PoolTask t = std::move(s.inflight.front());
     s.inflight.pop_front();
-    const auto now = Clock::now();
     const double sample = static_cast<double>(std::chrono::nanoseconds(now - std::max(s.last_done, t.sent)).count());
     s.ewma_ns = 0.75 * s.ewma_ns + 0.25 * sample;
     s.last_done = now;
@@ -508,7 +494,6 @@ class PoolEngine {
       Reader r(bytes);
       t.sink->complete(t.chunk, r, t.count);
     }
-    finish_task(t);
   }
 
   // Delivers the results waiting in worker `index`'s result ring, in order,
@@ -521,6 +506,7 @@ class PoolEngine {
     SlotStatus& st = status(index);
     std::uint64_t id = 0;
     std::span<const std::byte> bytes;
+    Clock::time_point now{};
     for (;;) {
       const auto next = s.ring.peek(st.ring, BoardView(board_->data()).ring_data(index), id, bytes);
       if (next == ResultRingReader::Next::empty) return true;
@@ -528,7 +514,8 @@ class PoolEngine {
         if (!s.inflight.empty() && s.inflight.front().id == id) {
           ring_copy_.assign(bytes.begin(), bytes.end());  // the worker may still write the ring
           s.ring.pop(st.ring);
-          complete_front(s, ring_copy_);
+          if (now == Clock::time_point{}) now = Clock::now();
+          complete_front(s, ring_copy_, now);
           continue;
         }
         const bool later =
@@ -544,7 +531,7 @@ class PoolEngine {
   // Drains every live worker's result ring.
   void drain_rings() {
     for (std::size_t i = 0; i < slots_.size(); ++i)
-      if (slots_[i].state != State::dead && slots_[i].ring.has_entries(status(i).ring)) drain_ring(i);
+      if (slots_[i].state != State::dead) drain_ring(i);
   }
 
   bool rings_have_entries() noexcept {
@@ -589,9 +576,9 @@ class PoolEngine {
             kill_worker(s);
             return;
           }
+          // Ring entries now due wait for the next frame or round (both drain first).
           if (f.header.type == pm_result) {
-            complete_front(s, f.payload);
-            if (!drain_ring(index)) return;
+            complete_front(s, f.payload, Clock::now());
             break;
           }
           std::size_t size = 0;
@@ -611,8 +598,7 @@ class PoolEngine {
             fail_task(t, std::current_exception());
             break;
           }
-          complete_front(s, big->bytes());
-          if (!drain_ring(index)) return;
+          complete_front(s, big->bytes(), Clock::now());
           break;
         }
         default:
@@ -749,7 +735,6 @@ class PoolEngine {
   // Stops every worker: politely (pm_stop once idle) or by SIGKILL.
   void begin_stop(bool kill) {
     stopping_ = true;
-    killing_ = killing_ || kill;
     for (auto& s : slots_) {
       if (s.state == State::dead) continue;
       if (kill) {
@@ -907,7 +892,7 @@ class PoolEngine {
         Slot& s = slots_[f.header.id];
         s.pid = *pid;
         if (s.state == State::spawning) s.state = State::starting;
-        if (s.kill_ordered || (s.state == State::stopping && killing_)) kill_worker(s);  // ordered before its pid came
+        if (s.kill_ordered) kill_worker(s);  // ordered before its pid came
         update_pids();
         break;
       }
@@ -949,7 +934,6 @@ class PoolEngine {
   // Shared with submitting threads, under mutex_.
   mutable std::mutex mutex_;
   std::deque<PoolTask> pending_;
-  std::size_t outstanding_ = 0;
   bool closed_ = false;
   bool terminate_ = false;
   std::exception_ptr broken_;
@@ -966,7 +950,6 @@ class PoolEngine {
   Clock::time_point steal_at_ = Clock::time_point::max();  // see dispatch
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
-  bool killing_ = false;
   bool broken_local_ = false;
   int startup_deaths_ = 0;  // consecutive workers that died before becoming ready
 

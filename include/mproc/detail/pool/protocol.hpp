@@ -158,6 +158,7 @@ template <class Write>
 std::uint64_t encode_task(std::vector<std::byte>& payload, TransferHeap::Block& args, TransferHeap& heap,
                           std::uint64_t trampoline, std::uint64_t fn, std::size_t size, Write&& write) {
   TaskHeader h{trampoline, fn, 0, 0};
+  if (size < TransferHeap::threshold) payload.reserve(sizeof h + size);  // one allocation when the size is known
   payload.assign(sizeof h, std::byte{});
   const auto put_handle = [&] {
     h.flags |= task_args_in_heap;

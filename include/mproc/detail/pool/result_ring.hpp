@@ -57,8 +57,9 @@ constexpr std::uint64_t result_ring_span(std::uint64_t size) noexcept {
 class ResultRingWriter {
  public:
   ResultRingWriter() = default;
-  ResultRingWriter(ResultRingWords* words, std::byte* data) noexcept
-      : words_(words), data_(data), tail_(words->tail.load(std::memory_order_relaxed)) {}
+  // `owner_asleep`: the flag the owner raises while it sleeps in poll() (the board's header).
+  ResultRingWriter(ResultRingWords* words, std::byte* data, const std::atomic<std::uint32_t>* owner_asleep) noexcept
+      : words_(words), data_(data), owner_asleep_(owner_asleep), tail_(words->tail.load(std::memory_order_relaxed)) {}
 
   // Copies `bytes` (the results of task `id`) into the ring and publishes
   // them. Returns false, writing nothing, if they are too large or the ring
@@ -86,15 +87,16 @@ class ResultRingWriter {
   }
 
   // Whether the caller should wake the owner, which is about to sleep or
-  // asleep (`owner_asleep`), and no wake-up of this ring is on its way.
-  bool claim_wake(const std::atomic<std::uint32_t>& owner_asleep) noexcept {
-    if (owner_asleep.load(std::memory_order_seq_cst) == 0) return false;
+  // asleep, and no wake-up of this ring is on its way. Non-blocking.
+  bool claim_wake() noexcept {
+    if (owner_asleep_->load(std::memory_order_seq_cst) == 0) return false;
     return words_->wake_pending.exchange(1, std::memory_order_seq_cst) == 0;
   }
 
  private:
   ResultRingWords* words_ = nullptr;
   std::byte* data_ = nullptr;
+  const std::atomic<std::uint32_t>* owner_asleep_ = nullptr;
   std::uint64_t tail_ = 0;
 };
 

@@ -95,17 +95,22 @@ class MapSink final : public TaskSink {
     finish(error);
   }
   void fail(std::size_t, std::exception_ptr e) override { finish(std::move(e)); }
+  // Counts a dispatch without a lock; wakes the room waiter only at its mark
+  // (the waiter raises room_waiter_ and then reads dispatched_, this stores
+  // dispatched_ and then reads room_waiter_: one of them sees the other).
   void dispatched() override {
-    std::lock_guard lock(mutex_);
-    ++dispatched_;
-    if (room_waiter_ && dispatched_ >= room_at_) cv_.notify_all();
+    const std::size_t n = dispatched_.fetch_add(1, std::memory_order_seq_cst) + 1;
+    if (room_waiter_.load(std::memory_order_seq_cst) && n >= room_at_.load(std::memory_order_relaxed)) {
+      std::lock_guard lock(mutex_);
+      cv_.notify_all();
+    }
   }
   bool cancelled() const override { return failed_.load(std::memory_order_relaxed); }
 
-  // Whether `submitted` chunks are too far ahead of the workers. Non-blocking.
-  bool ahead(std::size_t submitted, std::size_t bytes_per_chunk, Window window) const {
-    std::lock_guard lock(mutex_);
-    return ahead_locked(submitted, bytes_per_chunk, window);
+  // Whether `submitted` chunks are too far ahead of the workers. Non-blocking, lock-free.
+  bool ahead(std::size_t submitted, std::size_t bytes_per_chunk, Window window) const noexcept {
+    const std::size_t waiting = submitted - dispatched_.load(std::memory_order_relaxed);
+    return window.full(waiting, waiting * bytes_per_chunk);
   }
 
   // Blocks while `submitted` chunks are too far ahead of the workers.
@@ -113,11 +118,11 @@ class MapSink final : public TaskSink {
   // been dispatched (waking at every dispatch would cost a context switch each).
   void wait_for_room(std::size_t submitted) {
     std::unique_lock lock(mutex_);
-    const std::size_t waiting = submitted - dispatched_;
-    room_at_ = dispatched_ + std::max<std::size_t>(1, waiting / 2);
-    room_waiter_ = true;
-    cv_.wait(lock, [&] { return error_ != nullptr || dispatched_ >= room_at_; });
-    room_waiter_ = false;
+    const std::size_t done = dispatched_.load(std::memory_order_relaxed);
+    room_at_.store(done + std::max<std::size_t>(1, (submitted - done) / 2), std::memory_order_relaxed);
+    room_waiter_.store(true, std::memory_order_seq_cst);
+    cv_.wait(lock, [&] { return error_ != nullptr || dispatched_.load(std::memory_order_seq_cst) >= room_at_; });
+    room_waiter_.store(false, std::memory_order_relaxed);
   }
 
   bool failed() const { return cancelled(); }
@@ -126,17 +131,12 @@ class MapSink final : public TaskSink {
   // rethrows the failure.
   auto wait_results() {
     std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return error_ != nullptr || done_ == chunks_; });
+    cv_.wait(lock, [&] { return error_ != nullptr || done_.load(std::memory_order_acquire) == chunks_; });
     if (error_) std::rethrow_exception(error_);
     return take_results();
   }
 
  private:
-  bool ahead_locked(std::size_t submitted, std::size_t bytes_per_chunk, Window window) const {
-    const std::size_t waiting = submitted - dispatched_;
-    return window.full(waiting, waiting * bytes_per_chunk);
-  }
-
   Out take_results() {
     if constexpr (!std::is_void_v<R>) {
       std::vector<R> out;
@@ -146,17 +146,20 @@ class MapSink final : public TaskSink {
     }
   }
 
+  // A chunk is done: only the last one and failures take the lock (the
+  // acq_rel count orders every chunk's results before the last one's).
   void finish(std::exception_ptr error) {
+    const std::size_t done = done_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (!error && done != chunks_) return;
     bool publish_now = false;
     {
       std::lock_guard lock(mutex_);
-      ++done_;
       const bool was_over = over_;
       if (error && !error_) {
         error_ = std::move(error);
         failed_.store(true, std::memory_order_relaxed);
       }
-      over_ = error_ != nullptr || done_ == chunks_;
+      over_ = error_ != nullptr || done_.load(std::memory_order_relaxed) == chunks_;
       publish_now = async_ && over_ && !was_over;
       if (over_ && !was_over) cv_.notify_all();
     }
@@ -179,10 +182,10 @@ class MapSink final : public TaskSink {
   std::conditional_t<std::is_void_v<R>, char, std::vector<std::optional<R>>> results_{};
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::size_t done_ = 0;
-  std::size_t dispatched_ = 0;
-  bool room_waiter_ = false;
-  std::size_t room_at_ = 0;  // dispatched_ count that wakes the room waiter
+  std::atomic<std::size_t> done_{0};
+  std::atomic<std::size_t> dispatched_{0};
+  std::atomic<bool> room_waiter_{false};
+  std::atomic<std::size_t> room_at_{0};  // dispatched_ count that wakes the room waiter
   bool over_ = false;
   std::atomic<bool> failed_{false};
   std::exception_ptr error_;

@@ -412,28 +412,21 @@ inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>
   }
 }
 
-// Where a worker's results go: its result ring, its channel, and the flag
-// that says whether the owner must be woken for what the ring gets.
-struct ResultsOut {
-  Channel& ch;
-  ResultRingWriter& ring;
-  const std::atomic<std::uint32_t>& owner_asleep;
-};
-
-// Sends the results of task `id`: small ones in the result ring (waking the
-// owner through the socket if it sleeps), others through the socket, or in
-// a memfd when large. A result that cannot be sent at all (no memory for a
+// Sends the results of task `id`: small ones in the result `ring` (waking
+// the owner through `ch` if it sleeps), others through `ch`, or in a memfd
+// when large. A result that cannot be sent at all (no memory for a
 // memfd, say) is replaced by an error for each call of the task. Returns
 // false if the owner is gone or nothing at all could be sent.
-inline bool send_result(const ResultsOut& to, std::uint64_t id, std::uint64_t count,
+inline bool send_result(Channel& ch, ResultRingWriter& ring, std::uint64_t id, std::uint64_t count,
                         std::vector<std::byte>& out) noexcept {
-  Channel& ch = to.ch;
   try {
     test_point(FaultStep::in_send);
-    if (out.size() < result_via_fd() && to.ring.publish(id, out)) {
-      if (to.ring.claim_wake(to.owner_asleep)) ch.put(pm_results_ready, 0, {});
-    } else if (out.size() < result_via_fd()) {
-      ch.put(pm_result, id, out);
+    if (out.size() < result_via_fd()) {
+      if (!ring.publish(id, out)) {
+        ch.put(pm_result, id, out);
+      } else if (ring.claim_wake()) {
+        ch.put(pm_results_ready, 0, {});
+      }
     } else if (!send_result_fd(ch, id, out)) {
       const int err = errno;
       const std::size_t size = out.size();
@@ -474,8 +467,7 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
     if (board_bytes(slot + 1) > board->size()) return 2;
     const BoardView view(board->data());
     worker_self().started = &view.slot(slot).started;
-    ResultRingWriter ring(&view.slot(slot).ring, view.ring_data(slot));
-    const ResultsOut results{ch, ring, view.header().owner_asleep};
+    ResultRingWriter ring(&view.slot(slot).ring, view.ring_data(slot), &view.header().owner_asleep);
     // Shared memory handed to this worker task after task (Value/Array
     // arguments) stays mapped between tasks instead of being re-faulted.
     set_auto_retain(true);
@@ -513,7 +505,7 @@ inline int pool_worker_main(UniqueFd channel, std::uint64_t slot, std::span<cons
       test_point(FaultStep::after_run);
       // Every result leaves before the next task starts: if that task crashes
       // this worker, the results of the finished ones are not lost with it.
-      if (!send_result(results, f.header.id, h->count, out)) return 0;
+      if (!send_result(ch, ring, f.header.id, h->count, out)) return 0;
       test_point(FaultStep::after_write);
       if (out.capacity() > std::max(result_via_fd(), std::size_t{4} << 20))
         std::vector<std::byte>().swap(out);  // after a huge result
