@@ -96,15 +96,30 @@ TEST_CASE("result ring: a full ring and a result over the limit are refused, not
   CHECK(r->next() == d::ResultRingReader::Next::empty);
 }
 
-TEST_CASE("result ring: the owner wakes only when asleep, once per wake-up handled") {
+TEST_CASE("result ring: the owner wakes only when asleep, from its wake mark on, once per wake-up handled") {
   auto r = std::make_unique<Ring>();
   REQUIRE(r->writer.publish(1, r->bytes(8, 1)));
-  CHECK_FALSE(r->writer.claim_wake());  // awake: it will look before sleeping
+  CHECK_FALSE(r->writer.claim_wake(1));  // awake: it will look before sleeping
   r->asleep.store(1);
-  CHECK(r->writer.claim_wake());
-  CHECK_FALSE(r->writer.claim_wake());  // one wake-up on its way already
-  r->words.wake_pending.store(0);                // the owner handled it
-  CHECK(r->writer.claim_wake());
+  CHECK(r->writer.claim_wake(1));
+  CHECK_FALSE(r->writer.claim_wake(2));  // one wake-up on its way already
+  r->words.wake_pending.store(0);        // the owner handled it
+  CHECK(r->writer.claim_wake(2));
+  r->words.wake_pending.store(0);
+
+  // The owner sleeps until task 7's result: earlier ones wait in the ring.
+  r->words.wake_at.store(7);
+  CHECK_FALSE(r->writer.claim_wake(3));
+  CHECK_FALSE(r->writer.claim_wake(6));
+  CHECK(r->words.wake_pending.load() == 0);
+  CHECK(r->writer.claim_wake(7));
+  r->words.wake_pending.store(0);
+  CHECK(r->writer.claim_wake(9));  // past the mark (7's result went through the socket, say)
+
+  // A reset ring wakes the owner with any result again.
+  r->reader.reset(r->words);
+  CHECK(r->words.wake_at.load() == 0);
+  CHECK(r->writer.claim_wake(1));
 }
 
 TEST_CASE("result ring: positions and sizes no correct worker writes are corrupt, never read") {

@@ -199,6 +199,33 @@ TEST_CASE("results through the result ring and the socket, mixed, arrive whole a
   CHECK(pool.map(square, many, 1) == squares_expected);
 }
 
+namespace {
+// ~20 us of work: enough that a worker holds several in flight and the
+// owner sleeps until the result at its wake mark, not each result.
+int spin_20us_then_inc(int x) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+  return x + 1;
+}
+}  // namespace
+
+TEST_CASE("tasks of ~20 us sent one by one: the owner sleeps until a worker's wake mark, every result arrives") {
+  mproc_test::within_10s([] {
+    mp::Pool pool(2);
+    const auto inputs = iota_vec(3000);
+    std::vector<int> expected(inputs.size());
+    std::transform(inputs.begin(), inputs.end(), expected.begin(), [](int x) { return x + 1; });
+    for (int round = 0; round < 2; ++round) CHECK(pool.map(spin_20us_then_inc, inputs, 1) == expected);
+    std::vector<int> streamed;
+    for (int v : pool.imap(spin_20us_then_inc, iota_vec(1000))) streamed.push_back(v);
+    CHECK(streamed == std::vector<int>(expected.begin(), expected.begin() + 1000));
+    std::vector<mp::AsyncResult<int>> pending;
+    for (int x = 0; x < 200; ++x) pending.push_back(pool.apply_async(spin_20us_then_inc, x));
+    for (int x = 0; x < 200; ++x) CHECK(pending[static_cast<std::size_t>(x)].get() == x + 1);
+  });
+}
+
 TEST_CASE("map carries strings, containers and views across processes") {
   mp::Pool pool(2);
   CHECK(pool.map(shout, std::vector<std::string>{"a", "bc", ""}) == std::vector<std::string>{"A!", "BC!", "!"});

@@ -482,14 +482,31 @@ class PoolEngine {
     if (cfg_.maxtasksperchild != 0 && ++s.dispatched >= cfg_.maxtasksperchild) s.state = State::retiring;
   }
 
+  // Folds the service time of `done` tasks that slot `s` finished between
+  // `since` and `now` into its mean.
+  static void record_service(Slot& s, Clock::time_point since, std::size_t done, Clock::time_point now) noexcept {
+    const double sample =
+        static_cast<double>(std::chrono::nanoseconds(now - since).count()) / static_cast<double>(done);
+    for (std::size_t i = 0; i < done; ++i) s.ewma_ns = 0.75 * s.ewma_ns + 0.25 * sample;
+    s.last_done = now;
+  }
+
+  // When slot `s` could start its front task.
+  static Clock::time_point front_start(const Slot& s) noexcept {
+    return std::max(s.last_done, s.inflight.front().sent);
+  }
+
   // Delivers results (in `bytes`) of the front task of slot `s`, which
-  // arrived by `now` (results drained together share one reading).
+  // arrived at `now`.
   void complete_front(Slot& s, std::span<const std::byte> bytes, Clock::time_point now) {
+    record_service(s, front_start(s), 1, now);
+    deliver_front(s, bytes);
+  }
+
+  // Delivers results (in `bytes`) of the front task of slot `s` (its time is the caller's to record).
+  void deliver_front(Slot& s, std::span<const std::byte> bytes) {
     PoolTask t = std::move(s.inflight.front());
     s.inflight.pop_front();
-    const double sample = static_cast<double>(std::chrono::nanoseconds(now - std::max(s.last_done, t.sent)).count());
-    s.ewma_ns = 0.75 * s.ewma_ns + 0.25 * sample;
-    s.last_done = now;
     if (t.sink) {
       Reader r(bytes);
       t.sink->complete(t.chunk, r, t.count);
@@ -498,7 +515,8 @@ class PoolEngine {
 
   // Delivers the results waiting in worker `index`'s result ring, in order,
   // up to one whose task has an earlier result still in the socket (results
-  // too large for the ring). Returns false if the ring holds nonsense (the
+  // too large for the ring). Results found together share their time span
+  // in the service-time mean. Returns false if the ring holds nonsense (the
   // worker is then killed).
   bool drain_ring(std::size_t index) {
     Slot& s = slots_[index];
@@ -506,27 +524,52 @@ class PoolEngine {
     SlotStatus& st = status(index);
     std::uint64_t id = 0;
     std::span<const std::byte> bytes;
-    Clock::time_point now{};
+    Clock::time_point since{};
+    std::size_t done = 0;
+    bool sane = true;
     for (;;) {
       const auto next = s.ring.peek(st.ring, BoardView(board_->data()).ring_data(index), id, bytes);
-      if (next == ResultRingReader::Next::empty) return true;
+      if (next == ResultRingReader::Next::empty) break;
       if (next == ResultRingReader::Next::entry) {
         if (!s.inflight.empty() && s.inflight.front().id == id) {
           ring_copy_.assign(bytes.begin(), bytes.end());  // the worker may still write the ring
           s.ring.pop(st.ring);
-          if (now == Clock::time_point{}) now = Clock::now();
-          complete_front(s, ring_copy_, now);
+          if (done++ == 0) since = front_start(s);
+          deliver_front(s, ring_copy_);
           continue;
         }
         const bool later =
             std::any_of(s.inflight.begin(), s.inflight.end(), [&](const PoolTask& t) { return t.id == id; });
-        if (later) return true;  // after a result that comes through the socket
+        if (later) break;  // after a result that comes through the socket
       }
       s.ring_broken = true;
       kill_worker(s);
-      return false;
+      sane = false;
+      break;
+    }
+    if (done != 0) record_service(s, since, done, Clock::now());
+    return sane;
+  }
+
+  // Before the I/O thread sleeps: each worker is to wake it with the result
+  // that lets it refill that worker (has_room), not with every result, if
+  // the tasks it still holds then cover the wake-up (kWakeLead); else, and
+  // when it holds no more than that, with each result.
+  void set_wake_marks() noexcept {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      const Slot& s = slots_[i];
+      const std::size_t n = s.inflight.size();
+      const std::size_t keep = inflight_limit(s) / 2;
+      const bool lead = static_cast<double>(keep) * s.ewma_ns >= kWakeLeadNs;
+      const std::uint64_t mark = n == 0 ? 0 : s.inflight[lead && n > keep ? n - keep - 1 : 0].id;
+      status(i).ring.wake_at.store(mark, std::memory_order_relaxed);
     }
   }
+
+  // Work a worker must still hold when it wakes the owner for a refill: a
+  // wake-up and a refill take ~10-25 us on a loaded 2-core machine; with
+  // less left the worker would run dry first (tiny tasks).
+  static constexpr double kWakeLeadNs = 25'000.0;
 
   // Drains every live worker's result ring.
   void drain_rings() {
@@ -849,8 +892,10 @@ class PoolEngine {
         fds.push_back({s.ch.valid() ? s.ch.fd() : -1, ev, 0});
       }
       io_sleeping_.store(true);
-      // Workers publishing results from now on wake this thread; those
-      // published before are seen here (both sides: store, then look).
+      // Workers publishing results from now on wake this thread (from their
+      // wake marks on); those published before are seen here (both sides:
+      // store, then look).
+      set_wake_marks();
       owner_asleep().store(1, std::memory_order_seq_cst);
       {
         std::lock_guard lock(mutex_);

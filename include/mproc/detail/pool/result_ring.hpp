@@ -9,7 +9,9 @@
 // {u64 task id, u64 size} and the results, padded to 16 bytes, and never
 // wraps: a header with id 0 at the end of the ring means "continue at its
 // start". The worker publishes an entry by advancing `ring_tail` and wakes
-// the owner through the socket only when the owner sleeps in poll(); the
+// the owner through the socket only when the owner sleeps in poll() and the
+// entry's task is at or past the owner's wake mark (the task whose result
+// would let the owner refill this worker: not one wake-up per result); the
 // owner frees space by advancing `ring_head`. A result published here
 // survives the worker's crash, so results of finished tasks are never lost
 // with it, as with the socket.
@@ -40,6 +42,9 @@ struct ResultRingWords {
   std::atomic<std::uint32_t> wake_pending{0};
   // Written by the owner: bytes consumed.
   alignas(64) std::atomic<std::uint64_t> head{0};
+  // Written by the owner before it sleeps: the first task id whose result
+  // wakes it (0: any).
+  std::atomic<std::uint64_t> wake_at{0};
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
 
@@ -86,10 +91,14 @@ class ResultRingWriter {
     return true;
   }
 
-  // Whether the caller should wake the owner, which is about to sleep or
-  // asleep, and no wake-up of this ring is on its way. Non-blocking.
-  bool claim_wake() noexcept {
+  // Whether the caller, which just published the result of task `id`,
+  // should wake the owner: it is about to sleep or asleep, `id` is at or
+  // past its wake mark, and no wake-up of this ring is on its way.
+  // Non-blocking.
+  bool claim_wake(std::uint64_t id) noexcept {
     if (owner_asleep_->load(std::memory_order_seq_cst) == 0) return false;
+    // The owner stores the mark before it raises its sleep flag (read above).
+    if (id < words_->wake_at.load(std::memory_order_relaxed)) return false;
     return words_->wake_pending.exchange(1, std::memory_order_seq_cst) == 0;
   }
 
@@ -111,6 +120,7 @@ class ResultRingReader {
     head_ = 0;
     words.tail.store(0, std::memory_order_relaxed);
     words.wake_pending.store(0, std::memory_order_relaxed);
+    words.wake_at.store(0, std::memory_order_relaxed);
     words.head.store(0, std::memory_order_release);
   }
 

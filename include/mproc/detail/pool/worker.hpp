@@ -413,7 +413,7 @@ inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>
 }
 
 // Sends the results of task `id`: small ones in the result `ring` (waking
-// the owner through `ch` if it sleeps), others through `ch`, or in a memfd
+// the owner through `ch` if it sleeps and waits for them), others through `ch`, or in a memfd
 // when large. A result that cannot be sent at all (no memory for a
 // memfd, say) is replaced by an error for each call of the task. Returns
 // false if the owner is gone or nothing at all could be sent.
@@ -424,7 +424,7 @@ inline bool send_result(Channel& ch, ResultRingWriter& ring, std::uint64_t id, s
     if (out.size() < result_via_fd()) {
       if (!ring.publish(id, out)) {
         ch.put(pm_result, id, out);
-      } else if (ring.claim_wake()) {
+      } else if (ring.claim_wake(id)) {
         ch.put(pm_results_ready, 0, {});
       }
     } else if (!send_result_fd(ch, id, out)) {
