@@ -393,11 +393,13 @@ class PoolEngine {
   // result. With a limit of 1 or 2 this is the plain rule.
   bool has_room(Slot& s) noexcept {
     if (s.state != State::ready) return false;
-    const std::size_t limit = inflight_limit(s);
-    if (s.inflight.size() <= limit / 2) s.filling = true;
-    if (s.inflight.size() >= limit) s.filling = false;
+    if (s.inflight.size() <= refill_at(s)) s.filling = true;
+    if (s.inflight.size() >= inflight_limit(s)) s.filling = false;
     return s.filling;
   }
+
+  // The in-flight count at which a full worker takes tasks again (has_room).
+  std::size_t refill_at(const Slot& s) const noexcept { return inflight_limit(s) / 2; }
 
   // Sends queued tasks to workers with room, the least loaded first. A task
   // that reads a large shared block goes to a worker that has that block
@@ -553,13 +555,13 @@ class PoolEngine {
 
   // Before the I/O thread sleeps: each worker is to wake it with the result
   // that lets it refill that worker (has_room), not with every result, if
-  // the tasks it still holds then cover the wake-up (kWakeLead); else, and
+  // the tasks it still holds then cover the wake-up (kWakeLeadNs); else, and
   // when it holds no more than that, with each result.
   void set_wake_marks() noexcept {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
       const std::size_t n = s.inflight.size();
-      const std::size_t keep = inflight_limit(s) / 2;
+      const std::size_t keep = refill_at(s);
       const bool lead = static_cast<double>(keep) * s.ewma_ns >= kWakeLeadNs;
       const std::uint64_t mark = n == 0 ? 0 : s.inflight[lead && n > keep ? n - keep - 1 : 0].id;
       status(i).ring.wake_at.store(mark, std::memory_order_relaxed);

@@ -413,10 +413,10 @@ inline bool run_task(const Frame& f, const TaskHeader& h, std::vector<std::byte>
 }
 
 // Sends the results of task `id`: small ones in the result `ring` (waking
-// the owner through `ch` if it sleeps and waits for them), others through `ch`, or in a memfd
-// when large. A result that cannot be sent at all (no memory for a
-// memfd, say) is replaced by an error for each call of the task. Returns
-// false if the owner is gone or nothing at all could be sent.
+// the owner through `ch` if it sleeps and waits for them), others through
+// `ch`, or in a memfd when large. A result that cannot be sent at all (no
+// memory for a memfd, say) is replaced by an error for each call of the
+// task. Returns false if the owner is gone or nothing at all could be sent.
 inline bool send_result(Channel& ch, ResultRingWriter& ring, std::uint64_t id, std::uint64_t count,
                         std::vector<std::byte>& out) noexcept {
   try {
