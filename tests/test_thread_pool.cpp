@@ -439,6 +439,67 @@ TEST_CASE("ThreadPool::parallel_for visits every index once, any integral type a
   });
 }
 
+TEST_CASE("ThreadPool::parallel_for and map_async: every index once for any pool size, count and grain",
+          "[thread_pool][parallel_for]") {
+  within_10s([] {
+    const std::size_t pool_sizes[] = {1, 2, 3, 5};
+    const std::size_t counts[] = {1, 2, 3, 7, 10, 64, 100, 1001};
+    for (std::size_t threads : pool_sizes) {
+      mp::ThreadPool pool(threads);
+      for (std::size_t n : counts) {
+        for (std::size_t grain :
+             {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, n - 1, n, n + 5}) {
+          INFO("threads " << threads << ", n " << n << ", grain " << grain);
+          std::vector<std::atomic<int>> hits(n);
+          pool.parallel_for(std::size_t{0}, n, grain, [&](std::size_t i) { hits[i].fetch_add(1); });
+          CHECK(std::all_of(hits.begin(), hits.end(), [](const auto& h) { return h.load() == 1; }));
+          std::vector<std::size_t> in(n);
+          std::iota(in.begin(), in.end(), std::size_t{0});
+          const auto squares = pool.map_async([](std::size_t x) { return x * x; }, in, grain).get();
+          REQUIRE(squares.size() == n);
+          for (std::size_t i = 0; i < n; ++i) CHECK(squares[i] == i * i);
+        }
+      }
+    }
+  });
+}
+
+TEST_CASE("ThreadPool::parallel_for with every worker busy: the caller runs all chunks, its segment, then the others'",
+          "[thread_pool][parallel_for]") {
+  within_10s([] {
+    mp::ThreadPool pool(3);
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<int> blocked{0};
+    for (int w = 0; w < 3; ++w)
+      pool.post([&blocked, released] {
+        blocked.fetch_add(1);
+        released.wait_for(10s);
+      });
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (blocked.load() < 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    REQUIRE(blocked.load() == 3);
+    // Three segments of 4 chunks; the workers cannot take theirs, so the
+    // caller runs its own ([0, 4)) and then the other two, each in order.
+    std::vector<int> order;
+    const auto caller = std::this_thread::get_id();
+    bool all_on_caller = true;
+    pool.parallel_for(0, 12, 1, [&](int i) {
+      all_on_caller = all_on_caller && std::this_thread::get_id() == caller;
+      order.push_back(i);
+    });
+    CHECK(all_on_caller);
+    std::vector<int> expected(12);
+    std::iota(expected.begin(), expected.end(), 0);
+    CHECK(order == expected);
+    release.set_value();
+    pool.wait();  // the runners the workers take afterwards find nothing left
+    std::atomic<int> after{0};
+    pool.parallel_for(0, 100, [&](int) { after.fetch_add(1); });
+    CHECK(after.load() == 100);
+  });
+}
+
 TEST_CASE("ThreadPool::parallel_for takes bounds of two integer types, the index has their common type",
           "[thread_pool][parallel_for]") {
   within_10s([] {

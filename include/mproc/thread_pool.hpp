@@ -310,9 +310,10 @@ class ThreadPool final {
       return AsyncResult<Out>(std::move(state));
     }
     const std::size_t grain = grain_for(n, chunksize);
-    auto job = std::make_shared<Job>(n, grain, Fn(std::forward<F>(f_in)), std::move(copied), state);
     const std::size_t chunks = (n + grain - 1) / grain;
-    if (scheduler_.push_runners(job, std::min(size(), chunks)) == 0) scheduler_.check_running();
+    const std::size_t threads = std::min(size(), chunks);
+    auto job = std::make_shared<Job>(n, grain, threads, Fn(std::forward<F>(f_in)), std::move(copied), state);
+    if (scheduler_.push_runners(job, threads) == 0) scheduler_.check_running();
     return AsyncResult<Out>(std::move(state));
   }
 

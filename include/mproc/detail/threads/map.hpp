@@ -141,8 +141,9 @@ class MapAsyncJob final : public LoopJob {
  public:
   using Out = typename MapOutput<R>::Out;
 
-  MapAsyncJob(std::size_t count, std::size_t grain, Fn fn, std::vector<V> in, std::shared_ptr<ResultState<Out>> st)
-      : LoopJob(count, grain), f_(std::move(fn)), inputs_(std::move(in)), out_(count), state_(std::move(st)) {}
+  MapAsyncJob(std::size_t count, std::size_t grain, std::size_t threads, Fn fn, std::vector<V> in,
+              std::shared_ptr<ResultState<Out>> st)
+      : LoopJob(count, grain, threads), f_(std::move(fn)), inputs_(std::move(in)), out_(count), state_(std::move(st)) {}
 
   void cancel() noexcept override {
     try {

@@ -269,15 +269,16 @@ class ThreadScheduler final : public WaitHelper {
       return;
     }
     struct Job final : LoopJob {
-      Job(std::size_t count, std::size_t g, Body* b) noexcept : LoopJob(count, g), body(b) {}
+      Job(std::size_t count, std::size_t g, std::size_t threads, Body* b) : LoopJob(count, g, threads), body(b) {}
       void run_range(std::size_t b, std::size_t e) override { (*body)(b, e); }
       Body* body;
     };
-    auto job = std::make_shared<Job>(n, grain, &body);
     const std::size_t chunks = (n + grain - 1) / grain;
     // The calling thread is one of size() threads at work (as in TBB and
     // OpenMP), so a loop never oversubscribes the cores the pool was sized for.
-    push_runners(job, std::min(size() - 1, chunks - 1));
+    const std::size_t threads = std::min(size(), chunks);
+    auto job = std::make_shared<Job>(n, grain, threads, &body);
+    push_runners(job, threads - 1);
     job->work();
     wait_job(*job);
     if (auto error = job->take_error()) std::rethrow_exception(error);
