@@ -12,8 +12,9 @@
 // task go to the worker's own queue, where idle workers steal them; the
 // queues' lock spins before it sleeps (spin_mutex.hpp); idle workers spin
 // briefly, then sleep on a futex. map/parallel_for split the
-// range into chunks claimed with one atomic add each; the calling thread
-// works on them too.
+// range into one contiguous segment of chunks per thread, each chunk
+// claimed with one atomic add (loop_job.hpp); the calling thread works on
+// them too.
 // SPDX-License-Identifier: MIT
 #pragma once
 
