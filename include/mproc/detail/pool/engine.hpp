@@ -640,13 +640,20 @@ class PoolEngine {
             return;
           }
           std::unique_ptr<ResultMapping> big;
+          std::exception_ptr unmappable;
           try {
             big = std::make_unique<ResultMapping>(f.fd, size);
           } catch (...) {
+            unmappable = std::current_exception();
+          }
+          if (unmappable) {
             // This process cannot map the result (address space, memory): that task fails.
+            // Failed after the handler ended, so the caller holds the only reference to the
+            // error once it has it (the handler's, dropped in uninstrumented libstdc++,
+            // would race the caller's read under TSan).
             PoolTask t = std::move(s.inflight.front());
             s.inflight.pop_front();
-            fail_task(t, std::current_exception());
+            fail_task(t, std::move(unmappable));
             break;
           }
           complete_front(s, big->bytes(), Clock::now());
@@ -809,13 +816,17 @@ class PoolEngine {
   }
 
   void io_main() noexcept {
+    std::exception_ptr reason;
     try {
       io_loop();
     } catch (...) {
+      reason = std::current_exception();
+    }
+    if (reason) {
       // Out of memory or a failing syscall in the I/O thread itself: the
-      // pool can no longer be trusted to run tasks.
+      // pool can no longer be trusted to run tasks. (Handled after the catch,
+      // as in handle_worker_frames: callers then hold the last references.)
       try {
-        const auto reason = std::current_exception();
         {
           std::lock_guard lock(mutex_);
           if (!broken_) broken_ = reason;
