@@ -311,10 +311,8 @@ class ThreadPool final {
       return AsyncResult<Out>(std::move(state));
     }
     const std::size_t grain = grain_for(n, chunksize);
-    const std::size_t chunks = (n + grain - 1) / grain;
-    const std::size_t threads = std::min(size(), chunks);
-    auto job = std::make_shared<Job>(n, grain, threads, Fn(std::forward<F>(f_in)), std::move(copied), state);
-    if (scheduler_.push_runners(job, threads) == 0) scheduler_.check_running();
+    auto job = std::make_shared<Job>(n, grain, size(), Fn(std::forward<F>(f_in)), std::move(copied), state);
+    if (scheduler_.push_runners(job, job->threads()) == 0) scheduler_.check_running();
     return AsyncResult<Out>(std::move(state));
   }
 

@@ -30,9 +30,10 @@ namespace mproc::detail {
 // with TBB's and OpenMP's splitting (threads claiming from one shared
 // counter took every other chunk, and parallel_for over 1M doubles ran
 // 1.2x as long as with two halves); a thread that starts late or never
-// comes only leaves its segment to the others. The last thread to add
-// its count of done indices finishes the job. After the first exception,
-// remaining chunks are skipped. Throws std::bad_alloc.
+// comes only leaves its segment to the others. `threads` (a pool's size)
+// is clamped to [1, chunks]; threads() says how many are worth starting.
+// The last thread to add its count of done indices finishes the job. After
+// the first exception, remaining chunks are skipped. Throws std::bad_alloc.
 class LoopJob {
  public:
   LoopJob(std::size_t n, std::size_t grain, std::size_t threads) : n_(n), grain_(grain) {
@@ -54,6 +55,10 @@ class LoopJob {
   LoopJob(const LoopJob&) = delete;
   LoopJob& operator=(const LoopJob&) = delete;
   virtual ~LoopJob() = default;
+
+  // The number of segments: threads worth running this loop (the pool size
+  // given, at most one per chunk). Never throws.
+  std::size_t threads() const noexcept { return segment_count_; }
 
   // Claims and runs chunks until none is left, starting with the next
   // segment no thread has started with. Never throws.

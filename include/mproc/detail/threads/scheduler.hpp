@@ -273,12 +273,10 @@ class ThreadScheduler final : public WaitHelper {
       void run_range(std::size_t b, std::size_t e) override { (*body)(b, e); }
       Body* body;
     };
-    const std::size_t chunks = (n + grain - 1) / grain;
     // The calling thread is one of size() threads at work (as in TBB and
     // OpenMP), so a loop never oversubscribes the cores the pool was sized for.
-    const std::size_t threads = std::min(size(), chunks);
-    auto job = std::make_shared<Job>(n, grain, threads, &body);
-    push_runners(job, threads - 1);
+    auto job = std::make_shared<Job>(n, grain, size(), &body);
+    push_runners(job, job->threads() - 1);
     job->work();
     wait_job(*job);
     if (auto error = job->take_error()) std::rethrow_exception(error);
