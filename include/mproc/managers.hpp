@@ -34,7 +34,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -50,6 +49,7 @@
 #include <mproc/detail/manager/client.hpp>
 #include <mproc/detail/manager/objects.hpp>
 #include <mproc/detail/manager/server.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/listener.hpp>
 #include <mproc/serialize.hpp>

@@ -11,7 +11,6 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include <mproc/detail/manager/protocol.hpp>
+#include <mproc/detail/util/chrono.hpp>
 
 namespace mproc::detail::manager {
 

@@ -27,7 +27,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -41,6 +40,7 @@
 #include <poll.h>
 
 #include <mproc/connection.hpp>
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 

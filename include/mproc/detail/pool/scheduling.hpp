@@ -8,13 +8,13 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
 
+#include <mproc/detail/util/chrono.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/system.hpp>
 
