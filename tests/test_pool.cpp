@@ -354,6 +354,26 @@ TEST_CASE("imap is ordered and lazy, imap_unordered yields in completion order")
   CHECK(consumed.load() < 2000);
 }
 
+TEST_CASE("imap holds its input as std::views::all would: an lvalue view copied, an rvalue range moved in") {
+  mp::Pool pool(2);
+  // The view is a local of the lambda: the results outlive it.
+  auto from_view = [&pool] {
+    auto halves = std::views::iota(0, 40) | std::views::transform([](int x) { return x / 2; });
+    return pool.imap(square, halves, 3);
+  };
+  auto results = from_view();
+  std::vector<int> got;
+  for (int v : results) got.push_back(v);
+  REQUIRE(got.size() == 40);
+  for (int i = 0; i < 40; ++i) CHECK(got[static_cast<std::size_t>(i)] == (i / 2) * (i / 2));
+
+  auto moved = pool.imap_unordered(square, iota_vec(30));
+  std::multiset<int> unordered, expected;
+  for (int v : moved) unordered.insert(v);
+  for (int i = 0; i < 30; ++i) expected.insert(i * i);
+  CHECK(unordered == expected);
+}
+
 TEST_CASE("imap rethrows an item's exception at that item and continues") {
   mp::Pool pool(2);
   auto results = pool.imap(fail_on_seven, iota_vec(10));

@@ -329,6 +329,37 @@ TEST_CASE("ThreadPool::imap: input order, range-for, next() after the end", "[th
   });
 }
 
+TEST_CASE(
+    "ThreadPool::imap holds its input as std::views::all would: an lvalue range by reference, an lvalue view "
+    "copied, an rvalue range moved in",
+    "[thread_pool][imap]") {
+  within_10s([] {
+    mp::ThreadPool pool(2);
+    std::vector<int> in{1, 2, 3};
+    auto r = pool.imap([](int v) { return v * 10; }, in);
+    in[0] = 4;  // nothing has been read yet: the results see the caller's vector
+    CHECK(r.next() == 40);
+    CHECK(r.next() == 20);
+
+    // The view is a local of the lambda: the results outlive it.
+    auto from_view = [&pool] {
+      auto halves = std::views::iota(0, 40) | std::views::transform([](int x) { return x / 2; });
+      return pool.imap([](int v) { return v + 1; }, halves, 3);
+    };
+    auto results = from_view();
+    std::vector<int> got;
+    for (int v : results) got.push_back(v);
+    REQUIRE(got.size() == 40);
+    for (int i = 0; i < 40; ++i) CHECK(got[static_cast<std::size_t>(i)] == i / 2 + 1);
+
+    auto moved = pool.imap([](const std::string& w) { return w.size(); }, std::vector<std::string>{"a", "bcd", ""});
+    CHECK(moved.next() == 1u);
+    CHECK(moved.next() == 3u);
+    CHECK(moved.next() == 0u);
+    CHECK(moved.next() == std::nullopt);
+  });
+}
+
 TEST_CASE("ThreadPool::imap is lazy: nothing runs before iteration, then at most 2*size*chunksize ahead",
           "[thread_pool][imap]") {
   within_10s([] {

@@ -3,13 +3,10 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
-#include <functional>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <type_traits>
@@ -18,7 +15,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/pool/callback_thread.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc {

@@ -68,7 +68,7 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/sigpipe.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 

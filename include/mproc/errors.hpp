@@ -17,13 +17,14 @@
 #include <csignal>
 #include <cstddef>
 #include <exception>
-#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc {
 

@@ -13,7 +13,7 @@
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
 #include <mproc/detail/shm/sync_state.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc {
 

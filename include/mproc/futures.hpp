@@ -24,7 +24,7 @@
 
 #include <mproc/async_result.hpp>
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc {

@@ -39,7 +39,7 @@
 
 #include <mproc/connection.hpp>
 #include <mproc/detail/os/socket.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/detail/util/sha256.hpp>
 #include <mproc/errors.hpp>
 

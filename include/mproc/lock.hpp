@@ -17,7 +17,7 @@
 #include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/lock_core.hpp>
 #include <mproc/detail/shm/sync_object.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc {
 

@@ -49,7 +49,7 @@
 #include <mproc/detail/manager/client.hpp>
 #include <mproc/detail/manager/objects.hpp>
 #include <mproc/detail/manager/server.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/listener.hpp>
 #include <mproc/serialize.hpp>

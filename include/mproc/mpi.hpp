@@ -548,8 +548,8 @@ class Pool {
 
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
     const std::optional<std::size_t> length = mproc::detail::input_length(inputs);
-    auto produce = detail::imap_producer<F, Arg>(client_, std::views::all(std::forward<Range>(inputs)),
-                                                 detail::function_ref(f), chunksize, sink);
+    auto produce =
+        detail::imap_producer<F, Arg>(client_, std::forward<Range>(inputs), detail::function_ref(f), chunksize, sink);
     return mproc::detail::with_length_hint(
         ImapResult<R>(client_, sink, std::move(produce), mproc::detail::imap_window(size(), chunksize)), length);
   }

@@ -22,7 +22,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -35,7 +34,7 @@
 #include <mproc/detail/pool/scheduling.hpp>
 #include <mproc/detail/pool/sinks.hpp>
 #include <mproc/detail/pool/submit.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 #include <mproc/system.hpp>
@@ -391,15 +390,7 @@ class Pool {
     if (chunksize == 0) chunksize = 1;
 
     const std::optional<std::size_t> length = detail::input_length(inputs);
-    auto view = std::views::all(std::forward<Range>(inputs));
-    using View = decltype(view);
-    struct Source {
-      View view;
-      std::ranges::iterator_t<View> it;
-      std::size_t chunk = 0;
-    };
-    auto source = std::make_shared<Source>(Source{std::move(view), {}, 0});
-    source->it = std::ranges::begin(source->view);
+    auto source = std::make_shared<detail::InputCursor<Range>>(std::forward<Range>(inputs));
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);
     std::shared_ptr<detail::PoolEngine> engine = engine_;
     auto produce = [engine, source, f, chunksize,
@@ -408,13 +399,12 @@ class Pool {
       const std::uint64_t n =
           detail::encode_call<F, Arg, false>(t, engine->heap(), f, 0, [&](Writer& w) -> std::uint64_t {
             std::uint64_t k = 0;
-            for (; k < chunksize && source->it != std::ranges::end(source->view); ++k, ++source->it)
-              detail::write_as<Arg>(w, *source->it);
+            for (; k < chunksize && !source->at_end(); ++k, ++source->next) detail::write_as<Arg>(w, *source->next);
             return k;
           });
       if (n == 0) return 0;
       t.count = n;
-      t.chunk = source->chunk++;
+      t.chunk = source->chunks++;
       t.sink = sink_weak.lock();
       const std::size_t per_item = std::max<std::size_t>(1, t.payload.size() / n);
       s.submitted(t.chunk, n);

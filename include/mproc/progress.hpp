@@ -17,7 +17,7 @@
 
 #include <unistd.h>
 
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc {
 

@@ -84,7 +84,7 @@
 #include <mproc/detail/shm/handle_serialize.hpp>
 #include <mproc/detail/shm/object.hpp>
 #include <mproc/detail/shm/queue_ring.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/detail/util/queue_iterator.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>

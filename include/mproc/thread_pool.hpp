@@ -18,13 +18,10 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <future>
-#include <memory>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -39,6 +36,7 @@
 #include <mproc/detail/threads/map.hpp>
 #include <mproc/detail/threads/scheduler.hpp>
 #include <mproc/detail/threads/task.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/detail/util/type_name.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/system.hpp>
@@ -396,11 +394,10 @@ auto ThreadPool::imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool
   if (chunksize == 0) chunksize = 1;
 
   const std::optional<std::size_t> length = detail::input_length(inputs);
-  auto view = std::views::all(std::forward<Range>(inputs));
-  using Feeder = detail::ImapFeeder<decltype(view), Fn, V, R>;
+  using Feeder = detail::ImapFeeder<Range, Fn, V, R>;
   auto sink = std::make_shared<detail::ThreadImapSink<R>>(ordered);
-  auto producer = std::make_unique<Feeder>(scheduler_, std::move(view), std::make_shared<Fn>(std::forward<F>(f_in)),
-                                           sink, chunksize);
+  auto producer = std::make_unique<Feeder>(scheduler_, std::forward<Range>(inputs),
+                                           std::make_shared<Fn>(std::forward<F>(f_in)), sink, chunksize);
   return detail::with_length_hint(
       ThreadImapResult<R>(&scheduler_, std::move(sink), std::move(producer), detail::imap_window(size(), chunksize)),
       length);

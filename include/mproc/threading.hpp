@@ -18,7 +18,7 @@
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/detail/util/queue_iterator.hpp>
 #include <mproc/errors.hpp>
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include <mproc/detail/manager/protocol.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail::manager {
 

@@ -40,7 +40,7 @@
 #include <poll.h>
 
 #include <mproc/connection.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/serialize.hpp>
 

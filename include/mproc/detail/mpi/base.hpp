@@ -44,8 +44,8 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/pool/lazy_results.hpp>
 #include <mproc/detail/pool/worker.hpp>
-#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/detail/util/type_name.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/pool.hpp>

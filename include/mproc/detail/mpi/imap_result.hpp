@@ -14,34 +14,29 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <ranges>
 #include <utility>
 
 #include <mproc/detail/mpi/base.hpp>
 #include <mproc/detail/mpi/client.hpp>
 #include <mproc/detail/mpi/encode.hpp>
+#include <mproc/detail/pool/lazy_results.hpp>
 
 namespace mproc::detail::mpi {
 
-// The producer of an imap's tasks over `view`: each call encodes the next
-// chunk of at most `chunksize` inputs as wire type Arg, registers it with
-// the sink it is given and submits it to `client`; false when no input is
-// left. Copyable (it shares its position in `view`).
-template <class F, class Arg, class R, class View>
-auto imap_producer(std::shared_ptr<Client> client, View view, const CodeRef& fn, std::size_t chunksize,
+// The producer of an imap's tasks over the caller's `inputs` (held by an
+// InputCursor): each call encodes the next chunk of at most `chunksize`
+// inputs as wire type Arg, registers it with the sink it is given and
+// submits it to `client`; false when no input is left. Copyable (it shares
+// its position in the inputs).
+template <class F, class Arg, class R, class Range>
+auto imap_producer(std::shared_ptr<Client> client, Range&& inputs, const CodeRef& fn, std::size_t chunksize,
                    const std::shared_ptr<ImapSink<R>>& sink) {
-  struct Source {
-    View view;
-    std::ranges::iterator_t<View> it;
-    std::size_t chunk = 0;
-  };
-  auto source = std::make_shared<Source>(Source{std::move(view), {}, 0});
-  source->it = std::ranges::begin(source->view);
+  auto source = std::make_shared<mproc::detail::InputCursor<Range>>(std::forward<Range>(inputs));
   return [client = std::move(client), source, fn, chunksize,
           weak = std::weak_ptr<ImapSink<R>>(sink)](ImapSink<R>& s) -> bool {
-    OutTask t = encode_imap_chunk<F, Arg>(fn, source->view, source->it, chunksize);
+    OutTask t = encode_imap_chunk<F, Arg>(fn, source->range, source->next, chunksize);
     if (t.count == 0) return false;
-    t.chunk = source->chunk++;
+    t.chunk = source->chunks++;
     t.sink = weak.lock();
     s.submitted(t.chunk, static_cast<std::size_t>(t.count));
     client->submit(std::move(t));

@@ -3,7 +3,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -21,7 +21,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/error.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -31,8 +31,8 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/fd.hpp>
-#include <mproc/detail/util/chrono.hpp>
 #include <mproc/detail/util/demangle.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

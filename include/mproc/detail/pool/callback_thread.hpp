@@ -8,13 +8,15 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstddef>
 #include <cstdio>
-#include <deque>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
+
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 
@@ -40,7 +42,7 @@ class CallbackThread {
   void drain() {
     std::unique_lock lock(mutex_);
     if (std::this_thread::get_id() == id_) return;
-    idle_.wait(lock, [&] { return jobs_.empty() && !running_; });
+    idle_.wait(lock, [&] { return next_ == jobs_.size() && !running_; });
   }
 
   // Runs what is queued, then ends the thread. Blocks. Idempotent.
@@ -61,10 +63,13 @@ class CallbackThread {
     std::unique_lock lock(mutex_);
     id_ = std::this_thread::get_id();
     for (;;) {
-      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) break;  // stopping, all run
-      std::function<void()> job = std::move(jobs_.front());
-      jobs_.pop_front();
+      cv_.wait(lock, [&] { return stopping_ || next_ < jobs_.size(); });
+      if (next_ == jobs_.size()) break;  // stopping, all run
+      std::function<void()> job = std::move(jobs_[next_++]);
+      if (next_ == jobs_.size() || (next_ >= 256 && 2 * next_ >= jobs_.size())) {  // drop what has run
+        jobs_.erase(jobs_.begin(), jobs_.begin() + static_cast<std::ptrdiff_t>(next_));
+        next_ = 0;
+      }
       running_ = true;
       lock.unlock();
       try {
@@ -77,7 +82,7 @@ class CallbackThread {
       job = nullptr;
       lock.lock();
       running_ = false;
-      if (jobs_.empty()) idle_.notify_all();
+      if (next_ == jobs_.size()) idle_.notify_all();
     }
     id_ = {};
     idle_.notify_all();
@@ -86,7 +91,8 @@ class CallbackThread {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::condition_variable idle_;
-  std::deque<std::function<void()>> jobs_;
+  std::vector<std::function<void()>> jobs_;  // a FIFO: jobs_[next_] runs next
+  std::size_t next_ = 0;
   std::thread thread_;
   std::thread::id id_{};
   bool running_ = false;

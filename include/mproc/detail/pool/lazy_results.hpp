@@ -5,13 +5,12 @@
 
 #include <cstddef>
 #include <exception>
-#include <iterator>
 #include <optional>
-#include <ranges>
+#include <type_traits>
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 
@@ -102,6 +101,32 @@ std::optional<std::size_t> input_length(Range& inputs) {
   else
     return std::nullopt;
 }
+
+// How an imap holds the caller's input range while it reads it lazily (what
+// std::views::all would give, without <ranges>): a reference to an lvalue
+// range (the caller keeps it alive), a copy of an lvalue view, the moved
+// range otherwise.
+template <class Range>
+using held_range_t =
+    std::conditional_t<std::is_lvalue_reference_v<Range> && !std::ranges::view<std::remove_cvref_t<Range>>, Range,
+                       std::remove_cvref_t<Range>>;
+
+// An imap's input: the caller's range (held as held_range_t says), the
+// position of its next item, and how many chunks have been cut from it.
+// Neither copyable nor movable (`next` points into `range`): keep it where
+// it was made. Construct from std::forward<Range>(inputs).
+template <class Range>
+struct InputCursor {
+  explicit InputCursor(Range&& inputs) : range(std::forward<Range>(inputs)), next(std::ranges::begin(range)) {}
+  InputCursor(const InputCursor&) = delete;
+  InputCursor& operator=(const InputCursor&) = delete;
+
+  bool at_end() { return next == std::ranges::end(range); }
+
+  held_range_t<Range> range;
+  std::ranges::iterator_t<held_range_t<Range>> next;
+  std::size_t chunks = 0;
+};
 
 // `results` with their length_hint() set to `hint`.
 template <class Results>

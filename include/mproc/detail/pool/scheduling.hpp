@@ -14,7 +14,7 @@
 #include <optional>
 #include <string>
 
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/system.hpp>
 

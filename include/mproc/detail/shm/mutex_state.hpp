@@ -14,7 +14,7 @@
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/thread_identity.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include <mproc/detail/shm/mutex_state.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -76,7 +76,7 @@
 #include <mproc/detail/shm/queue_layout.hpp>
 #include <mproc/detail/shm/queue_wait.hpp>
 #include <mproc/detail/shm/segment.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {

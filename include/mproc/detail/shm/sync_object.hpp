@@ -13,7 +13,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/shm/object.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -16,7 +16,7 @@
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/mutex_state.hpp>
 #include <mproc/detail/shm/waiter_slot.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

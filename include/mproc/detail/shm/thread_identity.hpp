@@ -29,7 +29,7 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -10,16 +10,16 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
-#include <memory>
 #include <mutex>
 #include <optional>
-#include <ranges>
 #include <utility>
 #include <vector>
 
+#include <mproc/detail/pool/lazy_results.hpp>
 #include <mproc/detail/pool/reorder.hpp>
 #include <mproc/detail/threads/scheduler.hpp>
 #include <mproc/detail/threads/task.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {
@@ -102,17 +102,15 @@ class ImapProducer {
   virtual std::size_t produce(std::size_t first) = 0;
 };
 
-// The ImapProducer of an imap over `View` (std::views::all of the caller's
-// range: a reference to an lvalue range, the moved rvalue range otherwise),
-// copying its items into chunks of `chunksize` tasks of f.
-template <class View, class Fn, class V, class R>
+// The ImapProducer of an imap over the caller's `Range` (held by an
+// InputCursor), copying its items into chunks of `chunksize` tasks of f.
+template <class Range, class Fn, class V, class R>
 class ImapFeeder final : public ImapProducer {
  public:
-  ImapFeeder(ThreadScheduler& scheduler, View view, std::shared_ptr<Fn> f, std::shared_ptr<ThreadImapSink<R>> sink,
+  ImapFeeder(ThreadScheduler& scheduler, Range&& inputs, std::shared_ptr<Fn> f, std::shared_ptr<ThreadImapSink<R>> sink,
              std::size_t chunksize)
       : scheduler_(scheduler),
-        view_(std::move(view)),
-        it_(std::ranges::begin(view_)),
+        input_(std::forward<Range>(inputs)),
         f_(std::move(f)),
         sink_(std::move(sink)),
         chunksize_(chunksize) {}
@@ -121,7 +119,7 @@ class ImapFeeder final : public ImapProducer {
 
   std::size_t produce(std::size_t first) override {
     std::vector<V> items;
-    for (; items.size() < chunksize_ && it_ != std::ranges::end(view_); ++it_) items.push_back(*it_);
+    for (; items.size() < chunksize_ && !input_.at_end(); ++input_.next) items.push_back(*input_.next);
     if (items.empty()) return 0;
     const std::size_t n = items.size();
     if (!scheduler_.push(Task(ImapTask<R, Fn, V>{f_, sink_, std::move(items), first}), true))
@@ -131,8 +129,7 @@ class ImapFeeder final : public ImapProducer {
 
  private:
   ThreadScheduler& scheduler_;
-  View view_;  // declared before it_, which points into it
-  std::ranges::iterator_t<View> it_;
+  InputCursor<Range> input_;
   std::shared_ptr<Fn> f_;
   std::shared_ptr<ThreadImapSink<R>> sink_;
   std::size_t chunksize_;

@@ -7,18 +7,17 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <memory>
 #include <mutex>
 #include <utility>
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 
@@ -38,7 +37,7 @@ class LoopJob {
  public:
   LoopJob(std::size_t n, std::size_t grain, std::size_t threads) : n_(n), grain_(grain) {
     const std::size_t chunks = n / grain + (n % grain != 0 ? 1 : 0);
-    segment_count_ = std::clamp<std::size_t>(threads, 1, std::max<std::size_t>(chunks, 1));
+    segment_count_ = std::min(std::max<std::size_t>(threads, 1), std::max<std::size_t>(chunks, 1));
     segments_ = std::make_unique<Segment[]>(segment_count_);
     // Segment i starts at chunk i * per + min(i, extra): the first `extra`
     // segments have one chunk more.

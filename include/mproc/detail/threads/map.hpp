@@ -8,9 +8,7 @@
 
 #include <cstddef>
 #include <exception>
-#include <memory>
 #include <optional>
-#include <ranges>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -19,6 +17,7 @@
 #include <mproc/async_result.hpp>
 #include <mproc/detail/threads/loop_job.hpp>
 #include <mproc/detail/threads/task.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 
 namespace mproc::detail {
 

@@ -17,14 +17,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -38,7 +36,7 @@
 #include <mproc/detail/threads/spin_mutex.hpp>
 #include <mproc/detail/threads/task.hpp>
 #include <mproc/detail/threads/task_ring.hpp>
-#include <mproc/detail/util/chrono.hpp>
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {
@@ -385,7 +383,7 @@ class ThreadScheduler final : public WaitHelper {
       std::lock_guard lock(inj_mutex_);
       const std::size_t n = inj_.size();
       if (n == 0) return false;
-      const std::size_t k = std::clamp<std::size_t>(n / (2 * workers_.size()), 1, batch_capacity);
+      const std::size_t k = std::min(std::max<std::size_t>(n / (2 * workers_.size()), 1), batch_capacity);
       out = inj_.pop_front();
       for (std::size_t i = 1; i < k; ++i) w.batch[i - 1] = inj_.pop_front();
       w.head = 0;

@@ -10,12 +10,12 @@
 #include <cstddef>
 #include <cstring>
 #include <exception>
-#include <memory>
 #include <new>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/errors.hpp>
 
 namespace mproc::detail {

@@ -4,10 +4,10 @@
 
 #include <cstdlib>
 #include <exception>
-#include <memory>
 #include <string>
 #include <typeinfo>
 
+#include <mproc/detail/util/lean_std.hpp>
 #include <mproc/detail/util/type_name.hpp>
 
 #if __has_include(<cxxabi.h>)
