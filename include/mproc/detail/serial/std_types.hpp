@@ -109,7 +109,11 @@ template <class T>
 struct builtin_impl<kind::bitwise, T> : builtin_tag {
   static constexpr bool mproc_bitwise = true;
   static constexpr std::size_t min_size = sizeof(T);
-  static void write(Writer& w, const T& value) { w.write_borrowed(std::as_bytes(std::span<const T, 1>(&value, 1))); }
+  // (A byte span made from the address: a std::span<const T> would check the
+  // range concepts once more for every T sent.)
+  static void write(Writer& w, const T& value) {
+    w.write_borrowed(std::span<const std::byte>(reinterpret_cast<const std::byte*>(&value), sizeof(T)));
+  }
   static T read(Reader& r) {
     const std::byte* p = r.read_span(sizeof(T), type_name_v<T>).data();
     if constexpr (std::is_default_constructible_v<T>) {
