@@ -559,8 +559,11 @@ TEST_CASE("A long-lived receiver reuses retained mappings and stays bounded over
     }
     // Without retention the persistent array is re-mapped and re-faulted
     // every round, like a new one (measured: as many faults); with it,
-    // nearly none (what remains is the allocator's and sanitizers' own).
-    if (refaults * 4 > fresh_faults) {
+    // nearly none (what remains is the allocator's and sanitizers' own: an
+    // unoptimised ASan build's quarantine gives from_handle's few allocations
+    // fresh pages each round, measured ~1/3 of the new arrays' faults).
+    const long bound = std::string(MPROC_TEST_SANITIZE) == "address" ? 2 : 4;
+    if (refaults * bound > fresh_faults) {
       std::fprintf(stderr, "child: %ld page faults re-touching a retained array, %ld for new ones\n", refaults,
                    fresh_faults);
       return 5;
