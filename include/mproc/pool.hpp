@@ -398,9 +398,7 @@ class Pool {
       detail::PoolTask t;
       const std::uint64_t n =
           detail::encode_call<F, Arg, false>(t, engine->heap(), f, 0, [&](Writer& w) -> std::uint64_t {
-            std::uint64_t k = 0;
-            for (; k < chunksize && !source->at_end(); ++k, ++source->next) detail::write_as<Arg>(w, *source->next);
-            return k;
+            return source->take(chunksize, [&](const auto& x) { detail::write_as<Arg>(w, x); });
           });
       if (n == 0) return 0;
       t.count = n;

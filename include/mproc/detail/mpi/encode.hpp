@@ -154,16 +154,15 @@ OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<T
   return t;
 }
 
-// The next inputs of an imap from `it` (at most `max`, until the end of
-// `view`) as one task of wire type Arg; its count is the number taken (0:
+// The next inputs of an imap from `source` (an InputCursor; at most `max`)
+// as one task of wire type Arg; its count is the number taken (0:
 // none was left, and the task is to be dropped). Its sink and chunk are the
 // caller's to set.
-template <class F, class Arg, class View, class It>
-OutTask encode_imap_chunk(const CodeRef& fn, View& view, It& it, std::size_t max) {
+template <class F, class Arg, class Cursor>
+OutTask encode_imap_chunk(const CodeRef& fn, Cursor& source, std::size_t max) {
   std::size_t n = 0;
-  auto msg = encode_task<F, Arg, false>(fn, 0, 0, [&](Writer& w) {
-    for (; n < max && it != std::ranges::end(view); ++n, ++it) write_as<Arg>(w, *it);
-  });
+  auto msg = encode_task<F, Arg, false>(
+      fn, 0, 0, [&](Writer& w) { n = source.take(max, [&](const auto& x) { write_as<Arg>(w, x); }); });
   OutTask t;
   t.count = n;
   if (n == 0) return t;

@@ -34,7 +34,7 @@ auto imap_producer(std::shared_ptr<Client> client, Range&& inputs, const CodeRef
   auto source = std::make_shared<mproc::detail::InputCursor<Range>>(std::forward<Range>(inputs));
   return [client = std::move(client), source, fn, chunksize,
           weak = std::weak_ptr<ImapSink<R>>(sink)](ImapSink<R>& s) -> bool {
-    OutTask t = encode_imap_chunk<F, Arg>(fn, source->range, source->next, chunksize);
+    OutTask t = encode_imap_chunk<F, Arg>(fn, *source, chunksize);
     if (t.count == 0) return false;
     t.chunk = source->chunks++;
     t.sink = weak.lock();

@@ -123,6 +123,16 @@ struct InputCursor {
 
   bool at_end() { return next == std::ranges::end(range); }
 
+  // Calls take_one(item) on each of the next items, at most `max`, moving
+  // past each; returns how many it took (0 at the end). Throws what reading
+  // the range or take_one throws (the item that threw is not passed).
+  template <class TakeOne>
+  std::size_t take(std::size_t max, TakeOne&& take_one) {
+    std::size_t n = 0;
+    for (; n < max && !at_end(); ++n, ++next) take_one(*next);
+    return n;
+  }
+
   held_range_t<Range> range;
   std::ranges::iterator_t<held_range_t<Range>> next;
   std::size_t chunks = 0;

@@ -119,7 +119,7 @@ class ImapFeeder final : public ImapProducer {
 
   std::size_t produce(std::size_t first) override {
     std::vector<V> items;
-    for (; items.size() < chunksize_ && !input_.at_end(); ++input_.next) items.push_back(*input_.next);
+    input_.take(chunksize_, [&](auto&& x) { items.push_back(std::forward<decltype(x)>(x)); });
     if (items.empty()) return 0;
     const std::size_t n = items.size();
     if (!scheduler_.push(Task(ImapTask<R, Fn, V>{f_, sink_, std::move(items), first}), true))
