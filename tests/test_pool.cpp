@@ -15,6 +15,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -234,6 +235,24 @@ TEST_CASE("map carries strings, containers and views across processes") {
   const auto means = pool.map(mean, data);
   REQUIRE(means.size() == 6);
   for (int i = 0; i < 6; ++i) CHECK(means[static_cast<std::size_t>(i)] == mproc_test::Approx(static_cast<double>(i)));
+}
+
+TEST_CASE("std::string_view inputs reach a std::string parameter in map, starmap, imap and apply_async") {
+  // They travel as they are (a view shares its owning type's encoding), not
+  // as std::string copies made first.
+  mp::Pool pool(2);
+  const std::string text = "alpha beta gamma " + std::string(300'000, 'z');
+  const std::vector<std::string_view> words{std::string_view(text).substr(0, 5), std::string_view(text).substr(6, 4),
+                                            std::string_view(text).substr(10, 0), std::string_view(text).substr(17)};
+  const std::vector<std::string> expected{"ALPHA!", "BETA!", "!", std::string(300'000, 'Z') + "!"};
+  CHECK(pool.map(shout, words, 3) == expected);
+  std::vector<std::string> lazy;
+  for (auto& s : pool.imap(shout, words, 2)) lazy.push_back(std::move(s));
+  CHECK(lazy == expected);
+  const std::vector<std::tuple<std::string_view, int>> pairs{{words[0], 2}, {words[1], 0}};
+  CHECK(pool.starmap([](const std::string& s, int n) { return static_cast<int>(s.size()) * n; }, pairs) ==
+        std::vector<int>{10, 0});
+  CHECK(pool.apply_async(shout, words[3]).get(10s) == expected[3]);
 }
 
 namespace {

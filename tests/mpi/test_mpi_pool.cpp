@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -113,6 +114,20 @@ TEST_CASE("mpi::Pool: starmap, strings, span parameters and vector results cross
   const std::vector<std::vector<double>> sets{{1, 2, 3}, {4.5}, {}};
   REQUIRE(pool.map(sum_view, sets) == std::vector<double>{6, 4.5, 0});
   REQUIRE(pool.apply(scaled, std::vector<double>{1, 2}, 3.0) == std::vector<double>{3, 6});
+}
+
+TEST_CASE("mpi::Pool: std::string_view inputs reach a std::string parameter in map, imap and apply", "[mpi]") {
+  mp::mpi::Pool pool(opts());
+  if (!pool) return;
+  const std::string text = "alpha beta " + std::string(100'000, 'z');
+  const std::vector<std::string_view> words{std::string_view(text).substr(0, 5), std::string_view(text).substr(5, 0),
+                                            std::string_view(text).substr(11)};
+  const std::vector<std::string> expected{"alpha!", "!", std::string(100'000, 'z') + "!"};
+  REQUIRE(pool.map(shout, words) == expected);
+  std::vector<std::string> lazy;
+  for (auto& s : pool.imap(shout, words, 2)) lazy.push_back(std::move(s));
+  REQUIRE(lazy == expected);
+  REQUIRE(pool.apply(shout, words[0]) == expected[0]);
 }
 
 TEST_CASE("mpi::Pool: imap yields input order, imap_unordered completion order", "[mpi]") {

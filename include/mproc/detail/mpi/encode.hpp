@@ -2,10 +2,11 @@
 // inputs encoded as one task, copied or referred to in place.
 //
 // Layer detail/mpi, over the message format (base.hpp), the TaskRef and
-// OutTask of the client (client.hpp), the trampoline records (image.hpp) and
-// the core's Writer (serialize.hpp). Used by mpi.hpp's Pool (map, starmap,
-// their async forms, imap, apply_async); serving ranks decode what it
-// writes (server.hpp, run_task_message).
+// OutTask of the client (client.hpp), the trampoline records (image.hpp), the
+// core's Writer (serialize.hpp) and the inputs' wire form, which the process
+// pool shares (detail/pool/protocol.hpp: write_as, write_inputs). Used by
+// mpi.hpp's Pool (map, starmap, their async forms, imap, apply_async);
+// serving ranks decode what it writes (server.hpp, run_task_message).
 // SPDX-License-Identifier: MIT
 #pragma once
 
@@ -24,6 +25,7 @@
 #include <mproc/detail/mpi/base.hpp>
 #include <mproc/detail/mpi/client.hpp>
 #include <mproc/detail/mpi/image.hpp>
+#include <mproc/detail/pool/protocol.hpp>
 
 namespace mproc::detail::mpi {
 
@@ -41,22 +43,6 @@ std::vector<std::byte> encode_task(const CodeRef& fn, std::uint64_t count, std::
   }
   seal_message(msg);
   return msg;
-}
-
-// Writes input `in` as wire type Arg; without a converted temporary when
-// `in` already encodes as Arg does (a std::vector<double> for a
-// std::span<const double> parameter: they share a fingerprint and an
-// encoding), so a gather writer can refer to its data in place.
-template <class Arg, class In>
-void write_input(Writer& w, const In& in) {
-  using I = std::remove_cvref_t<In>;
-  if constexpr (std::is_same_v<I, Arg>) {
-    w.write(in);
-  } else if constexpr (serializable<I> && type_fingerprint<I>() == type_fingerprint<Arg>()) {
-    w.write(in);
-  } else {
-    w.write(Arg(in));
-  }
 }
 
 // Whether the encoding of consecutive inputs from `It` as Arg is their
@@ -108,7 +94,7 @@ OutTask encode_chunk_in_place(const CodeRef& fn, It& it, std::size_t n, std::sha
   std::vector<std::byte> flat;
   {
     Writer w(Writer::gather, t.msg);  // (refers to t.msg until its end)
-    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
+    write_inputs<Arg>(w, it, n);
     w.finish();
     total += w.size();
     if (w.piece_count() > 1 && total <= max_message_bytes()) {
@@ -141,16 +127,8 @@ OutTask encode_chunk(const CodeRef& fn, It& it, std::size_t n, std::shared_ptr<T
         encode_task<F, Arg, Star>(fn, n, bytes.size(), [&](Writer& w) { w.write_bytes(bytes.data(), bytes.size()); });
     return t;
   }
-  std::size_t size = 0;
-  if constexpr (std::forward_iterator<It>) {
-    Writer counter(Writer::count_only);
-    It probe = it;
-    for (std::size_t k = 0; k < n; ++k, ++probe) write_input<Arg>(counter, *probe);
-    size = counter.size();
-  }
-  t.msg = encode_task<F, Arg, Star>(fn, n, size, [&](Writer& w) {
-    for (std::size_t k = 0; k < n; ++k, ++it) write_input<Arg>(w, *it);
-  });
+  t.msg = encode_task<F, Arg, Star>(fn, n, inputs_encoded_size<Arg>(it, n),
+                                    [&](Writer& w) { write_inputs<Arg>(w, it, n); });
   return t;
 }
 

@@ -29,9 +29,11 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <optional>
 #include <span>
 #include <string>
@@ -136,13 +138,41 @@ static_assert(sizeof(TaskHeader) == 32);
 
 enum : std::uint8_t { item_ok = 0, item_error = 1 };
 
-// Writes `in` as the wire type Arg without copying when it already is one.
+// Writes input `in` as wire type Arg (both pools, every call). Without a
+// converted temporary when `in` already encodes as Arg does: when it is an
+// Arg, or shares Arg's fingerprint and so its encoding (a std::string_view
+// for a std::string parameter, a std::vector<double> for a
+// std::span<const double> one), so nothing is copied and a gather writer
+// can refer to the input's data in place. Throws what the conversion or the
+// writer throws.
 template <class Arg, class In>
 void write_as(Writer& w, const In& in) {
-  if constexpr (std::is_same_v<std::remove_cvref_t<In>, Arg>) {
+  using I = std::remove_cvref_t<In>;
+  if constexpr (std::is_same_v<I, Arg>) {
+    w.write(in);
+  } else if constexpr (serializable<I> && type_fingerprint<I>() == type_fingerprint<Arg>()) {
     w.write(in);
   } else {
     w.write(Arg(in));
+  }
+}
+
+// Writes the next `n` inputs from `it` as Arg, advancing `it`.
+template <class Arg, class It>
+void write_inputs(Writer& w, It& it, std::size_t n) {
+  for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+}
+
+// The encoded size of the next `n` inputs from `it` as Arg when they can be
+// read twice (a forward iterator; `it` does not move), else 0 (unknown).
+template <class Arg, class It>
+std::size_t inputs_encoded_size(It it, std::size_t n) {
+  if constexpr (std::forward_iterator<It>) {
+    Writer counter(Writer::count_only);
+    write_inputs<Arg>(counter, it, n);
+    return counter.size();
+  } else {
+    return 0;
   }
 }
 

@@ -110,15 +110,8 @@ PoolTask encode_chunk(TransferHeap& heap, const F& f, It& it, std::size_t n, std
   t.count = n;
   t.sink = std::move(sink);
   t.chunk = chunk;
-  std::size_t size = 0;
-  if constexpr (std::forward_iterator<It>) {
-    Writer counter(Writer::count_only);
-    It probe = it;
-    for (std::size_t k = 0; k < n; ++k, ++probe) write_as<Arg>(counter, *probe);
-    size = counter.size();
-  }
-  encode_call<F, Arg, Star>(t, heap, f, size, [&](Writer& w) -> std::uint64_t {
-    for (std::size_t k = 0; k < n; ++k, ++it) write_as<Arg>(w, *it);
+  encode_call<F, Arg, Star>(t, heap, f, inputs_encoded_size<Arg>(it, n), [&](Writer& w) -> std::uint64_t {
+    write_inputs<Arg>(w, it, n);
     return n;
   });
   return t;
