@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <numeric>
 #include <optional>
@@ -731,6 +732,28 @@ TEST_CASE("Pool(0) and maxtasksperchild(0) are errors, as in Python, not given m
 
 TEST_CASE("bad arguments are reported clearly") {
   REQUIRE_THROWS_MATCHES(mp::Pool(-1), mp::ProcessError, mproc_test::MessageContains("at least 1"));
+  {
+    // A negative chunksize converted to std::size_t: refused before anything
+    // runs (it used to wrap the chunk count and return zeros), in every form.
+    mp::Pool pool(2);
+    const std::vector<int> xs{1, 2, 3, 4, 5};
+    const auto negative = static_cast<std::size_t>(-1);
+    const auto refused = mproc_test::MessageContains("chunksize 18446744073709551615 is more than any range holds");
+    REQUIRE_THROWS_MATCHES(pool.map(square, xs, negative), mp::ValueError, refused);
+    REQUIRE_THROWS_MATCHES(pool.map_async(square, xs, negative), mp::ValueError, refused);
+    REQUIRE_THROWS_MATCHES(pool.starmap(add, std::vector<std::tuple<int, int>>{{1, 2}}, negative), mp::ValueError,
+                           refused);
+    REQUIRE_THROWS_MATCHES((void)pool.imap(square, xs, negative), mp::ValueError, refused);
+    REQUIRE_THROWS_MATCHES((void)pool.imap_unordered(square, xs, negative), mp::ValueError, refused);
+    // The largest valid one makes one chunk of everything, as in Python.
+    const auto largest = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+    CHECK(pool.map(square, xs, largest) == std::vector<int>{1, 4, 9, 16, 25});
+    CHECK(pool.map_async(square, xs, largest).get(10s) == std::vector<int>{1, 4, 9, 16, 25});
+    std::vector<int> lazy;
+    for (int r : pool.imap(square, xs, largest)) lazy.push_back(r);
+    CHECK(lazy == std::vector<int>{1, 4, 9, 16, 25});
+    CHECK(pool.map(square, xs) == std::vector<int>{1, 4, 9, 16, 25});  // still serving
+  }
   STATIC_REQUIRE(mp::detail::is_portable_callable_v<int (*)(int)>);
   auto captureless = [](int x) { return x; };
   int state = 3;

@@ -5,6 +5,7 @@
 // SPDX-License-Identifier: MIT
 #include <algorithm>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -54,6 +55,42 @@ TEST_CASE("imap_window is two chunks per worker", "[scheduling]") {
   CHECK(md::imap_window(4, 1) == 8);
   CHECK(md::imap_window(3, 10) == 60);
   static_assert(md::imap_window(2, 5) == md::imap_window_chunks_per_worker * 2 * 5);
+}
+
+TEST_CASE("imap_window saturates instead of wrapping around", "[scheduling]") {
+  constexpr std::size_t most = std::numeric_limits<std::size_t>::max();
+  CHECK(md::imap_window(2, most) == most);
+  CHECK(md::imap_window(2, most / 4 + 1) == most);  // 4 * (2^62 + 1) would wrap to 4
+  CHECK(md::imap_window(2, most / 4) == most / 4 * 4);
+}
+
+TEST_CASE("plan_chunks cuts a map into chunks: Python's size, a given one, one chunk for a large one", "[scheduling]") {
+  constexpr auto autosize = md::plan_chunks(1000, 0, 4);
+  STATIC_REQUIRE(autosize.size == 63);  // ceil(1000 / 16)
+  STATIC_REQUIRE(autosize.count == 16);
+  CHECK(autosize.items_in(0) == 63);
+  CHECK(autosize.items_in(15) == 1000 - 15 * 63);
+  const auto given = md::plan_chunks(10, 3, 4);
+  CHECK(given.count == 4);
+  CHECK(given.items_in(3) == 1);
+  CHECK(md::plan_chunks(0, 0, 4).count == 0);
+  constexpr std::size_t most = std::numeric_limits<std::size_t>::max();
+  for (const std::size_t cs : {std::size_t{11}, most / 2, most}) {  // (n + cs - 1) / cs wrapped to 0 chunks
+    const auto one = md::plan_chunks(10, cs, 4);
+    CHECK(one.count == 1);
+    CHECK(one.items_in(0) == 10);
+  }
+}
+
+TEST_CASE("check_chunksize refuses a size above PTRDIFF_MAX (a negative number converted), naming it", "[scheduling]") {
+  constexpr auto largest = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+  CHECK_NOTHROW(md::check_chunksize(0, "Pool: chunksize"));
+  CHECK_NOTHROW(md::check_chunksize(largest, "Pool: chunksize"));
+  REQUIRE_THROWS_MATCHES(md::check_chunksize(largest + 1, "Pool: chunksize"), mproc::ValueError,
+                         Catch::Message("mproc: Pool: chunksize 9223372036854775808 is more than any range holds (a "
+                                        "negative number converted to std::size_t?)"));
+  REQUIRE_THROWS_AS(md::check_chunksize(static_cast<std::size_t>(-1), "ThreadPool.parallel_for: grain"),
+                    mproc::ValueError);
 }
 
 TEST_CASE("ReorderBuffer hands out items in input order whatever the arrival order", "[reorder]") {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -69,6 +70,37 @@ TEST_CASE("ThreadPool: size, default size, zero threads rejected", "[thread_pool
   CHECK_THROWS_MATCHES(mp::ThreadPool(0), mp::ValueError,
                        MessageContains("ThreadPool: the number of workers must be at least 1, not 0"));
   CHECK_THROWS_MATCHES(mp::ThreadPool(-2), mp::ValueError, MessageContains("(a negative count?)"));
+}
+
+TEST_CASE(
+    "ThreadPool: a negative chunksize or grain converted to std::size_t is refused; the largest valid one "
+    "makes one chunk",
+    "[thread_pool]") {
+  mp::ThreadPool pool(2);
+  const std::vector<int> xs{1, 2, 3, 4, 5};
+  const std::vector<int> squares{1, 4, 9, 16, 25};
+  auto sq = [](int x) { return x * x; };
+  const auto negative = static_cast<std::size_t>(-3);
+  const auto refused = MessageContains(" 18446744073709551613 is more than any range holds");
+  CHECK_THROWS_MATCHES(pool.map(sq, xs, negative), mp::ValueError, refused);
+  CHECK_THROWS_MATCHES(pool.map_async(sq, xs, negative), mp::ValueError, refused);
+  CHECK_THROWS_MATCHES((void)pool.imap(sq, xs, negative), mp::ValueError,
+                       MessageContains("ThreadPool.imap: chunksize"));
+  std::atomic<int> visits{0};
+  CHECK_THROWS_MATCHES(pool.parallel_for(0, 5, negative, [&](int) { ++visits; }), mp::ValueError,
+                       MessageContains("ThreadPool.parallel_for: grain 18446744073709551613"));
+  CHECK(visits == 0);
+  // Half of SIZE_MAX + 1 wrapped imap's read-ahead window to 4 items and hung
+  // the iteration; it is refused now, and the largest valid size works.
+  CHECK_THROWS_AS((void)pool.imap(sq, xs, std::numeric_limits<std::size_t>::max() / 2 + 1), mp::ValueError);
+  const auto largest = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+  CHECK(pool.map(sq, xs, largest) == squares);
+  std::vector<int> lazy;
+  auto results = pool.imap(sq, xs, largest);
+  while (auto r = results.next(10s)) lazy.push_back(*r);
+  CHECK(lazy == squares);
+  pool.parallel_for(0, 5, largest, [&](int) { ++visits; });
+  CHECK(visits == 5);
 }
 
 TEST_CASE("ThreadPool: post + wait runs every task exactly once", "[thread_pool]") {

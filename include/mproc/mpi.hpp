@@ -332,9 +332,12 @@ class Pool {
   [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(client().servers()); }
 
   // f applied to every input, results in input order (Python: map). Inputs
-  // go in chunks of `chunksize` (0: Python's default, ceil(n / (4 * size()))).
-  // Blocks, driving the pool's communication. Throws the first failure:
-  // the task's exception (RemoteException<E> or RemoteError), ProcessError.
+  // go in chunks of `chunksize` (0: Python's default, ceil(n / (4 * size()));
+  // more than n: one chunk). Blocks, driving the pool's communication.
+  // Throws the first failure: the task's exception (RemoteException<E> or
+  // RemoteError), ProcessError; before anything runs, ValueError for a
+  // chunksize above PTRDIFF_MAX (a negative number converted). The same
+  // holds for starmap, the async forms and imap.
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& inputs, std::size_t chunksize = 0) {
     return map_impl<false>(f, std::forward<Range>(inputs), chunksize);
@@ -475,12 +478,10 @@ class Pool {
     detail::Client& c = client();
     c.check_accepting();
 
+    mproc::detail::check_chunksize(chunksize, "mpi::Pool: chunksize");
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
-    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs =
-        chunksize == 0 ? detail::auto_chunksize(n, size(), detail::process_chunks_per_worker) : chunksize;
-    const std::size_t chunks = (n + cs - 1) / cs;
-    auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
+    const auto plan = detail::plan_chunks(static_cast<std::size_t>(std::ranges::distance(inputs)), chunksize, size());
+    auto sink = std::make_shared<detail::MapSink<R>>(plan.items, plan.size, plan.count);
     auto counter = std::make_shared<detail::CountingSink>(sink);
     const detail::CodeRef fn = detail::function_ref(f);
     auto it = std::ranges::begin(inputs);
@@ -492,8 +493,8 @@ class Pool {
     // the serving ranks (not all at once: memory stays bounded).
     const std::size_t window = size() + 1;
     c.drive_until([&] {
-      while (next < chunks && !sink->failed() && c.backlog() < window) {
-        const std::size_t count = std::min(cs, n - next * cs);
+      while (next < plan.count && !sink->failed() && c.backlog() < window) {
+        const std::size_t count = plan.items_in(next);
         if constexpr (std::is_lvalue_reference_v<std::iter_reference_t<decltype(it)>>) {
           c.submit(detail::encode_chunk_in_place<F, Arg, Star>(fn, it, count, counter, next, borrowing));
         } else {
@@ -501,7 +502,7 @@ class Pool {
         }
         ++next;
       }
-      return (sink->failed() || counter->finished() == chunks) &&
+      return (sink->failed() || counter->finished() == plan.count) &&
              (borrowing->load(std::memory_order_acquire) == 0 || c.broken());
     });
     return sink->wait_results();
@@ -516,18 +517,16 @@ class Pool {
     detail::Client& c = client();
     c.check_accepting();
 
+    mproc::detail::check_chunksize(chunksize, "mpi::Pool: chunksize");
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
-    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs =
-        chunksize == 0 ? detail::auto_chunksize(n, size(), detail::process_chunks_per_worker) : chunksize;
-    const std::size_t chunks = (n + cs - 1) / cs;
-    auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
+    const auto plan = detail::plan_chunks(static_cast<std::size_t>(std::ranges::distance(inputs)), chunksize, size());
+    auto sink = std::make_shared<detail::MapSink<R>>(plan.items, plan.size, plan.count);
     const detail::CodeRef fn = detail::function_ref(f);
     std::vector<detail::OutTask> tasks;
-    tasks.reserve(chunks);
+    tasks.reserve(plan.count);
     auto it = std::ranges::begin(inputs);
-    for (std::size_t k = 0; k < chunks; ++k)
-      tasks.push_back(detail::encode_chunk<F, Arg, Star>(fn, it, std::min(cs, n - k * cs), sink, k));
+    for (std::size_t k = 0; k < plan.count; ++k)
+      tasks.push_back(detail::encode_chunk<F, Arg, Star>(fn, it, plan.items_in(k), sink, k));
     using Out = typename detail::MapSink<R>::Out;
     auto state = std::make_shared<detail::ResultState<Out>>(&c);
     sink->complete_into(state);
@@ -544,6 +543,7 @@ class Pool {
     static_assert(!std::is_void_v<R>, "mproc::mpi::Pool::imap: f returns void; use map or apply_async");
     detail::Client& c = client();
     c.check_accepting();
+    mproc::detail::check_chunksize(chunksize, "mpi::Pool.imap: chunksize");
     if (chunksize == 0) chunksize = 1;
 
     auto sink = std::make_shared<detail::ImapSink<R>>(ordered, chunksize);

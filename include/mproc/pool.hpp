@@ -196,8 +196,11 @@ class Pool {
 
   // f applied to every input, results in input order (Python: Pool.map).
   // Inputs are sent in chunks of `chunksize` (0: Python's default,
-  // ceil(n / (4 * processes))). Blocks. Throws the first failure: the task's
-  // exception (RemoteException<E> or RemoteError), WorkerCrashed (the process running a chunk died), ProcessError.
+  // ceil(n / (4 * processes)); more than n: one chunk). Blocks. Throws the
+  // first failure: the task's exception (RemoteException<E> or RemoteError),
+  // WorkerCrashed (the process running a chunk died), ProcessError; before
+  // anything runs, ValueError for a chunksize above PTRDIFF_MAX (a negative
+  // number converted). The same holds for starmap, the async forms and imap.
   template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& inputs, std::size_t chunksize = 0) {
     return map_impl<false>(f, std::forward<Range>(inputs), chunksize);
@@ -320,12 +323,10 @@ class Pool {
     detail::check_pool_result<R>();
     engine_->check_accepting();
 
+    detail::check_chunksize(chunksize, "Pool: chunksize");
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
-    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs =
-        chunksize == 0 ? detail::auto_chunksize(n, size(), detail::process_chunks_per_worker) : chunksize;
-    const std::size_t chunks = (n + cs - 1) / cs;
-    auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
+    const auto plan = detail::plan_chunks(static_cast<std::size_t>(std::ranges::distance(inputs)), chunksize, size());
+    auto sink = std::make_shared<detail::MapSink<R>>(plan.items, plan.size, plan.count);
     const detail::Window window{detail::imap_window(size(), 1)};
     auto it = std::ranges::begin(inputs);
     // Chunks are submitted in batches (one lock and at most one wake-up each),
@@ -333,13 +334,13 @@ class Pool {
     std::size_t bytes_per_chunk = 0;
     std::size_t batch_bytes = 0;
     std::vector<detail::PoolTask> batch;
-    for (std::size_t c = 0; c < chunks; ++c) {
+    for (std::size_t c = 0; c < plan.count; ++c) {
       if (sink->ahead(c, bytes_per_chunk, window)) {
         engine_->submit(batch);
         sink->wait_for_room(c);
       }
       if (sink->failed()) break;
-      batch.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, std::min(cs, n - c * cs), sink, c));
+      batch.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, plan.items_in(c), sink, c));
       const std::size_t bytes = batch.back().payload.size() + batch.back().args.bytes().size();
       bytes_per_chunk = std::max(bytes_per_chunk, bytes);
       batch_bytes += bytes;
@@ -360,17 +361,15 @@ class Pool {
     using R = detail::pool_result_t<F, Arg, Star>;
     detail::check_pool_result<R>();
 
+    detail::check_chunksize(chunksize, "Pool: chunksize");
     decltype(auto) inputs = detail::sized(std::forward<Range>(inputs_in));
-    const std::size_t n = static_cast<std::size_t>(std::ranges::distance(inputs));
-    const std::size_t cs =
-        chunksize == 0 ? detail::auto_chunksize(n, size(), detail::process_chunks_per_worker) : chunksize;
-    const std::size_t chunks = (n + cs - 1) / cs;
-    auto sink = std::make_shared<detail::MapSink<R>>(n, cs, chunks);
+    const auto plan = detail::plan_chunks(static_cast<std::size_t>(std::ranges::distance(inputs)), chunksize, size());
+    auto sink = std::make_shared<detail::MapSink<R>>(plan.items, plan.size, plan.count);
     std::vector<detail::PoolTask> tasks;
-    tasks.reserve(chunks);
+    tasks.reserve(plan.count);
     auto it = std::ranges::begin(inputs);
-    for (std::size_t c = 0; c < chunks; ++c)
-      tasks.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, std::min(cs, n - c * cs), sink, c));
+    for (std::size_t c = 0; c < plan.count; ++c)
+      tasks.push_back(detail::encode_chunk<F, Arg, Star>(engine_->heap(), f, it, plan.items_in(c), sink, c));
     auto state = std::make_shared<detail::ResultState<typename detail::MapSink<R>::Out>>();
     detail::attach_callbacks(*state, *callbacks_, std::move(cb));
     sink->complete_into(state);
@@ -387,6 +386,7 @@ class Pool {
     detail::check_pool_result<R>();
     static_assert(!std::is_void_v<R>, "mproc::Pool::imap: f returns void; use map or apply_async");
     engine_->check_accepting();
+    detail::check_chunksize(chunksize, "Pool.imap: chunksize");
     if (chunksize == 0) chunksize = 1;
 
     const std::optional<std::size_t> length = detail::input_length(inputs);

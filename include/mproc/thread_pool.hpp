@@ -156,7 +156,9 @@ class ThreadPool final {
   // in input order (void if f returns void). Chunks of `chunksize` items
   // (0: automatic) are spread over the calling thread and size() - 1 workers.
   // Blocks. Rethrows the first exception f threw (remaining chunks are
-  // skipped). Throws ProcessError if the pool is not running.
+  // skipped). Throws ProcessError if the pool is not running, ValueError for
+  // a chunksize above PTRDIFF_MAX (a negative number converted; also in
+  // starmap, the async forms and imap).
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, std::size_t chunksize = 0) {
     return map_impl<false>(f, inputs, chunksize);
@@ -216,11 +218,13 @@ class ThreadPool final {
     parallel_for(first, last, 0, f);
   }
 
-  // As parallel_for(first, last, f), with chunks of `grain` indices (0: automatic).
+  // As parallel_for(first, last, f), with chunks of `grain` indices (0:
+  // automatic). Also throws ValueError for a grain above PTRDIFF_MAX.
   template <std::integral I, std::integral J, class F>
     requires std::invocable<F&, std::common_type_t<I, J>>
   void parallel_for(I first, J last, std::size_t grain, F&& f) {
     using C = std::common_type_t<I, J>;
+    detail::check_chunksize(grain, "ThreadPool.parallel_for: grain");
     if (!std::in_range<C>(first) || !std::in_range<C>(last))
       throw ValueError("parallel_for: the bounds [" + std::to_string(first) + ", " + std::to_string(last) +
                        ") do not fit their common type " + std::string(detail::type_name_v<C>));
@@ -270,6 +274,7 @@ class ThreadPool final {
   template <bool Star, class F, class Range>
   auto map_impl(F& f, Range& inputs, std::size_t chunksize) {
     scheduler_.check_running();
+    detail::check_chunksize(chunksize, "ThreadPool: chunksize");
     const detail::MapInputs<Range> in(inputs);
     using X = decltype(in[0]);
     using R = detail::item_result_t<Star, F, X>;
@@ -288,6 +293,7 @@ class ThreadPool final {
   template <bool Star, class F, class Range, class C, class E>
   auto map_async_impl(F&& f_in, Range&& inputs, std::size_t chunksize, Callbacks<C, E> cb) {
     scheduler_.check_running();
+    detail::check_chunksize(chunksize, "ThreadPool: chunksize");
     using Fn = std::decay_t<F>;
     using V = std::ranges::range_value_t<Range>;
     using R = detail::item_result_t<Star, Fn, const V&>;
@@ -387,6 +393,7 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
 template <class F, class Range>
 auto ThreadPool::imap_impl(F&& f_in, Range&& inputs, std::size_t chunksize, bool ordered) {
   scheduler_.check_running();
+  detail::check_chunksize(chunksize, "ThreadPool.imap: chunksize");
   using Fn = std::decay_t<F>;
   using V = std::ranges::range_value_t<Range>;
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, V&>>;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <set>
@@ -333,6 +334,17 @@ TEST_CASE("mpi::Pool: misuse gives clear errors", "[mpi]") {
   // Serving ranks serve one pool at a time: a second open pool would wait forever for them.
   REQUIRE_THROWS_MATCHES(mp::mpi::Pool(opts()), mp::ProcessError, MessageContains("another pool is open"));
   REQUIRE(pool.apply(square, 3) == 9);
+  // A negative chunksize converted to std::size_t: refused before anything is sent.
+  const std::vector<int> xs{1, 2, 3};
+  const auto negative = static_cast<std::size_t>(-1);
+  REQUIRE_THROWS_MATCHES(pool.map(square, xs, negative), mp::ValueError,
+                         MessageContains("mpi::Pool: chunksize 18446744073709551615 is more than any range holds"));
+  REQUIRE_THROWS_AS(pool.map_async(square, xs, negative), mp::ValueError);
+  REQUIRE_THROWS_MATCHES((void)pool.imap(square, xs, negative), mp::ValueError,
+                         MessageContains("mpi::Pool.imap: chunksize"));
+  const auto largest = static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+  REQUIRE(pool.map(square, xs, largest) == std::vector<int>{1, 4, 9});
+  REQUIRE(pool.map_async(square, xs, largest).get(10s) == std::vector<int>{1, 4, 9});
 }
 
 TEST_CASE("mpi::Pool: a task naming code this rank does not have, or a corrupted count, is refused, never run",

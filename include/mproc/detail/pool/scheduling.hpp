@@ -58,6 +58,42 @@ constexpr std::size_t auto_chunksize(std::size_t items, std::size_t workers, std
   return size != 0 ? size : 1;
 }
 
+// Throws ValueError for a chunk size (or grain) above PTRDIFF_MAX, naming
+// `what` (e.g. "Pool: chunksize"): no range holds that many items, so it is
+// a negative number converted to std::size_t. Any smaller one is valid; one
+// larger than the inputs makes a single chunk, as in Python.
+inline void check_chunksize(std::size_t value, const char* what) {
+  if (value > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()))
+    throw ValueError(std::string("mproc: ") + what + " " + std::to_string(value) +
+                     " is more than any range holds (a negative number converted to std::size_t?)");
+}
+
+// A process pool's map (Pool, mpi::Pool) cut into chunks: `items` inputs in
+// `count` chunks of `size` items, the last one possibly shorter.
+struct ChunkPlan {
+  std::size_t items = 0;
+  std::size_t size = 1;
+  std::size_t count = 0;
+
+  // The inputs in chunk c (c < count).
+  constexpr std::size_t items_in(std::size_t c) const noexcept {
+    const std::size_t rest = items - c * size;
+    return rest < size ? rest : size;
+  }
+};
+
+// The chunks of a map of `items` inputs over `workers` processes in chunks of
+// `chunksize` (0: auto_chunksize with process_chunks_per_worker). Callers
+// check_chunksize first, before they read the inputs; any chunksize is safe
+// here (the count cannot wrap). Pure; never throws.
+constexpr ChunkPlan plan_chunks(std::size_t items, std::size_t chunksize, std::size_t workers) noexcept {
+  ChunkPlan plan;
+  plan.items = items;
+  plan.size = chunksize != 0 ? chunksize : auto_chunksize(items, workers, process_chunks_per_worker);
+  plan.count = items / plan.size + (items % plan.size != 0 ? 1 : 0);
+  return plan;
+}
+
 // How many chunks per worker a lazy imap keeps submitted ahead of its
 // consumer: its read-ahead is imap_window_chunks_per_worker * workers *
 // chunksize items. 2 keeps every worker busy with one chunk while the next
@@ -65,9 +101,12 @@ constexpr std::size_t auto_chunksize(std::size_t items, std::size_t workers, std
 // yet bounds the inputs copied and the results held for a slow consumer.
 inline constexpr std::size_t imap_window_chunks_per_worker = 2;
 
-// imap's read-ahead, in items (see imap_window_chunks_per_worker).
+// imap's read-ahead, in items (see imap_window_chunks_per_worker); SIZE_MAX
+// (all of them) where that product would not fit.
 constexpr std::size_t imap_window(std::size_t workers, std::size_t chunksize) noexcept {
-  return imap_window_chunks_per_worker * workers * chunksize;
+  const std::size_t chunks = imap_window_chunks_per_worker * workers;
+  constexpr std::size_t most = std::numeric_limits<std::size_t>::max();
+  return chunks != 0 && chunksize > most / chunks ? most : chunks * chunksize;
 }
 
 // How far Pool::map's encoder runs ahead of the workers: it stops once
