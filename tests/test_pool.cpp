@@ -394,6 +394,18 @@ TEST_CASE("imap holds its input as std::views::all would: an lvalue view copied,
   CHECK(unordered == expected);
 }
 
+TEST_CASE("imap: a moved-from result throws ProcessError, the one moved to yields all") {
+  mp::Pool pool(2);
+  auto first = pool.imap(square, std::vector<int>{1, 2, 3});
+  auto second = std::move(first);
+  CHECK_THROWS_MATCHES(first.next(), mp::ProcessError,
+                       mproc_test::MessageContains("imap result was used after it was moved from"));
+  CHECK_THROWS_AS(first.begin(), mp::ProcessError);
+  std::vector<int> got;
+  for (int r : second) got.push_back(r);
+  CHECK(got == std::vector<int>{1, 4, 9});
+}
+
 TEST_CASE("imap rethrows an item's exception at that item and continues") {
   mp::Pool pool(2);
   auto results = pool.imap(fail_on_seven, iota_vec(10));

@@ -433,6 +433,21 @@ TEST_CASE("ThreadPool::imap: an item's exception is thrown at that item, iterati
   });
 }
 
+TEST_CASE("ThreadPool::imap: a moved-from result throws ProcessError (it used to crash), the one moved to yields all",
+          "[thread_pool][imap]") {
+  mp::ThreadPool pool(2);
+  auto first = pool.imap([](int x) { return x * x; }, std::vector<int>{1, 2, 3});
+  auto second = std::move(first);
+  CHECK_THROWS_MATCHES(first.next(), mp::ProcessError, MessageContains("imap result was used after it was moved from"));
+  CHECK_THROWS_AS(first.next(1s), mp::ProcessError);
+  CHECK_THROWS_AS(first.begin(), mp::ProcessError);
+  std::vector<int> got;
+  for (int r : second) got.push_back(r);
+  CHECK(got == std::vector<int>{1, 4, 9});
+  first = pool.imap([](int x) { return x + 1; }, std::vector<int>{7});  // assigned again: usable
+  CHECK(first.next() == 8);
+}
+
 TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs", "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);

@@ -148,6 +148,13 @@ TEST_CASE("mpi::Pool: imap yields input order, imap_unordered completion order",
   REQUIRE(std::find(unordered.begin(), unordered.end(), 0) - unordered.begin() >= 6);
   std::sort(unordered.begin(), unordered.end());
   REQUIRE(unordered == xs);
+  // A moved-from result refuses clearly; the one moved to yields all.
+  auto first = pool.imap(square, std::vector<int>{1, 2, 3});
+  auto second = std::move(first);
+  REQUIRE_THROWS_MATCHES(first.next(), mp::ProcessError, MessageContains("used after it was moved from"));
+  std::vector<int> got;
+  for (int r : second) got.push_back(r);
+  REQUIRE(got == std::vector<int>{1, 4, 9});
   // Chunked, and from an input range that is not sized.
   auto lazy = pool.imap(square, std::views::iota(0, 50) | std::views::filter([](int x) { return x % 2 == 0; }), 4);
   std::vector<int> evens;

@@ -11,13 +11,15 @@
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/util/lean_std.hpp>
+#include <mproc/errors.hpp>
 
 namespace mproc::detail {
 
 // CRTP base. Derived provides
 //   std::optional<R> next_until(Clock::time_point deadline);
 // (the next result, nullopt at the end; throws TimeoutError at the deadline
-// or the item's exception) and befriends this class.
+// or the item's exception) and a pointer member sink_, null once the result
+// was moved from, and befriends this class.
 template <class Derived, class R>
 class LazyResults {
  public:
@@ -44,7 +46,8 @@ class LazyResults {
     LazyResults* owner_ = nullptr;
   };
 
-  // Blocks until the first result (or throws its error).
+  // Blocks until the first result (or throws its error). Throws
+  // ProcessError on a moved-from result, as next() does.
   iterator begin() {
     if (!started_) {
       started_ = true;
@@ -55,13 +58,14 @@ class LazyResults {
   std::default_sentinel_t end() const noexcept { return {}; }
 
   // The next result, or nullopt when all were consumed (Python: next()).
-  // Blocks; rethrows the item's exception.
-  std::optional<R> next() { return self().next_until(Clock::time_point::max()); }
+  // Blocks; rethrows the item's exception. Throws ProcessError on a
+  // moved-from result.
+  std::optional<R> next() { return held().next_until(Clock::time_point::max()); }
 
   // As next(), but throws TimeoutError if no result arrives within `timeout`.
   template <class Rep, class Period>
   std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
-    return self().next_until(deadline_after(timeout));
+    return held().next_until(deadline_after(timeout));
   }
 
   // How many results there are in all when the input range was sized (a
@@ -79,6 +83,11 @@ class LazyResults {
 
  private:
   Derived& self() { return static_cast<Derived&>(*this); }
+  // self(), unless it was moved from.
+  Derived& held() {
+    if (!self().sink_) throw ProcessError("mproc: an imap result was used after it was moved from");
+    return self();
+  }
   void advance() {
     current_.reset();
     current_ = next();
