@@ -448,6 +448,36 @@ TEST_CASE("ThreadPool::imap: a moved-from result throws ProcessError (it used to
   CHECK(first.next() == 8);
 }
 
+TEST_CASE(
+    "ThreadPool::imap outliving its pool: the submitted results, then ProcessError if inputs were left (it "
+    "used to read the destroyed pool)",
+    "[thread_pool][imap]") {
+  auto sq = [](int x) { return x * x; };
+  std::optional<mp::ThreadImapResult<int>> partly, wholly;
+  {
+    mp::ThreadPool pool(2);
+    std::vector<int> many(100);
+    std::iota(many.begin(), many.end(), 0);
+    partly.emplace(pool.imap(sq, std::move(many)));  // 2 * 2 chunks of 1 ahead of the consumer
+    wholly.emplace(pool.imap(sq, std::vector<int>{5, 6, 7}));
+    CHECK(partly->next(10s) == 0);
+    CHECK(wholly->next(10s) == 25);
+  }
+  std::vector<int> got;
+  CHECK_THROWS_MATCHES(
+      [&] {
+        while (auto r = partly->next(10s)) got.push_back(*r);
+      }(),
+      mp::ProcessError, MessageContains("ThreadPool.imap: the pool was destroyed before the remaining inputs"));
+  REQUIRE(!got.empty());
+  REQUIRE(got.size() < 99);
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == static_cast<int>((i + 1) * (i + 1)));
+  CHECK_THROWS_AS(partly->next(), mp::ProcessError);  // and again
+  CHECK(wholly->next() == 36);
+  CHECK(wholly->next() == 49);
+  CHECK(wholly->next() == std::nullopt);
+}
+
 TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs", "[thread_pool][imap]") {
   within_10s([] {
     mp::ThreadPool pool(2);

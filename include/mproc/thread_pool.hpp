@@ -18,6 +18,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <future>
@@ -331,8 +332,10 @@ class ThreadPool final {
 // results (range-for) and Python's next(), next(timeout) (see
 // detail::LazyResults). An item rethrows its task's exception, or
 // ProcessError if the pool was terminated before it ran. Move-only; owned by
-// one consuming thread. Must not outlive its pool. Destroying it abandons
-// the results not yet taken (tasks already queued still run).
+// one consuming thread. Once its pool is destroyed (which runs every queued
+// task), it yields the results of the inputs already submitted, then throws
+// ProcessError if inputs were left. Destroying it abandons the results not
+// yet taken (tasks already queued still run).
 template <class R>
 class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
  public:
@@ -348,9 +351,16 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
 
   ThreadImapResult(detail::ThreadScheduler* scheduler, std::shared_ptr<detail::ThreadImapSink<R>> sink,
                    std::unique_ptr<detail::ImapProducer> producer, std::size_t window)
-      : scheduler_(scheduler), sink_(std::move(sink)), producer_(std::move(producer)), window_(window) {}
+      : scheduler_(scheduler),
+        pool_alive_(scheduler->liveness()),
+        sink_(std::move(sink)),
+        producer_(std::move(producer)),
+        window_(window) {}
+
+  bool pool_alive() const noexcept { return pool_alive_->load(std::memory_order_acquire); }
 
   void top_up() {
+    if (!pool_alive()) return;  // nothing can be submitted any more
     while (!exhausted_ && submitted_ - consumed_ < window_) {
       const std::size_t n = input_error_.guard([&] { return producer_->produce(submitted_); });
       if (n == 0) {
@@ -367,10 +377,15 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
       input_error_.raise_if_held();
       return std::nullopt;
     }
+    const bool alive = pool_alive();
+    if (!alive && consumed_ == submitted_)
+      throw ProcessError("mproc: ThreadPool.imap: the pool was destroyed before the remaining inputs were submitted");
     detail::ImapOutcome<R> outcome;
     {
       std::unique_lock lock(sink_->mutex);
-      if (!scheduler_->wait_helping(lock, sink_->cv, [&] { return sink_->available(); }, deadline))
+      auto available = [&] { return sink_->available(); };
+      // (A destroyed pool ran every submitted task: the results are there.)
+      if (!(alive ? scheduler_->wait_helping(lock, sink_->cv, available, deadline) : available()))
         throw TimeoutError("mproc: ThreadPool.imap: no result within the timeout");
       outcome = sink_->take();
     }
@@ -380,7 +395,8 @@ class ThreadImapResult : public detail::LazyResults<ThreadImapResult<R>, R> {
     return std::move(outcome.value);
   }
 
-  detail::ThreadScheduler* scheduler_;
+  detail::ThreadScheduler* scheduler_;  // used only while pool_alive()
+  std::shared_ptr<const std::atomic<bool>> pool_alive_;
   std::shared_ptr<detail::ThreadImapSink<R>> sink_;
   std::unique_ptr<detail::ImapProducer> producer_;
   std::size_t window_;

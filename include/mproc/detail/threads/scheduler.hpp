@@ -66,6 +66,7 @@ class ThreadScheduler final : public WaitHelper {
   ~ThreadScheduler() {
     close();
     join_threads();
+    alive_->store(false, std::memory_order_release);
   }
 
   // Number of worker threads.
@@ -76,6 +77,11 @@ class ThreadScheduler final : public WaitHelper {
     const auto p = pending_.load(std::memory_order_acquire);
     return p > 0 ? static_cast<std::size_t>(p) : 0;
   }
+
+  // A flag that stays true while this scheduler exists, for what may outlive
+  // it (an imap result): false once every task has run and the workers are
+  // gone. Non-blocking.
+  std::shared_ptr<const std::atomic<bool>> liveness() const { return alive_; }
 
   // This scheduler as the WaitHelper of the AsyncResults it completes.
   WaitHelper* wait_helper() noexcept { return this; }
@@ -547,6 +553,7 @@ class ThreadScheduler final : public WaitHelper {
   std::mutex error_mutex_;
   std::exception_ptr first_error_;
   std::mutex join_mutex_;
+  const std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
 };
 
 }  // namespace mproc::detail
