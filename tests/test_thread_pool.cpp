@@ -449,13 +449,15 @@ TEST_CASE("ThreadPool::imap: a moved-from result throws ProcessError (it used to
 }
 
 TEST_CASE(
-    "ThreadPool::imap outliving its pool: the submitted results, then ProcessError if inputs were left (it "
-    "used to read the destroyed pool)",
+    "ThreadPool results outliving their pool: AsyncResult ready, imap yields the submitted results, then "
+    "ProcessError if inputs were left (it used to read the destroyed pool)",
     "[thread_pool][imap]") {
   auto sq = [](int x) { return x * x; };
   std::optional<mp::ThreadImapResult<int>> partly, wholly;
+  std::optional<mp::AsyncResult<int>> single;
   {
     mp::ThreadPool pool(2);
+    single.emplace(pool.apply_async(sq, 9));
     std::vector<int> many(100);
     std::iota(many.begin(), many.end(), 0);
     partly.emplace(pool.imap(sq, std::move(many)));  // 2 * 2 chunks of 1 ahead of the consumer
@@ -476,6 +478,7 @@ TEST_CASE(
   CHECK(wholly->next() == 36);
   CHECK(wholly->next() == 49);
   CHECK(wholly->next() == std::nullopt);
+  CHECK(single->get(10s) == 81);  // ready since the pool's destructor ran
 }
 
 TEST_CASE("ThreadPool::imap next(timeout) throws TimeoutError while the item runs", "[thread_pool][imap]") {

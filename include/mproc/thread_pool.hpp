@@ -60,8 +60,9 @@ class ThreadImapResult;
 // After close(), calls from outside the pool throw ProcessError ("pool not
 // running", Python's ValueError); the pool's own tasks may still add work
 // until the pool has drained. After terminate(), every submission throws.
-// The pool is neither copyable nor movable; its results (AsyncResult,
-// ThreadImapResult) must not be waited on after it is destroyed.
+// The pool is neither copyable nor movable. Its results may outlive it: the
+// destructor runs every queued task and callback, so each AsyncResult is
+// ready by then; a ThreadImapResult yields what was submitted (see there).
 class ThreadPool final {
  public:
   // Starts `threads` workers (not given: cpu_count()). Throws ValueError for
