@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
@@ -22,11 +23,14 @@
 #include <type_traits>
 #include <vector>
 
+#include <unistd.h>
+
 #include <mproc/sharedctypes.hpp>
 #include <mproc/thread_pool.hpp>
 #include <mproc/threading.hpp>
 
 #include "catch.hpp"
+#include "child.hpp"
 #include "imap_input_error.hpp"
 #include "within.hpp"
 
@@ -827,6 +831,39 @@ TEST_CASE("ThreadPool: terminate drops queued work, its futures, results and ima
     CHECK_THROWS_MATCHES(pool.post([] {}), mp::ProcessError, MessageContains("terminate"));
     CHECK_NOTHROW(pool.wait());
   });
+}
+
+TEST_CASE("ThreadPool destroyed by one of its own tasks: the program terminates, saying why",
+          "[thread_pool][shutdown]") {
+  // (It cannot wait for its own thread; std::thread::join threw from the
+  // destructor before, a bare std::terminate.)
+  char path[] = "/tmp/mproc_test_own_task_XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  const auto result = mproc_test::run_in_child(
+      [fd] {
+        ::dup2(fd, STDERR_FILENO);
+        auto pool = std::make_shared<mp::ThreadPool>(2);
+        std::atomic<bool> released{false};
+        pool->post([owner = pool, &released]() mutable {
+          while (!released.load()) std::this_thread::yield();
+          owner.reset();  // the last owner: ~ThreadPool on the pool's own worker
+        });
+        pool.reset();
+        released = true;
+        std::this_thread::sleep_for(10s);
+        return 0;
+      },
+      30s);
+  std::string err(4096, '\0');
+  const auto n = ::pread(fd, err.data(), err.size(), 0);
+  ::close(fd);
+  ::unlink(path);
+  CHECK_FALSE(result.timed_out);
+  CHECK(result.exitcode == -SIGABRT);
+  REQUIRE(n > 0);
+  err.resize(static_cast<std::size_t>(n));
+  CHECK_THAT(err, Catch::Matchers::Contains("mproc: a ThreadPool was destroyed by one of its own tasks"));
 }
 
 TEST_CASE("ThreadPool: the destructor runs all queued work", "[thread_pool][shutdown]") {

@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <mutex>
 #include <stdexcept>
@@ -63,7 +64,16 @@ class ThreadScheduler final : public WaitHelper {
   ThreadScheduler& operator=(const ThreadScheduler&) = delete;
 
   // close(), then joins the workers: every queued task still runs. Blocks.
+  // On one of its own workers (a task dropped the pool's last owner) it
+  // cannot wait for itself: it says so on stderr and calls std::terminate().
   ~ThreadScheduler() {
+    if (current_worker() != nullptr) {
+      std::fputs(
+          "mproc: a ThreadPool was destroyed by one of its own tasks (a task held its last owner); it "
+          "cannot wait for its own thread, so the program terminates\n",
+          stderr);
+      std::terminate();
+    }
     close();
     join_threads();
     alive_->store(false, std::memory_order_release);
