@@ -180,7 +180,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   // close() + join(): every submitted task runs to completion (use
-  // terminate() to abandon work). Blocks.
+  // terminate() to abandon work). Blocks. Must not run in one of the pool's
+  // callbacks (one holding the pool's last owner): it cannot wait for its
+  // own callback thread, and terminates the program with a message saying so.
   ~Pool() {
     if (!engine_) return;
     try {

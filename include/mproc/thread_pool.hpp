@@ -75,9 +75,9 @@ class ThreadPool final {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // close() + join(): every queued task still runs (use terminate() first
-  // to drop them). Blocks. Must not run in one of the pool's own tasks (a
-  // task holding the pool's last owner): it cannot wait for itself, and
-  // terminates the program with a message saying so.
+  // to drop them). Blocks. Must not run in one of the pool's own tasks or
+  // callbacks (one holding the pool's last owner): it cannot wait for
+  // itself, and terminates the program with a message saying so.
   ~ThreadPool() = default;
 
   // Number of worker threads.

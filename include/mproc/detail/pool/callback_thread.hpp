@@ -45,12 +45,21 @@ class CallbackThread {
     idle_.wait(lock, [&] { return next_ == jobs_.size() && !running_; });
   }
 
-  // Runs what is queued, then ends the thread. Blocks. Idempotent.
+  // Runs what is queued, then ends the thread. Blocks. Idempotent. From a
+  // job itself (a callback held its pool's last owner) it cannot wait for
+  // its own thread, nor leave it running on this object: it says so on
+  // stderr and calls std::terminate().
   void stop() {
     std::thread t;
     {
       std::unique_lock lock(mutex_);
-      if (std::this_thread::get_id() == id_) return;  // (a pool destroyed by its own callback: cannot join)
+      if (std::this_thread::get_id() == id_) {
+        std::fputs(
+            "mproc: a pool was destroyed by one of its own callbacks (a callback held its last owner); "
+            "it cannot wait for its own callback thread, so the program terminates\n",
+            stderr);
+        std::terminate();
+      }
       stopping_ = true;
       cv_.notify_all();
       t = std::move(thread_);
