@@ -88,6 +88,7 @@ TEST_CASE(
   const auto result = mproc_test::run_in_child(
       [fd] {
         ::dup2(fd, STDERR_FILENO);
+        std::signal(SIGABRT, SIG_DFL);  // not Catch's handler (inherited: under TSan, it reports itself)
         auto owner = std::make_unique<d::CallbackThread>();
         std::promise<void> posted;
         std::shared_future<void> ready = posted.get_future().share();

@@ -77,7 +77,7 @@ TEST_CASE("ThreadPool: size, default size, zero threads rejected", "[thread_pool
 }
 
 TEST_CASE(
-    "ThreadPool: a negative chunksize or grain converted to std::size_t is refused; the largest valid one "
+    "ThreadPool: a negative chunksize or grain converted to std::size_t is refused, the largest valid one "
     "makes one chunk",
     "[thread_pool]") {
   mp::ThreadPool pool(2);
@@ -843,6 +843,7 @@ TEST_CASE("ThreadPool destroyed by one of its own tasks: the program terminates,
   const auto result = mproc_test::run_in_child(
       [fd] {
         ::dup2(fd, STDERR_FILENO);
+        std::signal(SIGABRT, SIG_DFL);  // not Catch's handler (inherited: under TSan, it reports itself)
         auto pool = std::make_shared<mp::ThreadPool>(2);
         std::atomic<bool> released{false};
         pool->post([owner = pool, &released]() mutable {
