@@ -14,8 +14,6 @@
 #include <thread>
 #include <vector>
 
-#include <unistd.h>
-
 #include <mproc/detail/pool/callback_thread.hpp>
 
 #include "catch.hpp"
@@ -82,32 +80,19 @@ TEST_CASE(
     "[callback_thread]") {
   // (It cannot wait for itself, nor leave its thread running on a destroyed
   // object: it used to end in a bare std::terminate, the thread left joinable.)
-  char path[] = "/tmp/mproc_test_own_callback_XXXXXX";
-  const int fd = ::mkstemp(path);
-  REQUIRE(fd >= 0);
-  const auto result = mproc_test::run_in_child(
-      [fd] {
-        ::dup2(fd, STDERR_FILENO);
-        std::signal(SIGABRT, SIG_DFL);  // not Catch's handler (inherited: under TSan, it reports itself)
-        auto owner = std::make_unique<d::CallbackThread>();
-        std::promise<void> posted;
-        std::shared_future<void> ready = posted.get_future().share();
-        owner->post([&owner, ready] {
-          (void)ready.wait_for(5s);
-          owner.reset();  // ~CallbackThread on its own thread
-        });
-        posted.set_value();
-        std::this_thread::sleep_for(10s);
-        return 0;
-      },
-      30s);
-  std::string err(4096, '\0');
-  const auto n = ::pread(fd, err.data(), err.size(), 0);
-  ::close(fd);
-  ::unlink(path);
-  CHECK_FALSE(result.timed_out);
-  CHECK(result.exitcode == -SIGABRT);
-  REQUIRE(n > 0);
-  err.resize(static_cast<std::size_t>(n));
-  CHECK_THAT(err, Catch::Matchers::Contains("mproc: a pool was destroyed by one of its own callbacks"));
+  const auto child = mproc_test::run_in_child_to_abort([] {
+    auto owner = std::make_unique<d::CallbackThread>();
+    std::promise<void> posted;
+    std::shared_future<void> ready = posted.get_future().share();
+    owner->post([&owner, ready] {
+      (void)ready.wait_for(5s);
+      owner.reset();  // ~CallbackThread on its own thread
+    });
+    posted.set_value();
+    std::this_thread::sleep_for(10s);
+    return 0;
+  });
+  CHECK_FALSE(child.result.timed_out);
+  CHECK(child.result.exitcode == -SIGABRT);
+  CHECK_THAT(child.stderr_text, Catch::Matchers::Contains("mproc: a pool was destroyed by one of its own callbacks"));
 }

@@ -23,8 +23,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <unistd.h>
-
 #include <mproc/sharedctypes.hpp>
 #include <mproc/thread_pool.hpp>
 #include <mproc/threading.hpp>
@@ -837,34 +835,21 @@ TEST_CASE("ThreadPool destroyed by one of its own tasks: the program terminates,
           "[thread_pool][shutdown]") {
   // (It cannot wait for its own thread; std::thread::join threw from the
   // destructor before, a bare std::terminate.)
-  char path[] = "/tmp/mproc_test_own_task_XXXXXX";
-  const int fd = ::mkstemp(path);
-  REQUIRE(fd >= 0);
-  const auto result = mproc_test::run_in_child(
-      [fd] {
-        ::dup2(fd, STDERR_FILENO);
-        std::signal(SIGABRT, SIG_DFL);  // not Catch's handler (inherited: under TSan, it reports itself)
-        auto pool = std::make_shared<mp::ThreadPool>(2);
-        std::atomic<bool> released{false};
-        pool->post([owner = pool, &released]() mutable {
-          while (!released.load()) std::this_thread::yield();
-          owner.reset();  // the last owner: ~ThreadPool on the pool's own worker
-        });
-        pool.reset();
-        released = true;
-        std::this_thread::sleep_for(10s);
-        return 0;
-      },
-      30s);
-  std::string err(4096, '\0');
-  const auto n = ::pread(fd, err.data(), err.size(), 0);
-  ::close(fd);
-  ::unlink(path);
-  CHECK_FALSE(result.timed_out);
-  CHECK(result.exitcode == -SIGABRT);
-  REQUIRE(n > 0);
-  err.resize(static_cast<std::size_t>(n));
-  CHECK_THAT(err, Catch::Matchers::Contains("mproc: a ThreadPool was destroyed by one of its own tasks"));
+  const auto child = mproc_test::run_in_child_to_abort([] {
+    auto pool = std::make_shared<mp::ThreadPool>(2);
+    std::atomic<bool> released{false};
+    pool->post([owner = pool, &released]() mutable {
+      while (!released.load()) std::this_thread::yield();
+      owner.reset();  // the last owner: ~ThreadPool on the pool's own worker
+    });
+    pool.reset();
+    released = true;
+    std::this_thread::sleep_for(10s);
+    return 0;
+  });
+  CHECK_FALSE(child.result.timed_out);
+  CHECK(child.result.exitcode == -SIGABRT);
+  CHECK_THAT(child.stderr_text, Catch::Matchers::Contains("mproc: a ThreadPool was destroyed by one of its own tasks"));
 }
 
 TEST_CASE("ThreadPool: the destructor runs all queued work", "[thread_pool][shutdown]") {

@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,6 +61,38 @@ inline ChildResult run_in_child(const std::function<int()>& fn,
   }
   result.exitcode = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
   return result;
+}
+
+// How a child ended that is expected to abort, and what it wrote to stderr.
+struct AbortedChild {
+  ChildResult result;
+  std::string stderr_text;
+};
+
+// As run_in_child, with the child's stderr captured (up to 64 KiB) and
+// SIGABRT at its default in the child (not the test framework's inherited
+// handler, which TSan reports as a signal-unsafe call), for tests of code
+// that must terminate the program with a message.
+inline AbortedChild run_in_child_to_abort(const std::function<int()>& fn,
+                                          std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  char path[] = "/tmp/mproc_test_stderr_XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) throw std::runtime_error("mkstemp failed");
+  ::unlink(path);
+  AbortedChild out;
+  out.result = run_in_child(
+      [&] {
+        ::dup2(fd, STDERR_FILENO);
+        ::signal(SIGABRT, SIG_DFL);
+        return fn();
+      },
+      timeout);
+  std::string text(64 * 1024, '\0');
+  const ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+  ::close(fd);
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  out.stderr_text = std::move(text);
+  return out;
 }
 
 }  // namespace mproc_test
